@@ -1,0 +1,61 @@
+// Package dataplane owns the edge's desired network state as domain types
+// and the contract every kernel/daemon backend follows: Apply(ctx, desired)
+// is declarative and idempotent — it compares desired with what exists,
+// changes only the difference, and running it twice changes nothing.
+//
+// The backends live in sub-packages, each behind a narrow interface to the
+// thing it drives: link (GRE links, addresses, routes via netlink), ipsec
+// (strongSwan over VICI) and firewall (nftables). Nothing here knows about
+// protobuf: the agent converts the controller's DesiredState once.
+package dataplane
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Tunnel is one GRE-over-IPsec tunnel seen from this edge.
+type Tunnel struct {
+	// ID is the controller's tunnel id, stable for the tunnel's life.
+	ID string
+	// LinkName is the kernel GRE interface name (at most 15 bytes).
+	LinkName string
+	// LocalUnderlay and RemoteUnderlay are the public (WAN) addresses GRE
+	// and IKE run between.
+	LocalUnderlay  netip.Addr
+	RemoteUnderlay netip.Addr
+	// LocalInner is this end's address on the tunnel /30 (10.255.0.1/30);
+	// RemoteInner is the far end's (10.255.0.2).
+	LocalInner  netip.Prefix
+	RemoteInner netip.Addr
+	// MTU of the GRE link.
+	MTU int
+	// RemoteSite and RemoteLANs: static routes to RemoteLANs go via
+	// RemoteInner over this link (when BGP does not do it).
+	RemoteSite string
+	RemoteLANs []netip.Prefix
+	// PSK is the IKE pre-shared key (32 random bytes). Never log it.
+	PSK []byte
+	// IPsec holds the proposals and lifetimes.
+	IPsec IPsecPolicy
+}
+
+// IPsecPolicy is the IKE/ESP parameter set of a tunnel, in strongSwan
+// proposal syntax.
+type IPsecPolicy struct {
+	IKEProposal string        // e.g. "aes256-sha256-modp2048"
+	IKELifetime time.Duration // e.g. 8h
+	ESPProposal string        // e.g. "aes256gcm16"
+	ESPLifetime time.Duration // e.g. 1h
+	DPDInterval time.Duration // e.g. 30s
+}
+
+// Desired is the whole state one edge must realise.
+type Desired struct {
+	Site        string
+	LANPrefixes []netip.Prefix
+	// WANInterfaces are the interfaces facing the underlay; SNAT exemption
+	// and IKE/ESP/GRE permits are attached to them. Empty means "any".
+	WANInterfaces []string
+	Tunnels       []Tunnel
+}
