@@ -1,0 +1,107 @@
+// Package topology derives the set of tunnels a network needs from its
+// sites and topology spec. It is pure: the same intent always yields the
+// same, sorted list of links with the same ids, which is what lets the
+// controller keep a tunnel's /30 and PSK across unrelated changes.
+package topology
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	"github.com/meshwan/meshwan/controller/intent"
+)
+
+// End is one side of a link: a site and one of its transports.
+type End struct {
+	Site      string
+	Transport string
+}
+
+// Link is one tunnel the topology asks for. A is the hub in hub-and-spoke
+// and otherwise the site whose name sorts first; A gets the first usable
+// address of the /30.
+type Link struct {
+	ID   string
+	A, B End
+}
+
+// ID is the stable identifier of the tunnel between two ends, e.g.
+// "hq.inet1~branch1.inet1". Site and transport names cannot contain '.' or
+// '~', so ids never collide and are safe in etcd keys and URL paths.
+func ID(a, b End) string {
+	return a.Site + "." + a.Transport + "~" + b.Site + "." + b.Transport
+}
+
+// Derive returns the links the topology needs, sorted by id.
+//
+// full-mesh connects every pair of sites; hub-and-spoke connects every
+// spoke to every hub and the hubs to each other (so spoke-to-spoke traffic
+// can cross from one hub to another). Per connected pair, transports are
+// joined by name (same-name) or all to all (all-pairs). A pair of transports
+// that are both dynamic is skipped: neither end could reach the other.
+func Derive(sites []intent.Site, t intent.Topology) []Link {
+	sites = slices.Clone(sites)
+	intent.SortSites(sites)
+	var links []Link
+	for i := range sites {
+		for j := i + 1; j < len(sites); j++ {
+			a, b := sites[i], sites[j]
+			if !connected(t.Mode, a, b) {
+				continue
+			}
+			if b.Hub() && !a.Hub() {
+				a, b = b, a
+			}
+			links = append(links, pairLinks(a, b, t.Match)...)
+		}
+	}
+	slices.SortFunc(links, func(x, y Link) int { return strings.Compare(x.ID, y.ID) })
+	return links
+}
+
+func connected(m intent.Mode, a, b intent.Site) bool {
+	switch m {
+	case intent.ModeFullMesh:
+		return true
+	case intent.ModeHubAndSpoke:
+		return a.Hub() || b.Hub()
+	}
+	return false
+}
+
+func pairLinks(a, b intent.Site, m intent.Match) []Link {
+	var out []Link
+	for _, ta := range a.Transports {
+		for _, tb := range b.Transports {
+			if m != intent.MatchAllPairs && ta.Name != tb.Name {
+				continue
+			}
+			if ta.Dynamic && tb.Dynamic {
+				continue
+			}
+			ea, eb := End{a.Name, ta.Name}, End{b.Name, tb.Name}
+			out = append(out, Link{ID: ID(ea, eb), A: ea, B: eb})
+		}
+	}
+	return out
+}
+
+// Diff splits want against have (both keyed by id) into the ids to add and
+// to remove, each sorted.
+func Diff[V any](want []Link, have map[string]V) (add []Link, remove []string) {
+	wantIDs := make(map[string]bool, len(want))
+	for _, l := range want {
+		wantIDs[l.ID] = true
+		if _, ok := have[l.ID]; !ok {
+			add = append(add, l)
+		}
+	}
+	for id := range have {
+		if !wantIDs[id] {
+			remove = append(remove, id)
+		}
+	}
+	slices.SortFunc(remove, cmp.Compare)
+	return add, remove
+}
