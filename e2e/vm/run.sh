@@ -166,7 +166,16 @@ if [ "$DEBUG" = 1 ]; then
 else
 	APPEND="console=ttyS0 quiet loglevel=1"
 fi
-APPEND="$APPEND panic=-1 oops=panic mitigations=off ${MESHWAN_LAB_APPEND:-}"
+# mitigations=off: no page-table isolation etc. (costly under TCG).
+# cryptomgr.notests: skip the crypto self-tests run for every algorithm a
+# module registers (seconds per crypto module under TCG);
+# MESHWAN_LAB_CRYPTO_TESTS=1 keeps them. lpj/no_timer_check: skip delay-loop
+# calibration and timer checks that fail or stall under emulation.
+# dummy/ifb: do not create dummy0/ifb0/ifb1 when the modules load.
+APPEND="$APPEND panic=-1 oops=panic mitigations=off lpj=8000000 no_timer_check"
+APPEND="$APPEND dummy.numdummies=0 ifb.numifbs=0"
+[ "${MESHWAN_LAB_CRYPTO_TESTS:-0}" = 1 ] || APPEND="$APPEND cryptomgr.notests=1"
+APPEND="$APPEND ${MESHWAN_LAB_APPEND:-}"
 
 QEMU=(qemu-system-x86_64
 	-name meshwan-lab

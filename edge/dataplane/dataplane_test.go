@@ -1,0 +1,261 @@
+package dataplane
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestGREMTU(t *testing.T) {
+	tests := []struct {
+		name     string
+		underlay int
+		o        Overhead
+		want     int
+	}{
+		{"gcm 1500", 1500, ESPAESGCM16, 1442},
+		{"gcm 1500 nat-t", 1500, ESPAESGCM16.WithNATT(), 1434},
+		{"gcm 1500 ipv6 outer", 1500, ESPAESGCM16.WithIPv6Outer(), 1422},
+		{"gcm 1500 ipv6 outer nat-t", 1500, ESPAESGCM16.WithIPv6Outer().WithNATT(), 1414},
+		{"gcm pppoe 1492 nat-t", 1492, ESPAESGCM16.WithNATT(), 1426},
+		{"cbc-sha1 1500", 1500, ESPAESCBCSHA1, 1434},
+		{"cbc-sha256 1500", 1500, ESPAESCBCSHA256, 1434},
+		{"cbc-sha256 1500 nat-t", 1500, ESPAESCBCSHA256.WithNATT(), 1418},
+		{"jumbo gcm", 9000, ESPAESGCM16, 8942},
+		{"too small", 40, ESPAESGCM16, 0},
+		{"zero", 0, ESPAESGCM16, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := GREMTU(tc.underlay, tc.o); got != tc.want {
+				t.Errorf("GREMTU(%d) = %d, want %d", tc.underlay, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestGREMTUAgainstReference checks GREMTU against a slow, obviously
+// correct model: build every inner size, pad it as ESP does, and keep the
+// largest that fits.
+func TestGREMTUAgainstReference(t *testing.T) {
+	wire := func(inner int, o Overhead) int {
+		payload := o.GRE + inner + o.Trailer
+		for payload%o.Align != 0 {
+			payload++
+		}
+		return o.OuterIP + o.NATT + o.ESPHeader + o.IV + payload + o.ICV
+	}
+	for _, o := range []Overhead{ESPAESGCM16, ESPAESGCM16.WithNATT(), ESPAESCBCSHA1, ESPAESCBCSHA256.WithIPv6Outer().WithNATT()} {
+		for underlay := 60; underlay <= 1600; underlay++ {
+			want := 0
+			for inner := 0; inner <= underlay; inner++ {
+				if wire(inner, o) <= underlay {
+					want = inner
+				}
+			}
+			if want == 0 && wire(0, o) > underlay {
+				want = 0
+			}
+			if got := GREMTU(underlay, o); got != want {
+				t.Fatalf("GREMTU(%d, %+v) = %d, reference %d", underlay, o, got, want)
+			}
+		}
+	}
+}
+
+// TestDefaultMTUIsConservative: the product default fits every
+// encapsulation we may meet on a 1500-byte underlay, and on PPPoE with
+// NAT-T, and it is within 50 bytes of the exact GCM value (the "1400-ish").
+func TestDefaultMTUIsConservative(t *testing.T) {
+	for _, o := range []Overhead{ESPAESGCM16, ESPAESGCM16.WithNATT(), ESPAESCBCSHA1.WithNATT(), ESPAESCBCSHA256.WithIPv6Outer().WithNATT()} {
+		if got := GREMTU(1500, o); got < DefaultMTU {
+			t.Errorf("GREMTU(1500, %+v) = %d < DefaultMTU %d", o, got, DefaultMTU)
+		}
+	}
+	if got := GREMTU(1492, ESPAESCBCSHA256.WithNATT()); got < DefaultMTU {
+		t.Errorf("PPPoE + NAT-T + CBC: %d < %d", got, DefaultMTU)
+	}
+	if w := 1500 - ESPAESGCM16.Worst(); w != 1439 || w < DefaultMTU || w-DefaultMTU > 50 {
+		t.Errorf("worst-case GCM MTU = %d, want 1439", w)
+	}
+	if m := (Tunnel{}).EffectiveMTU(); m != DefaultMTU {
+		t.Errorf("EffectiveMTU of zero tunnel = %d", m)
+	}
+	if m := (Tunnel{MTU: 1380}).MSS(); m != 1340 {
+		t.Errorf("MSS = %d, want 1340", m)
+	}
+}
+
+func TestLinkName(t *testing.T) {
+	tests := []struct {
+		site, lt, rt, id string
+		want             string
+	}{
+		{"par", "inet", "lte", "t1", "mw-par-inet-lte"},
+		{"ny", "a", "b", "t1", "mw-ny-a-b"},
+		// Too long for the readable form: site prefix, initials and hash.
+		{"frankfurt", "inet", "lte", "t1", "mw-frank-il"},
+		{"frankfurt", "inet", "lte", "t2", "mw-frank-il"},
+		// Lossy tokens always hash, even when short.
+		{"Paris", "inet", "lte", "t1", "mw-paris-il"},
+		{"a-b", "x", "y", "t1", "mw-ab-xy"},
+		{"", "", "", "t1", "mw-x-00"},
+	}
+	seen := map[string]bool{}
+	for _, tc := range tests {
+		got := LinkName(tc.site, tc.lt, tc.rt, tc.id)
+		if !strings.HasPrefix(got, tc.want) {
+			t.Errorf("LinkName(%q,%q,%q,%q) = %q, want prefix %q", tc.site, tc.lt, tc.rt, tc.id, got, tc.want)
+		}
+		if err := ValidLinkName(got); err != nil {
+			t.Errorf("LinkName(%q...) = %q invalid: %v", tc.site, got, err)
+		}
+		if seen[got] {
+			t.Errorf("LinkName(%q,%q,%q,%q) = %q repeats an earlier name", tc.site, tc.lt, tc.rt, tc.id, got)
+		}
+		seen[got] = true
+		if again := LinkName(tc.site, tc.lt, tc.rt, tc.id); again != got {
+			t.Errorf("not deterministic: %q then %q", got, again)
+		}
+	}
+	// Hashed form: exactly 15 bytes for a long site and two dashes.
+	if n := LinkName("frankfurt", "inet", "lte", "t1"); len(n) != 15 || strings.Count(n, "-") != 2 {
+		t.Errorf("hashed name %q: want 15 bytes and 2 dashes", n)
+	}
+}
+
+// TestLinkNameUnique draws many (site, transport, transport) triples and
+// checks no two distinct triples share a name.
+func TestLinkNameUnique(t *testing.T) {
+	sites := []string{"par", "paris", "paris1", "paris2", "frankfurt", "frankfurt-2", "Frankfurt", "ny", "nyc", "london", "lon", "tokyo-hq"}
+	trans := []string{"inet", "lte", "mpls", "wan1", "wan2", "i", "internet", "5g"}
+	seen := map[string]string{}
+	for _, s := range sites {
+		for _, l := range trans {
+			for _, r := range trans {
+				k := s + "/" + l + "/" + r
+				n := LinkName(s, l, r, "id-"+k)
+				if len(n) > MaxLinkNameLen {
+					t.Fatalf("%s: %q too long", k, n)
+				}
+				if prev, dup := seen[n]; dup {
+					t.Fatalf("%q names both %s and %s", n, prev, k)
+				}
+				seen[n] = k
+			}
+		}
+	}
+}
+
+func TestValidLinkName(t *testing.T) {
+	for _, ok := range []string{"mw-a", "eth0", "mw-123456789012"} {
+		if err := ValidLinkName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "mw-1234567890123", "a/b", "a:b", "a b", "mw-%d", "a\tb"} {
+		if err := ValidLinkName(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func goodTunnel() Tunnel {
+	return Tunnel{
+		ID:             "t1",
+		LinkName:       "mw-b-inet-inet",
+		LocalUnderlay:  netip.MustParseAddr("110.19.112.126"),
+		RemoteUnderlay: netip.MustParseAddr("96.3.36.10"),
+		LocalInner:     netip.MustParsePrefix("11.11.11.2/30"),
+		RemoteInner:    netip.MustParseAddr("11.11.11.1"),
+		RemoteSite:     "b",
+		RemoteLANs:     []netip.Prefix{netip.MustParsePrefix("10.1.1.0/24")},
+		PSK:            []byte("0123456789abcdef0123456789abcdef"),
+		IPsec:          IPsecPolicy{IKEProposal: "aes256-sha256-modp2048", ESPProposal: "aes256gcm16", IKELifetime: 8 * time.Hour},
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := func() Desired {
+		return Desired{Site: "a", LANPrefixes: []netip.Prefix{netip.MustParsePrefix("10.2.1.0/24")}, Tunnels: []Tunnel{goodTunnel()}}
+	}
+	if err := base().Validate(); err != nil {
+		t.Fatalf("good state rejected: %v", err)
+	}
+	tests := []struct {
+		name   string
+		mutate func(d *Desired)
+		field  string // want a FieldError naming this field
+	}{
+		{"no site", func(d *Desired) { d.Site = "" }, "Site"},
+		{"lan host bits", func(d *Desired) { d.LANPrefixes[0] = netip.MustParsePrefix("10.2.1.1/24") }, "LANPrefixes[0]"},
+		{"lan v6", func(d *Desired) { d.LANPrefixes[0] = netip.MustParsePrefix("2001:db8::/64") }, "LANPrefixes[0]"},
+		{"wan name", func(d *Desired) { d.WANInterfaces = []string{"a very long interface"} }, "WANInterfaces[0]"},
+		{"empty id", func(d *Desired) { d.Tunnels[0].ID = "" }, "Tunnels[0].ID"},
+		{"id spaces", func(d *Desired) { d.Tunnels[0].ID = "a b" }, "Tunnels[0](id=a b).ID"},
+		{"dup id", func(d *Desired) {
+			t2 := goodTunnel()
+			t2.LinkName = "mw-other"
+			d.Tunnels = append(d.Tunnels, t2)
+		}, "Tunnels[1](id=t1).ID"},
+		{"dup link", func(d *Desired) {
+			t2 := goodTunnel()
+			t2.ID = "t2"
+			d.Tunnels = append(d.Tunnels, t2)
+		}, "Tunnels[1](id=t2).LinkName"},
+		{"link prefix", func(d *Desired) { d.Tunnels[0].LinkName = "gre1" }, "Tunnels[0](id=t1).LinkName"},
+		{"link too long", func(d *Desired) { d.Tunnels[0].LinkName = "mw-0123456789abc" }, "Tunnels[0](id=t1).LinkName"},
+		{"underlay v6", func(d *Desired) { d.Tunnels[0].LocalUnderlay = netip.MustParseAddr("2001:db8::1") }, "Tunnels[0](id=t1).LocalUnderlay"},
+		{"underlay missing", func(d *Desired) { d.Tunnels[0].RemoteUnderlay = netip.Addr{} }, "Tunnels[0](id=t1).RemoteUnderlay"},
+		{"underlay same", func(d *Desired) { d.Tunnels[0].RemoteUnderlay = d.Tunnels[0].LocalUnderlay }, "Tunnels[0](id=t1).RemoteUnderlay"},
+		{"inner /24", func(d *Desired) { d.Tunnels[0].LocalInner = netip.MustParsePrefix("11.11.11.2/24") }, "Tunnels[0](id=t1).LocalInner"},
+		{"inner network addr", func(d *Desired) { d.Tunnels[0].LocalInner = netip.MustParsePrefix("11.11.11.0/30") }, "Tunnels[0](id=t1).LocalInner"},
+		{"inner broadcast", func(d *Desired) { d.Tunnels[0].LocalInner = netip.MustParsePrefix("11.11.11.3/30") }, "Tunnels[0](id=t1).LocalInner"},
+		{"remote inner outside", func(d *Desired) { d.Tunnels[0].RemoteInner = netip.MustParseAddr("11.11.12.1") }, "Tunnels[0](id=t1).RemoteInner"},
+		{"remote inner same", func(d *Desired) { d.Tunnels[0].RemoteInner = netip.MustParseAddr("11.11.11.2") }, "Tunnels[0](id=t1).RemoteInner"},
+		{"remote inner bcast", func(d *Desired) { d.Tunnels[0].RemoteInner = netip.MustParseAddr("11.11.11.3") }, "Tunnels[0](id=t1).RemoteInner"},
+		{"mtu small", func(d *Desired) { d.Tunnels[0].MTU = 100 }, "Tunnels[0](id=t1).MTU"},
+		{"remote lan overlaps local", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("10.2.0.0/16") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
+		{"remote lan covers underlay", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("0.0.0.0/0") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
+		{"psk short", func(d *Desired) { d.Tunnels[0].PSK = []byte("short") }, "Tunnels[0](id=t1).PSK"},
+		{"proposal syntax", func(d *Desired) { d.Tunnels[0].IPsec.IKEProposal = "aes256 sha256" }, "Tunnels[0](id=t1).IPsec.IKEProposal"},
+		{"negative lifetime", func(d *Desired) { d.Tunnels[0].IPsec.ESPLifetime = -time.Second }, "Tunnels[0](id=t1).IPsec.ESPLifetime"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := base()
+			tc.mutate(&d)
+			err := d.Validate()
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			found := false
+			for _, e := range unjoin(err) {
+				var fe *FieldError
+				if errors.As(e, &fe) && fe.Field == tc.field {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no error for field %q in: %v", tc.field, err)
+			}
+			if strings.Contains(err.Error(), "0123456789abcdef") {
+				t.Errorf("error leaks the PSK: %v", err)
+			}
+		})
+	}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		if _, isField := err.(*FieldError); !isField {
+			return j.Unwrap()
+		}
+	}
+	return []error{err}
+}
