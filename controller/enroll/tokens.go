@@ -275,3 +275,7 @@ func randHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// EdgeKey is the store key of a site's enrollment record; deleting it with
+// the site retires the site's certificate.
+func EdgeKey(site string) string { return edgesDir + site }

@@ -19,7 +19,8 @@ import (
 // status codes in one table.
 var (
 	ErrInvalid      = errors.New("invalid argument")
-	ErrConflict     = errors.New("conflict") // duplicate name, overlapping prefix, taken ASN
+	ErrExists       = errors.New("already exists") // a site of that name exists
+	ErrConflict     = errors.New("conflict")       // overlapping prefix, shared address, taken ASN
 	ErrPrecondition = errors.New("failed precondition")
 	ErrNotFound     = errors.New("not found")
 )
@@ -249,7 +250,7 @@ func CheckSites(sites []Site, tunnelPool netip.Prefix) error {
 	var prefixes []owned
 	for _, s := range sites {
 		if names[s.Name] {
-			return fmt.Errorf("%w: site.name: a site named %q already exists", ErrConflict, s.Name)
+			return fmt.Errorf("%w: site.name: a site named %q already exists", ErrExists, s.Name)
 		}
 		names[s.Name] = true
 		for i, t := range s.Transports {

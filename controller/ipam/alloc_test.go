@@ -19,7 +19,7 @@ import (
 func TestConcurrentAllocatorsNeverDuplicate(t *testing.T) {
 	srv := etcdtest.Start(t)
 	pool, _ := ipam.ParsePool30("10.255.0.0/20") // 1024 /30s
-	const allocators, each = 4, 600                 // 2400 allocations: the pool runs dry on purpose
+	const allocators, each = 4, 600              // 2400 allocations: the pool runs dry on purpose
 	ctx := context.Background()
 
 	type result struct {

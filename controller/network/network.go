@@ -158,7 +158,7 @@ func (n *Network) CreateSite(ctx context.Context, site intent.Site) (intent.Site
 	}
 	err := n.change(ctx, func(s *Snapshot) (changeOps, error) {
 		if _, ok := s.Sites[site.Name]; ok {
-			return changeOps{}, fmt.Errorf("%w: site.name: a site named %q already exists", intent.ErrConflict, site.Name)
+			return changeOps{}, fmt.Errorf("%w: site.name: a site named %q already exists", intent.ErrExists, site.Name)
 		}
 		sites := append(s.SiteList(), site)
 		if err := n.checkIntent(s, sites, s.rawTopology); err != nil {

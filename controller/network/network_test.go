@@ -287,7 +287,7 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		want  error
 		field string
 	}{
-		{"duplicate name", func() error { _, err := f.net.CreateSite(ctx, mkSite(0, intent.RoleSpoke)); return err }, intent.ErrConflict, "site.name"},
+		{"duplicate name", func() error { _, err := f.net.CreateSite(ctx, mkSite(0, intent.RoleSpoke)); return err }, intent.ErrExists, "site.name"},
 		{"overlapping LAN", func() error { _, err := f.net.CreateSite(ctx, overlap); return err }, intent.ErrConflict, "site.lan_prefixes[0]"},
 		{"same public address", func() error { _, err := f.net.CreateSite(ctx, sameAddr); return err }, intent.ErrConflict, "site.transports[0].address"},
 		{"duplicate ASN", func() error { _, err := f.net.CreateSite(ctx, dupASN); return err }, intent.ErrConflict, "site.asn"},

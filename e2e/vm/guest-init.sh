@@ -38,6 +38,8 @@ finish() {
 	echo "$1" >/ctl/status.tmp && mv /ctl/status.tmp /ctl/status
 	dmesg >/ctl/dmesg.txt 2>/dev/null
 	sync
+	# Keep "reboot: Power down" off the console.
+	[ "$LAB_DEBUG" = 1 ] || echo 0 >/proc/sys/kernel/printk
 	poweroff -f
 	sleep 30
 }
@@ -125,6 +127,11 @@ if [ "$LAB_NET" = 1 ]; then
 		ip addr add 10.0.2.15/24 dev eth0 &&
 		ip route add default via 10.0.2.2 dev eth0 ||
 		die "eth0 setup failed"
+	i=0
+	while [ "$(cat /sys/class/net/eth0/operstate)" != up ] && [ "$i" -lt 30 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
 fi
 
 # --- run --------------------------------------------------------------------------

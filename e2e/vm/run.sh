@@ -103,6 +103,7 @@ fi
 CTL="$(mktemp -d "${TMPDIR:-/tmp}/meshwan-lab.XXXXXX")"
 QPID='' SPID=''
 cleanup() {
+	set +e
 	[ -n "$QPID" ] && kill -KILL "$QPID" 2>/dev/null
 	[ -n "$SPID" ] && kill "$SPID" 2>/dev/null
 	if [ "${MESHWAN_LAB_KEEP:-0}" = 1 ]; then
@@ -213,8 +214,7 @@ if kill -0 "$QPID" 2>/dev/null; then
 	for _ in 1 2 3 4 5; do kill -0 "$QPID" 2>/dev/null || break; sleep 1; done
 	kill -KILL "$QPID" 2>/dev/null || true
 	wait "$QPID" 2>/dev/null || true
-	QPID=''
-	[ -n "$OUT" ] && [ -f "$CTL/dmesg.txt" ] && cp "$CTL/dmesg.txt" "$OUT/vm-dmesg.txt"
+	QPID='' SPID=''
 	exit 124
 fi
 wait "$QPID" || qrc=$?
@@ -224,7 +224,9 @@ wait "$SPID" 2>/dev/null || true
 SPID=''
 elapsed=$((SECONDS - start))
 
-[ -n "$OUT" ] && [ -f "$CTL/dmesg.txt" ] && cp "$CTL/dmesg.txt" "$OUT/vm-dmesg.txt"
+if [ -n "$OUT" ] && [ -f "$CTL/dmesg.txt" ]; then
+	cp "$CTL/dmesg.txt" "$OUT/vm-dmesg.txt"
+fi
 
 if [ ! -f "$CTL/status" ]; then
 	printf 'run.sh: ERROR: the VM stopped (qemu exit %s after %s s) without reporting the command'"'"'s exit status (kernel panic or harness failure?)\n' "$qrc" "$elapsed" >&2

@@ -1,0 +1,173 @@
+// Package api adapts the controller's Go API to gRPC (AdminService,
+// EdgeService) and to REST/JSON through grpc-gateway. Handlers are thin:
+// convert the request to domain types, call network/enroll/health, convert
+// back; every error goes through the one code table in errors.go. Generated
+// types do not travel further in than this package.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/meshwan/meshwan/controller/enroll"
+	"github.com/meshwan/meshwan/controller/health"
+	"github.com/meshwan/meshwan/controller/network"
+	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
+)
+
+// Admin implements AdminService.
+type Admin struct {
+	pb.UnimplementedAdminServiceServer
+	Net    *network.Network
+	Enroll *enroll.Service
+	Health *health.Registry
+	Log    *slog.Logger
+	// OnChange, when set, is called after every successful change (the
+	// dashboard's event feed uses it).
+	OnChange func(what string)
+}
+
+func (a *Admin) changed(what string) {
+	if a.OnChange != nil {
+		a.OnChange(what)
+	}
+}
+
+func (a *Admin) CreateSite(ctx context.Context, req *pb.CreateSiteRequest) (*pb.Site, error) {
+	s, err := siteFromPB(req.GetSite())
+	if err == nil {
+		s, err = a.Net.CreateSite(ctx, s)
+	}
+	if err != nil {
+		return nil, toStatus(a.Log, "CreateSite", err)
+	}
+	a.changed("site " + s.Name + " created")
+	return siteToPB(s, &health.Status{State: health.NeverSeen}), nil
+}
+
+func (a *Admin) GetSite(ctx context.Context, req *pb.GetSiteRequest) (*pb.Site, error) {
+	s, err := a.Net.GetSite(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(a.Log, "GetSite", err)
+	}
+	st, err := a.Health.Get(ctx, s.Name)
+	if err != nil {
+		return nil, toStatus(a.Log, "GetSite", err)
+	}
+	return siteToPB(s, &st), nil
+}
+
+func (a *Admin) ListSites(ctx context.Context, _ *pb.ListSitesRequest) (*pb.ListSitesResponse, error) {
+	sites, err := a.Net.ListSites(ctx)
+	if err != nil {
+		return nil, toStatus(a.Log, "ListSites", err)
+	}
+	all, err := a.Health.All(ctx)
+	if err != nil {
+		return nil, toStatus(a.Log, "ListSites", err)
+	}
+	out := &pb.ListSitesResponse{}
+	for _, s := range sites {
+		st, ok := all[s.Name]
+		if !ok {
+			st.State = health.NeverSeen
+		}
+		out.Sites = append(out.Sites, siteToPB(s, &st))
+	}
+	return out, nil
+}
+
+func (a *Admin) UpdateSite(ctx context.Context, req *pb.UpdateSiteRequest) (*pb.Site, error) {
+	s, err := siteFromPB(req.GetSite())
+	if err == nil {
+		s, err = a.Net.UpdateSite(ctx, s)
+	}
+	if err != nil {
+		return nil, toStatus(a.Log, "UpdateSite", err)
+	}
+	a.changed("site " + s.Name + " updated")
+	st, _ := a.Health.Get(ctx, s.Name)
+	return siteToPB(s, &st), nil
+}
+
+func (a *Admin) DeleteSite(ctx context.Context, req *pb.DeleteSiteRequest) (*pb.DeleteSiteResponse, error) {
+	if err := a.Net.DeleteSite(ctx, req.GetName()); err != nil {
+		return nil, toStatus(a.Log, "DeleteSite", err)
+	}
+	if err := a.Health.Forget(ctx, req.GetName()); err != nil {
+		a.Log.Warn("forget status of deleted site", "site", req.GetName(), "err", err)
+	}
+	a.changed("site " + req.GetName() + " deleted")
+	return &pb.DeleteSiteResponse{}, nil
+}
+
+func (a *Admin) GetTopology(ctx context.Context, _ *pb.GetTopologyRequest) (*pb.Topology, error) {
+	t, err := a.Net.GetTopology(ctx)
+	if err != nil {
+		return nil, toStatus(a.Log, "GetTopology", err)
+	}
+	return topologyToPB(t), nil
+}
+
+func (a *Admin) SetTopology(ctx context.Context, req *pb.SetTopologyRequest) (*pb.Topology, error) {
+	t, err := topologyFromPB(req.GetTopology())
+	if err == nil {
+		t, err = a.Net.SetTopology(ctx, t)
+	}
+	if err != nil {
+		return nil, toStatus(a.Log, "SetTopology", err)
+	}
+	a.changed("topology set to " + string(t.Mode))
+	return topologyToPB(t), nil
+}
+
+func (a *Admin) ListTunnels(ctx context.Context, req *pb.ListTunnelsRequest) (*pb.ListTunnelsResponse, error) {
+	ts, err := a.Net.ListTunnels(ctx, req.GetSite())
+	if err != nil {
+		return nil, toStatus(a.Log, "ListTunnels", err)
+	}
+	out := &pb.ListTunnelsResponse{}
+	for _, t := range ts {
+		out.Tunnels = append(out.Tunnels, tunnelToPB(t))
+	}
+	return out, nil
+}
+
+func (a *Admin) GetTunnel(ctx context.Context, req *pb.GetTunnelRequest) (*pb.Tunnel, error) {
+	t, err := a.Net.GetTunnel(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(a.Log, "GetTunnel", err)
+	}
+	return tunnelToPB(t), nil
+}
+
+func (a *Admin) CreateEnrollmentToken(ctx context.Context, req *pb.CreateEnrollmentTokenRequest) (*pb.EnrollmentToken, error) {
+	t, secret, err := a.Enroll.CreateToken(ctx, req.GetSite(), time.Duration(req.GetTtlSeconds())*time.Second)
+	if err != nil {
+		return nil, toStatus(a.Log, "CreateEnrollmentToken", err)
+	}
+	a.Log.Info("enrollment token created", "token_id", t.ID, "site", t.Site, "expires_at", t.ExpiresAt)
+	return tokenToPB(t, secret), nil
+}
+
+func (a *Admin) ListEnrollmentTokens(ctx context.Context, _ *pb.ListEnrollmentTokensRequest) (*pb.ListEnrollmentTokensResponse, error) {
+	ts, err := a.Enroll.ListTokens(ctx)
+	if err != nil {
+		return nil, toStatus(a.Log, "ListEnrollmentTokens", err)
+	}
+	out := &pb.ListEnrollmentTokensResponse{}
+	for _, t := range ts {
+		out.Tokens = append(out.Tokens, tokenToPB(t, ""))
+	}
+	return out, nil
+}
+
+func (a *Admin) RevokeEnrollmentToken(ctx context.Context, req *pb.RevokeEnrollmentTokenRequest) (*pb.EnrollmentToken, error) {
+	t, err := a.Enroll.RevokeToken(ctx, req.GetId())
+	if err != nil {
+		return nil, toStatus(a.Log, "RevokeEnrollmentToken", err)
+	}
+	a.Log.Info("enrollment token revoked", "token_id", t.ID)
+	return tokenToPB(t, ""), nil
+}

@@ -1,0 +1,200 @@
+package api
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/meshwan/meshwan/controller/enroll"
+	"github.com/meshwan/meshwan/controller/health"
+	"github.com/meshwan/meshwan/controller/intent"
+	"github.com/meshwan/meshwan/controller/network"
+	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Conversions between the API's generated types and the domain types.
+// Parsing from the wire names the field on error.
+
+func siteFromPB(s *pb.Site) (intent.Site, error) {
+	if s == nil {
+		return intent.Site{}, fmt.Errorf("%w: site: missing", intent.ErrInvalid)
+	}
+	out := intent.Site{Name: s.GetName(), ASN: s.GetAsn()}
+	switch s.GetRole() {
+	case pb.SiteRole_SITE_ROLE_HUB:
+		out.Role = intent.RoleHub
+	case pb.SiteRole_SITE_ROLE_SPOKE, pb.SiteRole_SITE_ROLE_UNSPECIFIED:
+		out.Role = intent.RoleSpoke
+	default:
+		return intent.Site{}, fmt.Errorf("%w: site.role: unknown value %d", intent.ErrInvalid, s.GetRole())
+	}
+	for i, t := range s.GetTransports() {
+		tr, err := intent.ParseTransportAddr(fmt.Sprintf("site.transports[%d].address", i), t.GetAddress())
+		if err != nil {
+			return intent.Site{}, err
+		}
+		tr.Name = t.GetName()
+		out.Transports = append(out.Transports, tr)
+	}
+	for i, p := range s.GetLanPrefixes() {
+		pfx, err := intent.ParsePrefix(fmt.Sprintf("site.lan_prefixes[%d]", i), p)
+		if err != nil {
+			return intent.Site{}, err
+		}
+		out.LANPrefixes = append(out.LANPrefixes, pfx)
+	}
+	return out, nil
+}
+
+func siteToPB(s intent.Site, st *health.Status) *pb.Site {
+	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE}
+	if s.Hub() {
+		out.Role = pb.SiteRole_SITE_ROLE_HUB
+	}
+	for _, t := range s.Transports {
+		out.Transports = append(out.Transports, transportToPB(t))
+	}
+	for _, p := range s.LANPrefixes {
+		out.LanPrefixes = append(out.LanPrefixes, p.String())
+	}
+	if st != nil {
+		out.Status = statusToPB(*st)
+	}
+	return out
+}
+
+func transportToPB(t intent.Transport) *pb.Transport {
+	addr := intent.Dynamic
+	if !t.Dynamic {
+		addr = t.Addr.String()
+	}
+	return &pb.Transport{Name: t.Name, Address: addr}
+}
+
+func statusToPB(st health.Status) *pb.SiteStatus {
+	out := &pb.SiteStatus{AgentVersion: st.Agent, AppliedVersion: st.Report.AppliedVersion}
+	switch st.State {
+	case health.Up:
+		out.State = pb.EdgeState_EDGE_STATE_UP
+	case health.Down:
+		out.State = pb.EdgeState_EDGE_STATE_DOWN
+	default:
+		out.State = pb.EdgeState_EDGE_STATE_NEVER_SEEN
+	}
+	if !st.LastSeen.IsZero() {
+		out.LastSeen = timestamppb.New(st.LastSeen)
+	}
+	for _, t := range st.Report.Tunnels {
+		out.Tunnels = append(out.Tunnels, tunnelStatusToPB(t))
+	}
+	return out
+}
+
+var tunnelStates = map[string]pb.TunnelState{
+	"up": pb.TunnelState_TUNNEL_STATE_UP, "degraded": pb.TunnelState_TUNNEL_STATE_DEGRADED, "down": pb.TunnelState_TUNNEL_STATE_DOWN,
+}
+
+func tunnelStatusToPB(t health.TunnelStatus) *pb.TunnelStatus {
+	return &pb.TunnelStatus{TunnelId: t.TunnelID, State: tunnelStates[t.State], LinkUp: t.LinkUp, IkeState: t.IKEState,
+		ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut, PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail}
+}
+
+func tunnelStatusFromPB(t *pb.TunnelStatus) health.TunnelStatus {
+	state := ""
+	for k, v := range tunnelStates {
+		if v == t.GetState() {
+			state = k
+		}
+	}
+	return health.TunnelStatus{TunnelID: t.GetTunnelId(), State: state, LinkUp: t.GetLinkUp(), IKEState: t.GetIkeState(),
+		ChildState: t.GetChildState(), BytesIn: t.GetBytesIn(), BytesOut: t.GetBytesOut(), PacketsIn: t.GetPacketsIn(),
+		PacketsOut: t.GetPacketsOut(), Detail: t.GetDetail()}
+}
+
+func topologyFromPB(t *pb.Topology) (intent.Topology, error) {
+	if t == nil {
+		return intent.Topology{}, fmt.Errorf("%w: topology: missing", intent.ErrInvalid)
+	}
+	out := intent.Topology{MTU: int(t.GetMtu())}
+	switch t.GetMode() {
+	case pb.TopologyMode_TOPOLOGY_MODE_UNSPECIFIED:
+	case pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH:
+		out.Mode = intent.ModeFullMesh
+	case pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE:
+		out.Mode = intent.ModeHubAndSpoke
+	default:
+		return intent.Topology{}, fmt.Errorf("%w: topology.mode: unknown value %d", intent.ErrInvalid, t.GetMode())
+	}
+	switch t.GetTransportMatch() {
+	case pb.TransportMatch_TRANSPORT_MATCH_UNSPECIFIED, pb.TransportMatch_TRANSPORT_MATCH_SAME_NAME:
+		out.Match = intent.MatchSameName
+	case pb.TransportMatch_TRANSPORT_MATCH_ALL_PAIRS:
+		out.Match = intent.MatchAllPairs
+	default:
+		return intent.Topology{}, fmt.Errorf("%w: topology.transport_match: unknown value %d", intent.ErrInvalid, t.GetTransportMatch())
+	}
+	if p := t.GetIpsec(); p != nil {
+		out.IPsec = intent.IPsec{
+			IKEProposal: p.GetIkeProposal(), IKELifetime: time.Duration(p.GetIkeLifetimeSeconds()) * time.Second,
+			ESPProposal: p.GetEspProposal(), ESPLifetime: time.Duration(p.GetEspLifetimeSeconds()) * time.Second,
+			DPD: time.Duration(p.GetDpdSeconds()) * time.Second,
+		}
+	}
+	return out, nil
+}
+
+func ipsecToPB(p intent.IPsec) *pb.IPsecPolicy {
+	return &pb.IPsecPolicy{IkeProposal: p.IKEProposal, IkeLifetimeSeconds: uint32(p.IKELifetime.Seconds()),
+		EspProposal: p.ESPProposal, EspLifetimeSeconds: uint32(p.ESPLifetime.Seconds()), DpdSeconds: uint32(p.DPD.Seconds())}
+}
+
+func topologyToPB(t intent.Topology) *pb.Topology {
+	out := &pb.Topology{Mtu: uint32(t.MTU), Ipsec: ipsecToPB(t.IPsec), TransportMatch: pb.TransportMatch_TRANSPORT_MATCH_SAME_NAME}
+	switch t.Mode {
+	case intent.ModeFullMesh:
+		out.Mode = pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH
+	case intent.ModeHubAndSpoke:
+		out.Mode = pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE
+	}
+	if t.Match == intent.MatchAllPairs {
+		out.TransportMatch = pb.TransportMatch_TRANSPORT_MATCH_ALL_PAIRS
+	}
+	return out
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return intent.Dynamic
+	}
+	return a.String()
+}
+
+func tunnelToPB(t network.TunnelView) *pb.Tunnel {
+	end := func(e network.EndView) *pb.TunnelEnd {
+		return &pb.TunnelEnd{Site: e.Site, Transport: e.Transport, UnderlayAddress: addrString(e.Underlay), InnerAddress: e.Inner.String(), Asn: e.ASN}
+	}
+	return &pb.Tunnel{Id: t.ID, A: end(t.AEnd), B: end(t.BEnd), Prefix: t.Prefix.String(), CreatedAt: timestamppb.New(t.CreatedAt)}
+}
+
+func tokenToPB(t enroll.Token, secret string) *pb.EnrollmentToken {
+	return &pb.EnrollmentToken{Id: t.ID, Site: t.Site, CreatedAt: timestamppb.New(t.CreatedAt), ExpiresAt: timestamppb.New(t.ExpiresAt),
+		Used: t.Used(), Revoked: t.Revoked, Secret: secret}
+}
+
+func desiredToPB(d network.DesiredState) *pb.DesiredState {
+	out := &pb.DesiredState{Version: d.Version, Site: d.Site.Name, Asn: d.Site.ASN, Mtu: uint32(d.Topology.MTU), Ipsec: ipsecToPB(d.Topology.IPsec)}
+	for _, p := range d.Site.LANPrefixes {
+		out.LanPrefixes = append(out.LanPrefixes, p.String())
+	}
+	for _, t := range d.Tunnels {
+		et := &pb.EdgeTunnel{Id: t.ID, LocalTransport: t.LocalTransport, LocalUnderlay: t.LocalUnderlay.String(),
+			RemoteSite: t.RemoteSite, RemoteTransport: t.RemoteTransport, RemoteUnderlay: t.RemoteUnderlay.String(),
+			LocalInner: t.LocalInner.String(), RemoteInner: t.RemoteInner.String(), RemoteAsn: t.RemoteASN, Psk: t.PSK}
+		for _, p := range t.RemoteLANs {
+			et.RemoteLanPrefixes = append(et.RemoteLanPrefixes, p.String())
+		}
+		out.Tunnels = append(out.Tunnels, et)
+	}
+	return out
+}

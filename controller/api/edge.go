@@ -1,0 +1,172 @@
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/meshwan/meshwan/controller/enroll"
+	"github.com/meshwan/meshwan/controller/health"
+	"github.com/meshwan/meshwan/controller/network"
+	"github.com/meshwan/meshwan/controller/push"
+	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Edge implements EdgeService.
+type Edge struct {
+	pb.UnimplementedEdgeServiceServer
+	Net        *network.Network
+	Enrollment *enroll.Service
+	Health     *health.Registry
+	Hub        *push.Hub
+	Log        *slog.Logger
+	// OnEvent, when set, hears edge connects and disconnects.
+	OnEvent func(what string)
+}
+
+func (e *Edge) event(what string) {
+	if e.OnEvent != nil {
+		e.OnEvent(what)
+	}
+}
+
+func (e *Edge) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollResponse, error) {
+	site, cert, err := e.Enrollment.Enroll(ctx, req.GetToken(), req.GetSite(), req.GetCsrPem())
+	if err != nil {
+		e.Log.Warn("enrollment refused", "site", req.GetSite(), "err", err)
+		return nil, toStatus(e.Log, "Enroll", err)
+	}
+	e.Log.Info("edge enrolled", "site", site)
+	e.event("edge " + site + " enrolled")
+	return &pb.EnrollResponse{Site: site, CertificatePem: cert, CaPem: e.Enrollment.CA().PEM}, nil
+}
+
+// peerCert returns the verified client certificate of the call, if any.
+func peerCert(ctx context.Context) *x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return ti.State.VerifiedChains[0][0]
+}
+
+// helloTimeout bounds how long a new stream may stay silent.
+const helloTimeout = 30 * time.Second
+
+func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	site, err := e.Enrollment.Authenticate(ctx, peerCert(ctx))
+	if err != nil {
+		return toStatus(e.Log, "Sync", err)
+	}
+	hello, err := recvHello(ctx, stream)
+	if err != nil {
+		return err
+	}
+	if len(hello.GetTransports()) > 0 {
+		addrs := map[string]netip.Addr{}
+		for _, t := range hello.GetTransports() {
+			if a, err := netip.ParseAddr(t.GetAddress()); err == nil && a.Is4() {
+				addrs[t.GetName()] = a
+			}
+		}
+		if err := e.Net.ObserveAddresses(ctx, site, addrs); err != nil {
+			return toStatus(e.Log, "Sync", err)
+		}
+	}
+	sub, err := e.Hub.Subscribe(ctx, site)
+	if err != nil {
+		return toStatus(e.Log, "Sync", err)
+	}
+	defer sub.Close()
+	sess, err := e.Health.Connect(ctx, site, hello.GetAgentVersion())
+	if err != nil {
+		return toStatus(e.Log, "Sync", err)
+	}
+	log := e.Log.With("site", site)
+	log.Info("edge connected", "agent_version", hello.GetAgentVersion(), "applied_version", hello.GetAppliedVersion())
+	e.event("edge " + site + " connected")
+	defer func() {
+		// The stream's context is done; closing the session must not be.
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer ccancel()
+		if err := sess.Close(cctx); err != nil {
+			log.Warn("close edge session", "err", err)
+		}
+		log.Info("edge disconnected")
+		e.event("edge " + site + " disconnected")
+	}()
+
+	recvErr := make(chan error, 1)
+	go func() { // owned by this call: it ends when the stream does
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if r := req.GetReport(); r != nil {
+				rep := health.Report{AgentVersion: hello.GetAgentVersion(), AppliedVersion: r.GetAppliedVersion()}
+				for _, t := range r.GetTunnels() {
+					rep.Tunnels = append(rep.Tunnels, tunnelStatusFromPB(t))
+				}
+				if err := sess.Report(ctx, rep); err != nil {
+					recvErr <- err
+					return
+				}
+			}
+		}
+	}()
+	for {
+		select {
+		case err := <-recvErr:
+			if ctx.Err() != nil || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		case u := <-sub.C():
+			if u.Err != nil {
+				return status.Error(codes.PermissionDenied, fmt.Sprintf("site %q no longer exists", site))
+			}
+			if err := stream.Send(desiredToPB(u.State)); err != nil {
+				return err
+			}
+			log.Debug("desired state sent", "version", u.State.Version, "tunnels", len(u.State.Tunnels))
+		}
+	}
+}
+
+func recvHello(ctx context.Context, stream pb.EdgeService_SyncServer) (*pb.Hello, error) {
+	type res struct {
+		req *pb.SyncRequest
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { r, err := stream.Recv(); ch <- res{r, err} }()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if r.req.GetHello() == nil {
+			return nil, status.Error(codes.InvalidArgument, "hello: the first message of a Sync stream must be a Hello")
+		}
+		return r.req.GetHello(), nil
+	case <-time.After(helloTimeout):
+		return nil, status.Error(codes.DeadlineExceeded, "hello: none received within 30s")
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}

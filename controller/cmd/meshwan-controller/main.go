@@ -1,0 +1,61 @@
+// Command meshwan-controller runs the meshwan controller: the gRPC API for
+// edges and admins, REST and the dashboard on HTTP, backed by an embedded
+// etcd (default) or an external etcd cluster.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/meshwan/meshwan/controller/daemon"
+	"github.com/meshwan/meshwan/web"
+)
+
+func main() {
+	var cfg daemon.Config
+	var endpoints, tlsNames, logLevel string
+	flag.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded etcd, master key, admin token and CA certificate")
+	flag.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd endpoints; empty runs an embedded etcd in --data-dir")
+	flag.StringVar(&cfg.GRPCListen, "grpc-listen", ":7400", "gRPC listen address (edges and admin API, TLS)")
+	flag.StringVar(&cfg.HTTPListen, "http-listen", ":8080", "HTTP listen address (REST under /v1, /metrics, /healthz, dashboard)")
+	flag.StringVar(&cfg.TunnelPool, "tunnel-pool", "10.255.0.0/16", "IPv4 prefix the tunnel /30s are allocated from")
+	flag.StringVar(&cfg.ASNPool, "asn-pool", "4200000000-4200099999", "range site ASNs are allocated from")
+	flag.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file holding the master key that seals PSKs and the CA key (default DATA-DIR/master.key; created 0600 if absent)")
+	flag.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the admin bearer token (default DATA-DIR/admin.token; created 0600 if absent)")
+	flag.StringVar(&tlsNames, "tls-san", "", "extra comma-separated DNS names or IPs for the controller's TLS certificate (the address edges dial)")
+	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "meshwan-controller: --log-level: %v\n", err)
+		os.Exit(2)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.EtcdEndpoints = splitList(endpoints)
+	cfg.TLSNames = splitList(tlsNames)
+	cfg.Dashboard = web.Handler()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := daemon.Run(ctx, cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "meshwan-controller: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

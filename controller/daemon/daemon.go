@@ -1,0 +1,322 @@
+// Package daemon assembles a running controller from its parts: the store
+// (embedded etcd or an external cluster), secrets, CA, network API, push
+// hub, gRPC and HTTP servers, and the background reconcile loop. The
+// binary's main only parses flags into a Config and calls Run; tests call
+// Start to get a live controller on loopback.
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshwan/meshwan/controller/api"
+	"github.com/meshwan/meshwan/controller/enroll"
+	"github.com/meshwan/meshwan/controller/health"
+	"github.com/meshwan/meshwan/controller/ipam"
+	"github.com/meshwan/meshwan/controller/network"
+	"github.com/meshwan/meshwan/controller/push"
+	"github.com/meshwan/meshwan/controller/secrets"
+	"github.com/meshwan/meshwan/controller/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Config is the controller's process configuration (flags).
+type Config struct {
+	DataDir        string
+	EtcdEndpoints  []string // empty: embedded etcd in DataDir/etcd
+	GRPCListen     string
+	HTTPListen     string
+	TunnelPool     string
+	ASNPool        string
+	MasterKeyFile  string // default DataDir/master.key
+	AdminTokenFile string // default DataDir/admin.token
+	TLSNames       []string
+	Logger         *slog.Logger
+	// UnsafeNoFsync is for tests only.
+	UnsafeNoFsync bool
+	// Dashboard, when set, is served at / on the HTTP port.
+	Dashboard http.Handler
+}
+
+// Daemon is a running controller.
+type Daemon struct {
+	GRPCAddr   net.Addr
+	HTTPAddr   net.Addr
+	AdminToken string
+	CAPEM      []byte
+	Net        *network.Network
+	Health     *health.Registry
+	Hub        *push.Hub
+	Enroll     *enroll.Service
+	Events     *Events
+
+	log     *slog.Logger
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closers []func()
+	grpc    *grpc.Server
+	http    *http.Server
+	errc    chan error
+}
+
+// Run starts the controller and blocks until ctx ends or a server fails.
+func Run(ctx context.Context, cfg Config) error {
+	d, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-d.errc:
+	}
+	d.Close()
+	return err
+}
+
+// Start brings the controller up and returns once it serves.
+func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pool, err := ipam.ParsePool30(cfg.TunnelPool)
+	if err != nil {
+		return nil, fmt.Errorf("--tunnel-pool: %w", err)
+	}
+	asns, err := ipam.ParseASNRange(cfg.ASNPool)
+	if err != nil {
+		return nil, fmt.Errorf("--asn-pool: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	d := &Daemon{log: log, errc: make(chan error, 4), Events: NewEvents(200)}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+
+	var cli *clientv3.Client
+	if len(cfg.EtcdEndpoints) == 0 {
+		e, err := store.StartEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), store.EmbeddedOptions{UnsafeNoFsync: cfg.UnsafeNoFsync})
+		if err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, e.Close)
+		log.Info("embedded etcd started", "endpoint", e.Endpoint)
+		if cli, err = e.Client(); err != nil {
+			return nil, err
+		}
+	} else if cli, err = store.NewClient(cfg.EtcdEndpoints); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, func() { cli.Close() })
+	st := store.New(cli, "")
+
+	keyFile := orDefault(cfg.MasterKeyFile, filepath.Join(cfg.DataDir, "master.key"))
+	key, created, err := secrets.LoadOrCreateMasterKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("master key created; back it up: without it the stored PSKs and CA key cannot be opened", "path", keyFile)
+	}
+	sealer, err := secrets.NewSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	if d.AdminToken, err = loadOrCreateToken(orDefault(cfg.AdminTokenFile, filepath.Join(cfg.DataDir, "admin.token"))); err != nil {
+		return nil, err
+	}
+	ca, err := enroll.LoadOrCreateCA(ctx, st, sealer)
+	if err != nil {
+		return nil, err
+	}
+	d.CAPEM = ca.PEM
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "ca.crt"), ca.PEM, 0o644); err != nil {
+		return nil, err
+	}
+
+	d.Net = network.New(network.Config{Store: st, TunnelPool: pool, ASNs: asns, Sealer: sealer, Logger: log, EdgeKey: enroll.EdgeKey})
+	d.Health = health.New(st)
+	d.Enroll = enroll.NewService(st, ca, d.Net.SiteExists)
+	d.Hub = push.New(d.Net, st, log)
+	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Log: log, OnChange: d.Events.Add}
+	edge := &api.Edge{Net: d.Net, Enrollment: d.Enroll, Health: d.Health, Hub: d.Hub, Log: log, OnEvent: d.Events.Add}
+
+	names, ips := tlsNames(cfg.TLSNames)
+	cert, err := ca.IssueServer(names, ips)
+	if err != nil {
+		return nil, err
+	}
+	auth := api.Auth{Token: d.AdminToken}
+	gs, hs := api.NewGRPCServer(cert, ca, auth, admin, edge)
+	d.grpc = gs
+	glis, err := net.Listen("tcp", cfg.GRPCListen)
+	if err != nil {
+		return nil, fmt.Errorf("--grpc-listen: %w", err)
+	}
+	d.GRPCAddr = glis.Addr()
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel = cancel
+	gw, err := api.NewGateway(runCtx, admin)
+	if err != nil {
+		return nil, err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCollector(d))
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", auth.Middleware(gw))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if _, err := d.Net.GetTopology(ctx); err != nil {
+			http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	if cfg.Dashboard != nil {
+		mux.Handle("/", cfg.Dashboard)
+	}
+	hlis, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		glis.Close()
+		return nil, fmt.Errorf("--http-listen: %w", err)
+	}
+	d.HTTPAddr = hlis.Addr()
+	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	// Converge tunnels left half-done by a crash before serving.
+	if err := d.Net.Reconcile(ctx); err != nil {
+		glis.Close()
+		hlis.Close()
+		return nil, fmt.Errorf("initial reconcile: %w", err)
+	}
+	d.wg.Go(func() { d.Hub.Run(runCtx) })
+	d.wg.Go(func() { d.reconcileLoop(runCtx, st) })
+	d.wg.Go(func() {
+		if err := gs.Serve(glis); err != nil {
+			d.errc <- fmt.Errorf("grpc server: %w", err)
+		}
+	})
+	d.wg.Go(func() {
+		if err := d.http.Serve(hlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.errc <- fmt.Errorf("http server: %w", err)
+		}
+	})
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	log.Info("controller serving", "grpc", d.GRPCAddr.String(), "http", d.HTTPAddr.String(), "tunnel_pool", pool.Prefix().String())
+	return d, nil
+}
+
+// reconcileLoop re-derives tunnels whenever the intent changes, whichever
+// replica changed it, so a change half-applied by a crashed replica still
+// converges.
+func (d *Daemon) reconcileLoop(ctx context.Context, st *store.Store) {
+	for range st.Watch(ctx, "intent/") {
+		if err := d.Net.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			d.log.Warn("reconcile failed", "err", err)
+		}
+	}
+}
+
+// Close stops everything Start started, in reverse order.
+func (d *Daemon) Close() {
+	if d.grpc != nil {
+		stopped := make(chan struct{})
+		go func() { d.grpc.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			d.grpc.Stop() // Sync streams never end on their own
+		}
+	}
+	if d.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		d.http.Shutdown(ctx)
+		cancel()
+	}
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.wg.Wait()
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+	d.closers = nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// loadOrCreateToken reads the admin token file or creates it (0600).
+func loadOrCreateToken(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err == nil {
+		tok := strings.TrimSpace(string(raw))
+		if len(tok) < 16 {
+			return "", fmt.Errorf("--admin-token-file %s: token shorter than 16 characters", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("--admin-token-file: %w", err)
+	}
+	b := make([]byte, 24)
+	rand.Read(b)
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("--admin-token-file: %w", err)
+	}
+	return tok, nil
+}
+
+// tlsNames lists the names and addresses the server certificate covers:
+// localhost, the host name, every local interface address, and extras.
+func tlsNames(extra []string) ([]string, []net.IP) {
+	names := []string{"localhost"}
+	if h, err := os.Hostname(); err == nil {
+		names = append(names, h)
+	}
+	var ips []net.IP
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				ips = append(ips, n.IP)
+			}
+		}
+	}
+	for _, e := range extra {
+		if ip := net.ParseIP(e); ip != nil {
+			ips = append(ips, ip)
+		} else if e != "" {
+			names = append(names, e)
+		}
+	}
+	return names, ips
+}

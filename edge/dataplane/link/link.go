@@ -1,0 +1,354 @@
+// Package link owns the kernel side of meshwan tunnels that netlink
+// reaches: one IPv4 GRE link per tunnel, its /30 inner address, and static
+// routes to the remote LANs via the peer's inner address.
+//
+// Apply is declarative and idempotent: it reads links, addresses and routes
+// back from the kernel on every call (there is no cached state to go
+// stale, so every Apply is a full resync), changes only the difference,
+// and a second Apply with the same Desired makes no netlink write at all.
+//
+// What is ours, and how we avoid touching anything else:
+//   - links: names start with dataplane.LinkPrefix ("mw-") and carry the
+//     alias "meshwan:<tunnel id>" (IFLA_IFALIAS, visible in `ip link`). A
+//     link named in Desired is managed whatever it carries (the prefix is
+//     reserved for meshwan); a link is deleted only if it has both the
+//     prefix and our alias, so a hand-made "mw-test" survives.
+//   - routes: installed with protocol RouteProtocol (240) and only routes
+//     with that protocol are ever replaced or deleted. A desired route whose
+//     (prefix, metric, table) is taken by someone else's route is reported
+//     as a conflict, never overwritten.
+//   - addresses: every address on our own links is ours.
+//
+// Problems met and handled here:
+//   - A GRE link gets an IPv6 link-local address when it comes up unless its
+//     addrgenmode is none; packets from it trigger IKE early and create a
+//     duplicate SA. The mode cannot be read back through netlink v1.3.1, so
+//     it is set right before every LinkSetUp, and a link-local address seen
+//     on one of our links is treated as drift (mode set, address removed).
+//   - Outer TTL is fixed to 64: with the kernel default (inherit), eBGP
+//     packets (TTL 1) would give GRE packets TTL 1 that die at the first
+//     underlay hop.
+//   - netlink.LinkAttrs{} has TxQLen 0, which LinkAdd sends as a zero
+//     queue length; links are built from netlink.NewLinkAttrs().
+//   - Interrupted dumps (netlink.ErrDumpInterrupted) are re-read, see
+//     retryDump.
+//   - The GRE link's local/remote cannot be changed in place: a changed
+//     underlay (or TTL/PMTU discovery) deletes and re-creates the link;
+//     MTU and alias are fixed in place.
+package link
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol marks the static routes this package installs (rtm_protocol).
+// 240 (0xf0) is unassigned in iproute2's rt_protos and by the routing
+// daemons we know (bird 12, zebra 11, FRR bgp 186..., keepalived 18).
+// `ip route show proto 240` lists exactly meshwan's static routes.
+const RouteProtocol netlink.RouteProtocol = 240
+
+// AliasPrefix starts the alias of every link we create: "meshwan:<id>".
+const AliasPrefix = "meshwan:"
+
+// greTTL is the fixed outer TTL (see the package comment).
+const greTTL = 64
+
+// Options configure a Manager.
+type Options struct {
+	// Logger receives one line per change; nil discards.
+	Logger *slog.Logger
+	// Table is the routing table for the static routes; 0 means main (254).
+	Table int
+}
+
+// Manager applies the link part of a Desired through a Handle. Its methods
+// are safe for concurrent use; they are serialized.
+type Manager struct {
+	h     Handle
+	log   *slog.Logger
+	table int
+
+	mu   sync.Mutex
+	last []dataplane.Tunnel // tunnels of the last Apply, for Status
+}
+
+// NewManager returns a Manager driving h.
+func NewManager(h Handle, opts Options) *Manager {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	table := opts.Table
+	if table == 0 {
+		table = unix.RT_TABLE_MAIN
+	}
+	return &Manager{h: h, log: log, table: table}
+}
+
+// Apply makes the kernel match d: GRE links, addresses, routes. It
+// validates d first and changes nothing if d is invalid. It carries on past
+// a failing tunnel and returns all failures joined, so one bad peer does
+// not block the others; the next Apply retries whatever failed.
+func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("link apply: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last = slices.Clone(d.Tunnels)
+
+	links, err := retryDump(m.h.LinkList)
+	if err != nil {
+		return fmt.Errorf("link apply: list links: %w", err)
+	}
+	byName := map[string]netlink.Link{}
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
+
+	var errs []error
+	index := map[string]int{} // link name -> ifindex of links ready for routes
+	tunnels := slices.Clone(d.Tunnels)
+	slices.SortFunc(tunnels, func(a, b dataplane.Tunnel) int { return strings.Compare(a.LinkName, b.LinkName) })
+	for _, t := range tunnels {
+		if err := ctx.Err(); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		idx, err := m.ensureTunnel(t, byName[t.LinkName])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("tunnel %s link %s: %w", t.ID, t.LinkName, err))
+			continue
+		}
+		index[t.LinkName] = idx
+	}
+
+	// Links we created for tunnels no longer desired.
+	for _, l := range links {
+		a := l.Attrs()
+		if !owned(a) || slices.ContainsFunc(tunnels, func(t dataplane.Tunnel) bool { return t.LinkName == a.Name }) {
+			continue
+		}
+		if err := m.h.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete stale link %s: %w", a.Name, err))
+			continue
+		}
+		m.log.Info("link deleted", "link", a.Name, "alias", a.Alias)
+	}
+
+	if err := ctx.Err(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	errs = append(errs, m.applyRoutes(PlanRoutes(d), index)...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("link apply: %w", err)
+	}
+	return nil
+}
+
+// owned reports whether a link was created by meshwan.
+func owned(a *netlink.LinkAttrs) bool {
+	return strings.HasPrefix(a.Name, dataplane.LinkPrefix) && strings.HasPrefix(a.Alias, AliasPrefix)
+}
+
+// ensureTunnel makes one GRE link match t and returns its ifindex.
+func (m *Manager) ensureTunnel(t dataplane.Tunnel, cur netlink.Link) (int, error) {
+	alias := AliasPrefix + t.ID
+	mtu := t.EffectiveMTU()
+	if cur != nil && !sameGRE(cur, t) {
+		if err := m.h.LinkDel(cur); err != nil {
+			return 0, fmt.Errorf("delete to re-create: %w", err)
+		}
+		m.log.Info("link deleted to re-create", "link", t.LinkName, "tunnel_id", t.ID, "reason", describe(cur))
+		cur = nil
+	}
+	if cur == nil {
+		g := newGRE(t)
+		if err := m.h.LinkAdd(g); err != nil {
+			return 0, fmt.Errorf("add: %w", err)
+		}
+		m.log.Info("link created", "link", t.LinkName, "tunnel_id", t.ID,
+			"local", t.LocalUnderlay.String(), "remote", t.RemoteUnderlay.String(), "mtu", mtu)
+		cur = g
+	}
+	a := cur.Attrs()
+	if a.Alias != alias {
+		if err := m.h.LinkSetAlias(cur, alias); err != nil {
+			return 0, fmt.Errorf("set alias: %w", err)
+		}
+		m.log.Info("link alias set", "link", t.LinkName, "alias", alias)
+	}
+	if a.MTU != mtu {
+		if err := m.h.LinkSetMTU(cur, mtu); err != nil {
+			return 0, fmt.Errorf("set mtu %d: %w", mtu, err)
+		}
+		m.log.Info("link mtu set", "link", t.LinkName, "mtu", mtu, "was", a.MTU)
+	}
+
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return m.h.AddrList(cur, netlink.FAMILY_ALL) })
+	if err != nil {
+		return 0, fmt.Errorf("list addresses: %w", err)
+	}
+	up := a.Flags&net.FlagUp != 0
+	if !up || slices.ContainsFunc(addrs, isV6LinkLocal) {
+		if err := m.setAddrGenModeNone(cur); err != nil {
+			return 0, err
+		}
+	}
+	if !up {
+		if err := m.h.LinkSetUp(cur); err != nil {
+			return 0, fmt.Errorf("set up: %w", err)
+		}
+		m.log.Info("link up", "link", t.LinkName)
+	}
+	return a.Index, m.applyAddrs(cur, t, addrs)
+}
+
+func (m *Manager) setAddrGenModeNone(l netlink.Link) error {
+	err := m.h.LinkSetIP6AddrGenMode(l, nl.IN6_ADDR_GEN_MODE_NONE)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EAFNOSUPPORT):
+		// IPv6 is disabled in this kernel: no link-local will appear.
+		m.log.Debug("ipv6 unavailable, addrgenmode not set", "link", l.Attrs().Name)
+		return nil
+	default:
+		return fmt.Errorf("set addrgenmode none: %w", err)
+	}
+}
+
+// applyAddrs leaves exactly t.LocalInner on the link. cur must be the
+// link's addresses as listed before any change.
+func (m *Manager) applyAddrs(l netlink.Link, t dataplane.Tunnel, cur []netlink.Addr) error {
+	want := t.LocalInner
+	have := false
+	for _, a := range cur {
+		if p, ok := addrPrefix(a); ok && p == want {
+			have = true
+			continue
+		}
+		a := a
+		if err := m.h.AddrDel(l, &a); err != nil {
+			return fmt.Errorf("delete address %v: %w", a.IPNet, err)
+		}
+		m.log.Info("address deleted", "link", t.LinkName, "addr", a.IPNet.String())
+	}
+	if have {
+		return nil
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: want.Addr().AsSlice(), Mask: net.CIDRMask(want.Bits(), 32)}}
+	if err := m.h.AddrAdd(l, a); err != nil {
+		return fmt.Errorf("add address %v: %w", want, err)
+	}
+	m.log.Info("address added", "link", t.LinkName, "addr", want.String())
+	return nil
+}
+
+// newGRE builds the link LinkAdd creates for t.
+func newGRE(t dataplane.Tunnel) *netlink.Gretun {
+	attrs := netlink.NewLinkAttrs() // TxQLen -1: see the package comment
+	attrs.Name = t.LinkName
+	attrs.MTU = t.EffectiveMTU()
+	attrs.Alias = AliasPrefix + t.ID
+	return &netlink.Gretun{
+		LinkAttrs: attrs,
+		Local:     t.LocalUnderlay.AsSlice(),
+		Remote:    t.RemoteUnderlay.AsSlice(),
+		Ttl:       greTTL,
+		PMtuDisc:  1,
+	}
+}
+
+// sameGRE reports whether l is an IPv4 GRE link with t's endpoints and our
+// fixed parameters, i.e. whether it can be kept.
+func sameGRE(l netlink.Link, t dataplane.Tunnel) bool {
+	g, ok := l.(*netlink.Gretun)
+	if !ok || g.Type() != "gre" || g.FlowBased {
+		return false
+	}
+	return ipIs(g.Local, t.LocalUnderlay) && ipIs(g.Remote, t.RemoteUnderlay) &&
+		g.Ttl == greTTL && g.PMtuDisc == 1 && g.IKey == 0 && g.OKey == 0
+}
+
+func describe(l netlink.Link) string {
+	if g, ok := l.(*netlink.Gretun); ok {
+		return fmt.Sprintf("gre local %v remote %v ttl %d pmtudisc %d", g.Local, g.Remote, g.Ttl, g.PMtuDisc)
+	}
+	return "type " + l.Type()
+}
+
+func ipIs(ip net.IP, a netip.Addr) bool {
+	b, ok := netip.AddrFromSlice(ip)
+	return ok && b.Unmap() == a
+}
+
+func addrPrefix(a netlink.Addr) (netip.Prefix, bool) {
+	if a.IPNet == nil {
+		return netip.Prefix{}, false
+	}
+	ip, ok := netip.AddrFromSlice(a.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := a.Mask.Size()
+	return netip.PrefixFrom(ip.Unmap(), ones), true
+}
+
+func isV6LinkLocal(a netlink.Addr) bool {
+	return a.IPNet != nil && a.IP.To4() == nil && a.IP.IsLinkLocalUnicast()
+}
+
+// Cleanup deletes every link meshwan created (prefix and alias) and every
+// route left with RouteProtocol in the table. Routes through a deleted link
+// vanish with it; the second pass catches any left behind.
+func (m *Manager) Cleanup(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last = nil
+	links, err := retryDump(m.h.LinkList)
+	if err != nil {
+		return fmt.Errorf("link cleanup: list links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		if !owned(l.Attrs()) {
+			continue
+		}
+		if err := m.h.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("delete link %s: %w", l.Attrs().Name, err))
+			continue
+		}
+		m.log.Info("link deleted", "link", l.Attrs().Name)
+	}
+	if err := ctx.Err(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	routes, err := m.ourRoutes()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, r := range routes {
+		r := r
+		if err := m.h.RouteDel(&r); err != nil {
+			errs = append(errs, fmt.Errorf("delete route %v: %w", r.Dst, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("link cleanup: %w", err)
+	}
+	return nil
+}

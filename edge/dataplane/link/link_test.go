@@ -1,0 +1,411 @@
+package link
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
+
+func tunnel(id, name, remote, inner, peerInner string, lans ...string) dataplane.Tunnel {
+	t := dataplane.Tunnel{
+		ID:             id,
+		LinkName:       name,
+		LocalUnderlay:  addr("192.0.2.1"),
+		RemoteUnderlay: addr(remote),
+		LocalInner:     pfx(inner),
+		RemoteInner:    addr(peerInner),
+		PSK:            []byte("0123456789abcdef0123456789abcdef"),
+	}
+	for _, l := range lans {
+		t.RemoteLANs = append(t.RemoteLANs, pfx(l))
+	}
+	return t
+}
+
+func desired(ts ...dataplane.Tunnel) dataplane.Desired {
+	return dataplane.Desired{Site: "a", LANPrefixes: []netip.Prefix{pfx("10.2.1.0/24")}, Tunnels: ts}
+}
+
+func twoTunnels() dataplane.Desired {
+	return desired(
+		tunnel("t1", "mw-b-inet-inet", "198.51.100.1", "10.255.0.1/30", "10.255.0.2", "10.1.1.0/24", "10.1.2.0/24"),
+		tunnel("t2", "mw-c-inet-inet", "198.51.100.9", "10.255.0.5/30", "10.255.0.6", "10.3.0.0/16"),
+	)
+}
+
+const twoTunnelsState = `addr mw-b-inet-inet 10.255.0.1/30
+addr mw-c-inet-inet 10.255.0.5/30
+link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none
+link mw-c-inet-inet gre local 192.0.2.1 remote 198.51.100.9 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t2 up addrgenmode none
+route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
+route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
+route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet proto 240 metric 0 table 254`
+
+func checkState(t *testing.T, f *Fake, want string) {
+	t.Helper()
+	if got := f.String(); got != want {
+		t.Errorf("state:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func checkNoWrites(t *testing.T, f *Fake) {
+	t.Helper()
+	if w := f.Writes(); len(w) != 0 {
+		t.Errorf("writes on an idempotent apply: %q", w)
+	}
+}
+
+func TestApplyCreatesAndIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	m := NewManager(f, Options{})
+	if err := m.Apply(ctx, twoTunnels()); err != nil {
+		t.Fatal(err)
+	}
+	checkState(t, f, twoTunnelsState)
+
+	// Per link: create (alias and MTU ride in the create message), set
+	// addrgenmode none BEFORE up, then the address; routes last.
+	want := []string{
+		"LinkAdd mw-b-inet-inet gre",
+		"LinkSetIP6AddrGenMode mw-b-inet-inet 1",
+		"LinkSetUp mw-b-inet-inet",
+		"AddrAdd mw-b-inet-inet 10.255.0.1/30",
+		"LinkAdd mw-c-inet-inet gre",
+		"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
+		"LinkSetUp mw-c-inet-inet",
+		"AddrAdd mw-c-inet-inet 10.255.0.5/30",
+		"RouteReplace 10.1.1.0/24 via 10.255.0.2 dev 1 metric 0",
+		"RouteReplace 10.1.2.0/24 via 10.255.0.2 dev 1 metric 0",
+		"RouteReplace 10.3.0.0/16 via 10.255.0.6 dev 2 metric 0",
+	}
+	if got := f.Writes(); !slices.Equal(got, want) {
+		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	f.ResetCalls()
+	if err := m.Apply(ctx, twoTunnels()); err != nil {
+		t.Fatal(err)
+	}
+	checkNoWrites(t, f)
+	checkState(t, f, twoTunnelsState)
+}
+
+func TestApplyChanges(t *testing.T) {
+	tests := []struct {
+		name       string
+		change     func(d *dataplane.Desired)
+		wantWrites []string
+		wantState  string // "" = unchanged
+	}{
+		{
+			name:       "mtu fixed in place",
+			change:     func(d *dataplane.Desired) { d.Tunnels[0].MTU = 1380 },
+			wantWrites: []string{"LinkSetMTU mw-b-inet-inet 1380"},
+			wantState:  strings.Replace(twoTunnelsState, "pmtudisc 1 mtu 1400 alias meshwan:t1", "pmtudisc 1 mtu 1380 alias meshwan:t1", 1),
+		},
+		{
+			name:   "new tunnel id on the same link name: alias fixed in place",
+			change: func(d *dataplane.Desired) { d.Tunnels[0].ID = "t9" },
+			wantWrites: []string{
+				"LinkSetAlias mw-b-inet-inet meshwan:t9",
+			},
+			wantState: strings.Replace(twoTunnelsState, "alias meshwan:t1", "alias meshwan:t9", 1),
+		},
+		{
+			name:   "remote underlay changed: re-create, routes back",
+			change: func(d *dataplane.Desired) { d.Tunnels[1].RemoteUnderlay = addr("198.51.100.77") },
+			wantWrites: []string{
+				"LinkDel mw-c-inet-inet",
+				"LinkAdd mw-c-inet-inet gre",
+				"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
+				"LinkSetUp mw-c-inet-inet",
+				"AddrAdd mw-c-inet-inet 10.255.0.5/30",
+				"RouteReplace 10.3.0.0/16 via 10.255.0.6 dev 3 metric 0",
+			},
+			wantState: strings.Replace(twoTunnelsState, "remote 198.51.100.9", "remote 198.51.100.77", 1),
+		},
+		{
+			name:   "inner address changed: address swapped, routes re-pointed",
+			change: func(d *dataplane.Desired) { d.Tunnels[1].LocalInner = pfx("10.255.0.9/30"); d.Tunnels[1].RemoteInner = addr("10.255.0.10") },
+			wantWrites: []string{
+				"AddrDel mw-c-inet-inet 10.255.0.5/30",
+				"AddrAdd mw-c-inet-inet 10.255.0.9/30",
+				"RouteReplace 10.3.0.0/16 via 10.255.0.10 dev 2 metric 0",
+			},
+			wantState: strings.NewReplacer("10.255.0.5/30", "10.255.0.9/30", "via 10.255.0.6", "via 10.255.0.10").Replace(twoTunnelsState),
+		},
+		{
+			name:   "remote LAN removed and added",
+			change: func(d *dataplane.Desired) { d.Tunnels[0].RemoteLANs = []netip.Prefix{pfx("10.1.1.0/24"), pfx("10.1.9.0/24")} },
+			wantWrites: []string{
+				"RouteReplace 10.1.9.0/24 via 10.255.0.2 dev 1 metric 0",
+				"RouteDel 10.1.2.0/24 metric 0",
+			},
+			wantState: strings.Replace(twoTunnelsState, "route 10.1.2.0/24", "route 10.1.9.0/24", 1),
+		},
+		{
+			name:   "tunnel removed: link deleted, its routes go with it",
+			change: func(d *dataplane.Desired) { d.Tunnels = d.Tunnels[:1] },
+			wantWrites: []string{
+				"LinkDel mw-c-inet-inet",
+			},
+			wantState: `addr mw-b-inet-inet 10.255.0.1/30
+link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none
+route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
+route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254`,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := NewFake()
+			m := NewManager(f, Options{})
+			if err := m.Apply(ctx, twoTunnels()); err != nil {
+				t.Fatal(err)
+			}
+			f.ResetCalls()
+			d := twoTunnels()
+			tc.change(&d)
+			if err := m.Apply(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Writes(); !slices.Equal(got, tc.wantWrites) {
+				t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.wantWrites, "\n"))
+			}
+			checkState(t, f, tc.wantState)
+			f.ResetCalls()
+			if err := m.Apply(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+			checkNoWrites(t, f)
+		})
+	}
+}
+
+// TestApplyLeavesOthersAlone: a hand-made "mw-" link without our alias, a
+// non-meshwan link and a foreign route survive Apply and Cleanup; a foreign
+// route on a desired (prefix, metric) is reported, not overwritten.
+func TestApplyLeavesOthersAlone(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	for _, l := range []netlink.Link{
+		&netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, LinkType: "veth"},
+		&netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-hand"}, LinkType: "dummy"},
+	} {
+		if err := f.LinkAdd(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.AddForeignRoute(netlink.Route{Dst: ipnet("10.9.0.0/16"), LinkIndex: 1, Protocol: unix.RTPROT_STATIC})
+	f.AddForeignRoute(netlink.Route{Dst: ipnet("10.3.0.0/16"), LinkIndex: 1, Protocol: 186}) // BGP, same key as t2's route
+	f.ResetCalls()
+
+	m := NewManager(f, Options{})
+	err := m.Apply(ctx, twoTunnels())
+	if err == nil || !strings.Contains(err.Error(), "10.3.0.0/16") || !strings.Contains(err.Error(), "not touching") {
+		t.Fatalf("want a route conflict error for 10.3.0.0/16, got %v", err)
+	}
+	state := f.String()
+	for _, want := range []string{
+		"link eth0 veth mtu 1500",
+		"link mw-hand dummy mtu 1500",
+		"route 10.9.0.0/16 via <nil> dev eth0 proto 4 metric 0 table 254",
+		"route 10.3.0.0/16 via <nil> dev eth0 proto 186 metric 0 table 254",
+		"route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240",
+	} {
+		if !strings.Contains(state, want) {
+			t.Errorf("state lacks %q:\n%s", want, state)
+		}
+	}
+	if strings.Contains(state, "route 10.3.0.0/16 via 10.255.0.6") {
+		t.Errorf("foreign route overwritten:\n%s", state)
+	}
+
+	if err := m.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := `link eth0 veth mtu 1500
+link mw-hand dummy mtu 1500
+route 10.3.0.0/16 via <nil> dev eth0 proto 186 metric 0 table 254
+route 10.9.0.0/16 via <nil> dev eth0 proto 4 metric 0 table 254`
+	checkState(t, f, want)
+}
+
+// TestApplyRepairsDrift: state changed behind our back is put right.
+func TestApplyRepairsDrift(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	m := NewManager(f, Options{})
+	d := desired(tunnel("t1", "mw-b-inet-inet", "198.51.100.1", "10.255.0.1/30", "10.255.0.2", "10.1.1.0/24"))
+	if err := m.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	want := f.String()
+
+	// Someone sets addrgenmode back to eui64 and bounces nothing: a
+	// link-local appears (the fake adds one on up), plus a stray address
+	// and a stray route of ours.
+	l := &netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-b-inet-inet"}}
+	must(t, f.LinkSetIP6AddrGenMode(l, 0))
+	must(t, f.LinkSetUp(l))
+	must(t, f.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("172.16.0.1").To4(), Mask: net.CIDRMask(24, 32)}}))
+	must(t, f.RouteReplace(&netlink.Route{Dst: ipnet("10.7.0.0/16"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: 1, Protocol: RouteProtocol, Table: 254}))
+	f.ResetCalls()
+
+	if err := m.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	checkState(t, f, want)
+	wantWrites := []string{
+		"LinkSetIP6AddrGenMode mw-b-inet-inet 1",
+		"AddrDel mw-b-inet-inet fe80::1/64",
+		"AddrDel mw-b-inet-inet 172.16.0.1/24",
+		"RouteDel 10.7.0.0/16 metric 0",
+	}
+	if got := f.Writes(); !slices.Equal(got, wantWrites) {
+		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantWrites, "\n"))
+	}
+}
+
+func TestApplyFailuresAreIsolatedAndRetried(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	m := NewManager(f, Options{})
+	boom := errors.New("boom")
+	f.Fail("LinkAdd mw-b", boom)
+	err := m.Apply(ctx, twoTunnels())
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "tunnel t1 link mw-b-inet-inet: add") {
+		t.Fatalf("want the LinkAdd failure naming tunnel t1, got %v", err)
+	}
+	// t2 is complete despite t1 failing.
+	if s := f.String(); !strings.Contains(s, "route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet") {
+		t.Errorf("t2 not applied:\n%s", s)
+	}
+	f.Fail("LinkAdd mw-b", nil)
+	f.ResetCalls()
+	if err := m.Apply(ctx, twoTunnels()); err != nil {
+		t.Fatal(err)
+	}
+	checkState(t, f, twoTunnelsState)
+	for _, w := range f.Writes() {
+		if strings.Contains(w, "mw-c") || strings.Contains(w, "10.3.0.0") {
+			t.Errorf("retry touched the healthy tunnel: %s", w)
+		}
+	}
+
+	// A failing route install is reported and retried next time.
+	f2 := NewFake()
+	m2 := NewManager(f2, Options{})
+	f2.Fail("RouteReplace 10.1.2.0/24", boom)
+	if err := m2.Apply(ctx, twoTunnels()); !errors.Is(err, boom) {
+		t.Fatalf("want route failure, got %v", err)
+	}
+	f2.Fail("RouteReplace 10.1.2.0/24", nil)
+	f2.ResetCalls()
+	if err := m2.Apply(ctx, twoTunnels()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f2.Writes(), []string{"RouteReplace 10.1.2.0/24 via 10.255.0.2 dev 1 metric 0"}; !slices.Equal(got, want) {
+		t.Errorf("retry writes %q, want %q", got, want)
+	}
+}
+
+func TestApplyInvalidChangesNothing(t *testing.T) {
+	f := NewFake()
+	m := NewManager(f, Options{})
+	d := twoTunnels()
+	d.Tunnels[1].LocalInner = pfx("10.255.0.5/24")
+	err := m.Apply(context.Background(), d)
+	if !errors.Is(err, dataplane.ErrInvalid) || !strings.Contains(err.Error(), "Tunnels[1](id=t2).LocalInner") {
+		t.Fatalf("got %v", err)
+	}
+	if c := f.Calls(); len(c) != 0 {
+		t.Errorf("calls on invalid state: %q", c)
+	}
+}
+
+func TestDumpInterruptedIsRetried(t *testing.T) {
+	f := NewFake()
+	m := NewManager(f, Options{})
+	f.Fail("LinkList", netlink.ErrDumpInterrupted)
+	err := m.Apply(context.Background(), twoTunnels())
+	if !errors.Is(err, netlink.ErrDumpInterrupted) {
+		t.Fatalf("got %v", err)
+	}
+	if n := len(f.Calls()); n != dumpRetries {
+		t.Errorf("%d LinkList calls, want %d retries", n, dumpRetries)
+	}
+	if len(f.Writes()) != 0 {
+		t.Errorf("wrote after a failed dump: %q", f.Writes())
+	}
+}
+
+func TestStatus(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	m := NewManager(f, Options{})
+	must(t, m.Apply(ctx, twoTunnels()))
+	f.SetStats("mw-b-inet-inet", netlink.LinkStatistics{RxBytes: 100, TxBytes: 200, RxPackets: 1, TxPackets: 2, RxErrors: 3})
+	must(t, f.LinkDel(&netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-c-inet-inet"}}))
+	f.ResetCalls()
+	st, err := m.Status(ctx)
+	must(t, err)
+	want := []Status{
+		{TunnelID: "t1", Link: "mw-b-inet-inet", Present: true, Up: true, LowerUp: true, OperState: "unknown", MTU: 1400,
+			RxBytes: 100, TxBytes: 200, RxPackets: 1, TxPackets: 2, RxErrors: 3},
+		{TunnelID: "t2", Link: "mw-c-inet-inet"},
+	}
+	if !slices.Equal(st, want) {
+		t.Errorf("status:\n%+v\nwant:\n%+v", st, want)
+	}
+	checkNoWrites(t, f)
+}
+
+func TestPlanRoutes(t *testing.T) {
+	a := tunnel("t1", "mw-b-lte-inet", "198.51.100.1", "10.255.0.1/30", "10.255.0.2", "10.1.0.0/16", "10.1.0.0/16")
+	b := tunnel("t2", "mw-b-inet-inet", "198.51.100.2", "10.255.0.5/30", "10.255.0.6", "10.1.0.0/16")
+	c := tunnel("t3", "mw-b-mpls-mpls", "198.51.100.3", "10.255.0.9/30", "10.255.0.10", "10.1.0.0/16", "10.4.0.0/16")
+	c.RouteMetric = 1
+	var got []string
+	for _, r := range PlanRoutes(desired(a, b, c)) {
+		got = append(got, r.String())
+	}
+	// Same metric 0 for t1 and t2: link-name order makes t2 primary; t3
+	// asked for 1, which is taken, so it gets 2; t1's duplicate is dropped.
+	want := []string{
+		"10.1.0.0/16 via 10.255.0.6 dev mw-b-inet-inet metric 0",
+		"10.1.0.0/16 via 10.255.0.2 dev mw-b-lte-inet metric 1",
+		"10.1.0.0/16 via 10.255.0.10 dev mw-b-mpls-mpls metric 2",
+		"10.4.0.0/16 via 10.255.0.10 dev mw-b-mpls-mpls metric 1",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func ipnet(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
