@@ -109,7 +109,10 @@ func TestAdminAPIStatusCodes(t *testing.T) {
 		{"invalid CIDR", func() error { _, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: badCIDR}); return err }, codes.InvalidArgument, "site.lan_prefixes[0]"},
 		{"invalid address", func() error { _, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: badAddr}); return err }, codes.InvalidArgument, "site.transports[0].address"},
 		{"missing site", func() error { _, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{}); return err }, codes.InvalidArgument, "site"},
-		{"duplicate name", func() error { _, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: site("hq", false, 9)}); return err }, codes.AlreadyExists, "site.name"},
+		{"duplicate name", func() error {
+			_, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: site("hq", false, 9)})
+			return err
+		}, codes.AlreadyExists, "site.name"},
 		{"overlapping LAN", func() error { _, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: overlap}); return err }, codes.FailedPrecondition, "site.lan_prefixes[0]"},
 		{"unknown site", func() error { _, err := e.admin.GetSite(e.ctx, &pb.GetSiteRequest{Name: "nope"}); return err }, codes.NotFound, "nope"},
 		{"unknown tunnel", func() error { _, err := e.admin.GetTunnel(e.ctx, &pb.GetTunnelRequest{Id: "x"}); return err }, codes.NotFound, "tunnel"},
@@ -121,7 +124,10 @@ func TestAdminAPIStatusCodes(t *testing.T) {
 			_, err := e.admin.SetTopology(e.ctx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE}})
 			return err
 		}, codes.FailedPrecondition, "topology.mode"},
-		{"pool too small", func() error { _, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: site("br3", false, 4)}); return err }, codes.ResourceExhausted, "tunnel pool"},
+		{"pool too small", func() error {
+			_, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: site("br3", false, 4)})
+			return err
+		}, codes.ResourceExhausted, "tunnel pool"},
 	}
 	before, _ := e.admin.ListSites(e.ctx, &pb.ListSitesRequest{})
 	tunsBefore, _ := e.admin.ListTunnels(e.ctx, &pb.ListTunnelsRequest{})
