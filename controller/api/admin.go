@@ -148,7 +148,9 @@ func (a *Admin) CreateEnrollmentToken(ctx context.Context, req *pb.CreateEnrollm
 		return nil, toStatus(a.Log, "CreateEnrollmentToken", err)
 	}
 	a.Log.Info("enrollment token created", "token_id", t.ID, "site", t.Site, "expires_at", t.ExpiresAt)
-	return tokenToPB(t, secret), nil
+	out := tokenToPB(t, secret)
+	out.CaSha256 = a.Enroll.CA().Fingerprint()
+	return out, nil
 }
 
 func (a *Admin) ListEnrollmentTokens(ctx context.Context, _ *pb.ListEnrollmentTokensRequest) (*pb.ListEnrollmentTokensResponse, error) {

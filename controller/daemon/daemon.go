@@ -248,8 +248,8 @@ func (d *Daemon) Close() {
 		go func() { d.grpc.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(5 * time.Second):
-			d.grpc.Stop() // Sync streams never end on their own
+		case <-time.After(2 * time.Second):
+			d.grpc.Stop() // Sync streams never end on their own; edges reconnect
 		}
 	}
 	if d.http != nil {

@@ -414,3 +414,62 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRestartKeepsEverything stops the controller and starts it again on
+// the same data directory: sites, ASNs, tunnels, /30s, PSKs, the CA and
+// the admin token are all the same, and an edge certificate issued before
+// still works.
+func TestRestartKeepsEverything(t *testing.T) {
+	dir := t.TempDir()
+	cfg := daemon.Config{DataDir: dir, GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
+		TunnelPool: "10.255.0.0/16", ASNPool: "4200000000-4200099999", UnsafeNoFsync: true}
+	ctx := context.Background()
+	d1, err := daemon.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{d: d1, admin: pb.NewAdminServiceClient(dial(t, d1, nil)), ctx: metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+d1.AdminToken)}
+	e.mustCreate(t, site("hub", true, 1), site("br1", false, 2), site("br2", false, 3))
+	if _, err := e.admin.SetTopology(e.ctx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH}}); err != nil {
+		t.Fatal(err)
+	}
+	cert := e.enroll(t, "br1")
+	before, err := syncStream(t, e, cert).Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sitesBefore, _ := e.admin.ListSites(e.ctx, &pb.ListSitesRequest{})
+	d1.Close()
+
+	d2, err := daemon.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	defer d2.Close()
+	if d2.AdminToken != d1.AdminToken || string(d2.CAPEM) != string(d1.CAPEM) {
+		t.Fatal("admin token or CA changed across restart")
+	}
+	e2 := &env{d: d2, admin: pb.NewAdminServiceClient(dial(t, d2, nil)), ctx: e.ctx}
+	sitesAfter, err := e2.admin.ListSites(e2.ctx, &pb.ListSitesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range sitesAfter.Sites {
+		if s.Name != sitesBefore.Sites[i].Name || s.Asn != sitesBefore.Sites[i].Asn {
+			t.Errorf("site %d: %s/%d before, %s/%d after", i, sitesBefore.Sites[i].Name, sitesBefore.Sites[i].Asn, s.Name, s.Asn)
+		}
+	}
+	after, err := syncStream(t, e2, cert).Recv()
+	if err != nil {
+		t.Fatalf("pre-restart certificate after restart: %v", err)
+	}
+	if len(after.Tunnels) != len(before.Tunnels) {
+		t.Fatalf("%d tunnels before, %d after", len(before.Tunnels), len(after.Tunnels))
+	}
+	for i := range after.Tunnels {
+		b, a := before.Tunnels[i], after.Tunnels[i]
+		if a.Id != b.Id || a.LocalInner != b.LocalInner || string(a.Psk) != string(b.Psk) {
+			t.Errorf("tunnel %s changed across restart: %s -> %s, same PSK %v", b.Id, b.LocalInner, a.LocalInner, string(a.Psk) == string(b.Psk))
+		}
+	}
+}

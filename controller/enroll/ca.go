@@ -11,9 +11,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -132,6 +134,13 @@ func openCA(raw []byte, sealer *secrets.Sealer) (*CA, error) {
 func randSerial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
+}
+
+// Fingerprint is the hex SHA-256 of the CA certificate (DER), which an edge
+// pins before its first contact (meshwan-edge --ca-hash).
+func (ca *CA) Fingerprint() string {
+	h := sha256.Sum256(ca.Cert.Raw)
+	return hex.EncodeToString(h[:])
 }
 
 // Pool returns a pool holding only this CA.

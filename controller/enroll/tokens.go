@@ -259,12 +259,6 @@ func (s *Service) Edge(ctx context.Context, site string) (Edge, bool, error) {
 	return e, true, nil
 }
 
-// ForgetEdge removes a site's enrollment (its certificate stops working).
-func (s *Service) ForgetEdge(ctx context.Context, site string) error {
-	_, _, err := s.st.Txn(ctx, nil, []store.Op{store.Delete(edgesDir + site)})
-	return err
-}
-
 func hashSecret(s string) []byte {
 	h := sha256.Sum256([]byte("meshwan-enroll:" + s))
 	return h[:]

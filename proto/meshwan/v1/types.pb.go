@@ -936,7 +936,10 @@ type EnrollmentToken struct {
 	Revoked   bool                   `protobuf:"varint,6,opt,name=revoked,proto3" json:"revoked,omitempty"`
 	// secret is the whole token to hand to meshwan-edge --token. It is only
 	// returned by CreateEnrollmentToken; the controller keeps a hash.
-	Secret        string `protobuf:"bytes,7,opt,name=secret,proto3" json:"secret,omitempty"`
+	Secret string `protobuf:"bytes,7,opt,name=secret,proto3" json:"secret,omitempty"`
+	// ca_sha256 is the hex SHA-256 of the controller CA certificate (DER):
+	// meshwan-edge --ca-hash pins it on first contact, before it has the CA.
+	CaSha256      string `protobuf:"bytes,8,opt,name=ca_sha256,json=caSha256,proto3" json:"ca_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1020,6 +1023,13 @@ func (x *EnrollmentToken) GetSecret() string {
 	return ""
 }
 
+func (x *EnrollmentToken) GetCaSha256() string {
+	if x != nil {
+		return x.CaSha256
+	}
+	return ""
+}
+
 var File_meshwan_v1_types_proto protoreflect.FileDescriptor
 
 const file_meshwan_v1_types_proto_rawDesc = "" +
@@ -1084,7 +1094,7 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\vpackets_out\x18\t \x01(\x04R\n" +
 	"packetsOut\x12\x16\n" +
 	"\x06detail\x18\n" +
-	" \x01(\tR\x06detail\"\xf1\x01\n" +
+	" \x01(\tR\x06detail\"\x8e\x02\n" +
 	"\x0fEnrollmentToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x129\n" +
@@ -1094,7 +1104,8 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x12\n" +
 	"\x04used\x18\x05 \x01(\bR\x04used\x12\x18\n" +
 	"\arevoked\x18\x06 \x01(\bR\arevoked\x12\x16\n" +
-	"\x06secret\x18\a \x01(\tR\x06secret*M\n" +
+	"\x06secret\x18\a \x01(\tR\x06secret\x12\x1b\n" +
+	"\tca_sha256\x18\b \x01(\tR\bcaSha256*M\n" +
 	"\bSiteRole\x12\x19\n" +
 	"\x15SITE_ROLE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSITE_ROLE_SPOKE\x10\x01\x12\x11\n" +

@@ -1,0 +1,189 @@
+// Package agent owns the edge's reconcile loop: it takes desired-state
+// versions from the controller, keeps the newest on disk, and drives the
+// data plane to it with one idempotent Apply. Because the cache survives
+// restarts, an edge whose controller is unreachable brings its tunnels up
+// from the last state it was given and keeps them (strongSwan rekeys with
+// the PSKs it holds). A periodic full Apply repairs drift (a link deleted
+// by hand, a flushed table); on an unchanged kernel it writes nothing.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/identity"
+	"github.com/meshwan/meshwan/edge/syncer"
+)
+
+// Dataplane is what the agent drives.
+type Dataplane interface {
+	Apply(ctx context.Context, d dataplane.Desired) error
+	Status(ctx context.Context, d dataplane.Desired) ([]syncer.TunnelStatus, error)
+	Cleanup(ctx context.Context) error
+}
+
+// Config configures an Agent.
+type Config struct {
+	StateDir  string
+	Dataplane Dataplane
+	Logger    *slog.Logger
+	// WANInterfaces are copied into every desired state (local knowledge
+	// the controller does not have).
+	WANInterfaces []string
+	// Resync is the period of the drift-repairing full Apply (default 30s).
+	Resync time.Duration
+	// StatusEvery is the period of status reports (default 5s).
+	StatusEvery time.Duration
+}
+
+// cacheFile holds the last desired state, PSKs included: mode 0600.
+const cacheFile = "desired.json"
+
+// Agent is the reconcile loop.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	applied atomic.Int64
+}
+
+// New returns an Agent.
+func New(cfg Config) *Agent {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	if cfg.StatusEvery == 0 {
+		cfg.StatusEvery = 5 * time.Second
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger}
+}
+
+// Applied is the version last applied successfully (0 if none).
+func (a *Agent) Applied() int64 { return a.applied.Load() }
+
+// LoadCache reads the cached desired state.
+func (a *Agent) LoadCache() (syncer.State, bool, error) {
+	raw, err := os.ReadFile(filepath.Join(a.cfg.StateDir, cacheFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return syncer.State{}, false, nil
+	}
+	if err != nil {
+		return syncer.State{}, false, err
+	}
+	var st syncer.State
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return syncer.State{}, false, fmt.Errorf("cached state %s: %w", cacheFile, err)
+	}
+	return st, true, nil
+}
+
+func (a *Agent) saveCache(st syncer.State) error {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return identity.WriteFileAtomic(filepath.Join(a.cfg.StateDir, cacheFile), raw, 0o600)
+}
+
+// Run applies the cached state, then every update, until ctx ends. report
+// receives status reports (nil: none are sent).
+func (a *Agent) Run(ctx context.Context, updates <-chan syncer.State, report func(syncer.Report)) error {
+	var cur syncer.State
+	have := false
+	if st, ok, err := a.LoadCache(); err != nil {
+		a.log.Error("ignoring unreadable cache", "err", err)
+	} else if ok {
+		a.log.Info("applying cached desired state", "version", st.Version, "tunnels", len(st.Desired.Tunnels))
+		cur, have = st, true
+	}
+	retry := time.NewTimer(0)
+	if !have {
+		retry.Stop()
+	}
+	resync := time.NewTicker(a.cfg.Resync)
+	defer resync.Stop()
+	statusT := time.NewTicker(a.cfg.StatusEvery)
+	defer statusT.Stop()
+	backoff := time.Second
+	apply := func(why string) {
+		d := cur.Desired
+		d.WANInterfaces = a.cfg.WANInterfaces
+		start := time.Now()
+		if err := a.cfg.Dataplane.Apply(ctx, d); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Error("apply failed, will retry", "version", cur.Version, "reason", why, "err", err, "retry_in", backoff)
+			retry.Reset(backoff)
+			backoff = min(backoff*2, 30*time.Second)
+			return
+		}
+		backoff = time.Second
+		if a.applied.Swap(cur.Version) != cur.Version {
+			a.log.Info("desired state applied", "version", cur.Version, "tunnels", len(d.Tunnels), "reason", why, "took", time.Since(start).Round(time.Millisecond))
+		}
+		a.sendStatus(ctx, cur, report)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case st := <-updates:
+			d := st.Desired
+			d.WANInterfaces = a.cfg.WANInterfaces
+			if err := d.Validate(); err != nil {
+				a.log.Error("desired state refused", "version", st.Version, "err", err)
+				continue
+			}
+			cur, have = st, true
+			if err := a.saveCache(st); err != nil {
+				a.log.Error("cache write failed", "err", err)
+			}
+			apply("update")
+		case <-retry.C:
+			if have {
+				apply("retry")
+			}
+		case <-resync.C:
+			if have {
+				apply("resync")
+			}
+		case <-statusT.C:
+			if have {
+				a.sendStatus(ctx, cur, report)
+			}
+		}
+	}
+}
+
+func (a *Agent) sendStatus(ctx context.Context, cur syncer.State, report func(syncer.Report)) {
+	if report == nil {
+		return
+	}
+	d := cur.Desired
+	d.WANInterfaces = a.cfg.WANInterfaces
+	ts, err := a.cfg.Dataplane.Status(ctx, d)
+	if err != nil {
+		a.log.Warn("status failed", "err", err)
+	}
+	report(syncer.Report{AppliedVersion: a.applied.Load(), Tunnels: ts})
+}
+
+// Cleanup removes everything the data plane created and the cached state.
+func (a *Agent) Cleanup(ctx context.Context) error {
+	err := a.cfg.Dataplane.Cleanup(ctx)
+	if rerr := os.Remove(filepath.Join(a.cfg.StateDir, cacheFile)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+		err = rerr
+	}
+	return err
+}

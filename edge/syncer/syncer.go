@@ -1,0 +1,288 @@
+// Package syncer owns the edge's one connection to the controller: a
+// long-lived Sync stream over mTLS that delivers desired state down and
+// status up, re-established with exponential backoff and jitter whenever it
+// breaks. It converts the wire types to domain types at this boundary;
+// nothing behind it sees protobuf.
+package syncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/identity"
+	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+// State is one desired-state version.
+type State struct {
+	Version int64
+	Site    string
+	ASN     uint32
+	Desired dataplane.Desired
+}
+
+// TunnelStatus is what the edge reports per tunnel.
+type TunnelStatus struct {
+	ID         string
+	State      string // up, degraded, down
+	LinkUp     bool
+	IKEState   string
+	ChildState string
+	BytesIn    uint64
+	BytesOut   uint64
+	PacketsIn  uint64
+	PacketsOut uint64
+	Detail     string
+}
+
+// Report is one status report.
+type Report struct {
+	AppliedVersion int64
+	Tunnels        []TunnelStatus
+}
+
+// Config configures a Syncer.
+type Config struct {
+	Controller   string // host:port
+	Identity     *identity.Identity
+	AgentVersion string
+	// Applied returns the version the edge runs now (sent in Hello).
+	Applied func() int64
+	// Transports returns the edge's transports and public addresses, for
+	// those declared dynamic (may be nil).
+	Transports func() map[string]netip.Addr
+	Logger     *slog.Logger
+	// Heartbeat is how often the last report is re-sent; it must be well
+	// under the controller's 15 s status lease. Default 5 s.
+	Heartbeat time.Duration
+	// MinBackoff and MaxBackoff bound reconnect delays (defaults 500ms, 30s).
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Syncer keeps the stream.
+type Syncer struct {
+	cfg     Config
+	log     *slog.Logger
+	updates chan State
+	reports chan Report
+	mu      sync.Mutex
+	last    *Report
+	conn    *grpc.ClientConn
+}
+
+// New returns a Syncer; Run drives it.
+func New(cfg Config) (*Syncer, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 5 * time.Second
+	}
+	if cfg.MinBackoff == 0 {
+		cfg.MinBackoff = 500 * time.Millisecond
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.Applied == nil {
+		cfg.Applied = func() int64 { return 0 }
+	}
+	host := cfg.Controller
+	if i := strings.LastIndex(host, ":"); i > 0 {
+		host = host[:i]
+	}
+	conn, err := grpc.NewClient(cfg.Controller,
+		grpc.WithTransportCredentials(credentials.NewTLS(cfg.Identity.TLSConfig(host))),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}))
+	if err != nil {
+		return nil, err
+	}
+	return &Syncer{cfg: cfg, log: cfg.Logger, updates: make(chan State, 1), reports: make(chan Report, 1), conn: conn}, nil
+}
+
+// Updates delivers desired states; it holds only the latest undelivered one.
+func (s *Syncer) Updates() <-chan State { return s.updates }
+
+// Report queues a status report (replacing an unsent older one).
+func (s *Syncer) Report(r Report) {
+	s.mu.Lock()
+	s.last = &r
+	s.mu.Unlock()
+	select {
+	case <-s.reports:
+	default:
+	}
+	s.reports <- r
+}
+
+// ErrPermanent wraps stream errors that reconnecting will not fix.
+var ErrPermanent = errors.New("controller refuses this edge")
+
+// Run holds the stream until ctx ends. It returns ErrPermanent when the
+// controller says this edge's certificate is no longer valid or its site is
+// gone; otherwise it only returns ctx's error.
+func (s *Syncer) Run(ctx context.Context) error {
+	defer s.conn.Close()
+	backoff := s.cfg.MinBackoff
+	for {
+		started := time.Now()
+		err := s.session(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		switch status.Code(err) {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			return fmt.Errorf("%w: %v", ErrPermanent, err)
+		}
+		if time.Since(started) > time.Minute {
+			backoff = s.cfg.MinBackoff
+		}
+		// Full jitter keeps a fleet from reconnecting in lockstep after a
+		// controller restart.
+		wait := time.Duration(rand.Int64N(int64(backoff))) + s.cfg.MinBackoff/2
+		s.log.Warn("controller stream lost, reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+func (s *Syncer) session(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := pb.NewEdgeServiceClient(s.conn).Sync(ctx)
+	if err != nil {
+		return err
+	}
+	hello := &pb.Hello{AgentVersion: s.cfg.AgentVersion, AppliedVersion: s.cfg.Applied()}
+	if s.cfg.Transports != nil {
+		for name, a := range s.cfg.Transports() {
+			hello.Transports = append(hello.Transports, &pb.Transport{Name: name, Address: a.String()})
+		}
+	}
+	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: hello}}); err != nil {
+		return err
+	}
+	recvErr := make(chan error, 1)
+	go func() { // owned by this session; ends with the stream
+		for {
+			d, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			st, err := FromPB(d)
+			if err != nil {
+				s.log.Error("desired state rejected", "version", d.GetVersion(), "err", err)
+				continue
+			}
+			select {
+			case <-s.updates:
+			default:
+			}
+			s.updates <- st
+		}
+	}()
+	s.log.Info("controller stream up", "controller", s.cfg.Controller)
+	tick := time.NewTicker(s.cfg.Heartbeat)
+	defer tick.Stop()
+	for {
+		var r *Report
+		select {
+		case err := <-recvErr:
+			return err
+		case rep := <-s.reports:
+			r = &rep
+		case <-tick.C:
+			s.mu.Lock()
+			r = s.last
+			s.mu.Unlock()
+			if r == nil {
+				r = &Report{AppliedVersion: s.cfg.Applied()}
+			}
+		}
+		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Report{Report: reportToPB(*r)}}); err != nil {
+			return err
+		}
+	}
+}
+
+var tunnelStates = map[string]pb.TunnelState{"up": pb.TunnelState_TUNNEL_STATE_UP, "degraded": pb.TunnelState_TUNNEL_STATE_DEGRADED, "down": pb.TunnelState_TUNNEL_STATE_DOWN}
+
+func reportToPB(r Report) *pb.EdgeReport {
+	out := &pb.EdgeReport{AppliedVersion: r.AppliedVersion}
+	for _, t := range r.Tunnels {
+		out.Tunnels = append(out.Tunnels, &pb.TunnelStatus{TunnelId: t.ID, State: tunnelStates[t.State], LinkUp: t.LinkUp,
+			IkeState: t.IKEState, ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut,
+			PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail})
+	}
+	return out
+}
+
+// FromPB converts a desired state from the wire, naming the bad field on
+// error.
+func FromPB(d *pb.DesiredState) (State, error) {
+	st := State{Version: d.GetVersion(), Site: d.GetSite(), ASN: d.GetAsn()}
+	st.Desired.Site = d.GetSite()
+	for i, p := range d.GetLanPrefixes() {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			return State{}, fmt.Errorf("lan_prefixes[%d]: %w", i, err)
+		}
+		st.Desired.LANPrefixes = append(st.Desired.LANPrefixes, pfx)
+	}
+	pol := dataplane.IPsecPolicy{
+		IKEProposal: d.GetIpsec().GetIkeProposal(), IKELifetime: time.Duration(d.GetIpsec().GetIkeLifetimeSeconds()) * time.Second,
+		ESPProposal: d.GetIpsec().GetEspProposal(), ESPLifetime: time.Duration(d.GetIpsec().GetEspLifetimeSeconds()) * time.Second,
+		DPDInterval: time.Duration(d.GetIpsec().GetDpdSeconds()) * time.Second,
+	}
+	for i, t := range d.GetTunnels() {
+		field := func(f string) string { return fmt.Sprintf("tunnels[%d](%s).%s", i, t.GetId(), f) }
+		lu, err := netip.ParseAddr(t.GetLocalUnderlay())
+		if err != nil {
+			return State{}, fmt.Errorf("%s: %w", field("local_underlay"), err)
+		}
+		ru, err := netip.ParseAddr(t.GetRemoteUnderlay())
+		if err != nil {
+			return State{}, fmt.Errorf("%s: %w", field("remote_underlay"), err)
+		}
+		li, err := netip.ParsePrefix(t.GetLocalInner())
+		if err != nil {
+			return State{}, fmt.Errorf("%s: %w", field("local_inner"), err)
+		}
+		ri, err := netip.ParseAddr(t.GetRemoteInner())
+		if err != nil {
+			return State{}, fmt.Errorf("%s: %w", field("remote_inner"), err)
+		}
+		tun := dataplane.Tunnel{
+			ID: t.GetId(), LinkName: dataplane.LinkName(t.GetRemoteSite(), t.GetLocalTransport(), t.GetRemoteTransport(), t.GetId()),
+			LocalUnderlay: lu, RemoteUnderlay: ru, LocalInner: li, RemoteInner: ri, MTU: int(d.GetMtu()),
+			RemoteSite: t.GetRemoteSite(), PSK: t.GetPsk(), IPsec: pol,
+		}
+		for j, p := range t.GetRemoteLanPrefixes() {
+			pfx, err := netip.ParsePrefix(p)
+			if err != nil {
+				return State{}, fmt.Errorf("%s[%d]: %w", field("remote_lan_prefixes"), j, err)
+			}
+			tun.RemoteLANs = append(tun.RemoteLANs, pfx)
+		}
+		st.Desired.Tunnels = append(st.Desired.Tunnels, tun)
+	}
+	return st, nil
+}
