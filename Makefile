@@ -8,7 +8,7 @@ PROTO_FILES := $(wildcard $(PROTO_DIR)/meshwan/v1/*.proto)
 # pinned by the `tool` lines in go.mod, so `make proto` is reproducible.
 PROTOC ?= protoc
 
-.PHONY: help build run test test-privileged proto verify-proto lint fix-fmt verify-fmt e2e lab clean
+.PHONY: help build run test proto verify-proto lint fix-fmt verify-fmt vm-prepare vm-smoke clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +44,12 @@ fix-fmt: ## gofmt every Go file
 
 lint: verify-fmt ## gofmt + go vet
 	$(GO) vet ./...
+
+vm-prepare: ## install qemu and fetch/extract the Debian kernel for the VM lab
+	e2e/vm/prepare.sh
+
+vm-smoke: vm-prepare ## boot the lab VM and prove GRE + ESP + strongSwan + netem + nftables work
+	e2e/vm/run.sh --timeout 300 -- e2e/vm/smoke.sh
 
 clean:
 	rm -rf $(BIN)

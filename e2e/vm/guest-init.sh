@@ -82,10 +82,11 @@ mkdir -p $H/run/lock $H/run/meshwan-lab
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $H/tmp || die "mount /tmp"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs $H/var/tmp || die "mount /var/tmp"
 if [ -d $H/lib/modules ]; then
-	mount -t tmpfs -o mode=755 tmpfs $H/lib/modules &&
+	if ! { mount -t tmpfs -o mode=755 tmpfs $H/lib/modules &&
 		mkdir -p "$H/lib/modules/$LAB_KVER" &&
-		mount --bind "$H$LAB_MODDIR" "$H/lib/modules/$LAB_KVER" ||
+		mount --bind "$H$LAB_MODDIR" "$H/lib/modules/$LAB_KVER"; }; then
 		say "WARNING: could not mount the module tree in the chroot"
+	fi
 else
 	say "WARNING: host has no /lib/modules (prepare.sh creates it): modprobe inside the chroot will not work"
 fi
@@ -98,8 +99,9 @@ passthrough() {
 		case "$p" in
 		"$d"/*)
 			[ -d "/orig$p" ] || return 0
-			mkdir -p "$H$p" && mount --bind "/orig$p" "$H$p" ||
+			if ! { mkdir -p "$H$p" && mount --bind "/orig$p" "$H$p"; }; then
 				say "WARNING: could not make $p visible"
+			fi
 			return 0
 			;;
 		esac
@@ -123,10 +125,11 @@ if [ "$LAB_NET" = 1 ]; then
 		sleep 0.1
 		i=$((i + 1))
 	done
-	ip link set eth0 up &&
+	if ! { ip link set eth0 up &&
 		ip addr add 10.0.2.15/24 dev eth0 &&
-		ip route add default via 10.0.2.2 dev eth0 ||
+		ip route add default via 10.0.2.2 dev eth0; }; then
 		die "eth0 setup failed"
+	fi
 	i=0
 	while [ "$(cat /sys/class/net/eth0/operstate)" != up ] && [ "$i" -lt 30 ]; do
 		sleep 0.1
@@ -137,7 +140,7 @@ fi
 # --- run --------------------------------------------------------------------------
 cp /ctl/job.sh $H/run/meshwan-lab/job.sh || die "copy job.sh"
 dbg "boot $t0 s, ready to run at $(cut -d' ' -f1 /proc/uptime) s (guest uptime)"
-echo "$(cut -d' ' -f1 /proc/uptime)" >/ctl/ready-uptime
+cut -d' ' -f1 /proc/uptime >/ctl/ready-uptime
 chroot $H /usr/bin/env -i /bin/bash --noprofile --norc /run/meshwan-lab/job.sh </dev/null >/dev/console 2>&1
 rc=$?
 dbg "command exited with status $rc at $(cut -d' ' -f1 /proc/uptime) s"

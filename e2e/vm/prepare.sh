@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
 # prepare.sh - install and cache everything the meshwan kernel VM lab needs.
 #
-# Idempotent; run as root. A second run with everything cached takes about a
-# second. See e2e/vm/README.md.
+# Idempotent and non-interactive; run as root. A re-run with everything cached
+# takes about one second (one apt-cache call). See e2e/vm/README.md.
 #
-#   - installs (apt) qemu-system-x86, kmod, cpio, busybox-static and the
-#     data-plane tools the VM tests use from the host root filesystem
-#     (strongSwan charon + swanctl, nftables, iproute2);
+#   - installs (apt, only what is missing; `apt-get update` only when a
+#     package or the kernel cannot be resolved or downloaded) qemu-system-x86,
+#     kmod, cpio, busybox-static, xz-utils, and the data-plane tools the VM
+#     uses from the host root filesystem (strongswan-charon,
+#     strongswan-swanctl, nftables, iproute2, iputils-ping);
 #   - downloads the Debian kernel image that linux-image-amd64 currently
-#     depends on (or MESHWAN_LAB_KERNEL_PKG), extracts it into the cache and
-#     runs depmod on it;
-#   - builds a small initramfs: busybox-static, kmod (as modprobe) with its
-#     shared libraries, and the few modules needed to mount 9p. The complete
-#     module tree is NOT copied into the initramfs: the guest reads it from the
-#     cache through the read-only 9p share of the host root (keeps the initrd
-#     at ~4 MB and boot fast).
+#     depends on (or MESHWAN_LAB_KERNEL_PKG), extracts it into the cache with
+#     dpkg-deb -x, runs depmod -b on it and unpacks an ELF vmlinux from it for
+#     qemu's PVH boot (no in-guest decompression: ~3 s faster per boot);
+#   - builds a small initramfs (~5 MB): busybox-static, kmod (as modprobe)
+#     with its shared libraries, and the modules needed to mount 9p. The full
+#     module tree is not copied into it: the guest reads it from this cache
+#     through the read-only 9p share of the host root;
+#   - creates an empty /lib/modules on the host if missing (mount point for
+#     the guest kernel's module tree inside the VM's chroot);
+#   - removes cached older kernels (unless MESHWAN_LAB_KEEP_OLD=1).
 #
 # Environment:
 #   MESHWAN_LAB_CACHE       cache directory (default /var/cache/meshwan-lab)
 #   MESHWAN_LAB_KERNEL_PKG  kernel package to use, e.g. linux-image-6.1.0-56-amd64
 #                           (default: whatever linux-image-amd64 depends on)
 #   MESHWAN_LAB_NO_APT=1    never call apt-get (fail if something is missing)
+#   MESHWAN_LAB_KEEP_OLD=1  keep previously cached kernel versions
 set -euo pipefail
 
 CACHE="${MESHWAN_LAB_CACHE:-/var/cache/meshwan-lab}"
@@ -121,32 +127,40 @@ resolve_kernel() {
 	printf '%s %s\n' "$pkg" "$ver"
 }
 
-KINFO="$(resolve_kernel || true)"
-if [ -z "$KINFO" ]; then
-	apt_update
-	KINFO="$(resolve_kernel || true)"
-fi
-[ -n "$KINFO" ] || die "cannot resolve the kernel package (linux-image-amd64 / MESHWAN_LAB_KERNEL_PKG)"
-read -r KPKG KDEBVER <<<"$KINFO"
-KVER="${KPKG#linux-image-}"
-
-KDIR="$CACHE/${KPKG}_${KDEBVER}"
-ROOT="$KDIR/root"
-MODDIR="$ROOT/lib/modules/$KVER"
-
-# --- download + extract ------------------------------------------------------
-if [ ! -f "$KDIR/.extracted" ]; then
-	log "fetching $KPKG=$KDEBVER"
+# Downloads $KPKG=$KDEBVER into $KDIR/dl; fails on a 404 (stale lists).
+download_kernel() {
 	rm -rf "$KDIR"
 	mkdir -p "$KDIR/dl"
-	(
-		cd "$KDIR/dl"
-		apt-get "${APT_OPTS[@]}" download "$KPKG=$KDEBVER" >&2 || {
-			APT_UPDATED=0
-			apt_update
-			apt-get "${APT_OPTS[@]}" download "$KPKG=$KDEBVER" >&2
-		}
-	)
+	(cd "$KDIR/dl" && apt-get "${APT_OPTS[@]}" download "$KPKG=$KDEBVER" >&2)
+}
+
+# Resolve, and download unless cached. With stale package lists the resolved
+# version may be gone from the archive: refresh the lists once and resolve
+# again.
+for attempt in 1 2; do
+	KINFO="$(resolve_kernel || true)"
+	if [ -z "$KINFO" ]; then
+		[ "$attempt" = 1 ] && [ "$APT_UPDATED" = 0 ] && { apt_update; continue; }
+		die "cannot resolve the kernel package (linux-image-amd64 / MESHWAN_LAB_KERNEL_PKG)"
+	fi
+	read -r KPKG KDEBVER <<<"$KINFO"
+	KVER="${KPKG#linux-image-}"
+	KDIR="$CACHE/${KPKG}_${KDEBVER}"
+	ROOT="$KDIR/root"
+	MODDIR="$ROOT/lib/modules/$KVER"
+	[ -f "$KDIR/.extracted" ] && break
+	[ "${MESHWAN_LAB_NO_APT:-0}" = 1 ] && die "$KPKG=$KDEBVER not cached (MESHWAN_LAB_NO_APT=1)"
+	log "fetching $KPKG=$KDEBVER"
+	if download_kernel; then
+		break
+	fi
+	rm -rf "$KDIR"
+	[ "$attempt" = 1 ] && [ "$APT_UPDATED" = 0 ] && { apt_update; continue; }
+	die "apt-get download $KPKG=$KDEBVER failed"
+done
+
+# --- extract -------------------------------------------------------------------
+if [ ! -f "$KDIR/.extracted" ]; then
 	deb="$(find "$KDIR/dl" -maxdepth 1 -name '*.deb' | head -n1)"
 	[ -n "$deb" ] || die "download of $KPKG produced no .deb"
 	log "extracting $(basename "$deb")"
@@ -273,4 +287,13 @@ EOF
 mv "$KDIR/lab.env.tmp" "$KDIR/lab.env"
 ln -sfn "$(basename "$KDIR")" "$CACHE/current.tmp"
 mv -T "$CACHE/current.tmp" "$CACHE/current"
+
+# Older kernels (~440 MB each) are removed unless MESHWAN_LAB_KEEP_OLD=1.
+if [ "${MESHWAN_LAB_KEEP_OLD:-0}" != 1 ]; then
+	for d in "$CACHE"/linux-image-*; do
+		if [ ! -d "$d" ] || [ "$d" = "$KDIR" ]; then continue; fi
+		log "removing old kernel $(basename "$d")"
+		rm -rf "$d"
+	done
+fi
 log "ready: $KPKG $KDEBVER ($CACHE/current/lab.env)"

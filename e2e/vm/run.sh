@@ -24,11 +24,21 @@
 #                       [MESHWAN_LAB_DEBUG=1]
 #   -h, --help
 #
-# Other environment: MESHWAN_LAB_CACHE (prepare.sh cache, default
-# /var/cache/meshwan-lab), MESHWAN_LAB_KEEP=1 (keep the control directory),
-# MESHWAN_LAB_QEMU_ARGS (extra qemu arguments, split on blanks),
-# MESHWAN_LAB_APPEND (extra kernel command line), MESHWAN_LAB_9P_CACHE
-# (9p cache mode of the host root, default loose).
+# Other environment:
+#   MESHWAN_LAB_CACHE        prepare.sh cache (default /var/cache/meshwan-lab)
+#   MESHWAN_LAB_PRELOAD      replaces the default list of preloaded modules
+#                            ("" = preload nothing; all still load on demand)
+#   MESHWAN_LAB_CRYPTO_TESTS=1  keep the kernel crypto self-tests (slow)
+#   MESHWAN_LAB_APPEND       extra kernel command line
+#   MESHWAN_LAB_QEMU_ARGS    extra qemu arguments (split on blanks)
+#   MESHWAN_LAB_9P_CACHE     9p cache mode of the host root (default loose)
+#   MESHWAN_LAB_KEEP=1       keep the per-run control directory
+#
+# The command gets a fresh environment: PATH (standard + /usr/local/go/bin),
+# HOME=/tmp/meshwan-lab-home, USER/LOGNAME=root, LANG=C.UTF-8, TERM=dumb,
+# MESHWAN_LAB_GUEST=1, MESHWAN_LAB_KVER, every MESHWAN_* variable of this
+# environment, GOTRACEBACK GODEBUG GOMAXPROCS GOMEMLIMIT GOGC CI TZ when set,
+# and whatever --env / MESHWAN_LAB_ENV name. stdin is /dev/null.
 #
 # Exit status: the command's; 124 when the VM was killed at the timeout; 125
 # when the harness failed (VM did not start, crashed, or reported no status).
@@ -83,7 +93,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ $# -gt 0 ] || { usage >&2; die "no command given"; }
-[[ "$TIMEOUT" =~ ^[0-9]+$ ]] && [ "$TIMEOUT" -gt 0 ] || die "bad --timeout $TIMEOUT"
+if ! [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]]; then die "bad --timeout $TIMEOUT"; fi
 [ "$(id -u)" -eq 0 ] || die "must run as root (the guest shares the host root filesystem)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run e2e/vm/prepare.sh"
 [ -f "$CACHE/current/lab.env" ] || die "no kernel in $CACHE: run e2e/vm/prepare.sh first"
@@ -91,7 +101,9 @@ command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing: run
 KVER='' KERNEL='' INITRD='' MODDIR=''
 # shellcheck disable=SC1091
 . "$CACHE/current/lab.env"
-[ -f "$KERNEL" ] && [ -f "$INITRD" ] && [ -d "$MODDIR" ] || die "incomplete cache in $CACHE: run e2e/vm/prepare.sh"
+if ! [ -f "$KERNEL" ] || ! [ -f "$INITRD" ] || ! [ -d "$MODDIR" ]; then
+	die "incomplete cache in $CACHE: run e2e/vm/prepare.sh"
+fi
 
 CWD="$(pwd -P)"
 if [ -n "$OUT" ]; then
@@ -102,6 +114,7 @@ fi
 
 CTL="$(mktemp -d "${TMPDIR:-/tmp}/meshwan-lab.XXXXXX")"
 QPID='' SPID=''
+# shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
 	set +e
 	[ -n "$QPID" ] && kill -KILL "$QPID" 2>/dev/null
@@ -113,7 +126,9 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
-trap 'printf "run.sh: interrupted\n" >&2; exit 130' INT TERM HUP
+trap 'printf "run.sh: interrupted\n" >&2; exit 130' INT
+trap 'printf "run.sh: terminated\n" >&2; exit 143' TERM
+trap 'printf "run.sh: hangup\n" >&2; exit 129' HUP
 
 # --- control share: config + job ------------------------------------------------
 q() { printf '%q' "$1"; }
@@ -126,8 +141,8 @@ cp "$HERE/guest-init.sh" "$CTL/guest-init.sh"
 	echo "LAB_NET=$(q "$NET")"
 	echo "LAB_DEBUG=$(q "$DEBUG")"
 	echo "LAB_9P_CACHE=$(q "${MESHWAN_LAB_9P_CACHE:-loose}")"
-	# shellcheck disable=SC2086
-	echo "LAB_MODULES=$(q "$(echo $BASE_MODULES $EXTRA_MODULES)")"
+	mods="$BASE_MODULES $EXTRA_MODULES"
+	echo "LAB_MODULES=$(q "${mods//[[:space:]]/ }")"
 } >"$CTL/config"
 
 {
@@ -154,6 +169,7 @@ cp "$HERE/guest-init.sh" "$CTL/guest-init.sh"
 		[[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "bad --env name: $name"
 		echo "export $name=$(q "$value")"
 	done
+	# shellcheck disable=SC2016 # expanded in the guest
 	echo 'mkdir -p "$HOME"'
 	echo "cd -- $(q "$CWD") || { echo \"run.sh (guest): cannot cd to $(q "$CWD")\" >&2; exit 125; }"
 	printf 'exec'
@@ -178,6 +194,7 @@ APPEND="$APPEND dummy.numdummies=0 ifb.numifbs=0"
 [ "${MESHWAN_LAB_CRYPTO_TESTS:-0}" = 1 ] || APPEND="$APPEND cryptomgr.notests=1"
 APPEND="$APPEND ${MESHWAN_LAB_APPEND:-}"
 
+# shellcheck disable=SC2054 # commas belong to qemu option values
 QEMU=(qemu-system-x86_64
 	-name meshwan-lab
 	-machine pc,accel=tcg -cpu max -m "$MEM" -smp "$SMP"
@@ -191,6 +208,8 @@ if [ -n "$OUT" ]; then
 	QEMU+=(-virtfs "local,path=$OUT,mount_tag=mwlabout,security_model=none,multidevs=remap")
 fi
 if [ "$NET" = 1 ]; then
+	# romfile=: no iPXE option ROM (not needed with -kernel; faster start).
+	# shellcheck disable=SC2054
 	QEMU+=(-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile=)
 fi
 if [ -n "${MESHWAN_LAB_QEMU_ARGS:-}" ]; then

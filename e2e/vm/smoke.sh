@@ -46,6 +46,7 @@ fail() {
 	return 0
 }
 
+# shellcheck disable=SC2317 # called from the EXIT trap
 save_artifacts() {
 	[ -n "${MESHWAN_LAB_OUT:-}" ] || return 0
 	local d="$MESHWAN_LAB_OUT/smoke"
@@ -56,6 +57,7 @@ save_artifacts() {
 	ip -n "$NSA" xfrm policy >"$d/xfrm-policy-a.txt" 2>&1 || true
 }
 
+# shellcheck disable=SC2317 # called from the EXIT trap
 cleanup() {
 	set +e
 	save_artifacts
@@ -77,14 +79,23 @@ finish() {
 	exit
 }
 
-# run in namespace N (a|b) with that instance's /run (charon.pid, vici socket,
-# config) bind-mounted over /run; `ip netns exec` gives a private mount ns.
+# Start a command in namespace N (a|b) with that instance's directory
+# (charon.pid, vici socket, log) bind-mounted over /run. `ip netns exec`
+# already gives the command a private (slave) mount namespace.
 in_run() {
 	local n="$1"
 	shift
 	local ns="$NSA"
 	[ "$n" = b ] && ns="$NSB"
-	ip netns exec "$ns" unshare -m --propagation private sh -c 'mount --bind "$0" /run && exec "$@"' "$W/$n" "$@"
+	# shellcheck disable=SC2016 # expanded by the inner sh
+	ip netns exec "$ns" sh -c 'mount --bind "$0" /run && exec "$@"' "$W/$n" "$@"
+}
+
+# swanctl needs no namespace: the vici socket is a path on tmpfs.
+swanctl_n() {
+	local n="$1"
+	shift
+	STRONGSWAN_CONF="$W/$n/strongswan.conf" swanctl "$@" --uri "unix://$W/$n/charon.vici"
 }
 
 echo "smoke: kernel $(uname -r), $(nproc) CPUs"
@@ -221,7 +232,7 @@ fi
 
 ok=1
 for n in a b; do
-	if ! out="$(in_run "$n" env STRONGSWAN_CONF=/run/strongswan.conf swanctl --load-all --noprompt --file /run/swanctl.conf --uri unix:///run/charon.vici 2>&1)"; then
+	if ! out="$(swanctl_n "$n" --load-all --noprompt --file "$W/$n/swanctl.conf" 2>&1)"; then
 		ok=0
 		fail "swanctl --load-all ($n)" "$out"
 	fi
@@ -230,14 +241,14 @@ done
 [ "$ok" = 1 ] || finish
 
 ike_start=$(date +%s%N)
-if out="$(in_run a env STRONGSWAN_CONF=/run/strongswan.conf swanctl --initiate --child gre --timeout 60 --uri unix:///run/charon.vici 2>&1)"; then
+if out="$(swanctl_n a --initiate --child gre --timeout 60 2>&1)"; then
 	pass "IKEv2 PSK + transport child SA (dynamic[gre], aes256gcm16) initiated in $((($(date +%s%N) - ike_start) / 1000000)) ms"
 else
 	fail "swanctl --initiate --child gre" "$(printf '%s\n' "$out" | tail -n 15)"
 	finish
 fi
 
-sas="$(in_run a env STRONGSWAN_CONF=/run/strongswan.conf swanctl --list-sas --uri unix:///run/charon.vici 2>&1 || true)"
+sas="$(swanctl_n a --list-sas 2>&1 || true)"
 if grep -q 'INSTALLED, TRANSPORT' <<<"$sas" && grep -q 'AES_GCM_16-256' <<<"$sas"; then
 	pass "child SA INSTALLED, TRANSPORT, AES_GCM_16-256"
 else
@@ -298,11 +309,11 @@ table inet meshwan_smoke_mangle {
 	}
 }
 EOF
-)" && ip netns exec "$NSA" nft list ruleset | grep -q masquerade &&
-	ip netns exec "$NSA" nft list ruleset | grep -q 'maxseg size set rt mtu'; then
+)" && ruleset="$(ip netns exec "$NSA" nft list ruleset 2>&1)" &&
+	grep -q masquerade <<<"$ruleset" && grep -q 'maxseg size set rt mtu' <<<"$ruleset"; then
 	pass "nftables: masquerade + TCP MSS clamp (rt mtu) rules created"
 else
-	fail "nftables rules" "$err"
+	fail "nftables rules" "$err" "${ruleset:-}"
 fi
 if ip netns exec "$NSA" ping -c 1 -W 5 "$B_GRE" >/dev/null 2>&1; then
 	pass "GRE/ESP traffic still flows with the nft tables loaded"
@@ -316,9 +327,9 @@ if modprobe -q sch_netem && modprobe -n -q wireguard; then
 else
 	fail "modprobe inside the chroot"
 fi
-if ! lsmod | grep -q '^ipip '; then
+if ! grep -q '^ipip ' /proc/modules; then
 	if ip -n "$NSA" link add ipip9 type ipip local "$A_UL" remote "$B_UL" 2>/dev/null &&
-		lsmod | grep -q '^ipip '; then
+		grep -q '^ipip ' /proc/modules; then
 		pass "kernel on-demand module loading (rtnl-link-ipip)"
 	else
 		fail "kernel on-demand module loading (ipip)"
