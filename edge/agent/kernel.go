@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/firewall"
+	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
+	"github.com/meshwan/meshwan/edge/dataplane/link"
+	"github.com/meshwan/meshwan/edge/syncer"
+)
+
+// Kernel is the real data plane: nftables, GRE links and strongSwan,
+// applied in that order so that the permits and the SNAT exemption exist
+// before a tunnel carries its first packet, and the GRE link exists before
+// IKE protects it.
+type Kernel struct {
+	Firewall *firewall.Manager
+	Link     *link.Manager
+	IPsec    *ipsec.Manager
+}
+
+var _ Dataplane = (*Kernel)(nil)
+
+// Apply applies every backend; one failing does not stop the others (each
+// converges independently), and all errors are returned joined.
+func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
+	var errs []error
+	if err := k.Firewall.Apply(ctx, d); err != nil {
+		errs = append(errs, fmt.Errorf("firewall: %w", err))
+	}
+	if err := k.Link.Apply(ctx, d); err != nil {
+		errs = append(errs, fmt.Errorf("links: %w", err))
+	}
+	if err := k.IPsec.Apply(ctx, d); err != nil {
+		errs = append(errs, fmt.Errorf("ipsec: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Status merges link and IPsec status per tunnel. A tunnel is up when its
+// link is up and a child SA is installed; otherwise down, with the reason.
+func (k *Kernel) Status(ctx context.Context, d dataplane.Desired) ([]syncer.TunnelStatus, error) {
+	links, lerr := k.Link.Status(ctx)
+	sas, ierr := k.IPsec.Status(ctx)
+	byLink := map[string]link.Status{}
+	for _, s := range links {
+		byLink[s.TunnelID] = s
+	}
+	bySA := map[string]ipsec.Status{}
+	for _, s := range sas {
+		bySA[s.TunnelID] = s
+	}
+	out := make([]syncer.TunnelStatus, 0, len(d.Tunnels))
+	for _, t := range d.Tunnels {
+		l, sa := byLink[t.ID], bySA[t.ID]
+		ts := syncer.TunnelStatus{ID: t.ID, LinkUp: l.Present && l.Up, IKEState: sa.IKEState, ChildState: sa.ChildState,
+			BytesIn: l.RxBytes, BytesOut: l.TxBytes, PacketsIn: l.RxPackets, PacketsOut: l.TxPackets}
+		var why []string
+		if !ts.LinkUp {
+			why = append(why, "GRE link "+t.LinkName+" missing or down")
+		}
+		if sa.ChildState != "INSTALLED" {
+			why = append(why, fmt.Sprintf("no installed child SA (IKE %q, child %q)", sa.IKEState, sa.ChildState))
+		}
+		ts.State = "up"
+		if len(why) > 0 {
+			ts.State, ts.Detail = "down", strings.Join(why, "; ")
+		}
+		out = append(out, ts)
+	}
+	return out, errors.Join(lerr, ierr)
+}
+
+// Cleanup removes everything meshwan created, IPsec first so no SA is left
+// pointing at a deleted link.
+func (k *Kernel) Cleanup(ctx context.Context) error {
+	return errors.Join(k.IPsec.Cleanup(ctx), k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx))
+}

@@ -1,0 +1,169 @@
+// Command meshwan-edge is the meshwan agent for a site router: it enrolls
+// with the controller once, then keeps one Sync stream and builds the
+// site's GRE-over-IPsec tunnels (netlink, strongSwan over VICI, nftables)
+// from the desired state it receives.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/meshwan/meshwan/edge/agent"
+	"github.com/meshwan/meshwan/edge/dataplane/firewall"
+	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
+	"github.com/meshwan/meshwan/edge/dataplane/link"
+	"github.com/meshwan/meshwan/edge/identity"
+	"github.com/meshwan/meshwan/edge/syncer"
+	"github.com/vishvananda/netns"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+type flags struct {
+	controller, token, caHash, site, stateDir string
+	insecure, cleanup                         bool
+	wan                                       string
+	viciSocket, charonRunDir                  string
+	logLevel                                  string
+}
+
+func main() {
+	var f flags
+	flag.StringVar(&f.controller, "controller", "", "controller gRPC address HOST:PORT (required)")
+	flag.StringVar(&f.token, "token", "", "one-time enrollment token (first start only)")
+	flag.StringVar(&f.caHash, "ca-hash", "", "SHA-256 of the controller CA, shown with the token (first start only)")
+	flag.BoolVar(&f.insecure, "insecure-skip-ca-verify", false, "enroll without pinning the controller CA (labs only)")
+	flag.StringVar(&f.site, "site", "", "site to enroll as, when the token is not bound to one")
+	flag.StringVar(&f.stateDir, "state-dir", "/var/lib/meshwan", "directory for the identity and the cached desired state")
+	flag.StringVar(&f.wan, "wan-interface", "", "comma-separated WAN interfaces (for the firewall permits); empty matches any")
+	flag.StringVar(&f.viciSocket, "vici-socket", "/var/run/charon.vici", "VICI socket of the system charon (ignored with --charon-run-dir)")
+	flag.StringVar(&f.charonRunDir, "charon-run-dir", "", "start and supervise a private charon with this run directory (tmpfs) instead of using the system one")
+	flag.BoolVar(&f.cleanup, "cleanup", false, "remove every link, rule, connection and route meshwan created, then exit")
+	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		fatal(2, "--log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, f, log); err != nil && !errors.Is(err, context.Canceled) {
+		fatal(1, "%v", err)
+	}
+}
+
+func fatal(code int, format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "meshwan-edge: "+format+"\n", args...)
+	os.Exit(code)
+}
+
+func run(ctx context.Context, f flags, log *slog.Logger) error {
+	if err := os.MkdirAll(f.stateDir, 0o700); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	viciPath := f.viciSocket
+	if f.charonRunDir != "" {
+		dir, err := filepath.Abs(f.charonRunDir)
+		if err != nil {
+			return err
+		}
+		ch, err := ipsec.NewCharon(ipsec.CharonConfig{RunDir: dir, Logger: log})
+		if err != nil {
+			return err
+		}
+		wg.Go(func() {
+			if err := ch.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("charon supervisor stopped", "err", err)
+			}
+		})
+		readyCtx, readyCancel := context.WithTimeout(ctx, 2*time.Minute)
+		err = ch.WaitReady(readyCtx)
+		readyCancel()
+		if err != nil {
+			return fmt.Errorf("charon did not start: %w (log: %s)", err, ch.LogPath())
+		}
+		viciPath = ch.SocketPath()
+	}
+	h, err := link.NewNetlinkHandle(netns.None())
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	im := ipsec.NewManager(func(ctx context.Context) (ipsec.Session, error) { return ipsec.Dial(ctx, viciPath) }, ipsec.Options{Logger: log})
+	defer im.Close()
+	k := &agent.Kernel{
+		Firewall: firewall.NewManager(func() (firewall.Conn, error) { return firewall.NewConn(-1) }, firewall.Options{Logger: log}),
+		Link:     link.NewManager(h, link.Options{Logger: log}),
+		IPsec:    im,
+	}
+	a := agent.New(agent.Config{StateDir: f.stateDir, Dataplane: k, Logger: log, WANInterfaces: splitList(f.wan)})
+	if f.cleanup {
+		if err := a.Cleanup(ctx); err != nil {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+		log.Info("cleanup done")
+		return nil
+	}
+	if f.controller == "" {
+		return errors.New("--controller is required")
+	}
+
+	id, err := identity.Load(f.stateDir)
+	if errors.Is(err, identity.ErrNotEnrolled) {
+		if f.token == "" {
+			return fmt.Errorf("not enrolled yet (no identity in %s): pass --token and --ca-hash", f.stateDir)
+		}
+		enrollCtx, enrollCancel := context.WithTimeout(ctx, time.Minute)
+		id, err = identity.Enroll(enrollCtx, f.stateDir, identity.EnrollOptions{Controller: f.controller, Token: f.token, Site: f.site, CAHash: f.caHash, Insecure: f.insecure})
+		enrollCancel()
+		if err != nil {
+			return err
+		}
+		log.Info("enrolled", "site", id.Site)
+	} else if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+
+	s, err := syncer.New(syncer.Config{Controller: f.controller, Identity: id, AgentVersion: version, Applied: a.Applied, Logger: log})
+	if err != nil {
+		return err
+	}
+	log.Info("meshwan-edge starting", "site", id.Site, "version", version, "controller", f.controller)
+	errc := make(chan error, 2)
+	wg.Go(func() { errc <- s.Run(ctx) })
+	wg.Go(func() { errc <- a.Run(ctx, s.Updates(), s.Report) })
+	err = <-errc
+	cancel()
+	if errors.Is(err, syncer.ErrPermanent) {
+		return fmt.Errorf("%w; re-enroll with a new token", err)
+	}
+	return err
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
