@@ -66,5 +66,33 @@ func (n *Network) DesiredState(s *Snapshot, site string) (DesiredState, error) {
 		})
 	}
 	slices.SortFunc(d.Tunnels, func(a, b EdgeTunnel) int { return compareStrings(a.ID, b.ID) })
+	addTransit(s, &d)
 	return d, nil
+}
+
+// addTransit gives a site static routes to the LANs of sites it has no
+// tunnel to (the other spokes of a hub-and-spoke topology) through its
+// first tunnel to a hub, which forwards between its tunnels. This is the
+// static fallback; with BGP the hubs re-advertise the routes and a spoke
+// fails over between hubs.
+func addTransit(s *Snapshot, d *DesiredState) {
+	peers := map[string]bool{d.Site.Name: true}
+	for _, t := range d.Tunnels {
+		peers[t.RemoteSite] = true
+	}
+	via := -1
+	for i, t := range d.Tunnels {
+		if s.Sites[t.RemoteSite].Hub() {
+			via = i
+			break
+		}
+	}
+	if via < 0 {
+		return
+	}
+	for _, site := range s.SiteList() {
+		if !peers[site.Name] {
+			d.Tunnels[via].RemoteLANs = append(d.Tunnels[via].RemoteLANs, site.LANPrefixes...)
+		}
+	}
 }

@@ -349,10 +349,16 @@ func TestDesiredStateOnlyOwnTunnels(t *testing.T) {
 	if tun.LocalInner.Addr() != tun.RemoteInner.Next() || tun.LocalUnderlay != netip.MustParseAddr("198.51.100.2") || tun.RemoteUnderlay != netip.MustParseAddr("198.51.100.1") {
 		t.Errorf("spoke end of the tunnel wrong: %+v", tun)
 	}
-	if tun.RemoteLANs[0] != netip.MustParsePrefix("10.0.0.0/24") || len(tun.PSK) != 32 {
-		t.Errorf("remote LANs %v, PSK %d bytes", tun.RemoteLANs, len(tun.PSK))
+	// The hub's LAN, then (transit through the hub) the other spoke's.
+	if fmt.Sprint(tun.RemoteLANs) != "[10.0.0.0/24 10.2.0.0/24]" || len(tun.PSK) != 32 {
+		t.Errorf("remote LANs %v (want the hub's and, through it, site02's), PSK %d bytes", tun.RemoteLANs, len(tun.PSK))
 	}
 	hub, _ := f.net.DesiredState(snap, "site00")
+	for _, ht := range hub.Tunnels {
+		if len(ht.RemoteLANs) != 1 {
+			t.Errorf("hub tunnel %s carries %v; a hub reaches every site directly", ht.ID, ht.RemoteLANs)
+		}
+	}
 	if len(hub.Tunnels) != 2 || !bytes.Equal(hub.Tunnels[0].PSK, tun.PSK) {
 		t.Errorf("hub sees %d tunnels; the shared tunnel's PSK must match the spoke's", len(hub.Tunnels))
 	}
