@@ -8,7 +8,7 @@ PROTO_FILES := $(wildcard $(PROTO_DIR)/meshwan/v1/*.proto)
 # pinned by the `tool` lines in go.mod, so `make proto` is reproducible.
 PROTOC ?= protoc
 
-.PHONY: help build run test proto verify-proto lint fix-fmt verify-fmt vm-prepare vm-smoke clean
+.PHONY: help build run test proto verify-proto lint fix-fmt verify-fmt vm-prepare vm-smoke e2e web verify-web screenshot clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,6 +50,23 @@ vm-prepare: ## install qemu and fetch/extract the Debian kernel for the VM lab
 
 vm-smoke: vm-prepare ## boot the lab VM and prove GRE + ESP + strongSwan + netem + nftables work
 	e2e/vm/run.sh --timeout 300 -- e2e/vm/smoke.sh
+
+E2E_OUT ?= $(CURDIR)/e2e/out
+e2e: vm-prepare ## kernel end-to-end tests (GRE, ESP, strongSwan, nftables) in the VM lab
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meshwan-edge
+	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/e2e.test ./e2e
+	rm -rf $(E2E_OUT) && mkdir -p $(E2E_OUT)
+	cd e2e && vm/run.sh --timeout 1200 --out $(E2E_OUT) -- ../$(BIN)/e2e.test -test.v -test.timeout 18m
+
+web: ## build the dashboard into web/dist (commit the result; needs Node/npm)
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+verify-web: web ## fail if the committed web/dist is stale
+	git diff --exit-code -- web/dist
+	@u=$$(git ls-files --others --exclude-standard -- web/dist); if [ -n "$$u" ]; then echo "untracked in web/dist:"; echo "$$u"; exit 1; fi
+
+screenshot: ## refresh docs/images/dashboard.png (needs /usr/bin/chromium)
+	$(GO) test ./web/browsertest -run TestREADMEScreenshot -count=1 -update-screenshot
 
 clean:
 	rm -rf $(BIN)

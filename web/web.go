@@ -1,21 +1,222 @@
-// Package web serves the dashboard: static assets embedded in the binary
-// (built output committed under dist/, so `go build` needs no Node).
+// Package web serves the controller's dashboard: the page (static assets
+// embedded in the binary; the built output is committed under dist/ so
+// `go build` needs no Node), a login that turns the admin token into a
+// session cookie, and JSON endpoints over a Source, with live updates as
+// server-sent events.
+//
+// The package does not import the controller: it defines its own view types
+// and the narrow Source interface the controller implements.
+//
+// Endpoints (all under the handler's root):
+//
+//	GET  /                  the page and its assets (no login needed)
+//	GET  /api/session       {"authenticated", "auth_required"}
+//	POST /api/login         {"token"} -> session cookie (header X-Meshwan-CSRF: 1)
+//	POST /api/logout        clears the cookie (header X-Meshwan-CSRF: 1)
+//	GET  /api/state         State (login needed)
+//	GET  /api/history?tunnel=ID  the tunnel's samples of the last hour
+//	GET  /api/stream        text/event-stream: an "event: state" with the
+//	                        whole State at once and after every change
 package web
 
 import (
+	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"io/fs"
+	"log/slog"
 	"net/http"
+	"sync"
+	"time"
 )
 
 //go:embed dist
 var dist embed.FS
 
-// Handler serves the dashboard assets.
-func Handler() http.Handler {
+// Config is what a Server needs.
+type Config struct {
+	Source Source
+	// Token is the admin token a login must present.
+	Token string
+	// NoAuth disables the login (lab only): every request is treated as
+	// logged in.
+	NoAuth bool
+	Logger *slog.Logger // nil: discard
+	// Refresh is how often the state is re-read without a change
+	// notification (0: 5s); it also paces the history samples.
+	Refresh time.Duration
+}
+
+// Server is the dashboard. Run must be running for the data endpoints to
+// answer.
+type Server struct {
+	src     Source
+	log     *slog.Logger
+	auth    *auth
+	refresh time.Duration
+	now     func() time.Time
+	mux     *http.ServeMux
+	hist    *history
+	track   *tracker // owned by Run
+
+	mu      sync.Mutex
+	cur     []byte // JSON of the current State
+	version uint64
+	ready   chan struct{} // closed after the first successful read
+	subs    map[chan struct{}]struct{}
+	closing chan struct{} // closed by CloseStreams
+	closed  bool
+}
+
+// New returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("web: no Source")
+	}
+	if cfg.Token == "" && !cfg.NoAuth {
+		return nil, errors.New("web: no admin token (set NoAuth to run without login)")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	refresh := cfg.Refresh
+	if refresh <= 0 {
+		refresh = 5 * time.Second
+	}
+	s := &Server{
+		src: cfg.Source, log: log, refresh: refresh, now: time.Now,
+		hist:  newHistory(time.Hour, refresh),
+		track: newTracker(100),
+		ready: make(chan struct{}), subs: map[chan struct{}]struct{}{}, closing: make(chan struct{}),
+	}
+	s.auth = newAuth(cfg.Token, cfg.NoAuth, func() time.Time { return s.now() })
+	static, err := newStatic()
+	if err != nil {
+		return nil, err
+	}
+	s.mux = http.NewServeMux()
+	s.mux.Handle("/", static)
+	s.mux.HandleFunc("/api/session", s.handleSession)
+	s.mux.HandleFunc("/api/login", s.handleLogin)
+	s.mux.HandleFunc("/api/logout", s.handleLogout)
+	s.mux.HandleFunc("GET /api/state", s.requireLogin(s.handleState))
+	s.mux.HandleFunc("GET /api/history", s.requireLogin(s.handleHistory))
+	s.mux.HandleFunc("GET /api/stream", s.requireLogin(s.handleStream))
+	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such dashboard endpoint")
+	})
+	return s, nil
+}
+
+// Authorized reports whether r is an authenticated browser request: a valid
+// session cookie and, for a state-changing method, the CSRF header. The
+// controller's REST API accepts it in place of the bearer token. With
+// NoAuth every request with the CSRF header (any safe request) passes.
+func (s *Server) Authorized(r *http.Request) bool { return s.auth.authorized(r) }
+
+// ServeHTTP serves the page, its assets and the /api endpoints.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
+	body, _, ok := s.current(r.Context())
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, "the network state is not available yet")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(body)
+}
+
+func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("tunnel")
+	samples, ok := s.hist.get(s.now(), id)
+	if !ok {
+		writeError(w, http.StatusNotFound, "no history for tunnel "+id)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, struct {
+		Tunnel  string   `json:"tunnel"`
+		Window  int      `json:"window_seconds"`
+		Samples []Sample `json:"samples"`
+	}{id, int(s.hist.window.Seconds()), samples})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+// static serves dist/ with strong ETags (the embedded files have no
+// modification times), so browsers revalidate instead of re-downloading.
+type static struct {
+	files http.Handler
+	etags map[string]string
+}
+
+func newStatic() (*static, error) {
 	sub, err := fs.Sub(dist, "dist")
 	if err != nil {
-		panic(err) // the embed pattern guarantees dist exists
+		return nil, err
 	}
-	return http.FileServerFS(sub)
+	etags := map[string]string{}
+	err = fs.WalkDir(sub, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(sub, path)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		etags["/"+path] = `"` + hex.EncodeToString(sum[:8]) + `"`
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	etags["/"] = etags["/index.html"]
+	return &static{files: http.FileServerFS(sub), etags: etags}, nil
+}
+
+func (st *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if tag, ok := st.etags[r.URL.Path]; ok {
+		w.Header().Set("ETag", tag)
+		w.Header().Set("Cache-Control", "no-cache")
+	}
+	st.files.ServeHTTP(w, r)
+}
+
+// current returns the current State's JSON and version, waiting for the
+// first read if there is none yet.
+func (s *Server) current(ctx context.Context) ([]byte, uint64, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return nil, 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cur, s.version, true
 }

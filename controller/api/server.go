@@ -25,6 +25,11 @@ import (
 // instead, and reflection and health stay open for tooling.
 type Auth struct {
 	Token string
+	// Session, when set, lets /v1 accept a browser request without the
+	// bearer header: it reports whether the request carries a valid
+	// dashboard session (and, for a state-changing method, the proof
+	// against cross-site request forgery the dashboard requires).
+	Session func(r *http.Request) bool
 }
 
 func (a Auth) check(header string) bool {
@@ -46,10 +51,13 @@ func (a Auth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h 
 
 var errUnauthenticatedAdmin = wrapf(errUnauthenticated, "admin API: missing or wrong bearer token (header authorization: Bearer <token from --admin-token-file>)")
 
-// Middleware guards an HTTP handler with the admin token.
+// Middleware guards an HTTP handler with the admin token, or with the
+// dashboard session when the request has no Authorization header.
 func (a Auth) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.check(r.Header.Get("Authorization")) {
+		header := r.Header.Get("Authorization")
+		ok := a.check(header) || header == "" && a.Session != nil && a.Session(r)
+		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meshwan"`)
 			http.Error(w, `{"code":16,"message":"`+errUnauthenticatedAdmin.Error()+`"}`, http.StatusUnauthorized)
 			return

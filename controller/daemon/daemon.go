@@ -29,6 +29,7 @@ import (
 	"github.com/meshwan/meshwan/controller/push"
 	"github.com/meshwan/meshwan/controller/secrets"
 	"github.com/meshwan/meshwan/controller/store"
+	"github.com/meshwan/meshwan/web"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -51,8 +52,11 @@ type Config struct {
 	Logger         *slog.Logger
 	// UnsafeNoFsync is for tests only.
 	UnsafeNoFsync bool
-	// Dashboard, when set, is served at / on the HTTP port.
-	Dashboard http.Handler
+	// DashboardNoAuth serves the dashboard without login (lab only): anyone
+	// who reaches the HTTP port can view the network and change it through
+	// the page (REST calls carrying the dashboard's CSRF header need no
+	// token).
+	DashboardNoAuth bool
 }
 
 // Daemon is a running controller.
@@ -162,12 +166,24 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Log: log, OnChange: d.Events.Add}
 	edge := &api.Edge{Net: d.Net, Enrollment: d.Enroll, Health: d.Health, Hub: d.Hub, Log: log, OnEvent: d.Events.Add}
 
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel = cancel
+	dash, err := web.New(web.Config{Source: &dashboardSource{d: d, st: st, ctx: runCtx},
+		Token: d.AdminToken, NoAuth: cfg.DashboardNoAuth, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DashboardNoAuth {
+		log.Warn("dashboard login disabled (--dashboard-no-auth): anyone who reaches the HTTP port can see and change the network through the dashboard; lab use only")
+	}
+
 	names, ips := tlsNames(cfg.TLSNames)
 	cert, err := ca.IssueServer(names, ips)
 	if err != nil {
 		return nil, err
 	}
-	auth := api.Auth{Token: d.AdminToken}
+	// Browser requests authenticate with the dashboard's session cookie.
+	auth := api.Auth{Token: d.AdminToken, Session: dash.Authorized}
 	gs, hs := api.NewGRPCServer(cert, ca, auth, admin, edge)
 	d.grpc = gs
 	glis, err := net.Listen("tcp", cfg.GRPCListen)
@@ -176,8 +192,6 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	d.GRPCAddr = glis.Addr()
 
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.cancel = cancel
 	gw, err := api.NewGateway(runCtx, admin)
 	if err != nil {
 		return nil, err
@@ -196,9 +210,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	if cfg.Dashboard != nil {
-		mux.Handle("/", cfg.Dashboard)
-	}
+	mux.Handle("/", dash)
 	hlis, err := net.Listen("tcp", cfg.HTTPListen)
 	if err != nil {
 		glis.Close()
@@ -206,6 +218,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	d.HTTPAddr = hlis.Addr()
 	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	d.http.RegisterOnShutdown(dash.CloseStreams) // event streams never go idle
 
 	// Converge tunnels left half-done by a crash before serving.
 	if err := d.Net.Reconcile(ctx); err != nil {
@@ -215,6 +228,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	d.wg.Go(func() { d.Hub.Run(runCtx) })
 	d.wg.Go(func() { d.reconcileLoop(runCtx, st) })
+	d.wg.Go(func() { dash.Run(runCtx) })
 	d.wg.Go(func() {
 		if err := gs.Serve(glis); err != nil {
 			d.errc <- fmt.Errorf("grpc server: %w", err)

@@ -62,6 +62,21 @@ type Snapshot struct {
 	siteRevs    map[string]int64
 }
 
+// Converged reports whether the stored tunnels are exactly those the
+// intent derives, i.e. no reconcile is pending.
+func (s *Snapshot) Converged() bool {
+	want := topology.Derive(s.SiteList(), s.Topology)
+	if len(want) != len(s.Tunnels) {
+		return false
+	}
+	for _, l := range want {
+		if _, ok := s.Tunnels[l.ID]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // SiteList returns the sites sorted by name.
 func (s *Snapshot) SiteList() []intent.Site {
 	out := make([]intent.Site, 0, len(s.Sites))

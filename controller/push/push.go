@@ -53,7 +53,14 @@ type Hub struct {
 	mu   sync.Mutex // guards subs and each sub's hash
 	subs map[*Subscription]bool
 	kick chan struct{}
+	// pendingSince is when the hub first saw an intent whose tunnels were
+	// not reconciled yet (zero when converged); only Run's goroutine uses it.
+	pendingSince time.Time
 }
+
+// maxPending bounds how long edges wait for a reconcile to finish before
+// they are sent the intermediate state anyway.
+const maxPending = 5 * time.Second
 
 // New returns a Hub; Run drives it.
 func New(n *network.Network, st *store.Store, log *slog.Logger) *Hub {
@@ -144,6 +151,20 @@ func (h *Hub) recompute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// An intent change is written before its tunnels are (re)allocated.
+	// Sending the state in between would make edges apply a half-done
+	// change (a new peer without its tunnel); the reconcile's own writes
+	// wake the hub again, so wait for them, within reason.
+	if !snap.Converged() {
+		if h.pendingSince.IsZero() {
+			h.pendingSince = time.Now()
+		}
+		if time.Since(h.pendingSince) < maxPending {
+			time.AfterFunc(time.Second, h.Kick)
+			return nil
+		}
+	}
+	h.pendingSince = time.Time{}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {

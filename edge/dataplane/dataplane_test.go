@@ -162,6 +162,15 @@ func TestValidLinkName(t *testing.T) {
 	}
 }
 
+func TestLastAddr(t *testing.T) {
+	for in, want := range map[string]string{"10.0.0.0/30": "10.0.0.3", "10.0.0.5/30": "10.0.0.7", "10.1.0.0/16": "10.1.255.255",
+		"0.0.0.0/0": "255.255.255.255", "192.0.2.7/32": "192.0.2.7"} {
+		if got := LastAddr(netip.MustParsePrefix(in)).String(); got != want {
+			t.Errorf("LastAddr(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
 func goodTunnel() Tunnel {
 	return Tunnel{
 		ID:             "t1",
@@ -184,6 +193,12 @@ func TestValidate(t *testing.T) {
 	if err := base().Validate(); err != nil {
 		t.Fatalf("good state rejected: %v", err)
 	}
+	// The controller's tunnel ids (controller/topology.ID), longest form.
+	long := base()
+	long.Tunnels[0].ID = strings.Repeat("s", 32) + ".inet-backup1~" + strings.Repeat("t", 32) + ".inet-backup1"
+	if err := long.Validate(); err != nil || len(long.Tunnels[0].ID) != 91 {
+		t.Errorf("controller-style id rejected: %v", err)
+	}
 	tests := []struct {
 		name   string
 		mutate func(d *Desired)
@@ -195,6 +210,7 @@ func TestValidate(t *testing.T) {
 		{"wan name", func(d *Desired) { d.WANInterfaces = []string{"a very long interface"} }, "WANInterfaces[0]"},
 		{"empty id", func(d *Desired) { d.Tunnels[0].ID = "" }, "Tunnels[0].ID"},
 		{"id spaces", func(d *Desired) { d.Tunnels[0].ID = "a b" }, "Tunnels[0](id=a b).ID"},
+		{"id too long", func(d *Desired) { d.Tunnels[0].ID = strings.Repeat("x", MaxIDLen+1) }, "Tunnels[0](id=" + strings.Repeat("x", MaxIDLen+1) + ").ID"},
 		{"dup id", func(d *Desired) {
 			t2 := goodTunnel()
 			t2.LinkName = "mw-other"

@@ -36,8 +36,11 @@ func (e *FieldError) Unwrap() []error { return []error{ErrInvalid, e.Err} }
 const MinPSKLen = 16
 
 // MaxIDLen bounds Tunnel.ID: it becomes part of strongSwan connection and
-// secret names ("mw-<id>") and of link aliases ("meshwan:<id>").
-const MaxIDLen = 64
+// secret names ("mw-<id>") and of link aliases ("meshwan:<id>", which must
+// stay well under the kernel's 256-byte IFALIASZ). The controller's ids
+// ("<site>.<transport>~<site>.<transport>", controller/topology.ID) are at
+// most 91 bytes.
+const MaxIDLen = 100
 
 // Validate checks d before any backend touches the kernel and returns every
 // problem found (errors.Join of *FieldError), or nil. Backends call it at
@@ -166,7 +169,7 @@ func checkInner(t Tunnel, field func(string) string, bad func(string, string, ..
 		return
 	}
 	net := li.Masked()
-	hosts := func(a netip.Addr) bool { return net.Contains(a) && a != net.Addr() && a != lastAddr(net) }
+	hosts := func(a netip.Addr) bool { return net.Contains(a) && a != net.Addr() && a != LastAddr(net) }
 	if !hosts(li.Addr()) {
 		bad(field("LocalInner"), "%v is the network or broadcast address of %v", li.Addr(), net)
 	}
@@ -214,8 +217,9 @@ func checkPrefix(p netip.Prefix) error {
 	return nil
 }
 
-// checkID accepts [A-Za-z0-9._-]{1,MaxIDLen}: the ID ends up in strongSwan
-// names and link aliases, where white space or quotes would hurt.
+// checkID accepts [A-Za-z0-9._~-]{1,MaxIDLen}, which covers the
+// controller's ids: the ID ends up in strongSwan names and link aliases,
+// where white space or quotes would hurt.
 func checkID(id string) error {
 	if id == "" {
 		return errors.New("empty")
@@ -224,18 +228,18 @@ func checkID(id string) error {
 		return fmt.Errorf("%d bytes, at most %d", len(id), MaxIDLen)
 	}
 	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '~') {
 			return fmt.Errorf("%q contains %q", id, c)
 		}
 	}
 	return nil
 }
 
-// lastAddr is the highest address of an IPv4 prefix (its broadcast).
-func lastAddr(p netip.Prefix) netip.Addr {
+// LastAddr is the highest address of an IPv4 prefix (its broadcast
+// address for /30 and shorter).
+func LastAddr(p netip.Prefix) netip.Addr {
 	a := p.Masked().Addr().As4()
-	host := 32 - p.Bits()
 	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
-	v |= uint32(1)<<host - 1
+	v |= ^uint32(0) >> p.Bits() // a shift by 32 is 0 in Go: a /32 stays itself
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

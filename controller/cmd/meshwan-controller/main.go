@@ -14,7 +14,6 @@ import (
 	"syscall"
 
 	"github.com/meshwan/meshwan/controller/daemon"
-	"github.com/meshwan/meshwan/web"
 )
 
 func main() {
@@ -29,6 +28,7 @@ func main() {
 	flag.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file holding the master key that seals PSKs and the CA key (default DATA-DIR/master.key; created 0600 if absent)")
 	flag.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the admin bearer token (default DATA-DIR/admin.token; created 0600 if absent)")
 	flag.StringVar(&tlsNames, "tls-san", "", "extra comma-separated DNS names or IPs for the controller's TLS certificate (the address edges dial)")
+	flag.BoolVar(&cfg.DashboardNoAuth, "dashboard-no-auth", false, "serve the dashboard without login (lab only: anyone reaching --http-listen can see and change the network through it)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
@@ -40,7 +40,6 @@ func main() {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.EtcdEndpoints = splitList(endpoints)
 	cfg.TLSNames = splitList(tlsNames)
-	cfg.Dashboard = web.Handler()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -215,6 +215,7 @@ func (f *Fake) LinkAdd(link netlink.Link) error {
 	}
 	l := &fakeLink{attrs: *a, kind: link.Type(), genMode: nl.IN6_ADDR_GEN_MODE_EUI64}
 	l.attrs.Index = f.next
+	l.attrs.Alias = "" // the kernel ignores IFLA_IFALIAS on create
 	l.attrs.Flags &^= net.FlagUp
 	l.attrs.OperState = netlink.OperDown
 	if l.attrs.MTU == 0 {

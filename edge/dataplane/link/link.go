@@ -30,6 +30,11 @@
 //     underlay hop.
 //   - netlink.LinkAttrs{} has TxQLen 0, which LinkAdd sends as a zero
 //     queue length; links are built from netlink.NewLinkAttrs().
+//   - The kernel ignores an alias in the link-create request: it is set
+//     with a separate LinkSetAlias. An agent killed between the two leaves
+//     a "mw-" link without alias; it is adopted if still desired, and
+//     otherwise left for an operator (it cannot be told from a hand-made
+//     one).
 //   - Interrupted dumps (netlink.ErrDumpInterrupted) are re-read, see
 //     retryDump.
 //   - The GRE link's local/remote cannot be changed in place: a changed
@@ -263,7 +268,8 @@ func newGRE(t dataplane.Tunnel) *netlink.Gretun {
 	attrs := netlink.NewLinkAttrs() // TxQLen -1: see the package comment
 	attrs.Name = t.LinkName
 	attrs.MTU = t.EffectiveMTU()
-	attrs.Alias = AliasPrefix + t.ID
+	// No Alias here: the kernel ignores IFLA_IFALIAS in a create request
+	// (found on the real kernel), so ensureTunnel sets it right after.
 	return &netlink.Gretun{
 		LinkAttrs: attrs,
 		Local:     t.LocalUnderlay.AsSlice(),

@@ -49,8 +49,14 @@ func (c *counting) take() []string {
 	c.writes = nil
 	return w
 }
-func (c *counting) LinkAdd(l netlink.Link) error { c.note("LinkAdd " + l.Attrs().Name); return c.Handle.LinkAdd(l) }
-func (c *counting) LinkDel(l netlink.Link) error { c.note("LinkDel " + l.Attrs().Name); return c.Handle.LinkDel(l) }
+func (c *counting) LinkAdd(l netlink.Link) error {
+	c.note("LinkAdd " + l.Attrs().Name)
+	return c.Handle.LinkAdd(l)
+}
+func (c *counting) LinkDel(l netlink.Link) error {
+	c.note("LinkDel " + l.Attrs().Name)
+	return c.Handle.LinkDel(l)
+}
 func (c *counting) LinkSetUp(l netlink.Link) error {
 	c.note("LinkSetUp " + l.Attrs().Name)
 	return c.Handle.LinkSetUp(l)

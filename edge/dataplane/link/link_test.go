@@ -79,10 +79,12 @@ func TestApplyCreatesAndIsIdempotent(t *testing.T) {
 	// addrgenmode none BEFORE up, then the address; routes last.
 	want := []string{
 		"LinkAdd mw-b-inet-inet gre",
+		"LinkSetAlias mw-b-inet-inet meshwan:t1",
 		"LinkSetIP6AddrGenMode mw-b-inet-inet 1",
 		"LinkSetUp mw-b-inet-inet",
 		"AddrAdd mw-b-inet-inet 10.255.0.1/30",
 		"LinkAdd mw-c-inet-inet gre",
+		"LinkSetAlias mw-c-inet-inet meshwan:t2",
 		"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
 		"LinkSetUp mw-c-inet-inet",
 		"AddrAdd mw-c-inet-inet 10.255.0.5/30",
@@ -129,6 +131,7 @@ func TestApplyChanges(t *testing.T) {
 			wantWrites: []string{
 				"LinkDel mw-c-inet-inet",
 				"LinkAdd mw-c-inet-inet gre",
+				"LinkSetAlias mw-c-inet-inet meshwan:t2",
 				"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
 				"LinkSetUp mw-c-inet-inet",
 				"AddrAdd mw-c-inet-inet 10.255.0.5/30",
@@ -137,8 +140,11 @@ func TestApplyChanges(t *testing.T) {
 			wantState: strings.Replace(twoTunnelsState, "remote 198.51.100.9", "remote 198.51.100.77", 1),
 		},
 		{
-			name:   "inner address changed: address swapped, routes re-pointed",
-			change: func(d *dataplane.Desired) { d.Tunnels[1].LocalInner = pfx("10.255.0.9/30"); d.Tunnels[1].RemoteInner = addr("10.255.0.10") },
+			name: "inner address changed: address swapped, routes re-pointed",
+			change: func(d *dataplane.Desired) {
+				d.Tunnels[1].LocalInner = pfx("10.255.0.9/30")
+				d.Tunnels[1].RemoteInner = addr("10.255.0.10")
+			},
 			wantWrites: []string{
 				"AddrDel mw-c-inet-inet 10.255.0.5/30",
 				"AddrAdd mw-c-inet-inet 10.255.0.9/30",
@@ -147,8 +153,10 @@ func TestApplyChanges(t *testing.T) {
 			wantState: strings.NewReplacer("10.255.0.5/30", "10.255.0.9/30", "via 10.255.0.6", "via 10.255.0.10").Replace(twoTunnelsState),
 		},
 		{
-			name:   "remote LAN removed and added",
-			change: func(d *dataplane.Desired) { d.Tunnels[0].RemoteLANs = []netip.Prefix{pfx("10.1.1.0/24"), pfx("10.1.9.0/24")} },
+			name: "remote LAN removed and added",
+			change: func(d *dataplane.Desired) {
+				d.Tunnels[0].RemoteLANs = []netip.Prefix{pfx("10.1.1.0/24"), pfx("10.1.9.0/24")}
+			},
 			wantWrites: []string{
 				"RouteReplace 10.1.9.0/24 via 10.255.0.2 dev 1 metric 0",
 				"RouteDel 10.1.2.0/24 metric 0",

@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/meshwan/meshwan/controller/health"
+	"github.com/meshwan/meshwan/controller/intent"
+	"github.com/meshwan/meshwan/controller/network"
+	"github.com/meshwan/meshwan/controller/store"
+	"github.com/meshwan/meshwan/controller/topology"
+	"github.com/meshwan/meshwan/web"
+)
+
+// dashboardSource adapts the controller to web.Source: one network
+// snapshot plus the edges' status make the state; store watches (intent,
+// tunnels, observed addresses, edge reports) and the event feed say when
+// it may have changed.
+type dashboardSource struct {
+	d  *Daemon
+	st *store.Store
+	// ctx bounds the watches Changes starts (the daemon's run context).
+	ctx context.Context
+}
+
+var _ web.Source = (*dashboardSource)(nil)
+
+// dashboardWatch lists the store prefixes whose changes the dashboard shows:
+// what changes desired state, and what edges report.
+var dashboardWatch = append(slices.Clone(network.WatchPrefixes), "health/")
+
+func (s *dashboardSource) Changes() (<-chan struct{}, func()) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	out := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	var wg sync.WaitGroup
+	for _, prefix := range dashboardWatch {
+		revs := s.st.Watch(ctx, prefix)
+		wg.Go(func() {
+			for range revs {
+				poke()
+			}
+		})
+	}
+	events, unsubscribe := s.d.Events.Subscribe()
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-events:
+				poke()
+			}
+		}
+	})
+	return out, func() {
+		cancel()
+		unsubscribe()
+		wg.Wait()
+	}
+}
+
+func (s *dashboardSource) State(ctx context.Context) (web.State, error) {
+	snap, err := s.d.Net.Snapshot(ctx)
+	if err != nil {
+		return web.State{}, err
+	}
+	status, err := s.d.Health.All(ctx)
+	if err != nil {
+		return web.State{}, err
+	}
+	out := web.State{Topology: string(snap.Topology.Mode)}
+	if a, ok := s.d.GRPCAddr.(*net.TCPAddr); ok {
+		out.GRPCPort = a.Port
+	}
+	for _, site := range snap.SiteList() {
+		out.Sites = append(out.Sites, dashboardSite(snap, site, status[site.Name]))
+	}
+	ids := make([]string, 0, len(snap.Tunnels))
+	for id := range snap.Tunnels {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		out.Tunnels = append(out.Tunnels, dashboardTunnel(snap, snap.Tunnels[id], status))
+	}
+	for _, ev := range s.d.Events.Recent() {
+		out.Events = append(out.Events, web.Event{Time: ev.Time, What: ev.What, Level: eventLevel(ev.What)})
+	}
+	return out, nil
+}
+
+func dashboardSite(snap *network.Snapshot, site intent.Site, st health.Status) web.Site {
+	out := web.Site{Name: site.Name, Role: string(site.Role), ASN: site.ASN, State: string(st.State),
+		AgentVersion: st.Agent, AppliedVersion: st.Report.AppliedVersion}
+	if out.Role == "" {
+		out.Role = string(intent.RoleSpoke)
+	}
+	if out.State == "" {
+		out.State = web.SiteNeverSeen
+	}
+	if !st.LastSeen.IsZero() {
+		t := st.LastSeen
+		out.LastSeen = &t
+	}
+	for _, tr := range site.Transports {
+		wt := web.Transport{Name: tr.Name, Address: intent.Dynamic}
+		if !tr.Dynamic {
+			wt.Address = tr.Addr.String()
+		} else if a, ok := snap.Observed[site.Name][tr.Name]; ok && a.IsValid() {
+			wt.Observed = a.String()
+		}
+		out.Transports = append(out.Transports, wt)
+	}
+	for _, p := range site.LANPrefixes {
+		out.LANPrefixes = append(out.LANPrefixes, p.String())
+	}
+	return out
+}
+
+func dashboardTunnel(snap *network.Snapshot, t network.Tunnel, status map[string]health.Status) web.Tunnel {
+	end := func(e topology.End, inner string) web.TunnelEnd {
+		underlay := intent.Dynamic
+		if a := snap.Underlay(e); a.IsValid() {
+			underlay = a.String()
+		}
+		return web.TunnelEnd{Site: e.Site, Transport: e.Transport, Underlay: underlay, Inner: inner, ASN: snap.Sites[e.Site].ASN}
+	}
+	out := web.Tunnel{ID: t.ID, A: end(t.A, t.AInner().String()), B: end(t.B, t.BInner().String()),
+		Prefix: t.Prefix.String(), CreatedAt: t.CreatedAt}
+	for _, site := range []string{t.A.Site, t.B.Site} {
+		st, ok := status[site]
+		if !ok || st.State != health.Up {
+			continue
+		}
+		for _, ts := range st.Report.Tunnels {
+			if ts.TunnelID == t.ID {
+				out.Reports = append(out.Reports, web.EndReport{Site: site, State: ts.State, LinkUp: ts.LinkUp,
+					IKEState: ts.IKEState, ChildState: ts.ChildState, Detail: ts.Detail, BytesIn: ts.BytesIn, BytesOut: ts.BytesOut})
+			}
+		}
+	}
+	return out
+}
+
+// eventLevel grades the daemon's free-text events for the page.
+func eventLevel(what string) string {
+	switch {
+	case strings.HasSuffix(what, " disconnected"):
+		return web.LevelWarn
+	case strings.HasSuffix(what, " connected"), strings.HasSuffix(what, " enrolled"):
+		return web.LevelOK
+	}
+	return web.LevelInfo
+}

@@ -1,0 +1,318 @@
+package firewall
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"golang.org/x/sys/unix"
+)
+
+// Ruleset is the whole desired content of the meshwan table: named
+// interval sets and base chains with their rules, in order. It is built by
+// Build (pure) and rendered by String in nft-like syntax for tests and
+// logs.
+type Ruleset struct {
+	Sets   []Set
+	Chains []Chain
+}
+
+// Set is a named set of IPv4 ranges (flags interval).
+type Set struct {
+	Name   string
+	Ranges []Range
+}
+
+// Chain is a base chain. Every chain has policy accept (see the package
+// comment for why).
+type Chain struct {
+	Name     string
+	Type     nftables.ChainType
+	Hook     nftables.ChainHook
+	Priority nftables.ChainPriority
+	Rules    []Rule
+}
+
+// Rule is one rule: Text renders it, Exprs are what the kernel gets, and
+// Comment (stored as the rule's comment userdata, visible in `nft list`)
+// is "mw:<label> #<hash of Text>", so comparing comments compares content.
+type Rule struct {
+	Label   string
+	Text    string
+	Comment string
+	Exprs   []expr.Any
+}
+
+// Chain names, hooks and priorities. Priorities are chosen relative to the
+// standard ones so an operator can reason about order:
+//   - input/forward filter at filter-10 (-10): before typical operator
+//     chains (0), so the permit mark (if enabled) is set when theirs run;
+//   - mss at mangle (-150) on forward;
+//   - postrouting nat at srcnat-10 (90): before typical masquerade (100).
+const (
+	ChainInput       = "input"
+	ChainForward     = "forward"
+	ChainMSS         = "mss"
+	ChainPostrouting = "postrouting"
+
+	PriorityFilter = -10
+	PriorityMangle = -150
+	PriorityNAT    = 90
+)
+
+// Set names.
+const (
+	SetPeers      = "peers"       // remote underlay addresses
+	SetTunnelNets = "tunnel_nets" // tunnel /30s
+	SetLocalLANs  = "local_lans"  // this site's LAN prefixes
+	SetRemoteLANs = "remote_lans" // every tunnel's RemoteLANs
+)
+
+// Build returns the ruleset for d. mark, when non-zero, is OR-ed into the
+// packet mark of every packet the filter chains accept.
+func Build(d dataplane.Desired, mark uint32) Ruleset {
+	var peers, nets, remote []netip.Prefix
+	for _, t := range d.Tunnels {
+		peers = append(peers, netip.PrefixFrom(t.RemoteUnderlay, 32))
+		nets = append(nets, t.LocalInner.Masked())
+		remote = append(remote, t.RemoteLANs...)
+	}
+	rs := Ruleset{Sets: []Set{
+		{Name: SetLocalLANs, Ranges: Ranges(d.LANPrefixes)},
+		{Name: SetPeers, Ranges: Ranges(peers)},
+		{Name: SetRemoteLANs, Ranges: Ranges(remote)},
+		{Name: SetTunnelNets, Ranges: Ranges(nets)},
+	}}
+
+	permit := func(r *ruleBuilder) *ruleBuilder {
+		r.counter()
+		if mark != 0 {
+			r.orMark(mark)
+		}
+		return r.accept()
+	}
+	tun := dataplane.LinkPrefix + "*"
+
+	// Input: the underlay protocols from peers, and control traffic (BGP,
+	// probes) from the peers' inner addresses over the tunnels. GRE
+	// appears twice on input in transport mode: as ESP, then decrypted
+	// with the same input interface; both are permitted.
+	var input []Rule
+	wans := d.WANInterfaces
+	if len(wans) == 0 {
+		wans = []string{""}
+	}
+	for _, w := range wans {
+		in := func(label string) *ruleBuilder { return newRule(label).iif(w).ipv4().saddrIn(SetPeers) }
+		input = append(input,
+			permit(in("ike").l4(unix.IPPROTO_UDP).udpDport(500)).rule(),
+			permit(in("ike-natt").l4(unix.IPPROTO_UDP).udpDport(4500)).rule(),
+			permit(in("esp").l4(unix.IPPROTO_ESP)).rule(),
+			permit(in("gre").l4(unix.IPPROTO_GRE)).rule(),
+		)
+	}
+	input = append(input, permit(newRule("tunnel-peer").iif(tun).ipv4().saddrIn(SetTunnelNets)).rule())
+
+	forward := []Rule{
+		permit(newRule("lan-from-tunnel").iif(tun).ipv4().daddrIn(SetLocalLANs)).rule(),
+		permit(newRule("lan-to-tunnel").oif(tun).ipv4().saddrIn(SetLocalLANs)).rule(),
+		permit(newRule("tunnel-transit").iif(tun).oif(tun)).rule(),
+	}
+
+	// MSS clamp, per link and direction, to the link's MTU - 40. The
+	// kernel only ever lowers the option (nft_exthdr refuses to raise an
+	// MSS), so SYNs already below it pass unchanged.
+	var mss []Rule
+	ts := slices.Clone(d.Tunnels)
+	slices.SortFunc(ts, func(a, b dataplane.Tunnel) int { return strings.Compare(a.LinkName, b.LinkName) })
+	for _, t := range ts {
+		mss = append(mss,
+			newRule("mss-out").oif(t.LinkName).l4(unix.IPPROTO_TCP).tcpSyn().clampMSS(t.MSS()).rule(),
+			newRule("mss-in").iif(t.LinkName).l4(unix.IPPROTO_TCP).tcpSyn().clampMSS(t.MSS()).rule(),
+		)
+	}
+
+	// SNAT exemption: an identity SNAT binding ("snat to ip saddr"), not an
+	// accept; see the package comment.
+	keep := func(label string) *ruleBuilder { return newRule(label).ipv4() }
+	post := []Rule{
+		keep("keep-src-tunnel-out").oif(tun).counter().keepSource().rule(),
+		keep("keep-src-lan-to-remote").saddrIn(SetLocalLANs).daddrIn(SetRemoteLANs).counter().keepSource().rule(),
+		keep("keep-src-tunnel-net").saddrIn(SetTunnelNets).counter().keepSource().rule(),
+		keep("keep-src-gre").daddrIn(SetPeers).l4(unix.IPPROTO_GRE).counter().keepSource().rule(),
+		keep("keep-src-esp").daddrIn(SetPeers).l4(unix.IPPROTO_ESP).counter().keepSource().rule(),
+		keep("keep-src-ike").daddrIn(SetPeers).l4(unix.IPPROTO_UDP).udpDport(500).counter().keepSource().rule(),
+		keep("keep-src-ike-natt").daddrIn(SetPeers).l4(unix.IPPROTO_UDP).udpDport(4500).counter().keepSource().rule(),
+	}
+
+	rs.Chains = []Chain{
+		{Name: ChainForward, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityFilter, Rules: forward},
+		{Name: ChainInput, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookInput, Priority: PriorityFilter, Rules: input},
+		{Name: ChainMSS, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityMangle, Rules: mss},
+		{Name: ChainPostrouting, Type: nftables.ChainTypeNAT, Hook: *nftables.ChainHookPostrouting, Priority: PriorityNAT, Rules: post},
+	}
+	return rs
+}
+
+var hookNames = map[nftables.ChainHook]string{
+	*nftables.ChainHookPrerouting:  "prerouting",
+	*nftables.ChainHookInput:       "input",
+	*nftables.ChainHookForward:     "forward",
+	*nftables.ChainHookOutput:      "output",
+	*nftables.ChainHookPostrouting: "postrouting",
+}
+
+// String renders the ruleset in nft-like syntax, one item per line.
+func (rs Ruleset) String() string {
+	var b strings.Builder
+	for _, s := range rs.Sets {
+		fmt.Fprintf(&b, "set %s { type ipv4_addr; flags interval; elements = { %s } }\n", s.Name, joinRanges(s.Ranges))
+	}
+	for _, c := range rs.Chains {
+		fmt.Fprintf(&b, "chain %s { type %s hook %s priority %d; policy accept; }\n", c.Name, c.Type, hookNames[c.Hook], c.Priority)
+		for _, r := range c.Rules {
+			fmt.Fprintf(&b, "  %s comment %q\n", r.Text, r.Comment)
+		}
+	}
+	return b.String()
+}
+
+func joinRanges(rs []Range) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// ruleBuilder appends an expression and its text together, so Text is
+// faithful to Exprs by construction. All matches load into register 1.
+type ruleBuilder struct {
+	label string
+	text  []string
+	exprs []expr.Any
+}
+
+func newRule(label string) *ruleBuilder { return &ruleBuilder{label: label} }
+
+func (b *ruleBuilder) add(text string, e ...expr.Any) *ruleBuilder {
+	b.text = append(b.text, text)
+	b.exprs = append(b.exprs, e...)
+	return b
+}
+
+func (b *ruleBuilder) rule() Rule {
+	text := strings.Join(b.text, " ")
+	sum := sha256.Sum256([]byte(text))
+	return Rule{Label: b.label, Text: text, Comment: "mw:" + b.label + " #" + hex.EncodeToString(sum[:6]), Exprs: b.exprs}
+}
+
+// ipv4 is "meta nfproto ipv4": needed before any ip header match in an
+// inet table, where IPv6 packets traverse the same chains.
+func (b *ruleBuilder) ipv4() *ruleBuilder {
+	return b.add("meta nfproto ipv4",
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}})
+}
+
+// iif and oif match an interface name; a trailing '*' matches a prefix,
+// as nft does for `iifname "mw-*"` (compare only the prefix bytes). An
+// empty name adds nothing.
+func (b *ruleBuilder) iif(name string) *ruleBuilder {
+	return b.ifname("iifname", expr.MetaKeyIIFNAME, name)
+}
+func (b *ruleBuilder) oif(name string) *ruleBuilder {
+	return b.ifname("oifname", expr.MetaKeyOIFNAME, name)
+}
+
+func (b *ruleBuilder) ifname(kw string, key expr.MetaKey, name string) *ruleBuilder {
+	if name == "" {
+		return b
+	}
+	var data []byte
+	if p, ok := strings.CutSuffix(name, "*"); ok {
+		data = []byte(p)
+	} else {
+		data = make([]byte, unix.IFNAMSIZ)
+		copy(data, name)
+	}
+	return b.add(fmt.Sprintf("%s %q", kw, name),
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data})
+}
+
+func (b *ruleBuilder) saddrIn(set string) *ruleBuilder { return b.addrIn("saddr", 12, set) }
+func (b *ruleBuilder) daddrIn(set string) *ruleBuilder { return b.addrIn("daddr", 16, set) }
+
+func (b *ruleBuilder) addrIn(kw string, offset uint32, set string) *ruleBuilder {
+	return b.add(fmt.Sprintf("ip %s @%s", kw, set),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: set})
+}
+
+var protoNames = map[byte]string{unix.IPPROTO_UDP: "udp", unix.IPPROTO_TCP: "tcp", unix.IPPROTO_ESP: "esp", unix.IPPROTO_GRE: "gre"}
+
+func (b *ruleBuilder) l4(proto byte) *ruleBuilder {
+	return b.add("meta l4proto "+protoNames[proto],
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}})
+}
+
+// udpDport must follow l4(udp).
+func (b *ruleBuilder) udpDport(port uint16) *ruleBuilder {
+	return b.add(fmt.Sprintf("udp dport %d", port),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)})
+}
+
+// tcpSyn must follow l4(tcp): SYN set, RST clear (SYN and SYN-ACK).
+func (b *ruleBuilder) tcpSyn() *ruleBuilder {
+	const syn, rst = 0x02, 0x04
+	return b.add("tcp flags & (syn|rst) == syn",
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{syn | rst}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{syn}})
+}
+
+// clampMSS rewrites the TCP MSS option (kind 2, value at offset 2, 2
+// bytes, network order) down to mss.
+func (b *ruleBuilder) clampMSS(mss int) *ruleBuilder {
+	v := make([]byte, 2)
+	binary.BigEndian.PutUint16(v, uint16(mss))
+	return b.add(fmt.Sprintf("tcp option maxseg size set %d", mss),
+		&expr.Immediate{Register: 1, Data: v},
+		&expr.Exthdr{Op: expr.ExthdrOpTcpopt, Type: 2, Offset: 2, Len: 2, SourceRegister: 1})
+}
+
+func (b *ruleBuilder) counter() *ruleBuilder { return b.add("counter", &expr.Counter{}) }
+
+// orMark is "meta mark set meta mark | m" (the mark is host byte order).
+func (b *ruleBuilder) orMark(m uint32) *ruleBuilder {
+	return b.add(fmt.Sprintf("meta mark set meta mark | 0x%08x", m),
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^m), Xor: binaryutil.NativeEndian.PutUint32(m)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+}
+
+func (b *ruleBuilder) accept() *ruleBuilder {
+	return b.add("accept", &expr.Verdict{Kind: expr.VerdictAccept})
+}
+
+// keepSource is "snat ip to ip saddr": a NAT binding to the packet's own
+// source address. It changes nothing on the wire but marks the connection
+// as source-NATed, which makes the kernel skip every later nat chain on
+// the hook, including the operator's masquerade.
+func (b *ruleBuilder) keepSource() *ruleBuilder {
+	return b.add("snat ip to ip saddr",
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1})
+}

@@ -1,0 +1,208 @@
+package firewall
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/meshwan/meshwan/edge/dataplane"
+)
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+func addr(s string) netip.Addr  { return netip.MustParseAddr(s) }
+
+// stripHashes removes the " #<hash>" part of comments so the want text
+// stays readable; TestCommentHashTracksText covers the hashes.
+func stripHashes(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if i := strings.Index(l, ` #`); i >= 0 && strings.Contains(l, `comment "mw:`) {
+			l = l[:i] + `"`
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestBuild(t *testing.T) {
+	d := dataplane.Desired{
+		Site:          "a",
+		LANPrefixes:   []netip.Prefix{pfx("10.2.1.0/24"), pfx("10.2.2.0/24")},
+		WANInterfaces: []string{"eth0"},
+		Tunnels: []dataplane.Tunnel{
+			{ID: "t1", LinkName: "mw-b-inet-inet", LocalUnderlay: addr("110.19.112.126"), RemoteUnderlay: addr("96.3.36.10"),
+				LocalInner: pfx("11.11.11.2/30"), RemoteInner: addr("11.11.11.1"),
+				RemoteLANs: []netip.Prefix{pfx("10.1.1.0/24")}},
+			{ID: "t2", LinkName: "mw-b-lte-lte", LocalUnderlay: addr("100.64.0.2"), RemoteUnderlay: addr("100.64.9.9"), MTU: 1380,
+				LocalInner: pfx("11.11.11.6/30"), RemoteInner: addr("11.11.11.5"),
+				RemoteLANs: []netip.Prefix{pfx("10.1.1.0/24"), pfx("10.1.0.0/23")}},
+		},
+	}
+	want := `set local_lans { type ipv4_addr; flags interval; elements = { 10.2.1.0-10.2.2.255 } }
+set peers { type ipv4_addr; flags interval; elements = { 96.3.36.10, 100.64.9.9 } }
+set remote_lans { type ipv4_addr; flags interval; elements = { 10.1.0.0-10.1.1.255 } }
+set tunnel_nets { type ipv4_addr; flags interval; elements = { 11.11.11.0-11.11.11.7 } }
+chain forward { type filter hook forward priority -10; policy accept; }
+  iifname "mw-*" meta nfproto ipv4 ip daddr @local_lans counter meta mark set meta mark | 0x00100000 accept comment "mw:lan-from-tunnel"
+  oifname "mw-*" meta nfproto ipv4 ip saddr @local_lans counter meta mark set meta mark | 0x00100000 accept comment "mw:lan-to-tunnel"
+  iifname "mw-*" oifname "mw-*" counter meta mark set meta mark | 0x00100000 accept comment "mw:tunnel-transit"
+chain input { type filter hook input priority -10; policy accept; }
+  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike"
+  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 4500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike-natt"
+  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto esp counter meta mark set meta mark | 0x00100000 accept comment "mw:esp"
+  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto gre counter meta mark set meta mark | 0x00100000 accept comment "mw:gre"
+  iifname "mw-*" meta nfproto ipv4 ip saddr @tunnel_nets counter meta mark set meta mark | 0x00100000 accept comment "mw:tunnel-peer"
+chain mss { type filter hook forward priority -150; policy accept; }
+  oifname "mw-b-inet-inet" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1360 comment "mw:mss-out"
+  iifname "mw-b-inet-inet" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1360 comment "mw:mss-in"
+  oifname "mw-b-lte-lte" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1340 comment "mw:mss-out"
+  iifname "mw-b-lte-lte" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1340 comment "mw:mss-in"
+chain postrouting { type nat hook postrouting priority 90; policy accept; }
+  meta nfproto ipv4 oifname "mw-*" counter snat ip to ip saddr comment "mw:keep-src-tunnel-out"
+  meta nfproto ipv4 ip saddr @local_lans ip daddr @remote_lans counter snat ip to ip saddr comment "mw:keep-src-lan-to-remote"
+  meta nfproto ipv4 ip saddr @tunnel_nets counter snat ip to ip saddr comment "mw:keep-src-tunnel-net"
+  meta nfproto ipv4 ip daddr @peers meta l4proto gre counter snat ip to ip saddr comment "mw:keep-src-gre"
+  meta nfproto ipv4 ip daddr @peers meta l4proto esp counter snat ip to ip saddr comment "mw:keep-src-esp"
+  meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 500 counter snat ip to ip saddr comment "mw:keep-src-ike"
+  meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 4500 counter snat ip to ip saddr comment "mw:keep-src-ike-natt"
+`
+	if got := stripHashes(Build(d, 0x100000).String()); got != want {
+		t.Errorf("ruleset:\n%s\nwant:\n%s", got, want)
+	}
+
+	// Without WAN interfaces the underlay permits match any input
+	// interface, and without a mark nothing is marked.
+	s := Build(dataplane.Desired{Site: "a", Tunnels: d.Tunnels}, 0).String()
+	if strings.Contains(s, `iifname "eth0"`) || strings.Contains(s, "meta mark") {
+		t.Errorf("unexpected rules:\n%s", s)
+	}
+	if !strings.Contains(s, `meta nfproto ipv4 ip saddr @peers meta l4proto esp counter accept`) {
+		t.Errorf("missing unconditioned esp permit:\n%s", s)
+	}
+}
+
+func TestCommentHashTracksText(t *testing.T) {
+	a := newRule("x").l4(6).tcpSyn().clampMSS(1360).rule()
+	b := newRule("x").l4(6).tcpSyn().clampMSS(1340).rule()
+	c := newRule("x").l4(6).tcpSyn().clampMSS(1360).rule()
+	if a.Comment == b.Comment {
+		t.Errorf("different rules share comment %q", a.Comment)
+	}
+	if a.Comment != c.Comment {
+		t.Errorf("same rule, different comments %q %q", a.Comment, c.Comment)
+	}
+	if len(a.Comment) > 128 {
+		t.Errorf("comment %d bytes: nft limits comments to 128", len(a.Comment))
+	}
+}
+
+func TestShapeIgnoresNothingThatMatters(t *testing.T) {
+	d := dataplane.Desired{Site: "a", LANPrefixes: []netip.Prefix{pfx("10.2.1.0/24")}, Tunnels: []dataplane.Tunnel{
+		{ID: "t1", LinkName: "mw-x", LocalUnderlay: addr("192.0.2.1"), RemoteUnderlay: addr("198.51.100.1"),
+			LocalInner: pfx("10.255.0.1/30"), RemoteInner: addr("10.255.0.2"), RemoteLANs: []netip.Prefix{pfx("10.1.0.0/16")}}}}
+	base := shapeOf(Build(d, 0))
+	if base != shapeOf(Build(d, 0)) {
+		t.Fatal("shape not deterministic")
+	}
+	changes := map[string]func(*dataplane.Desired){
+		"mtu":        func(d *dataplane.Desired) { d.Tunnels[0].MTU = 1300 },
+		"remote lan": func(d *dataplane.Desired) { d.Tunnels[0].RemoteLANs[0] = pfx("10.1.0.0/17") },
+		"peer":       func(d *dataplane.Desired) { d.Tunnels[0].RemoteUnderlay = addr("198.51.100.2") },
+		"lan":        func(d *dataplane.Desired) { d.LANPrefixes[0] = pfx("10.2.0.0/24") },
+		"wan":        func(d *dataplane.Desired) { d.WANInterfaces = []string{"eth1"} },
+		"link name":  func(d *dataplane.Desired) { d.Tunnels[0].LinkName = "mw-y" },
+	}
+	for name, f := range changes {
+		dd := d
+		dd.Tunnels = slices.Clone(d.Tunnels)
+		dd.Tunnels[0].RemoteLANs = slices.Clone(d.Tunnels[0].RemoteLANs)
+		dd.LANPrefixes = slices.Clone(d.LANPrefixes)
+		f(&dd)
+		if shapeOf(Build(dd, 0)) == base {
+			t.Errorf("%s: change not visible in the shape", name)
+		}
+	}
+	if shapeOf(Build(d, 1)) == base {
+		t.Error("permit mark not visible in the shape")
+	}
+}
+
+func TestRanges(t *testing.T) {
+	tests := []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"10.0.0.0/24"}, "10.0.0.0-10.0.0.255"},
+		{[]string{"10.0.0.1/32"}, "10.0.0.1"},
+		{[]string{"10.0.0.0/24", "10.0.0.0/24"}, "10.0.0.0-10.0.0.255"},
+		{[]string{"10.0.0.0/8", "10.1.0.0/16"}, "10.0.0.0-10.255.255.255"},
+		{[]string{"10.0.1.0/24", "10.0.0.0/24"}, "10.0.0.0-10.0.1.255"},                      // adjacent
+		{[]string{"10.0.0.0/24", "10.0.2.0/24"}, "10.0.0.0-10.0.0.255, 10.0.2.0-10.0.2.255"}, // gap
+		{[]string{"0.0.0.0/0"}, "0.0.0.0-255.255.255.255"},
+		{[]string{"255.255.255.0/24", "1.2.3.4/32"}, "1.2.3.4, 255.255.255.0-255.255.255.255"},
+	}
+	for _, tc := range tests {
+		var ps []netip.Prefix
+		for _, s := range tc.in {
+			ps = append(ps, pfx(s))
+		}
+		got := Ranges(ps)
+		if s := joinRanges(got); s != tc.want {
+			t.Errorf("Ranges(%v) = %s, want %s", tc.in, s, tc.want)
+		}
+		// Elements encode and decode back to the same ranges.
+		if back := fromElements(elements(got)); !slices.Equal(back, got) {
+			t.Errorf("round trip of %v: %v", got, back)
+		}
+	}
+}
+
+// TestRangesAgainstReference: random prefixes in a small space; an address
+// is in the union of the prefixes iff it is in exactly one range, ranges
+// are sorted and neither overlap nor touch, and elements round-trip.
+func TestRangesAgainstReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for iter := 0; iter < 300; iter++ {
+		var ps []netip.Prefix
+		for n := r.IntN(8); n >= 0; n-- {
+			bits := 24 + r.IntN(9)
+			a := netip.AddrFrom4([4]byte{10, 0, byte(r.IntN(4)), byte(r.IntN(256))})
+			ps = append(ps, netip.PrefixFrom(a, bits).Masked())
+		}
+		rs := Ranges(ps)
+		for i := 1; i < len(rs); i++ {
+			if rs[i-1].Last.Next().Compare(rs[i].First) >= 0 {
+				t.Fatalf("%v: ranges %v and %v overlap or touch", ps, rs[i-1], rs[i])
+			}
+		}
+		for c := 0; c < 4; c++ {
+			for d := 0; d < 256; d++ {
+				a := netip.AddrFrom4([4]byte{10, 0, byte(c), byte(d)})
+				in := slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) })
+				n := 0
+				for _, x := range rs {
+					if x.First.Compare(a) <= 0 && a.Compare(x.Last) <= 0 {
+						n++
+					}
+				}
+				if (n == 1) != in || n > 1 {
+					t.Fatalf("%v: %v in prefixes %v, in %d ranges of %v", ps, a, in, n, rs)
+				}
+			}
+		}
+		if back := fromElements(elements(rs)); !slices.Equal(back, rs) {
+			t.Fatalf("round trip %v -> %v", rs, back)
+		}
+	}
+}
+
+func TestDiffSummary(t *testing.T) {
+	cur := "chain forward type filter\nrule forward 000 mw:a #1\nset peers type ipv4_addr interval true elements 1.2.3.4"
+	want := "chain forward type filter\nrule forward 000 mw:a #2\nset peers type ipv4_addr interval true elements 1.2.3.5"
+	if got := diffSummary(cur, want); got != "rule forward, set peers" {
+		t.Errorf("diffSummary = %q", got)
+	}
+}

@@ -1,0 +1,242 @@
+package ipsec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/strongswan/govici/vici"
+)
+
+// fakeCharon is an in-memory charon behind the Session interface, for unit
+// tests. It answers the commands the Manager uses in charon's formats (as
+// recorded from charon 5.9.8), logs every command with the name it acts
+// on, can fail chosen commands, and prints its state as sorted text.
+type fakeCharon struct {
+	mu      sync.Mutex
+	conns   map[string]*vici.Message // name -> section as loaded
+	secrets map[string]fakeSecret
+	sas     map[string][]ikeSA
+	calls   []string
+	fail    map[string]error // command (or "command name") -> error
+	broken  bool             // next command fails like a dead socket
+	dials   int
+}
+
+type fakeSecret struct {
+	typ    string
+	data   string
+	owners []string
+}
+
+var errBroken = errors.New("vici: error waiting for response: io: read/write on closed pipe")
+
+func newFakeCharon() *fakeCharon {
+	return &fakeCharon{conns: map[string]*vici.Message{}, secrets: map[string]fakeSecret{}, sas: map[string][]ikeSA{}, fail: map[string]error{}}
+}
+
+// dial is the Manager's dial function.
+func (f *fakeCharon) dial(context.Context) (Session, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dials++
+	f.broken = false
+	return f, nil
+}
+
+func (f *fakeCharon) Close() error { return nil }
+
+func (f *fakeCharon) takeCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.calls
+	f.calls = nil
+	return c
+}
+
+// writes filters a call log down to configuration changes and actions.
+func writes(calls []string) []string {
+	var w []string
+	for _, c := range calls {
+		if !strings.HasPrefix(c, "list-") && !strings.HasPrefix(c, "get-shared") {
+			w = append(w, c)
+		}
+	}
+	return w
+}
+
+func (f *fakeCharon) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var lines []string
+	for name, c := range f.conns {
+		child := c.Get("children").(*vici.Message).Get(ChildName).(*vici.Message)
+		lines = append(lines, fmt.Sprintf("conn %s %v->%v ike %v esp %v start %v",
+			name, strs(c.Get("local_addrs")), strs(c.Get("remote_addrs")), strs(c.Get("proposals")),
+			strs(child.Get("esp_proposals")), child.Get("start_action")))
+	}
+	for id, s := range f.secrets {
+		lines = append(lines, fmt.Sprintf("secret %s %s owners %v key %d bytes", id, s.typ, s.owners, len(s.data)))
+	}
+	for name, list := range f.sas {
+		for _, sa := range list {
+			lines = append(lines, fmt.Sprintf("sa %s %s children %d", name, sa.state, len(sa.children)))
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func reply(ok bool, errmsg string) *vici.Message {
+	m := vici.NewMessage()
+	if ok {
+		_ = m.Set("success", "yes")
+	} else {
+		_ = m.Set("success", "no")
+		_ = m.Set("errmsg", errmsg)
+	}
+	return m
+}
+
+func (f *fakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*vici.Message, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	name := ""
+	if in != nil {
+		switch cmd {
+		case "load-conn":
+			name = in.Keys()[0]
+		case "unload-conn":
+			name = str(in.Get("name"))
+		case "load-shared", "unload-shared":
+			name = str(in.Get("id"))
+		case "initiate", "terminate":
+			name = str(in.Get("ike"))
+		}
+	}
+	entry := strings.TrimSpace(cmd + " " + name)
+	f.calls = append(f.calls, entry)
+	if f.broken {
+		return nil, errBroken
+	}
+	for _, k := range []string{entry, cmd} {
+		if err := f.fail[k]; err != nil {
+			return reply(false, err.Error()), fmt.Errorf("vici: command failed: %w", err)
+		}
+	}
+	switch cmd {
+	case "version":
+		m := vici.NewMessage()
+		_ = m.Set("daemon", "charon")
+		_ = m.Set("version", "5.9.8")
+		return m, nil
+	case "load-conn":
+		sec := in.Get(name).(*vici.Message)
+		f.conns[name] = sec
+		child := sec.Get("children").(*vici.Message).Get(ChildName).(*vici.Message)
+		if strings.Contains(str(child.Get("start_action")), "start") && len(f.sas[name]) == 0 {
+			f.sas[name] = []ikeSA{{state: "CONNECTING"}}
+		}
+		return reply(true, ""), nil
+	case "unload-conn":
+		if _, ok := f.conns[name]; !ok {
+			return reply(false, "unload: connection '"+name+"' not found"), errors.New("vici: command failed")
+		}
+		delete(f.conns, name)
+		return reply(true, ""), nil
+	case "load-shared":
+		f.secrets[name] = fakeSecret{typ: str(in.Get("type")), data: str(in.Get("data")), owners: strs(in.Get("owners"))}
+		return reply(true, ""), nil
+	case "unload-shared":
+		delete(f.secrets, name)
+		return reply(true, ""), nil
+	case "get-shared":
+		var keys []string
+		for k := range f.secrets {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		m := vici.NewMessage()
+		_ = m.Set("keys", keys)
+		return m, nil
+	case "initiate":
+		if _, ok := f.conns[name]; !ok {
+			return reply(false, "CHILD_SA config 'gre' not found"), errors.New("vici: command failed")
+		}
+		f.sas[name] = append(f.sas[name], ikeSA{state: "CONNECTING"})
+		return reply(true, ""), nil
+	case "terminate":
+		if len(f.sas[name]) == 0 {
+			return reply(false, "no matching SAs to terminate found"), errors.New("vici: command failed")
+		}
+		delete(f.sas, name)
+		return reply(true, ""), nil
+	}
+	return reply(false, "unknown command "+cmd), errors.New("vici: unknown command")
+}
+
+func (f *fakeCharon) Stream(ctx context.Context, cmd, event string, in *vici.Message) ([]*vici.Message, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, cmd)
+	if f.broken {
+		return nil, errBroken
+	}
+	if err := f.fail[cmd]; err != nil {
+		return nil, err
+	}
+	var out []*vici.Message
+	switch cmd {
+	case "list-conns":
+		for _, name := range sortedKeys(f.conns) {
+			c := f.conns[name]
+			children := vici.NewMessage()
+			for _, k := range c.Get("children").(*vici.Message).Keys() {
+				ch := vici.NewMessage()
+				_ = ch.Set("mode", "TRANSPORT")
+				_ = children.Set(k, ch)
+			}
+			sec := vici.NewMessage()
+			_ = sec.Set("local_addrs", strs(c.Get("local_addrs")))
+			_ = sec.Set("remote_addrs", strs(c.Get("remote_addrs")))
+			_ = sec.Set("version", "IKEv2")
+			_ = sec.Set("children", children)
+			m := vici.NewMessage()
+			_ = m.Set(name, sec)
+			out = append(out, m)
+		}
+	case "list-sas":
+		id := 0
+		for _, name := range sortedKeys(f.sas) {
+			for _, sa := range f.sas[name] {
+				id++
+				sec := vici.NewMessage()
+				_ = sec.Set("uniqueid", fmt.Sprint(id))
+				_ = sec.Set("state", sa.state)
+				cs := vici.NewMessage()
+				for i, c := range sa.children {
+					cm := vici.NewMessage()
+					_ = cm.Set("name", c.name)
+					_ = cm.Set("state", c.state)
+					if c.state == "INSTALLED" {
+						_ = cm.Set("bytes-in", fmt.Sprint(c.bytesIn))
+						_ = cm.Set("packets-in", fmt.Sprint(c.packetsIn))
+						_ = cm.Set("bytes-out", fmt.Sprint(c.bytesOut))
+						_ = cm.Set("packets-out", fmt.Sprint(c.packetsOut))
+					}
+					_ = cs.Set(fmt.Sprintf("%s-%d", c.name, i+1), cm)
+				}
+				_ = sec.Set("child-sas", cs)
+				m := vici.NewMessage()
+				_ = m.Set(name, sec)
+				out = append(out, m)
+			}
+		}
+	default:
+		return nil, errors.New("unknown stream " + cmd)
+	}
+	return out, nil
+}

@@ -1,0 +1,467 @@
+// Package ipsec owns meshwan's IKE side: one IKEv2 connection per tunnel,
+// loaded into strongSwan's charon over VICI (github.com/strongswan/govici),
+// with a PSK and a transport-mode CHILD_SA protecting the GRE packets
+// between the two underlay addresses. It also supervises a private charon
+// (Charon) for edges and labs that do not use a system-wide one.
+//
+// Names: connection "mw-<tunnel id>" with child "gre", shared secret id
+// "mw-<tunnel id>". Only names with NamePrefix are ever unloaded, so
+// connections an operator loads with swanctl are left alone.
+//
+// Apply is declarative. charon's list-conns shows a connection's endpoints
+// and children but not its proposals, lifetimes or key, so the Manager
+// also remembers a salted fingerprint of what it last loaded per name:
+// a connection is (re)loaded when it is missing from charon (charon
+// restarted), when its endpoints differ, or when its fingerprint differs
+// (proposals, lifetimes, PSK changed). Consequences, by design:
+//   - a new Manager (agent restart) re-loads every connection once; charon
+//     treats an identical load-conn as an update and keeps the SAs;
+//   - a changed PSK is loaded as a new secret and the connection is
+//     re-loaded (unchanged connection config: SAs kept); established SAs
+//     keep their keys and the new PSK authenticates the next IKE_SA, so
+//     changing the PSK on both ends never drops traffic;
+//   - Resync forgets the fingerprints to force a full reload.
+//
+// After loading, Apply initiates (asynchronously by default: the peer may
+// not be up) the child of every tunnel that has no IKE_SA in progress or
+// established and no usable CHILD_SA, skipping those it just loaded
+// (start_action=trap|start already initiates them). Initiating is an
+// action, not a configuration write: a second Apply loads and unloads
+// nothing, but may initiate again if charon gave up on a peer.
+//
+// The PSK is never logged: log lines and errors carry names only, and
+// secret messages are never printed.
+package ipsec
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/strongswan/govici/vici"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// Logger gets one line per change; nil discards.
+	Logger *slog.Logger
+	// InitiateTimeout: 0 initiates without waiting (VICI timeout -1), so
+	// Apply never blocks on a peer; > 0 waits up to that long per tunnel.
+	InitiateTimeout time.Duration
+}
+
+// Manager applies the IPsec part of a Desired through a VICI session. It
+// dials lazily and re-dials after a broken connection (charon restarted).
+// Its methods are serialized.
+type Manager struct {
+	dial     func(ctx context.Context) (Session, error)
+	log      *slog.Logger
+	initWait time.Duration
+	salt     [16]byte
+
+	mu     sync.Mutex
+	s      Session
+	loaded map[string][32]byte // conn name -> fingerprint of what we loaded
+	last   []dataplane.Tunnel
+}
+
+// NewManager returns a Manager; dial opens a session, e.g.
+// func(ctx context.Context) (Session, error) { return Dial(ctx, charon.SocketPath()) }.
+func NewManager(dial func(ctx context.Context) (Session, error), opts Options) *Manager {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	m := &Manager{dial: dial, log: log, initWait: opts.InitiateTimeout, loaded: map[string][32]byte{}}
+	_, _ = rand.Read(m.salt[:])
+	return m
+}
+
+// Close closes the session, if any.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.s == nil {
+		return nil
+	}
+	err := m.s.Close()
+	m.s = nil
+	return err
+}
+
+// Resync forgets what was loaded; the next Apply reloads everything.
+func (m *Manager) Resync() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.loaded)
+}
+
+// fingerprint covers everything loaded for t, including the key. It is
+// salted per Manager and kept in memory only.
+func (m *Manager) fingerprint(conn, secret *vici.Message, t dataplane.Tunnel) [32]byte {
+	h := sha256.New()
+	h.Write(m.salt[:])
+	h.Write([]byte(conn.String()))
+	h.Write([]byte{0})
+	h.Write(t.PSK)
+	h.Write([]byte{0})
+	h.Write([]byte(strings.Join(strs(secret.Get("owners")), ",")))
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+func (m *Manager) session(ctx context.Context) (Session, error) {
+	if m.s != nil {
+		return m.s, nil
+	}
+	s, err := m.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to charon: %w", err)
+	}
+	m.s = s
+	return s, nil
+}
+
+// call runs a VICI command; a broken session is dropped so the next call
+// re-dials. The returned error names the command, never the payload.
+func (m *Manager) call(ctx context.Context, cmd string, in *vici.Message) (*vici.Message, error) {
+	s, err := m.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.Call(ctx, cmd, in)
+	if err != nil {
+		if res == nil {
+			_ = s.Close()
+			m.s = nil
+		}
+		return res, fmt.Errorf("vici %s: %w", cmd, err)
+	}
+	return res, nil
+}
+
+func (m *Manager) stream(ctx context.Context, cmd, event string) ([]*vici.Message, error) {
+	s, err := m.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := s.Stream(ctx, cmd, event, nil)
+	if err != nil {
+		_ = s.Close()
+		m.s = nil
+		return nil, fmt.Errorf("vici %s: %w", cmd, err)
+	}
+	return msgs, nil
+}
+
+func named(name string, key string) *vici.Message {
+	msg := vici.NewMessage()
+	_ = msg.Set(key, name) // a string value cannot fail
+	return msg
+}
+
+// Apply makes charon hold exactly d's connections and secrets (among the
+// "mw-" names), then initiates tunnels that have no SA (see the package
+// comment). It carries on past a failing tunnel and joins the errors.
+func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("ipsec apply: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.last = slices.Clone(d.Tunnels)
+
+	connMsgs, err := m.stream(ctx, "list-conns", "list-conn")
+	if err != nil {
+		return fmt.Errorf("ipsec apply: %w", err)
+	}
+	conns := parseConns(connMsgs)
+	shared, err := m.call(ctx, "get-shared", nil)
+	if err != nil {
+		return fmt.Errorf("ipsec apply: %w", err)
+	}
+	secrets := map[string]bool{}
+	for _, k := range strs(shared.Get("keys")) {
+		secrets[k] = true
+	}
+
+	tunnels := slices.Clone(d.Tunnels)
+	slices.SortFunc(tunnels, func(a, b dataplane.Tunnel) int { return cmp.Compare(a.ID, b.ID) })
+	var errs []error
+	want := map[string]bool{}
+	justLoaded := map[string]bool{}
+	for _, t := range tunnels {
+		name := ConnName(t.ID)
+		want[name] = true
+		loaded, err := m.ensure(ctx, t, conns, secrets)
+		if err != nil {
+			delete(m.loaded, name)
+			errs = append(errs, fmt.Errorf("tunnel %s: %w", t.ID, err))
+		}
+		if loaded {
+			justLoaded[name] = true
+		}
+	}
+
+	// Unload what we loaded for tunnels that are gone.
+	var removed []string
+	for _, name := range sortedKeys(conns) {
+		if !strings.HasPrefix(name, NamePrefix) || want[name] {
+			continue
+		}
+		if _, err := m.call(ctx, "unload-conn", named(name, "name")); err != nil {
+			errs = append(errs, fmt.Errorf("unload connection %s: %w", name, err))
+			continue
+		}
+		removed = append(removed, name)
+		m.log.Info("ipsec connection unloaded", "conn", name)
+	}
+	for _, id := range sortedKeys(secrets) {
+		if !strings.HasPrefix(id, NamePrefix) || want[id] {
+			continue
+		}
+		if _, err := m.call(ctx, "unload-shared", named(id, "id")); err != nil {
+			errs = append(errs, fmt.Errorf("unload secret %s: %w", id, err))
+			continue
+		}
+		m.log.Info("ipsec secret unloaded", "secret_id", id)
+	}
+	for name := range m.loaded {
+		if !want[name] {
+			delete(m.loaded, name)
+		}
+	}
+
+	saMsgs, err := m.stream(ctx, "list-sas", "list-sa")
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("ipsec apply: %w", err))...)
+	}
+	sas := parseSAs(saMsgs)
+	for _, name := range removed {
+		if len(sas[name]) > 0 {
+			m.terminate(ctx, name)
+		}
+	}
+	for _, t := range tunnels {
+		name := ConnName(t.ID)
+		if justLoaded[name] || !needsInitiate(sas[name]) || m.loaded[name] == ([32]byte{}) {
+			continue
+		}
+		if err := m.initiate(ctx, name); err != nil {
+			errs = append(errs, fmt.Errorf("tunnel %s: %w", t.ID, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("ipsec apply: %w", err)
+	}
+	return nil
+}
+
+// ensure loads t's secret and connection if charon lacks them or they
+// changed; it reports whether the connection was loaded.
+func (m *Manager) ensure(ctx context.Context, t dataplane.Tunnel, conns map[string]observedConn, secrets map[string]bool) (bool, error) {
+	name := ConnName(t.ID)
+	conn, err := ConnMessage(t)
+	if err != nil {
+		return false, err
+	}
+	secret, err := SecretMessage(t)
+	if err != nil {
+		return false, err
+	}
+	fp := m.fingerprint(conn, secret, t)
+	obs, present := conns[name]
+	same := m.loaded[name] == fp
+	if same && present && obs.matches(t) && secrets[name] {
+		return false, nil
+	}
+	if !same || !secrets[name] {
+		if _, err := m.call(ctx, "load-shared", secret); err != nil {
+			return false, fmt.Errorf("load secret %s: %w", name, err)
+		}
+		m.log.Info("ipsec secret loaded", "secret_id", name)
+	}
+	if _, err := m.call(ctx, "load-conn", conn); err != nil {
+		return false, fmt.Errorf("load connection %s: %w", name, err)
+	}
+	m.loaded[name] = fp
+	m.log.Info("ipsec connection loaded", "conn", name, "tunnel_id", t.ID,
+		"local", t.LocalUnderlay.String(), "remote", t.RemoteUnderlay.String(), "was_present", present)
+	return true, nil
+}
+
+// needsInitiate is true when no IKE_SA of the connection is being set up
+// or established with a usable CHILD_SA: initiating then cannot create a
+// duplicate.
+func needsInitiate(sas []ikeSA) bool {
+	for _, sa := range sas {
+		switch sa.state {
+		case "CREATED", "CONNECTING", "PASSIVE":
+			return false
+		case "ESTABLISHED", "REKEYING", "REKEYED":
+			for _, c := range sa.children {
+				switch c.state {
+				case "CREATED", "INSTALLING", "INSTALLED", "UPDATING", "REKEYING", "REKEYED", "RETRYING":
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
+
+func (m *Manager) initiate(ctx context.Context, name string) error {
+	timeout := "-1" // asynchronous
+	if m.initWait > 0 {
+		timeout = strconv.FormatInt(m.initWait.Milliseconds(), 10)
+	}
+	b := &builder{}
+	msg := b.section("child", ChildName, "ike", name, "timeout", timeout, "loglevel", "-1")
+	if _, err := m.call(ctx, "initiate", msg); err != nil {
+		return fmt.Errorf("initiate %s: %w", name, err)
+	}
+	m.log.Info("ipsec initiated", "conn", name)
+	return nil
+}
+
+// terminate closes a connection's IKE_SAs without waiting for the peer.
+// Failures are logged only: the connection is gone, DPD ends the rest.
+func (m *Manager) terminate(ctx context.Context, name string) {
+	b := &builder{}
+	msg := b.section("ike", name, "force", "yes", "timeout", "-1", "loglevel", "-1")
+	if _, err := m.call(ctx, "terminate", msg); err != nil {
+		m.log.Warn("ipsec terminate failed", "conn", name, "err", err)
+		return
+	}
+	m.log.Info("ipsec SAs terminated", "conn", name)
+}
+
+// Cleanup unloads every "mw-" connection and secret and terminates their
+// IKE_SAs.
+func (m *Manager) Cleanup(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.loaded)
+	m.last = nil
+	connMsgs, err := m.stream(ctx, "list-conns", "list-conn")
+	if err != nil {
+		return fmt.Errorf("ipsec cleanup: %w", err)
+	}
+	var errs []error
+	for _, name := range sortedKeys(parseConns(connMsgs)) {
+		if !strings.HasPrefix(name, NamePrefix) {
+			continue
+		}
+		if _, err := m.call(ctx, "unload-conn", named(name, "name")); err != nil {
+			errs = append(errs, fmt.Errorf("unload connection %s: %w", name, err))
+		}
+	}
+	if shared, err := m.call(ctx, "get-shared", nil); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, id := range strs(shared.Get("keys")) {
+			if !strings.HasPrefix(id, NamePrefix) {
+				continue
+			}
+			if _, err := m.call(ctx, "unload-shared", named(id, "id")); err != nil {
+				errs = append(errs, fmt.Errorf("unload secret %s: %w", id, err))
+			}
+		}
+	}
+	if saMsgs, err := m.stream(ctx, "list-sas", "list-sa"); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, name := range sortedKeys(parseSAs(saMsgs)) {
+			if strings.HasPrefix(name, NamePrefix) {
+				m.terminate(ctx, name)
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("ipsec cleanup: %w", err)
+	}
+	return nil
+}
+
+// Status is the observed IKE state of one tunnel.
+type Status struct {
+	TunnelID string
+	Conn     string
+	// Loaded: charon has the connection.
+	Loaded bool
+	// IKEState and ChildState are the best states among the connection's
+	// SAs ("ESTABLISHED", "INSTALLED", ...); "" when there is none.
+	IKEState   string
+	ChildState string
+	IKESAs     int
+	ChildSAs   int
+	// Counters summed over the CHILD_SAs that have them (installed or
+	// rekeying).
+	BytesIn, BytesOut, PacketsIn, PacketsOut uint64
+}
+
+var ikeRank = map[string]int{"ESTABLISHED": 8, "REKEYING": 7, "REKEYED": 6, "CONNECTING": 5, "CREATED": 4, "PASSIVE": 3, "DELETING": 2, "DESTROYING": 1}
+var childRank = map[string]int{"INSTALLED": 11, "REKEYING": 10, "REKEYED": 9, "UPDATING": 8, "INSTALLING": 7, "CREATED": 6, "RETRYING": 5, "ROUTED": 4, "DELETING": 3, "DELETED": 2, "DESTROYING": 1}
+
+// Status reports the tunnels of the last Apply, sorted by tunnel id. It
+// changes nothing.
+func (m *Manager) Status(ctx context.Context) ([]Status, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	connMsgs, err := m.stream(ctx, "list-conns", "list-conn")
+	if err != nil {
+		return nil, fmt.Errorf("ipsec status: %w", err)
+	}
+	conns := parseConns(connMsgs)
+	saMsgs, err := m.stream(ctx, "list-sas", "list-sa")
+	if err != nil {
+		return nil, fmt.Errorf("ipsec status: %w", err)
+	}
+	sas := parseSAs(saMsgs)
+	out := make([]Status, 0, len(m.last))
+	for _, t := range m.last {
+		name := ConnName(t.ID)
+		_, loaded := conns[name]
+		s := Status{TunnelID: t.ID, Conn: name, Loaded: loaded}
+		for _, sa := range sas[name] {
+			s.IKESAs++
+			if ikeRank[sa.state] > ikeRank[s.IKEState] {
+				s.IKEState = sa.state
+			}
+			for _, c := range sa.children {
+				s.ChildSAs++
+				if childRank[c.state] > childRank[s.ChildState] {
+					s.ChildState = c.state
+				}
+				s.BytesIn += c.bytesIn
+				s.BytesOut += c.bytesOut
+				s.PacketsIn += c.packetsIn
+				s.PacketsOut += c.packetsOut
+			}
+		}
+		out = append(out, s)
+	}
+	slices.SortFunc(out, func(a, b Status) int { return cmp.Compare(a.TunnelID, b.TunnelID) })
+	return out, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}

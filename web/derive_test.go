@@ -1,0 +1,142 @@
+package web
+
+import (
+	"testing"
+	"time"
+)
+
+func TestDeriveTunnel(t *testing.T) {
+	up := map[string]Site{"a": {State: SiteUp}, "b": {State: SiteUp}}
+	bDown := map[string]Site{"a": {State: SiteUp}, "b": {State: SiteDown}}
+	rep := func(site, state string) EndReport {
+		return EndReport{Site: site, State: state, IKEState: "ike-" + state, Detail: "why " + state}
+	}
+	cases := []struct {
+		name      string
+		reports   []EndReport
+		sites     map[string]Site
+		want, ike string
+	}{
+		{"no report", nil, up, TunnelUnknown, ""},
+		{"one end up", []EndReport{rep("a", "up")}, up, TunnelUp, "ike-up"},
+		{"both up", []EndReport{rep("a", "up"), rep("b", "up")}, up, TunnelUp, "ike-up"},
+		{"worst wins", []EndReport{rep("a", "up"), rep("b", "down")}, up, TunnelDown, "ike-down"},
+		{"degraded", []EndReport{rep("a", "degraded"), rep("b", "up")}, up, TunnelDegraded, "ike-degraded"},
+		{"unreported state ignored", []EndReport{rep("a", ""), rep("b", "up")}, up, TunnelUp, "ike-up"},
+		{"silent edge: as the other end says", []EndReport{rep("a", "up")}, bDown, TunnelUp, "ike-up"},
+		{"silent edge, no report", nil, bDown, TunnelUnknown, ""},
+	}
+	for _, tc := range cases {
+		tn := Tunnel{ID: "x", A: TunnelEnd{Site: "a"}, B: TunnelEnd{Site: "b"}, Reports: tc.reports}
+		deriveTunnel(&tn, tc.sites)
+		if tn.State != tc.want || tn.IKEState != tc.ike {
+			t.Errorf("%s: state %q ike %q, want %q %q", tc.name, tn.State, tn.IKEState, tc.want, tc.ike)
+		}
+	}
+	tn := Tunnel{A: TunnelEnd{Site: "a"}, B: TunnelEnd{Site: "b"}, Reports: []EndReport{rep("a", "up"), rep("b", "down")}}
+	deriveTunnel(&tn, up)
+	if tn.Detail != "b: why down" {
+		t.Errorf("detail %q, want the reporting end named", tn.Detail)
+	}
+	tn = Tunnel{A: TunnelEnd{Site: "a"}, B: TunnelEnd{Site: "b"}, Reports: []EndReport{rep("a", "down")}}
+	deriveTunnel(&tn, bDown)
+	if tn.Detail != "why down; edge of b is not connected" {
+		t.Errorf("detail %q, want the silent edge noted", tn.Detail)
+	}
+}
+
+func TestTrackerEventsAndChangeTimes(t *testing.T) {
+	tr := newTracker(3)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	states := func(s ...string) []Tunnel {
+		var out []Tunnel
+		for i, st := range s {
+			out = append(out, Tunnel{ID: string(rune('a' + i)), State: st})
+		}
+		return out
+	}
+	base := states(TunnelUp, TunnelUnknown)
+	tr.observe(t0, base)
+	if len(tr.events) != 0 || base[0].LastChange != nil {
+		t.Fatalf("baseline made events %v or change times", tr.events)
+	}
+	next := states(TunnelDown, TunnelUnknown)
+	tr.observe(t0.Add(time.Second), next)
+	if len(tr.events) != 1 || tr.events[0].What != "tunnel a down" || tr.events[0].Level != LevelError {
+		t.Fatalf("events %v", tr.events)
+	}
+	if next[0].LastChange == nil || !next[0].LastChange.Equal(t0.Add(time.Second)) || next[1].LastChange != nil {
+		t.Errorf("change times %v %v", next[0].LastChange, next[1].LastChange)
+	}
+	// b gets reported (an event), a loses its reports (no event); a new
+	// tunnel c appears unreported (no event).
+	tr.observe(t0.Add(2*time.Second), states(TunnelUnknown, TunnelUp, TunnelUnknown))
+	if len(tr.events) != 2 || tr.events[1].What != "tunnel b up" || tr.events[1].Level != LevelOK {
+		t.Errorf("events %v", tr.events)
+	}
+	for i := range 5 {
+		tr.observe(t0.Add(time.Duration(3+i)*time.Second), states(TunnelUp, []string{TunnelUp, TunnelDegraded}[i%2], TunnelUnknown))
+	}
+	if len(tr.events) != 3 {
+		t.Errorf("kept %d events, want the last 3", len(tr.events))
+	}
+}
+
+func TestMergeEvents(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	src := []Event{{Time: t0, What: "s1"}, {Time: t0.Add(2 * time.Second), What: "s2"}}
+	derived := []Event{{Time: t0.Add(time.Second), What: "d1", Level: LevelError}}
+	got := mergeEvents(src, derived, 2)
+	if len(got) != 2 || got[0].What != "d1" || got[1].What != "s2" || got[1].Level != LevelInfo {
+		t.Errorf("merged %v", got)
+	}
+}
+
+func TestHistory(t *testing.T) {
+	h := newHistory(time.Minute, 10*time.Second)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tn := []Tunnel{{ID: "x", State: TunnelUp}}
+	h.observe(t0, tn)
+	h.observe(t0.Add(time.Second), tn) // unchanged within the period: skipped
+	tn[0].State = TunnelDown
+	h.observe(t0.Add(2*time.Second), tn) // changed: kept
+	got, _ := h.get(t0.Add(3*time.Second), "x")
+	if len(got) != 2 || got[1].State != TunnelDown {
+		t.Fatalf("samples %+v", got)
+	}
+	// Keep sampling: the window drops old samples, the ring its oldest.
+	for i := range 30 {
+		h.observe(t0.Add(time.Duration(10+i*10)*time.Second), tn)
+	}
+	now := t0.Add(300 * time.Second)
+	got, _ = h.get(now, "x")
+	if len(got) == 0 || len(got) > 6 || got[0].Time.Before(now.Add(-time.Minute)) {
+		t.Errorf("after 5 min: %+v, want at most 6 samples of the last minute", got)
+	}
+	rtt := 12.5
+	tn[0].RTTMillis = &rtt
+	h.observe(now.Add(time.Second), tn)
+	got, _ = h.get(now.Add(time.Second), "x")
+	if last := got[len(got)-1]; last.RTTMillis == nil || *last.RTTMillis != rtt {
+		t.Errorf("an RTT change was not sampled: %+v", last)
+	}
+	h.observe(now, nil)
+	if _, ok := h.get(now, "x"); ok {
+		t.Error("a removed tunnel kept its history")
+	}
+}
+
+func TestRing(t *testing.T) {
+	r := newRing(3)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 5 {
+		r.push(Sample{Time: t0.Add(time.Duration(i) * time.Second)})
+	}
+	got := r.since(time.Time{})
+	if len(got) != 3 || !got[0].Time.Equal(t0.Add(2*time.Second)) || !got[2].Time.Equal(t0.Add(4*time.Second)) {
+		t.Errorf("ring %+v", got)
+	}
+	if last, _ := r.last(); !last.Time.Equal(t0.Add(4 * time.Second)) {
+		t.Errorf("last %v", last.Time)
+	}
+}

@@ -1,0 +1,91 @@
+// The sites list and the page of one site: transports, LAN prefixes,
+// tunnels, BGP sessions, agent version and last seen.
+
+import { h, badge, relTime, siteLink } from "./util.js";
+
+export function renderSitesTable(container, state) {
+  const tunnels = state.tunnels || [];
+  const rows = (state.sites || []).map((s) => {
+    const mine = tunnels.filter((t) => t.a.site === s.name || t.b.site === s.name);
+    const bad = mine.filter((t) => t.state === "down" || t.state === "degraded").length;
+    return h("tr", { class: `site-${s.state}`, "data-site": s.name },
+      h("th", { scope: "row" }, siteLink(s.name)),
+      h("td", {}, s.role === "hub" ? h("span", { class: "role-hub" }, "hub") : "spoke"),
+      h("td", {}, badge(s.state)),
+      h("td", {}, (s.transports || []).map((tr) => tr.name).join(", ")),
+      h("td", { class: "mono small" }, (s.lan_prefixes || []).join(", ")),
+      h("td", { class: "num" }, bad ? h("span", { class: "warn-text" }, `${mine.length} (${bad} not up)`) : String(mine.length)),
+      h("td", {}, s.agent_version || "—"),
+      h("td", {}, s.state === "up" ? "connected" : relTime(s.last_seen)));
+  });
+  container.replaceChildren(h("table", { class: "data" },
+    h("caption", { class: "visually-hidden" }, "Sites"),
+    h("thead", {}, h("tr", {}, ["Site", "Role", "Edge", "Transports", "LAN prefixes", "Tunnels", "Agent", "Last seen"]
+      .map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No sites yet.")))));
+}
+
+/**
+ * renderSitePage fills the site page; renderTunnels(slot, tunnels) renders the site's
+ * tunnels into the element it is given.
+ */
+export function renderSitePage(container, state, name, renderTunnels) {
+  const site = (state.sites || []).find((s) => s.name === name);
+  if (!site) {
+    container.replaceChildren(h("h1", { id: "site-title" }, name),
+      h("p", {}, "No such site. ", h("a", { href: "#/sites" }, "All sites")));
+    return;
+  }
+  const tunnels = (state.tunnels || []).filter((t) => t.a.site === name || t.b.site === name);
+  const tunnelsSlot = h("div", { class: "table-wrap" });
+  renderTunnels(tunnelsSlot, tunnels);
+  container.replaceChildren(
+    h("p", { class: "crumbs" }, h("a", { href: "#/sites" }, "Sites"), " / ", name),
+    h("h1", { id: "site-title" }, name, " ", badge(site.state),
+      site.role === "hub" ? h("span", { class: "role-hub" }, "hub") : h("span", { class: "role-spoke" }, "spoke")),
+    h("div", { class: "site-grid" },
+      h("section", { class: "card", "aria-labelledby": "site-edge" },
+        h("h2", { id: "site-edge" }, "Edge"),
+        h("dl", { class: "facts" },
+          h("dt", {}, "State"), h("dd", {}, badge(site.state)),
+          h("dt", {}, "Agent version"), h("dd", { "data-field": "agent_version" }, site.agent_version || "—"),
+          h("dt", {}, "Applied version"), h("dd", {}, site.applied_version ? String(site.applied_version) : "—"),
+          h("dt", {}, "Last seen"), h("dd", {}, site.state === "up" ? "connected now" : relTime(site.last_seen)),
+          h("dt", {}, "ASN"), h("dd", {}, String(site.asn)))),
+      h("section", { class: "card", "aria-labelledby": "site-transports" },
+        h("h2", { id: "site-transports" }, "Transports"),
+        h("table", { class: "data compact" },
+          h("caption", { class: "visually-hidden" }, `Transports of ${name}`),
+          h("thead", {}, h("tr", {}, ["Name", "Address", "Observed"].map((c) => h("th", { scope: "col" }, c)))),
+          h("tbody", {}, (site.transports || []).map((tr) => h("tr", {},
+            h("th", { scope: "row" }, tr.name),
+            h("td", { class: "mono" }, tr.address),
+            h("td", { class: "mono" }, tr.observed || "—")))))),
+      h("section", { class: "card", "aria-labelledby": "site-lan" },
+        h("h2", { id: "site-lan" }, "LAN prefixes"),
+        h("ul", { class: "plain mono" }, (site.lan_prefixes || []).map((p) => h("li", {}, p))))),
+    h("section", { class: "card", "aria-labelledby": "site-tunnels" },
+      h("h2", { id: "site-tunnels" }, `Tunnels (${tunnels.length})`), tunnelsSlot),
+    h("section", { class: "card", "aria-labelledby": "site-bgp" },
+      h("h2", { id: "site-bgp" }, "BGP sessions"),
+      h("p", { class: "hint" }, "One eBGP session per tunnel, between the tunnel's inner addresses. Edges do not report BGP session state yet; the tunnel's state is shown."),
+      bgpTable(site, tunnels, state)));
+}
+
+function bgpTable(site, tunnels, state) {
+  const rows = tunnels.map((t) => {
+    const [local, peer] = t.a.site === site.name ? [t.a, t.b] : [t.b, t.a];
+    const peerSite = (state.sites || []).find((s) => s.name === peer.site);
+    return h("tr", {},
+      h("th", { scope: "row" }, siteLink(peer.site)),
+      h("td", {}, String(peer.asn || peerSite?.asn || "—")),
+      h("td", { class: "mono" }, local.inner),
+      h("td", { class: "mono" }, (peer.inner || "").split("/")[0]),
+      h("td", {}, `${local.transport}${local.transport === peer.transport ? "" : "–" + peer.transport}`),
+      h("td", {}, badge(t.state)));
+  });
+  return h("table", { class: "data compact" },
+    h("caption", { class: "visually-hidden" }, `BGP sessions of ${site.name}`),
+    h("thead", {}, h("tr", {}, ["Neighbor", "Remote AS", "Local address", "Neighbor address", "Transport", "Tunnel"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No tunnels, so no sessions."))));
+}

@@ -1,0 +1,144 @@
+package web
+
+import (
+	"context"
+	"time"
+)
+
+// Source is where the dashboard reads the network from. The controller
+// implements it over its store; tests implement it with fixed data.
+type Source interface {
+	// State returns the whole network as it is now. The fields documented as
+	// "set by the server" are ignored.
+	State(ctx context.Context) (State, error)
+	// Changes returns a channel that receives a value (coalesced, never
+	// blocking the sender) whenever State may have changed, and a func that
+	// stops the notifications and releases what they hold. It is called once
+	// per Server.Run.
+	Changes() (<-chan struct{}, func())
+}
+
+// State is everything the dashboard shows, as served to the page.
+type State struct {
+	// Topology is the topology mode: "full-mesh", "hub-and-spoke", or ""
+	// when none is set (no tunnels are built).
+	Topology string `json:"topology"`
+	// GRPCPort is the port edges dial (the --controller HOST:PORT of the
+	// onboarding command).
+	GRPCPort int      `json:"grpc_port"`
+	Sites    []Site   `json:"sites"`
+	Tunnels  []Tunnel `json:"tunnels"`
+	// Events are the source's recent events; the server adds the tunnel
+	// state changes it observes.
+	Events []Event `json:"events"`
+	// Summary is set by the server.
+	Summary Summary `json:"summary"`
+}
+
+// Site states, as in controller/health.
+const (
+	SiteUp        = "up"
+	SiteDown      = "down"
+	SiteNeverSeen = "never_seen"
+)
+
+// Site is one location and what its edge last said.
+type Site struct {
+	Name        string      `json:"name"`
+	Role        string      `json:"role"` // "hub" or "spoke"
+	ASN         uint32      `json:"asn"`
+	Transports  []Transport `json:"transports"`
+	LANPrefixes []string    `json:"lan_prefixes"`
+	// State is SiteUp, SiteDown or SiteNeverSeen.
+	State          string     `json:"state"`
+	AgentVersion   string     `json:"agent_version,omitempty"`
+	AppliedVersion int64      `json:"applied_version,omitempty"`
+	LastSeen       *time.Time `json:"last_seen,omitempty"`
+}
+
+// Transport is one WAN uplink of a site.
+type Transport struct {
+	Name string `json:"name"`
+	// Address is the declared IPv4 address or "dynamic".
+	Address string `json:"address"`
+	// Observed is the address the edge reported for a dynamic transport.
+	Observed string `json:"observed,omitempty"`
+}
+
+// Tunnel states. TunnelUnknown means no edge has reported the tunnel.
+const (
+	TunnelUp       = "up"
+	TunnelDegraded = "degraded"
+	TunnelDown     = "down"
+	TunnelUnknown  = "unknown"
+)
+
+// Tunnel is one GRE-over-IPsec tunnel between two site transports.
+type Tunnel struct {
+	ID        string    `json:"id"`
+	A         TunnelEnd `json:"a"`
+	B         TunnelEnd `json:"b"`
+	Prefix    string    `json:"prefix"` // the /30
+	CreatedAt time.Time `json:"created_at"`
+	// Reports holds what each end's edge says about the tunnel (zero, one
+	// or two entries).
+	Reports []EndReport `json:"reports"`
+	// Probe results; nil until edges measure them.
+	RTTMillis    *float64 `json:"rtt_ms,omitempty"`
+	JitterMillis *float64 `json:"jitter_ms,omitempty"`
+	LossPercent  *float64 `json:"loss_pct,omitempty"`
+
+	// Set by the server from Reports and the sites' states.
+	State      string     `json:"state"`
+	IKEState   string     `json:"ike_state,omitempty"`
+	ChildState string     `json:"child_state,omitempty"`
+	Detail     string     `json:"detail,omitempty"`
+	LastChange *time.Time `json:"last_change,omitempty"`
+}
+
+// TunnelEnd is one side of a tunnel.
+type TunnelEnd struct {
+	Site      string `json:"site"`
+	Transport string `json:"transport"`
+	Underlay  string `json:"underlay"` // public address, "dynamic" until known
+	Inner     string `json:"inner"`    // address on the /30, CIDR form
+	ASN       uint32 `json:"asn"`
+}
+
+// EndReport is one edge's report about one tunnel.
+type EndReport struct {
+	Site       string `json:"site"`
+	State      string `json:"state"` // up, degraded, down ("" if unreported)
+	LinkUp     bool   `json:"link_up"`
+	IKEState   string `json:"ike_state,omitempty"`
+	ChildState string `json:"child_state,omitempty"`
+	Detail     string `json:"detail,omitempty"`
+	BytesIn    uint64 `json:"bytes_in"`
+	BytesOut   uint64 `json:"bytes_out"`
+}
+
+// Event levels.
+const (
+	LevelInfo  = "info"
+	LevelOK    = "ok"
+	LevelWarn  = "warn"
+	LevelError = "error"
+)
+
+// Event is one entry of the recent-events list.
+type Event struct {
+	Time  time.Time `json:"time"`
+	What  string    `json:"what"`
+	Level string    `json:"level"` // LevelInfo, LevelOK, LevelWarn or LevelError
+}
+
+// Summary counts sites and tunnels by state.
+type Summary struct {
+	SitesUp         int `json:"sites_up"`
+	SitesDown       int `json:"sites_down"`
+	SitesNeverSeen  int `json:"sites_never_seen"`
+	TunnelsUp       int `json:"tunnels_up"`
+	TunnelsDegraded int `json:"tunnels_degraded"`
+	TunnelsDown     int `json:"tunnels_down"`
+	TunnelsUnknown  int `json:"tunnels_unknown"`
+}
