@@ -45,6 +45,11 @@ type Tunnel struct {
 	PSK []byte
 	// IPsec holds the proposals and lifetimes.
 	IPsec IPsecPolicy
+	// Passive: this end never initiates IKE on its own; it only responds,
+	// or initiates when its own GRE traffic hits the trap policy. Exactly
+	// one end of a tunnel is passive (the controller's B end), because two
+	// ends initiating at the same moment create duplicate SAs.
+	Passive bool
 }
 
 // IPsecPolicy is the IKE/ESP parameter set of a tunnel, in strongSwan

@@ -274,6 +274,9 @@ func FromPB(d *pb.DesiredState) (State, error) {
 			ID: t.GetId(), LinkName: dataplane.LinkName(t.GetRemoteSite(), t.GetLocalTransport(), t.GetRemoteTransport(), t.GetId()),
 			LocalUnderlay: lu, RemoteUnderlay: ru, LocalInner: li, RemoteInner: ri, MTU: int(d.GetMtu()),
 			RemoteSite: t.GetRemoteSite(), PSK: t.GetPsk(), IPsec: pol,
+			// The controller gives the A end the lower /30 address; the B
+			// end is the passive one.
+			Passive: ri.Less(li.Addr()),
 		}
 		for j, p := range t.GetRemoteLanPrefixes() {
 			pfx, err := netip.ParsePrefix(p)

@@ -256,7 +256,7 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	}
 	for _, t := range tunnels {
 		name := ConnName(t.ID)
-		if justLoaded[name] || !needsInitiate(sas[name]) || m.loaded[name] == ([32]byte{}) {
+		if t.Passive || justLoaded[name] || !needsInitiate(sas[name]) || m.loaded[name] == ([32]byte{}) {
 			continue
 		}
 		if err := m.initiate(ctx, name); err != nil {

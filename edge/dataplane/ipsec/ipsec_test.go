@@ -433,3 +433,31 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestPassiveEndNeverInitiates: the passive end of a tunnel only traps, so
+// two ends loading at once do not negotiate two IKE_SAs.
+func TestPassiveEndNeverInitiates(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeCharon()
+	m := NewManager(f.dial, Options{})
+	d := twoTunnels()
+	d.Tunnels[0].Passive = true
+	must(t, m.Apply(ctx, d))
+	msg, err := ConnMessage(d.Tunnels[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := msg.Get(ConnName(d.Tunnels[0].ID)).(*vici.Message).Get("children").(*vici.Message).Get("gre").(*vici.Message)
+	if child.Get("start_action") != "trap" || child.Get("dpd_action") != "trap" {
+		t.Errorf("passive end: start_action %v dpd_action %v, want trap/trap", child.Get("start_action"), child.Get("dpd_action"))
+	}
+	f.mu.Lock()
+	delete(f.sas, "mw-t1")
+	delete(f.sas, "mw-t2")
+	f.mu.Unlock()
+	f.takeCalls()
+	must(t, m.Apply(ctx, d))
+	if got := writes(f.takeCalls()); !slices.Equal(got, []string{"initiate mw-t2"}) {
+		t.Errorf("writes %q, want only the active tunnel t2 initiated", got)
+	}
+}

@@ -70,6 +70,9 @@ func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second
 //     between the two underlay addresses is protected);
 //   - start_action trap|start (strongSwan >= 5.9.6): install trap
 //     policies so GRE traffic triggers negotiation, and initiate at once;
+//   - on a Passive end: start_action trap and dpd_action trap, so only the
+//     active end initiates (two ends starting at once create duplicate
+//     SAs); the passive end's own GRE traffic still brings a tunnel up;
 //   - dpd_action restart: a dead peer's SA is re-initiated at once;
 //   - close_action trap: when the peer closes the CHILD_SA, go back to
 //     traps rather than initiating immediately, so two ends that both
@@ -78,6 +81,10 @@ func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second
 func ConnMessage(t dataplane.Tunnel) (*vici.Message, error) {
 	p := withDefaults(t.IPsec)
 	local, remote := t.LocalUnderlay.String(), t.RemoteUnderlay.String()
+	start, dpd := "trap|start", "restart"
+	if t.Passive {
+		start, dpd = "trap", "trap"
+	}
 	b := &builder{}
 	child := b.section(
 		"mode", "transport",
@@ -87,8 +94,8 @@ func ConnMessage(t dataplane.Tunnel) (*vici.Message, error) {
 		"rekey_time", secs(p.ESPLifetime),
 		"life_time", secs(p.ESPLifetime+p.ESPLifetime/10),
 		"rand_time", secs(p.ESPLifetime/10),
-		"start_action", "trap|start",
-		"dpd_action", "restart",
+		"start_action", start,
+		"dpd_action", dpd,
 		"close_action", "trap",
 	)
 	conn := b.section(
