@@ -8,7 +8,7 @@ PROTO_FILES := $(wildcard $(PROTO_DIR)/meshwan/v1/*.proto)
 # pinned by the `tool` lines in go.mod, so `make proto` is reproducible.
 PROTOC ?= protoc
 
-.PHONY: help build run test proto verify-proto lint fix-fmt verify-fmt vm-prepare vm-smoke e2e web verify-web screenshot clean
+.PHONY: help build run test proto verify-proto lint fix-fmt verify-fmt vm-prepare vm-smoke e2e lab web verify-web screenshot clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,6 +57,16 @@ e2e: vm-prepare ## kernel end-to-end tests (GRE, ESP, strongSwan, nftables) in t
 	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/e2e.test ./e2e
 	rm -rf $(E2E_OUT) && mkdir -p $(E2E_OUT)
 	cd e2e && vm/run.sh --timeout 1200 --out $(E2E_OUT) -- ../$(BIN)/e2e.test -test.v -test.timeout 18m
+
+LAB_DATA ?= data-lab
+lab: vm-prepare ## interactive lab: controller on the host (dashboard http://localhost:8080), 4 sites in the VM; Ctrl-C stops it
+	$(GO) build -o $(BIN)/ ./controller/cmd/meshwan-controller
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meshwan-edge ./e2e/cmd/meshwan-lab
+	@set -e; $(BIN)/meshwan-controller --data-dir $(LAB_DATA) --grpc-listen 127.0.0.1:7400 --http-listen 127.0.0.1:8080 \
+	  --tls-san 10.0.2.2 > $(LAB_DATA).log 2>&1 & ctl=$$!; trap 'kill $$ctl 2>/dev/null; wait $$ctl' EXIT; \
+	  for i in $$(seq 100); do [ -s $(LAB_DATA)/ca.crt ] && break; sleep 0.1; done; \
+	  echo "controller log: $(LAB_DATA).log; admin token: $$(cat $(LAB_DATA)/admin.token)"; \
+	  e2e/vm/run.sh --net --timeout 86400 -- $(BIN)/meshwan-lab --controller 10.0.2.2:7400 --controller-data-dir $(LAB_DATA)
 
 web: ## build the dashboard into web/dist (commit the result; needs Node/npm)
 	cd web && npm ci --no-audit --no-fund && npm run build

@@ -88,7 +88,8 @@ func setup(t *testing.T, sites ...string) *env {
 		}
 		l.Close(context.Background())
 	})
-	e.cfg = daemon.Config{DataDir: filepath.Join(dir, "controller"), GRPCListen: lab.ControllerAddr.String() + ":7400", HTTPListen: "127.0.0.1:0",
+	// Not under MESHWAN_LAB_OUT: etcd's unix socket cannot live on 9p.
+	e.cfg = daemon.Config{DataDir: filepath.Join(t.TempDir(), "controller"), GRPCListen: lab.ControllerAddr.String() + ":7400", HTTPListen: "127.0.0.1:0",
 		TunnelPool: "10.255.0.0/16", ASNPool: "4200000000-4200099999"}
 	e.startController()
 	return e

@@ -140,8 +140,8 @@ func New(ctx context.Context, dir, edgeBin string, names ...string) (*Lab, error
 	}
 	// Count GRE and ESP crossing the WAN router: GRE must never appear in
 	// clear there.
-	if _, err := Run(ctx, "ip", "netns", "exec", wanNS, "nft", "add table ip mwlab; add chain ip mwlab fwd { type filter hook forward priority 0; }; "+
-		"add rule ip mwlab fwd ip protocol gre counter; add rule ip mwlab fwd ip protocol esp counter"); err != nil {
+	if _, err := Run(ctx, "ip", "netns", "exec", wanNS, "nft", "add table ip mwlab; add chain ip mwlab counted { type filter hook forward priority 0; }; "+
+		"add rule ip mwlab counted ip protocol gre counter; add rule ip mwlab counted ip protocol esp counter"); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -303,7 +303,7 @@ func (l *Lab) Links(ctx context.Context, name string) (map[string]string, error)
 
 // WANCounters returns the packets of GRE and ESP the WAN router forwarded.
 func (l *Lab) WANCounters(ctx context.Context) (gre, esp uint64, err error) {
-	out, err := Run(ctx, "ip", "netns", "exec", wanNS, "nft", "list", "chain", "ip", "mwlab", "fwd")
+	out, err := Run(ctx, "ip", "netns", "exec", wanNS, "nft", "list", "chain", "ip", "mwlab", "counted")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -332,4 +332,19 @@ func (l *Lab) SetWAN(ctx context.Context, name string, up bool) error {
 func (l *Lab) EdgeLog(name string) string {
 	b, _ := os.ReadFile(filepath.Join(l.Dir, name, "edge.log"))
 	return string(b)
+}
+
+// RouteToHost lets the sites reach the VM's user-mode network (the host at
+// 10.0.2.2): the WAN router sends everything else to the root namespace,
+// which forwards it out of eth0 masqueraded as the guest's own address.
+func (l *Lab) RouteToHost(ctx context.Context) error {
+	if err := batch(ctx, wanNS, "route add default via "+ControllerAddr.String()); err != nil {
+		return err
+	}
+	if _, err := Run(ctx, "sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
+		return err
+	}
+	_, err := Run(ctx, "nft", "add table ip mwlabnat; add chain ip mwlabnat post { type nat hook postrouting priority 100; }; "+
+		"add rule ip mwlabnat post oifname eth0 masquerade")
+	return err
 }
