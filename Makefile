@@ -52,11 +52,14 @@ vm-smoke: vm-prepare ## boot the lab VM and prove GRE + ESP + strongSwan + netem
 	e2e/vm/run.sh --timeout 300 -- e2e/vm/smoke.sh
 
 E2E_OUT ?= $(CURDIR)/e2e/out
-e2e: vm-prepare ## kernel end-to-end tests (GRE, ESP, strongSwan, nftables) in the VM lab
+PRIV_PKGS := ./edge/dataplane/link ./edge/dataplane/firewall ./edge/dataplane/ipsec ./edge/dataplane/netnstest ./edge/bgp
+e2e: vm-prepare ## kernel tests in the VM lab: privileged package tests + end-to-end scenarios (GRE, ESP, strongSwan, nftables)
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meshwan-edge
-	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/e2e.test ./e2e
+	rm -rf $(BIN)/test && mkdir -p $(BIN)/test
+	for p in $(PRIV_PKGS); do n=$$(basename $$p); CGO_ENABLED=0 $(GO) test -c -o $(BIN)/test/$$n.test $$p && echo $$p > $(BIN)/test/$$n.dir || exit 1; done
+	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/test/e2e.test ./e2e
 	rm -rf $(E2E_OUT) && mkdir -p $(E2E_OUT)
-	cd e2e && vm/run.sh --timeout 1200 --out $(E2E_OUT) -- ../$(BIN)/e2e.test -test.v -test.timeout 18m
+	e2e/vm/run.sh --timeout 1500 --out $(E2E_OUT) -- e2e/suite.sh
 
 LAB_DATA ?= data-lab
 lab: vm-prepare ## interactive lab: controller on the host (dashboard http://localhost:8080), 4 sites in the VM; Ctrl-C stops it

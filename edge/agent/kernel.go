@@ -14,9 +14,13 @@ import (
 )
 
 // Kernel is the real data plane: nftables, GRE links and strongSwan,
-// applied in that order so that the permits and the SNAT exemption exist
-// before a tunnel carries its first packet, and the GRE link exists before
-// IKE protects it.
+// applied in that order. The firewall goes first so the permits, the SNAT
+// exemption and the GRE guard (no GRE to a peer leaves without IPsec) exist
+// before a tunnel carries its first packet. Links go before IPsec on
+// purpose: the lab showed that loading the connection (trap policy plus
+// immediate initiation) before the link exists lets the link's first
+// packets trigger a second, concurrent negotiation and duplicate SAs; with
+// the link first, those packets meet the guard and are dropped instead.
 type Kernel struct {
 	Firewall *firewall.Manager
 	Link     *link.Manager

@@ -11,7 +11,9 @@
 //
 // Filter. Our chains (input and forward, priority filter-10 = -10) have
 // policy accept and hold only accepts: they never block anything, so
-// installing meshwan cannot break a host's firewall. Equally, our accepts
+// installing meshwan cannot break a host's firewall. The one exception is
+// chain gre_guard (output): it drops GRE to a peer that would leave without
+// IPsec, so a tunnel fails closed instead of crossing the WAN in clear. Equally, our accepts
 // cannot override an operator's drop: on a host whose own chains drop by
 // default, the operator must let meshwan traffic through there, either
 //   - by copying the permits: from the peers (udp dport 500 and 4500, esp,

@@ -62,6 +62,7 @@ const (
 	ChainForward     = "forward"
 	ChainMSS         = "mss"
 	ChainPostrouting = "postrouting"
+	ChainGREGuard    = "gre_guard"
 
 	PriorityFilter = -10
 	PriorityMangle = -150
@@ -153,11 +154,23 @@ func Build(d dataplane.Desired, mark uint32) Ruleset {
 		keep("keep-src-ike-natt").daddrIn(SetPeers).l4(unix.IPPROTO_UDP).udpDport(4500).counter().keepSource().rule(),
 	}
 
+	// Fail closed: GRE to a peer leaves only inside ESP. Without this, GRE
+	// sent in the moment between a link coming up and its IPsec policy
+	// being installed (or after a policy was removed, or while charon is
+	// restarting) would cross the WAN in clear; the VM lab caught exactly
+	// that. "rt ipsec missing" is true when the route lookup did not pick
+	// an IPsec transformation for the packet. This is the one drop rule
+	// meshwan installs, and it only ever matches meshwan's own GRE.
+	guard := []Rule{
+		newRule("gre-needs-ipsec").ipv4().daddrIn(SetPeers).l4(unix.IPPROTO_GRE).ipsecMissing().counter().drop().rule(),
+	}
+
 	rs.Chains = []Chain{
 		{Name: ChainForward, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityFilter, Rules: forward},
 		{Name: ChainInput, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookInput, Priority: PriorityFilter, Rules: input},
 		{Name: ChainMSS, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityMangle, Rules: mss},
 		{Name: ChainPostrouting, Type: nftables.ChainTypeNAT, Hook: *nftables.ChainHookPostrouting, Priority: PriorityNAT, Rules: post},
+		{Name: ChainGREGuard, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookOutput, Priority: PriorityFilter, Rules: guard},
 	}
 	return rs
 }
@@ -301,6 +314,20 @@ func (b *ruleBuilder) orMark(m uint32) *ruleBuilder {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(^m), Xor: binaryutil.NativeEndian.PutUint32(m)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
+}
+
+// ipsecMissing is "rt ipsec missing": the route chosen for the packet
+// performs no IPsec transformation (NFT_RT_XFRM, which google/nftables
+// does not name).
+func (b *ruleBuilder) ipsecMissing() *ruleBuilder {
+	const rtXFRM expr.RtKey = 4 // NFT_RT_XFRM in linux/netfilter/nf_tables.h
+	return b.add("rt ipsec missing",
+		&expr.Rt{Register: 1, Key: rtXFRM},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}})
+}
+
+func (b *ruleBuilder) drop() *ruleBuilder {
+	return b.add("drop", &expr.Verdict{Kind: expr.VerdictDrop})
 }
 
 func (b *ruleBuilder) accept() *ruleBuilder {

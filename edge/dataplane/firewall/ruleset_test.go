@@ -67,6 +67,8 @@ chain postrouting { type nat hook postrouting priority 90; policy accept; }
   meta nfproto ipv4 ip daddr @peers meta l4proto esp counter snat ip to ip saddr comment "mw:keep-src-esp"
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 500 counter snat ip to ip saddr comment "mw:keep-src-ike"
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 4500 counter snat ip to ip saddr comment "mw:keep-src-ike-natt"
+chain gre_guard { type filter hook output priority -10; policy accept; }
+  meta nfproto ipv4 ip daddr @peers meta l4proto gre rt ipsec missing counter drop comment "mw:gre-needs-ipsec"
 `
 	if got := stripHashes(Build(d, 0x100000).String()); got != want {
 		t.Errorf("ruleset:\n%s\nwant:\n%s", got, want)
