@@ -326,12 +326,25 @@ func TestFullMeshThenHubAndSpoke(t *testing.T) {
 	e.waitAllPairs() // spoke to spoke now crosses hq
 }
 
+// TestHeadless: with the controller gone, traffic keeps flowing; an agent
+// restarted while the controller is down comes back from its cache, and —
+// with strongSwan running on its own, as on a router — restarting the agent
+// on an unchanged state does not flap the tunnel (same GRE link, same SAs).
 func TestHeadless(t *testing.T) {
 	e := setup(t, "hub", "br1")
+	for _, s := range e.lab.Order {
+		if err := e.lab.StartCharon(e.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.declare("hub")
 	e.topology(pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE)
 	e.enrollAndStart()
 	e.waitAllPairs()
+	e.expectSAs(map[string][]string{"hub": {"br1"}, "br1": {"hub"}})
+	linksBefore, _ := e.lab.Links(e.ctx, "br1")
+	sasBefore, _ := e.lab.Xfrm(e.ctx, "br1")
+	appliesBefore := strings.Count(e.lab.EdgeLog("br1"), "desired state applied")
 
 	e.stopController()
 	if n, _ := e.lab.Ping(e.ctx, "br1", "hub", 5); n != 5 {
@@ -347,5 +360,35 @@ func TestHeadless(t *testing.T) {
 	e.waitPing("hub", "br1")
 	if !strings.Contains(e.lab.EdgeLog("br1"), "applying cached desired state") {
 		t.Error("restarted edge did not apply its cached state")
+	}
+	waitApplied(t, e, "br1", appliesBefore+1) // the restarted agent applied its cache
+	linksAfter, _ := e.lab.Links(e.ctx, "br1")
+	sasAfter, _ := e.lab.Xfrm(e.ctx, "br1")
+	if fmt.Sprint(linksAfter) != fmt.Sprint(linksBefore) {
+		t.Errorf("agent restart re-created links: %v -> %v", linksBefore, linksAfter)
+	}
+	if spis(sasAfter) != spis(sasBefore) {
+		t.Errorf("agent restart renegotiated SAs: %s -> %s", spis(sasBefore), spis(sasAfter))
+	}
+}
+
+func spis(sas []lab.XfrmState) string {
+	var out []string
+	for _, sa := range sas {
+		out = append(out, sa.SPI)
+	}
+	slices.Sort(out)
+	return strings.Join(out, ",")
+}
+
+// waitApplied waits until a site's agent log shows n applied states.
+func waitApplied(t *testing.T, e *env, site string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(converge)
+	for strings.Count(e.lab.EdgeLog(site), "desired state applied") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: fewer than %d applies in its log", site, n)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }

@@ -23,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
 )
 
 // ControllerAddr is the root namespace's address on its link to the WAN.
@@ -41,6 +43,8 @@ type Site struct {
 	LANNS string     // the LAN host's namespace
 
 	StateDir, RunDir string
+	charonStop       context.CancelFunc
+	charonDone       chan struct{}
 	edge             *exec.Cmd
 	edgeDone         chan struct{}
 	logFile          *os.File
@@ -167,7 +171,32 @@ func Destroy(ctx context.Context) {
 	Run(ctx, "ip", "link", "del", "mw-ctl")
 }
 
-// StartEdge starts meshwan-edge in the site's namespace.
+// StartCharon runs the site's own charon in its namespace, supervised by
+// this process rather than by the agent, as a system strongSwan would be:
+// restarting the agent then leaves the SAs alone.
+func (l *Lab) StartCharon(ctx context.Context, name string) error {
+	s := l.Sites[name]
+	ch, err := ipsec.NewCharon(ipsec.CharonConfig{RunDir: s.RunDir, NetNS: "/run/netns/" + s.NS})
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.charonStop, s.charonDone = cancel, make(chan struct{})
+	go func() { defer close(s.charonDone); ch.Run(cctx) }()
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	if err := ch.WaitReady(wctx); err != nil {
+		return fmt.Errorf("charon of %s: %w", name, err)
+	}
+	return nil
+}
+
+// ViciSocket is the site's charon VICI socket (with StartCharon).
+func (s *Site) ViciSocket() string { return filepath.Join(s.RunDir, "charon.vici") }
+
+// StartEdge starts meshwan-edge in the site's namespace. With a charon
+// started by StartCharon the agent uses it; otherwise the agent starts and
+// supervises its own.
 func (l *Lab) StartEdge(name, controller string, extra ...string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -182,8 +211,13 @@ func (l *Lab) StartEdge(name, controller string, extra ...string) error {
 	if err != nil {
 		return err
 	}
+	charon := []string{"--charon-run-dir", s.RunDir}
+	if s.charonStop != nil {
+		charon = []string{"--vici-socket", s.ViciSocket()}
+	}
 	args := append([]string{"netns", "exec", s.NS, l.EdgeBin, "--controller", controller, "--state-dir", s.StateDir,
-		"--charon-run-dir", s.RunDir, "--wan-interface", "eth0", "--log-level", "debug"}, extra...)
+		"--wan-interface", "eth0", "--log-level", "debug"}, charon...)
+	args = append(args, extra...)
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -233,10 +267,14 @@ func (l *Lab) EdgeExited(name string) bool {
 	}
 }
 
-// Close stops every agent and removes the namespaces.
+// Close stops every agent and charon and removes the namespaces.
 func (l *Lab) Close(ctx context.Context) {
 	for _, n := range l.Order {
 		l.StopEdge(n)
+		if s := l.Sites[n]; s.charonStop != nil {
+			s.charonStop()
+			<-s.charonDone
+		}
 	}
 	Destroy(ctx)
 }
