@@ -148,9 +148,11 @@ func (e *env) declare(hubs ...string) {
 	}
 }
 
-func (e *env) topology(m pb.TopologyMode) {
+func (e *env) topology(m pb.TopologyMode) { e.setTopology(&pb.Topology{Mode: m}) }
+
+func (e *env) setTopology(t *pb.Topology) {
 	e.t.Helper()
-	if _, err := e.admin.SetTopology(e.actx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: m}}); err != nil {
+	if _, err := e.admin.SetTopology(e.actx, &pb.SetTopologyRequest{Topology: t}); err != nil {
 		e.t.Fatalf("set topology: %v", err)
 	}
 }
@@ -391,4 +393,78 @@ func waitApplied(t *testing.T, e *env, site string, n int) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// routes lists a site's kernel routes of one protocol (240 static, 241 BGP).
+func (e *env) routes(site string, proto int) string {
+	out, err := lab.Run(e.ctx, "ip", "-n", e.lab.Sites[site].NS, "route", "show", "proto", fmt.Sprint(proto))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// TestBGPDualHub: with routing BGP in a two-hub hub-and-spoke network,
+// every site learns every other site's LAN over eBGP (no static routes),
+// spokes reach each other through the hubs with ECMP over both, and when
+// one hub's WAN link dies the spokes still reach each other through the
+// other hub.
+func TestBGPDualHub(t *testing.T) {
+	e := setup(t, "hub1", "hub2", "br1", "br2")
+	e.declare("hub1", "hub2")
+	e.setTopology(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE, Routing: pb.RoutingMode_ROUTING_MODE_BGP})
+	start := time.Now()
+	e.enrollAndStart()
+	e.waitAllPairs()
+	t.Logf("BGP dual-hub network converged after %v", time.Since(start).Round(time.Millisecond))
+	for _, s := range e.lab.Order {
+		if static := strings.TrimSpace(e.routes(s, 240)); static != "" {
+			t.Errorf("%s has static routes with BGP on:\n%s", s, static)
+		}
+		bgpRoutes := e.routes(s, 241)
+		for _, other := range e.lab.Order {
+			if other != s && !strings.Contains(bgpRoutes, e.lab.Sites[other].LAN.String()) {
+				t.Errorf("%s did not learn %s's LAN %s over BGP:\n%s", s, other, e.lab.Sites[other].LAN, bgpRoutes)
+			}
+		}
+	}
+	// br1 reaches br2's LAN through both hubs: one route, two next hops.
+	deadline := time.Now().Add(converge)
+	for {
+		r := e.routes("br1", 241)
+		i := strings.Index(r, e.lab.Sites["br2"].LAN.String())
+		if i >= 0 && strings.Count(r[i:], "nexthop via") >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("br1's route to br2 is not ECMP over both hubs:\n%s", r)
+		}
+		time.Sleep(time.Second)
+	}
+	// Routing status reaches the controller.
+	deadline = time.Now().Add(converge)
+	for {
+		s, err := e.admin.GetSite(e.actx, &pb.GetSiteRequest{Name: "br1"})
+		est := 0
+		for _, p := range s.GetStatus().GetBgpPeers() {
+			if p.State == "established" && p.Received > 0 {
+				est++
+			}
+		}
+		if err == nil && est == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("br1's BGP status at the controller: %v (%v), want 2 established sessions with prefixes", s.GetStatus().GetBgpPeers(), err)
+		}
+		time.Sleep(time.Second)
+	}
+	// Cut hub1's WAN: spoke to spoke survives through hub2.
+	if err := e.lab.SetWAN(e.ctx, "hub1", false); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	e.waitPing("br1", "br2")
+	e.waitPing("br2", "br1")
+	t.Logf("br1 <-> br2 with hub1 cut off: reachable %v after the cut", time.Since(cut).Round(time.Millisecond))
 }

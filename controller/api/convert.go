@@ -88,6 +88,7 @@ func statusToPB(st health.Status) *pb.SiteStatus {
 	for _, t := range st.Report.Tunnels {
 		out.Tunnels = append(out.Tunnels, tunnelStatusToPB(t))
 	}
+	out.BgpPeers = bgpPeersToPB(st.Report.BGPPeers)
 	return out
 }
 
@@ -134,6 +135,14 @@ func topologyFromPB(t *pb.Topology) (intent.Topology, error) {
 	default:
 		return intent.Topology{}, fmt.Errorf("%w: topology.transport_match: unknown value %d", intent.ErrInvalid, t.GetTransportMatch())
 	}
+	switch t.GetRouting() {
+	case pb.RoutingMode_ROUTING_MODE_UNSPECIFIED, pb.RoutingMode_ROUTING_MODE_STATIC:
+		out.Routing = intent.RoutingStatic
+	case pb.RoutingMode_ROUTING_MODE_BGP:
+		out.Routing = intent.RoutingBGP
+	default:
+		return intent.Topology{}, fmt.Errorf("%w: topology.routing: unknown value %d", intent.ErrInvalid, t.GetRouting())
+	}
 	if p := t.GetIpsec(); p != nil {
 		out.IPsec = intent.IPsec{
 			IKEProposal: p.GetIkeProposal(), IKELifetime: time.Duration(p.GetIkeLifetimeSeconds()) * time.Second,
@@ -160,6 +169,32 @@ func topologyToPB(t intent.Topology) *pb.Topology {
 	if t.Match == intent.MatchAllPairs {
 		out.TransportMatch = pb.TransportMatch_TRANSPORT_MATCH_ALL_PAIRS
 	}
+	out.Routing = routingToPB(t.Routing)
+	return out
+}
+
+func routingToPB(r intent.Routing) pb.RoutingMode {
+	if r == intent.RoutingBGP {
+		return pb.RoutingMode_ROUTING_MODE_BGP
+	}
+	return pb.RoutingMode_ROUTING_MODE_STATIC
+}
+
+func bgpPeersToPB(ps []health.BGPPeer) []*pb.BGPPeerStatus {
+	var out []*pb.BGPPeerStatus
+	for _, p := range ps {
+		out = append(out, &pb.BGPPeerStatus{Neighbor: p.Neighbor, Asn: p.ASN, TunnelId: p.TunnelID, State: p.State,
+			Received: p.Received, Accepted: p.Accepted, Advertised: p.Advertised})
+	}
+	return out
+}
+
+func bgpPeersFromPB(ps []*pb.BGPPeerStatus) []health.BGPPeer {
+	var out []health.BGPPeer
+	for _, p := range ps {
+		out = append(out, health.BGPPeer{Neighbor: p.GetNeighbor(), ASN: p.GetAsn(), TunnelID: p.GetTunnelId(), State: p.GetState(),
+			Received: p.GetReceived(), Accepted: p.GetAccepted(), Advertised: p.GetAdvertised()})
+	}
 	return out
 }
 
@@ -183,7 +218,8 @@ func tokenToPB(t enroll.Token, secret string) *pb.EnrollmentToken {
 }
 
 func desiredToPB(d network.DesiredState) *pb.DesiredState {
-	out := &pb.DesiredState{Version: d.Version, Site: d.Site.Name, Asn: d.Site.ASN, Mtu: uint32(d.Topology.MTU), Ipsec: ipsecToPB(d.Topology.IPsec)}
+	out := &pb.DesiredState{Version: d.Version, Site: d.Site.Name, Asn: d.Site.ASN, Mtu: uint32(d.Topology.MTU), Ipsec: ipsecToPB(d.Topology.IPsec),
+		Routing: routingToPB(d.Topology.Routing)}
 	for _, p := range d.Site.LANPrefixes {
 		out.LanPrefixes = append(out.LanPrefixes, p.String())
 	}

@@ -39,12 +39,24 @@ type TunnelStatus struct {
 	Detail     string `json:"detail,omitempty"`
 }
 
+// BGPPeer is one BGP session as its edge reports it.
+type BGPPeer struct {
+	Neighbor   string `json:"neighbor"`
+	ASN        uint32 `json:"asn"`
+	TunnelID   string `json:"tunnel_id,omitempty"`
+	State      string `json:"state"`
+	Received   uint64 `json:"received,omitempty"`
+	Accepted   uint64 `json:"accepted,omitempty"`
+	Advertised uint64 `json:"advertised,omitempty"`
+}
+
 // Report is an edge's latest status.
 type Report struct {
 	Site           string         `json:"site"`
 	AgentVersion   string         `json:"agent_version"`
 	AppliedVersion int64          `json:"applied_version"`
 	Tunnels        []TunnelStatus `json:"tunnels"`
+	BGPPeers       []BGPPeer      `json:"bgp_peers,omitempty"`
 	UpdatedAt      time.Time      `json:"updated_at"`
 }
 

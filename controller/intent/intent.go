@@ -83,6 +83,14 @@ const (
 	MatchAllPairs Match = "all-pairs"
 )
 
+// Routing is how sites learn each other's LAN prefixes.
+type Routing string
+
+const (
+	RoutingStatic Routing = "static"
+	RoutingBGP    Routing = "bgp"
+)
+
 // IPsec holds the IKE/ESP parameters, strongSwan proposal syntax.
 type IPsec struct {
 	IKEProposal string        `json:"ike_proposal"`
@@ -94,10 +102,11 @@ type IPsec struct {
 
 // Topology is the network-wide intent.
 type Topology struct {
-	Mode  Mode  `json:"mode"`
-	Match Match `json:"match"`
-	IPsec IPsec `json:"ipsec"`
-	MTU   int   `json:"mtu"`
+	Mode    Mode    `json:"mode"`
+	Match   Match   `json:"match"`
+	IPsec   IPsec   `json:"ipsec"`
+	MTU     int     `json:"mtu"`
+	Routing Routing `json:"routing,omitempty"`
 }
 
 // Defaults of the seed recipe: IKEv2 AES/SHA-256/DH14 for 8 h, ESP AES-GCM
@@ -133,6 +142,9 @@ func (t Topology) WithDefaults() Topology {
 	}
 	if t.MTU == 0 {
 		t.MTU = DefaultMTU
+	}
+	if t.Routing == "" {
+		t.Routing = RoutingStatic
 	}
 	return t
 }
@@ -294,6 +306,11 @@ func (t Topology) Validate(sites []Site) error {
 	case "", MatchSameName, MatchAllPairs:
 	default:
 		return invalid("topology.transport_match", "%q must be %q or %q", t.Match, MatchSameName, MatchAllPairs)
+	}
+	switch t.Routing {
+	case "", RoutingStatic, RoutingBGP:
+	default:
+		return invalid("topology.routing", "%q must be %q or %q", t.Routing, RoutingStatic, RoutingBGP)
 	}
 	for field, p := range map[string]string{"topology.ipsec.ike_proposal": t.IPsec.IKEProposal, "topology.ipsec.esp_proposal": t.IPsec.ESPProposal} {
 		if p != "" && !proposalRE.MatchString(p) {

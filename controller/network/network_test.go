@@ -304,6 +304,10 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 			return err
 		}, intent.ErrPrecondition, "topology.mode"},
 		{"bad mode", func() error { _, err := f.net.SetTopology(ctx, intent.Topology{Mode: "ring"}); return err }, intent.ErrInvalid, "topology.mode"},
+		{"bad routing", func() error {
+			_, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, Routing: "ospf"})
+			return err
+		}, intent.ErrInvalid, "topology.routing"},
 		{"bad MTU", func() error {
 			_, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, MTU: 100})
 			return err

@@ -176,7 +176,15 @@ func (a *Agent) sendStatus(ctx context.Context, cur syncer.State, report func(sy
 	if err != nil {
 		a.log.Warn("status failed", "err", err)
 	}
-	report(syncer.Report{AppliedVersion: a.applied.Load(), Tunnels: ts})
+	rep := syncer.Report{AppliedVersion: a.applied.Load(), Tunnels: ts}
+	if b, ok := a.cfg.Dataplane.(interface {
+		BGPStatus(context.Context) ([]syncer.BGPPeer, error)
+	}); ok {
+		if rep.BGPPeers, err = b.BGPStatus(ctx); err != nil {
+			a.log.Warn("bgp status failed", "err", err)
+		}
+	}
+	report(rep)
 }
 
 // Cleanup removes everything the data plane created and the cached state.

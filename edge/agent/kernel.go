@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
+	"github.com/meshwan/meshwan/edge/bgp"
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/syncer"
+	"golang.org/x/sys/unix"
 )
 
 // Kernel is the real data plane: nftables, GRE links and strongSwan,
@@ -25,6 +28,8 @@ type Kernel struct {
 	Firewall *firewall.Manager
 	Link     *link.Manager
 	IPsec    *ipsec.Manager
+	// Routing runs BGP when the desired state asks for it (nil: never).
+	Routing *Routing
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -36,11 +41,27 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 	if err := k.Firewall.Apply(ctx, d); err != nil {
 		errs = append(errs, fmt.Errorf("firewall: %w", err))
 	}
-	if err := k.Link.Apply(ctx, d); err != nil {
+	// With BGP the routes come from the speaker: the links get no static
+	// routes (the ones from an earlier static state are removed).
+	ld := d
+	if d.BGP {
+		ld.Tunnels = slices.Clone(d.Tunnels)
+		for i := range ld.Tunnels {
+			ld.Tunnels[i].RemoteLANs = nil
+		}
+	}
+	if err := k.Link.Apply(ctx, ld); err != nil {
 		errs = append(errs, fmt.Errorf("links: %w", err))
 	}
 	if err := k.IPsec.Apply(ctx, d); err != nil {
 		errs = append(errs, fmt.Errorf("ipsec: %w", err))
+	}
+	if k.Routing != nil {
+		if err := k.Routing.Apply(ctx, d); err != nil {
+			errs = append(errs, fmt.Errorf("routing: %w", err))
+		}
+	} else if d.BGP {
+		errs = append(errs, errors.New("routing: the controller asks for BGP but this agent runs without it"))
 	}
 	return errors.Join(errs...)
 }
@@ -79,8 +100,20 @@ func (k *Kernel) Status(ctx context.Context, d dataplane.Desired) ([]syncer.Tunn
 	return out, errors.Join(lerr, ierr)
 }
 
+// BGPStatus reports the BGP sessions.
+func (k *Kernel) BGPStatus(ctx context.Context) ([]syncer.BGPPeer, error) {
+	if k.Routing == nil {
+		return nil, nil
+	}
+	return k.Routing.Status(ctx)
+}
+
 // Cleanup removes everything meshwan created, IPsec first so no SA is left
 // pointing at a deleted link.
 func (k *Kernel) Cleanup(ctx context.Context) error {
-	return errors.Join(k.IPsec.Cleanup(ctx), k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx))
+	var routes error
+	if k.Routing != nil && k.Routing.Routes != nil {
+		routes = bgp.FlushRoutes(k.Routing.Routes, unix.RT_TABLE_MAIN)
+	}
+	return errors.Join(k.IPsec.Cleanup(ctx), k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx), routes)
 }

@@ -50,6 +50,8 @@ type Tunnel struct {
 	// one end of a tunnel is passive (the controller's B end), because two
 	// ends initiating at the same moment create duplicate SAs.
 	Passive bool
+	// RemoteASN is the far site's BGP AS number.
+	RemoteASN uint32
 }
 
 // IPsecPolicy is the IKE/ESP parameter set of a tunnel, in strongSwan
@@ -70,4 +72,9 @@ type Desired struct {
 	// and IKE/ESP/GRE permits are attached to them. Empty means "any".
 	WANInterfaces []string
 	Tunnels       []Tunnel
+	// ASN is this site's BGP AS number; BGP says whether routes are learned
+	// over eBGP on each tunnel (true) or installed statically from each
+	// tunnel's RemoteLANs (false).
+	ASN uint32
+	BGP bool
 }

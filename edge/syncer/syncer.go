@@ -48,10 +48,22 @@ type TunnelStatus struct {
 	Detail     string
 }
 
+// BGPPeer is one BGP session's status.
+type BGPPeer struct {
+	Neighbor   string
+	ASN        uint32
+	TunnelID   string
+	State      string
+	Received   uint64
+	Accepted   uint64
+	Advertised uint64
+}
+
 // Report is one status report.
 type Report struct {
 	AppliedVersion int64
 	Tunnels        []TunnelStatus
+	BGPPeers       []BGPPeer
 }
 
 // Config configures a Syncer.
@@ -227,6 +239,10 @@ var tunnelStates = map[string]pb.TunnelState{"up": pb.TunnelState_TUNNEL_STATE_U
 
 func reportToPB(r Report) *pb.EdgeReport {
 	out := &pb.EdgeReport{AppliedVersion: r.AppliedVersion}
+	for _, p := range r.BGPPeers {
+		out.BgpPeers = append(out.BgpPeers, &pb.BGPPeerStatus{Neighbor: p.Neighbor, Asn: p.ASN, TunnelId: p.TunnelID, State: p.State,
+			Received: p.Received, Accepted: p.Accepted, Advertised: p.Advertised})
+	}
 	for _, t := range r.Tunnels {
 		out.Tunnels = append(out.Tunnels, &pb.TunnelStatus{TunnelId: t.ID, State: tunnelStates[t.State], LinkUp: t.LinkUp,
 			IkeState: t.IKEState, ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut,
@@ -240,6 +256,8 @@ func reportToPB(r Report) *pb.EdgeReport {
 func FromPB(d *pb.DesiredState) (State, error) {
 	st := State{Version: d.GetVersion(), Site: d.GetSite(), ASN: d.GetAsn()}
 	st.Desired.Site = d.GetSite()
+	st.Desired.ASN = d.GetAsn()
+	st.Desired.BGP = d.GetRouting() == pb.RoutingMode_ROUTING_MODE_BGP
 	for i, p := range d.GetLanPrefixes() {
 		pfx, err := netip.ParsePrefix(p)
 		if err != nil {
@@ -276,7 +294,8 @@ func FromPB(d *pb.DesiredState) (State, error) {
 			RemoteSite: t.GetRemoteSite(), PSK: t.GetPsk(), IPsec: pol,
 			// The controller gives the A end the lower /30 address; the B
 			// end is the passive one.
-			Passive: ri.Less(li.Addr()),
+			Passive:   ri.Less(li.Addr()),
+			RemoteASN: t.GetRemoteAsn(),
 		}
 		for j, p := range t.GetRemoteLanPrefixes() {
 			pfx, err := netip.ParsePrefix(p)

@@ -113,6 +113,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		Firewall: firewall.NewManager(func() (firewall.Conn, error) { return firewall.NewConn(-1) }, firewall.Options{Logger: log}),
 		Link:     link.NewManager(h, link.Options{Logger: log}),
 		IPsec:    im,
+		Routing:  &agent.Routing{Routes: h, Logger: log},
 	}
 	a := agent.New(agent.Config{StateDir: f.stateDir, Dataplane: k, Logger: log, WANInterfaces: splitList(f.wan)})
 	if f.cleanup {

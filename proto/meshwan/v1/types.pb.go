@@ -223,6 +223,61 @@ func (TransportMatch) EnumDescriptor() ([]byte, []int) {
 	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{3}
 }
 
+// RoutingMode decides how sites learn each other's LAN prefixes.
+type RoutingMode int32
+
+const (
+	RoutingMode_ROUTING_MODE_UNSPECIFIED RoutingMode = 0 // same as STATIC
+	// STATIC: the controller hands each edge static routes over its tunnels
+	// (spokes reach other spokes through their first hub).
+	RoutingMode_ROUTING_MODE_STATIC RoutingMode = 1
+	// BGP: every edge runs eBGP over each tunnel with its site's ASN and
+	// originates its LAN prefixes; hubs re-advertise between spokes, ECMP
+	// where paths tie. No static routes are installed.
+	RoutingMode_ROUTING_MODE_BGP RoutingMode = 2
+)
+
+// Enum value maps for RoutingMode.
+var (
+	RoutingMode_name = map[int32]string{
+		0: "ROUTING_MODE_UNSPECIFIED",
+		1: "ROUTING_MODE_STATIC",
+		2: "ROUTING_MODE_BGP",
+	}
+	RoutingMode_value = map[string]int32{
+		"ROUTING_MODE_UNSPECIFIED": 0,
+		"ROUTING_MODE_STATIC":      1,
+		"ROUTING_MODE_BGP":         2,
+	}
+)
+
+func (x RoutingMode) Enum() *RoutingMode {
+	p := new(RoutingMode)
+	*p = x
+	return p
+}
+
+func (x RoutingMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RoutingMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshwan_v1_types_proto_enumTypes[4].Descriptor()
+}
+
+func (RoutingMode) Type() protoreflect.EnumType {
+	return &file_meshwan_v1_types_proto_enumTypes[4]
+}
+
+func (x RoutingMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RoutingMode.Descriptor instead.
+func (RoutingMode) EnumDescriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
 type TunnelState int32
 
 const (
@@ -259,11 +314,11 @@ func (x TunnelState) String() string {
 }
 
 func (TunnelState) Descriptor() protoreflect.EnumDescriptor {
-	return file_meshwan_v1_types_proto_enumTypes[4].Descriptor()
+	return file_meshwan_v1_types_proto_enumTypes[5].Descriptor()
 }
 
 func (TunnelState) Type() protoreflect.EnumType {
-	return &file_meshwan_v1_types_proto_enumTypes[4]
+	return &file_meshwan_v1_types_proto_enumTypes[5]
 }
 
 func (x TunnelState) Number() protoreflect.EnumNumber {
@@ -272,7 +327,7 @@ func (x TunnelState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TunnelState.Descriptor instead.
 func (TunnelState) EnumDescriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 // Transport is one WAN uplink of a site (an internet line, MPLS, LTE ...).
@@ -428,8 +483,9 @@ type SiteStatus struct {
 	AgentVersion string                 `protobuf:"bytes,2,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	LastSeen     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	// applied_version is the desired-state version the edge says it runs.
-	AppliedVersion int64           `protobuf:"varint,4,opt,name=applied_version,json=appliedVersion,proto3" json:"applied_version,omitempty"`
-	Tunnels        []*TunnelStatus `protobuf:"bytes,5,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
+	AppliedVersion int64            `protobuf:"varint,4,opt,name=applied_version,json=appliedVersion,proto3" json:"applied_version,omitempty"`
+	Tunnels        []*TunnelStatus  `protobuf:"bytes,5,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
+	BgpPeers       []*BGPPeerStatus `protobuf:"bytes,6,rep,name=bgp_peers,json=bgpPeers,proto3" json:"bgp_peers,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -499,6 +555,106 @@ func (x *SiteStatus) GetTunnels() []*TunnelStatus {
 	return nil
 }
 
+func (x *SiteStatus) GetBgpPeers() []*BGPPeerStatus {
+	if x != nil {
+		return x.BgpPeers
+	}
+	return nil
+}
+
+// BGPPeerStatus is one BGP session of an edge.
+type BGPPeerStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Neighbor      string                 `protobuf:"bytes,1,opt,name=neighbor,proto3" json:"neighbor,omitempty"` // the peer's tunnel address
+	Asn           uint32                 `protobuf:"varint,2,opt,name=asn,proto3" json:"asn,omitempty"`
+	TunnelId      string                 `protobuf:"bytes,3,opt,name=tunnel_id,json=tunnelId,proto3" json:"tunnel_id,omitempty"`
+	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`            // idle, connect, active, opensent, openconfirm, established
+	Received      uint64                 `protobuf:"varint,5,opt,name=received,proto3" json:"received,omitempty"`     // prefixes received
+	Accepted      uint64                 `protobuf:"varint,6,opt,name=accepted,proto3" json:"accepted,omitempty"`     // of those, in the RIB after policy
+	Advertised    uint64                 `protobuf:"varint,7,opt,name=advertised,proto3" json:"advertised,omitempty"` // prefixes sent
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BGPPeerStatus) Reset() {
+	*x = BGPPeerStatus{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BGPPeerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BGPPeerStatus) ProtoMessage() {}
+
+func (x *BGPPeerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BGPPeerStatus.ProtoReflect.Descriptor instead.
+func (*BGPPeerStatus) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BGPPeerStatus) GetNeighbor() string {
+	if x != nil {
+		return x.Neighbor
+	}
+	return ""
+}
+
+func (x *BGPPeerStatus) GetAsn() uint32 {
+	if x != nil {
+		return x.Asn
+	}
+	return 0
+}
+
+func (x *BGPPeerStatus) GetTunnelId() string {
+	if x != nil {
+		return x.TunnelId
+	}
+	return ""
+}
+
+func (x *BGPPeerStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *BGPPeerStatus) GetReceived() uint64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *BGPPeerStatus) GetAccepted() uint64 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
+func (x *BGPPeerStatus) GetAdvertised() uint64 {
+	if x != nil {
+		return x.Advertised
+	}
+	return 0
+}
+
 // IPsecPolicy holds the IKE and ESP parameters every tunnel uses. Empty
 // fields take the defaults of the seed recipe: IKEv2 aes256-sha256-modp2048
 // for 28800 s, ESP aes256gcm16 for 3600 s.
@@ -515,7 +671,7 @@ type IPsecPolicy struct {
 
 func (x *IPsecPolicy) Reset() {
 	*x = IPsecPolicy{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[3]
+	mi := &file_meshwan_v1_types_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +683,7 @@ func (x *IPsecPolicy) String() string {
 func (*IPsecPolicy) ProtoMessage() {}
 
 func (x *IPsecPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[3]
+	mi := &file_meshwan_v1_types_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +696,7 @@ func (x *IPsecPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPsecPolicy.ProtoReflect.Descriptor instead.
 func (*IPsecPolicy) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{3}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *IPsecPolicy) GetIkeProposal() string {
@@ -585,14 +741,15 @@ type Topology struct {
 	TransportMatch TransportMatch         `protobuf:"varint,2,opt,name=transport_match,json=transportMatch,proto3,enum=meshwan.v1.TransportMatch" json:"transport_match,omitempty"`
 	Ipsec          *IPsecPolicy           `protobuf:"bytes,3,opt,name=ipsec,proto3" json:"ipsec,omitempty"`
 	// mtu of every GRE link; 0 means 1400 (the seed's recommendation).
-	Mtu           uint32 `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Mtu           uint32      `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Routing       RoutingMode `protobuf:"varint,5,opt,name=routing,proto3,enum=meshwan.v1.RoutingMode" json:"routing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Topology) Reset() {
 	*x = Topology{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[4]
+	mi := &file_meshwan_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +761,7 @@ func (x *Topology) String() string {
 func (*Topology) ProtoMessage() {}
 
 func (x *Topology) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[4]
+	mi := &file_meshwan_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +774,7 @@ func (x *Topology) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Topology.ProtoReflect.Descriptor instead.
 func (*Topology) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Topology) GetMode() TopologyMode {
@@ -648,6 +805,13 @@ func (x *Topology) GetMtu() uint32 {
 	return 0
 }
 
+func (x *Topology) GetRouting() RoutingMode {
+	if x != nil {
+		return x.Routing
+	}
+	return RoutingMode_ROUTING_MODE_UNSPECIFIED
+}
+
 // TunnelEnd is one side of a tunnel.
 type TunnelEnd struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -665,7 +829,7 @@ type TunnelEnd struct {
 
 func (x *TunnelEnd) Reset() {
 	*x = TunnelEnd{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[5]
+	mi := &file_meshwan_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +841,7 @@ func (x *TunnelEnd) String() string {
 func (*TunnelEnd) ProtoMessage() {}
 
 func (x *TunnelEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[5]
+	mi := &file_meshwan_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +854,7 @@ func (x *TunnelEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelEnd.ProtoReflect.Descriptor instead.
 func (*TunnelEnd) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TunnelEnd) GetSite() string {
@@ -744,7 +908,7 @@ type Tunnel struct {
 
 func (x *Tunnel) Reset() {
 	*x = Tunnel{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	mi := &file_meshwan_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +920,7 @@ func (x *Tunnel) String() string {
 func (*Tunnel) ProtoMessage() {}
 
 func (x *Tunnel) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	mi := &file_meshwan_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +933,7 @@ func (x *Tunnel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tunnel.ProtoReflect.Descriptor instead.
 func (*Tunnel) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Tunnel) GetId() string {
@@ -826,7 +990,7 @@ type TunnelStatus struct {
 
 func (x *TunnelStatus) Reset() {
 	*x = TunnelStatus{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[7]
+	mi := &file_meshwan_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1002,7 @@ func (x *TunnelStatus) String() string {
 func (*TunnelStatus) ProtoMessage() {}
 
 func (x *TunnelStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[7]
+	mi := &file_meshwan_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1015,7 @@ func (x *TunnelStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelStatus.ProtoReflect.Descriptor instead.
 func (*TunnelStatus) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TunnelStatus) GetTunnelId() string {
@@ -946,7 +1110,7 @@ type EnrollmentToken struct {
 
 func (x *EnrollmentToken) Reset() {
 	*x = EnrollmentToken{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[8]
+	mi := &file_meshwan_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1122,7 @@ func (x *EnrollmentToken) String() string {
 func (*EnrollmentToken) ProtoMessage() {}
 
 func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[8]
+	mi := &file_meshwan_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1135,7 @@ func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollmentToken.ProtoReflect.Descriptor instead.
 func (*EnrollmentToken) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EnrollmentToken) GetId() string {
@@ -1047,26 +1211,38 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"transports\x12!\n" +
 	"\flan_prefixes\x18\x04 \x03(\tR\vlanPrefixes\x12\x10\n" +
 	"\x03asn\x18\x05 \x01(\rR\x03asn\x12.\n" +
-	"\x06status\x18\x06 \x01(\v2\x16.meshwan.v1.SiteStatusR\x06status\"\xf4\x01\n" +
+	"\x06status\x18\x06 \x01(\v2\x16.meshwan.v1.SiteStatusR\x06status\"\xac\x02\n" +
 	"\n" +
 	"SiteStatus\x12+\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x15.meshwan.v1.EdgeStateR\x05state\x12#\n" +
 	"\ragent_version\x18\x02 \x01(\tR\fagentVersion\x127\n" +
 	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12'\n" +
 	"\x0fapplied_version\x18\x04 \x01(\x03R\x0eappliedVersion\x122\n" +
-	"\atunnels\x18\x05 \x03(\v2\x18.meshwan.v1.TunnelStatusR\atunnels\"\xd8\x01\n" +
+	"\atunnels\x18\x05 \x03(\v2\x18.meshwan.v1.TunnelStatusR\atunnels\x126\n" +
+	"\tbgp_peers\x18\x06 \x03(\v2\x19.meshwan.v1.BGPPeerStatusR\bbgpPeers\"\xc8\x01\n" +
+	"\rBGPPeerStatus\x12\x1a\n" +
+	"\bneighbor\x18\x01 \x01(\tR\bneighbor\x12\x10\n" +
+	"\x03asn\x18\x02 \x01(\rR\x03asn\x12\x1b\n" +
+	"\ttunnel_id\x18\x03 \x01(\tR\btunnelId\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\breceived\x18\x05 \x01(\x04R\breceived\x12\x1a\n" +
+	"\baccepted\x18\x06 \x01(\x04R\baccepted\x12\x1e\n" +
+	"\n" +
+	"advertised\x18\a \x01(\x04R\n" +
+	"advertised\"\xd8\x01\n" +
 	"\vIPsecPolicy\x12!\n" +
 	"\fike_proposal\x18\x01 \x01(\tR\vikeProposal\x120\n" +
 	"\x14ike_lifetime_seconds\x18\x02 \x01(\rR\x12ikeLifetimeSeconds\x12!\n" +
 	"\fesp_proposal\x18\x03 \x01(\tR\vespProposal\x120\n" +
 	"\x14esp_lifetime_seconds\x18\x04 \x01(\rR\x12espLifetimeSeconds\x12\x1f\n" +
 	"\vdpd_seconds\x18\x05 \x01(\rR\n" +
-	"dpdSeconds\"\xbe\x01\n" +
+	"dpdSeconds\"\xf1\x01\n" +
 	"\bTopology\x12,\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x18.meshwan.v1.TopologyModeR\x04mode\x12C\n" +
 	"\x0ftransport_match\x18\x02 \x01(\x0e2\x1a.meshwan.v1.TransportMatchR\x0etransportMatch\x12-\n" +
 	"\x05ipsec\x18\x03 \x01(\v2\x17.meshwan.v1.IPsecPolicyR\x05ipsec\x12\x10\n" +
-	"\x03mtu\x18\x04 \x01(\rR\x03mtu\"\x9f\x01\n" +
+	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x121\n" +
+	"\arouting\x18\x05 \x01(\x0e2\x17.meshwan.v1.RoutingModeR\arouting\"\x9f\x01\n" +
 	"\tTunnelEnd\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x1c\n" +
 	"\ttransport\x18\x02 \x01(\tR\ttransport\x12)\n" +
@@ -1122,7 +1298,11 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\x0eTransportMatch\x12\x1f\n" +
 	"\x1bTRANSPORT_MATCH_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19TRANSPORT_MATCH_SAME_NAME\x10\x01\x12\x1d\n" +
-	"\x19TRANSPORT_MATCH_ALL_PAIRS\x10\x02*r\n" +
+	"\x19TRANSPORT_MATCH_ALL_PAIRS\x10\x02*Z\n" +
+	"\vRoutingMode\x12\x1c\n" +
+	"\x18ROUTING_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13ROUTING_MODE_STATIC\x10\x01\x12\x14\n" +
+	"\x10ROUTING_MODE_BGP\x10\x02*r\n" +
 	"\vTunnelState\x12\x1c\n" +
 	"\x18TUNNEL_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTUNNEL_STATE_UP\x10\x01\x12\x19\n" +
@@ -1141,46 +1321,50 @@ func file_meshwan_v1_types_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_types_proto_rawDescData
 }
 
-var file_meshwan_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_meshwan_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_meshwan_v1_types_proto_goTypes = []any{
 	(SiteRole)(0),                 // 0: meshwan.v1.SiteRole
 	(EdgeState)(0),                // 1: meshwan.v1.EdgeState
 	(TopologyMode)(0),             // 2: meshwan.v1.TopologyMode
 	(TransportMatch)(0),           // 3: meshwan.v1.TransportMatch
-	(TunnelState)(0),              // 4: meshwan.v1.TunnelState
-	(*Transport)(nil),             // 5: meshwan.v1.Transport
-	(*Site)(nil),                  // 6: meshwan.v1.Site
-	(*SiteStatus)(nil),            // 7: meshwan.v1.SiteStatus
-	(*IPsecPolicy)(nil),           // 8: meshwan.v1.IPsecPolicy
-	(*Topology)(nil),              // 9: meshwan.v1.Topology
-	(*TunnelEnd)(nil),             // 10: meshwan.v1.TunnelEnd
-	(*Tunnel)(nil),                // 11: meshwan.v1.Tunnel
-	(*TunnelStatus)(nil),          // 12: meshwan.v1.TunnelStatus
-	(*EnrollmentToken)(nil),       // 13: meshwan.v1.EnrollmentToken
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(RoutingMode)(0),              // 4: meshwan.v1.RoutingMode
+	(TunnelState)(0),              // 5: meshwan.v1.TunnelState
+	(*Transport)(nil),             // 6: meshwan.v1.Transport
+	(*Site)(nil),                  // 7: meshwan.v1.Site
+	(*SiteStatus)(nil),            // 8: meshwan.v1.SiteStatus
+	(*BGPPeerStatus)(nil),         // 9: meshwan.v1.BGPPeerStatus
+	(*IPsecPolicy)(nil),           // 10: meshwan.v1.IPsecPolicy
+	(*Topology)(nil),              // 11: meshwan.v1.Topology
+	(*TunnelEnd)(nil),             // 12: meshwan.v1.TunnelEnd
+	(*Tunnel)(nil),                // 13: meshwan.v1.Tunnel
+	(*TunnelStatus)(nil),          // 14: meshwan.v1.TunnelStatus
+	(*EnrollmentToken)(nil),       // 15: meshwan.v1.EnrollmentToken
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_meshwan_v1_types_proto_depIdxs = []int32{
 	0,  // 0: meshwan.v1.Site.role:type_name -> meshwan.v1.SiteRole
-	5,  // 1: meshwan.v1.Site.transports:type_name -> meshwan.v1.Transport
-	7,  // 2: meshwan.v1.Site.status:type_name -> meshwan.v1.SiteStatus
+	6,  // 1: meshwan.v1.Site.transports:type_name -> meshwan.v1.Transport
+	8,  // 2: meshwan.v1.Site.status:type_name -> meshwan.v1.SiteStatus
 	1,  // 3: meshwan.v1.SiteStatus.state:type_name -> meshwan.v1.EdgeState
-	14, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
-	12, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
-	2,  // 6: meshwan.v1.Topology.mode:type_name -> meshwan.v1.TopologyMode
-	3,  // 7: meshwan.v1.Topology.transport_match:type_name -> meshwan.v1.TransportMatch
-	8,  // 8: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
-	10, // 9: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
-	10, // 10: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
-	14, // 11: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 12: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
-	14, // 13: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	14, // 14: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	16, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
+	14, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
+	9,  // 6: meshwan.v1.SiteStatus.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
+	2,  // 7: meshwan.v1.Topology.mode:type_name -> meshwan.v1.TopologyMode
+	3,  // 8: meshwan.v1.Topology.transport_match:type_name -> meshwan.v1.TransportMatch
+	10, // 9: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
+	4,  // 10: meshwan.v1.Topology.routing:type_name -> meshwan.v1.RoutingMode
+	12, // 11: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
+	12, // 12: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
+	16, // 13: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
+	5,  // 14: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
+	16, // 15: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	16, // 16: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_types_proto_init() }
@@ -1193,8 +1377,8 @@ func file_meshwan_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_types_proto_rawDesc), len(file_meshwan_v1_types_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   9,
+			NumEnums:      6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,107 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	"github.com/meshwan/meshwan/edge/bgp"
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/syncer"
+)
+
+// Routing runs the embedded BGP speaker when the desired state asks for
+// BGP, and stops it when it does not. The speaker is created lazily with
+// the site's ASN and re-created if the ASN changes.
+//
+// Invariant: Routing never calls Stop on the way out of the process; an
+// agent restart must look like a BGP graceful restart (peers keep our
+// routes, the next speaker adopts the kernel routes it finds), and Stop
+// would send a Cease that makes peers withdraw at once.
+type Routing struct {
+	Routes bgp.RouteHandle
+	Logger *slog.Logger
+	// ListenPort is the BGP port (0 = 179).
+	ListenPort int32
+
+	mu      sync.Mutex
+	speaker *bgp.Speaker
+	asn     uint32
+}
+
+// Apply reconciles the speaker with d.
+func (r *Routing) Apply(ctx context.Context, d dataplane.Desired) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !d.BGP {
+		if r.speaker != nil {
+			r.speaker.Stop() // routing switched to static: withdraw for real
+			r.speaker = nil
+		}
+		return nil
+	}
+	if r.speaker != nil && r.asn != d.ASN {
+		r.speaker.Stop()
+		r.speaker = nil
+	}
+	if r.speaker == nil {
+		s, err := bgp.Start(ctx, bgp.Config{ASN: d.ASN, RouterID: routerID(d), ListenPort: r.ListenPort, Logger: r.Logger, Routes: r.Routes})
+		if err != nil {
+			return fmt.Errorf("bgp: %w", err)
+		}
+		r.speaker, r.asn = s, d.ASN
+	}
+	remote := make(map[string]uint32, len(d.Tunnels))
+	for _, t := range d.Tunnels {
+		remote[t.ID] = t.RemoteASN
+	}
+	bd, err := bgp.FromDataplane(d.ASN, d, remote)
+	if err != nil {
+		return err
+	}
+	return r.speaker.Apply(ctx, bd)
+}
+
+// Status reports the BGP sessions (none when BGP is off).
+func (r *Routing) Status(ctx context.Context) ([]syncer.BGPPeer, error) {
+	r.mu.Lock()
+	s := r.speaker
+	r.mu.Unlock()
+	if s == nil {
+		return nil, nil
+	}
+	ps, err := s.Status(ctx)
+	var out []syncer.BGPPeer
+	for _, p := range ps {
+		out = append(out, syncer.BGPPeer{Neighbor: p.Addr.String(), ASN: p.ASN, TunnelID: p.Description, State: p.State,
+			Received: p.Received, Accepted: p.Accepted, Advertised: p.Advertised})
+	}
+	return out, err
+}
+
+// Resync asks the speaker to re-sync kernel routes (after links were
+// re-created, their routes went with them).
+func (r *Routing) Resync() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.speaker != nil {
+		r.speaker.Resync()
+	}
+}
+
+// routerID picks a stable IPv4 router id: the first LAN prefix's first
+// address (the site's own, unique across the network), else the first
+// tunnel's local address.
+func routerID(d dataplane.Desired) netip.Addr {
+	for _, p := range d.LANPrefixes {
+		if p.Addr().Is4() {
+			return p.Masked().Addr().Next()
+		}
+	}
+	for _, t := range d.Tunnels {
+		return t.LocalInner.Addr()
+	}
+	return netip.AddrFrom4([4]byte{192, 0, 2, 1})
+}
