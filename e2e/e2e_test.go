@@ -468,3 +468,97 @@ func TestBGPDualHub(t *testing.T) {
 	e.waitPing("br2", "br1")
 	t.Logf("br1 <-> br2 with hub1 cut off: reachable %v after the cut", time.Since(cut).Round(time.Millisecond))
 }
+
+// TestBGPLANPeerAndGracefulRestart: FRR, a third-party router on br1's LAN,
+// peers with br1's edge and learns the overlay's routes into its kernel,
+// while the prefix it announces is not passed into the overlay. Then br1's
+// agent restarts: thanks to BGP graceful restart the hub's route to br1's
+// LAN never disappears and traffic keeps flowing.
+func TestBGPLANPeerAndGracefulRestart(t *testing.T) {
+	e := setup(t, "hub", "br1")
+	for _, s := range e.lab.Order {
+		if err := e.lab.StartCharon(e.ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.declare("hub")
+	e.setTopology(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE, Routing: pb.RoutingMode_ROUTING_MODE_BGP})
+	br1, err := e.admin.GetSite(e.actx, &pb.GetSiteRequest{Name: "br1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.lab.StartFRR(e.ctx, "br1", 64512, br1.Asn); err != nil {
+		t.Fatal(err)
+	}
+	lanPeer := e.lab.Sites["br1"].Host.String() + ":64512"
+	for _, name := range e.lab.Order {
+		tok, err := e.admin.CreateEnrollmentToken(e.actx, &pb.CreateEnrollmentTokenRequest{Site: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"--token", tok.Secret, "--ca-hash", tok.CaSha256}
+		if name == "br1" {
+			args = append(args, "--bgp-lan-peer", lanPeer)
+		}
+		if err := e.lab.StartEdge(name, e.ctl.GRPCAddr.String(), args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitAllPairs()
+
+	hubLAN := e.lab.Sites["hub"].LAN.String()
+	deadline := time.Now().Add(converge)
+	for {
+		out, _ := lab.Run(e.ctx, "ip", "-n", e.lab.Sites["br1"].LANNS, "route", "show", "proto", "bgp")
+		if strings.Contains(out, hubLAN) {
+			t.Logf("FRR on br1's LAN learned: %s", strings.TrimSpace(out))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("FRR on br1's LAN did not learn the hub's LAN %s: %q\nFRR log:\n%s", hubLAN, out, tail(readFile("/run/frr-br1/frr.log"), 30))
+		}
+		time.Sleep(time.Second)
+	}
+	if r := e.routes("hub", 241); strings.Contains(r, e.lab.Sites["br1"].Host.String()) || strings.Contains(r, "192.168.") {
+		t.Errorf("the hub learned routes from br1's LAN router: %s", r)
+	}
+
+	// Graceful restart: watch the hub's route to br1's LAN while br1's
+	// agent restarts.
+	br1LAN := e.lab.Sites["br1"].LAN.String()
+	stop := make(chan struct{})
+	lost := make(chan string, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				close(lost)
+				return
+			default:
+			}
+			if r := e.routes("hub", 241); !strings.Contains(r, br1LAN) {
+				select {
+				case lost <- r:
+				default:
+				}
+			}
+		}
+	}()
+	applies := strings.Count(e.lab.EdgeLog("br1"), "desired state applied")
+	e.lab.StopEdge("br1")
+	if err := e.lab.StartEdge("br1", e.ctl.GRPCAddr.String(), "--bgp-lan-peer", lanPeer); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, e, "br1", applies+1)
+	e.waitPing("hub", "br1")
+	e.waitPing("br1", "hub")
+	close(stop)
+	if r, ok := <-lost; ok {
+		t.Errorf("the hub lost its BGP route to br1's LAN %s during br1's agent restart; routes then:\n%s", br1LAN, r)
+	}
+}
+
+func readFile(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}

@@ -58,6 +58,7 @@ type Lab struct {
 	Order   []string
 	Logf    func(format string, args ...any)
 	mu      sync.Mutex
+	frr     []*exec.Cmd
 }
 
 // Run executes a command and returns its combined output.
@@ -267,8 +268,13 @@ func (l *Lab) EdgeExited(name string) bool {
 	}
 }
 
-// Close stops every agent and charon and removes the namespaces.
+// Close stops every agent, charon and FRR and removes the namespaces.
 func (l *Lab) Close(ctx context.Context) {
+	l.mu.Lock()
+	for _, c := range l.frr {
+		c.Process.Kill()
+	}
+	l.mu.Unlock()
 	for _, n := range l.Order {
 		l.StopEdge(n)
 		if s := l.Sites[n]; s.charonStop != nil {
@@ -385,4 +391,72 @@ func (l *Lab) RouteToHost(ctx context.Context) error {
 	_, err := Run(ctx, "nft", "add table ip mwlabnat; add chain ip mwlabnat post { type nat hook postrouting priority 100; }; "+
 		"add rule ip mwlabnat post oifname eth0 masquerade")
 	return err
+}
+
+// StartFRR runs FRR (zebra + bgpd, Debian's frr) on a site's LAN host as a
+// third-party BGP router with AS asn, peering with the site's edge (at the
+// LAN's .1, the edge's own ASN edgeASN). Its processes end with the lab's
+// namespaces; its files live in /run/frr-<site>.
+func (l *Lab) StartFRR(ctx context.Context, name string, asn, edgeASN uint32) error {
+	s := l.Sites[name]
+	dir := "/run/frr-" + name
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	edgeAddr := s.LAN.Addr().Next()
+	conf := fmt.Sprintf(`frr defaults traditional
+hostname lan-%s
+log file %s/frr.log
+router bgp %d
+ bgp router-id %s
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor %s remote-as %d
+ neighbor %s timers 3 9
+ neighbor %s timers connect 5
+ address-family ipv4 unicast
+  network 192.168.77.0/24
+ exit-address-family
+`, name, dir, asn, s.Host, edgeAddr, edgeASN, edgeAddr, edgeAddr)
+	files := map[string]string{"bgpd.conf": conf, "zebra.conf": "hostname lan-" + name + "\n"}
+	for f, c := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(c), 0o644); err != nil {
+			return err
+		}
+	}
+	if _, err := Run(ctx, "chown", "-R", "frr:frr", dir); err != nil {
+		return err
+	}
+	for _, d := range []string{"zebra", "bgpd"} {
+		script := fmt.Sprintf("mount -t tmpfs none /var/tmp && exec /usr/lib/frr/%s -u frr -g frr -P 0 -i %s/%s.pid -z %s/zserv.api --vty_socket %s -f %s/%s.conf",
+			d, dir, d, dir, dir, dir, d)
+		cmd := exec.Command("ip", "netns", "exec", s.LANNS, "sh", "-c", script)
+		logf, err := os.OpenFile(filepath.Join(l.Dir, name, d+".out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			return err
+		}
+		go func() { cmd.Wait(); logf.Close() }() // ends when Destroy removes the namespace's processes below
+		l.mu.Lock()
+		l.frr = append(l.frr, cmd)
+		l.mu.Unlock()
+		if d == "zebra" {
+			// bgpd needs zebra's socket.
+			deadline := time.Now().Add(time.Minute)
+			for {
+				if _, err := os.Stat(dir + "/zserv.api"); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("zebra on %s did not start; see %s", s.LANNS, logf.Name())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	return nil
 }

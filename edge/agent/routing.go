@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/meshwan/meshwan/edge/bgp"
@@ -25,6 +27,9 @@ type Routing struct {
 	Logger *slog.Logger
 	// ListenPort is the BGP port (0 = 179).
 	ListenPort int32
+	// LANPeers are routers on the site's LAN that peer with the edge: they
+	// learn the overlay's routes; what they announce is not passed on.
+	LANPeers []bgp.Neighbor
 
 	mu      sync.Mutex
 	speaker *bgp.Speaker
@@ -61,6 +66,10 @@ func (r *Routing) Apply(ctx context.Context, d dataplane.Desired) error {
 	if err != nil {
 		return err
 	}
+	for _, p := range r.LANPeers {
+		p.LAN = true
+		bd.Neighbors = append(bd.Neighbors, p)
+	}
 	return r.speaker.Apply(ctx, bd)
 }
 
@@ -89,6 +98,24 @@ func (r *Routing) Resync() {
 	if r.speaker != nil {
 		r.speaker.Resync()
 	}
+}
+
+// ParseLANPeers parses "ADDR:ASN,ADDR:ASN" (the --bgp-lan-peer flag).
+func ParseLANPeers(s string) ([]bgp.Neighbor, error) {
+	var out []bgp.Neighbor
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		addr, asn, ok := strings.Cut(item, ":")
+		a, err := netip.ParseAddr(addr)
+		n, err2 := strconv.ParseUint(asn, 10, 32)
+		if !ok || err != nil || err2 != nil || !a.Is4() || n == 0 {
+			return nil, fmt.Errorf("--bgp-lan-peer %q: want IPV4:ASN, e.g. 10.1.1.2:64512", item)
+		}
+		out = append(out, bgp.Neighbor{Addr: a, ASN: uint32(n), Description: "lan " + addr, LAN: true})
+	}
+	return out, nil
 }
 
 // routerID picks a stable IPv4 router id: the first LAN prefix's first

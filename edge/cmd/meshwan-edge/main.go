@@ -35,6 +35,7 @@ type flags struct {
 	insecure, cleanup                         bool
 	wan                                       string
 	viciSocket, charonRunDir                  string
+	lanPeers                                  string
 	logLevel                                  string
 }
 
@@ -49,6 +50,7 @@ func main() {
 	flag.StringVar(&f.wan, "wan-interface", "", "comma-separated WAN interfaces (for the firewall permits); empty matches any")
 	flag.StringVar(&f.viciSocket, "vici-socket", "/var/run/charon.vici", "VICI socket of the system charon (ignored with --charon-run-dir)")
 	flag.StringVar(&f.charonRunDir, "charon-run-dir", "", "start and supervise a private charon with this run directory (tmpfs) instead of using the system one")
+	flag.StringVar(&f.lanPeers, "bgp-lan-peer", "", "comma-separated IPV4:ASN of LAN routers to peer with when the controller enables BGP (they learn the overlay's routes)")
 	flag.BoolVar(&f.cleanup, "cleanup", false, "remove every link, rule, connection and route meshwan created, then exit")
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
@@ -107,13 +109,17 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	defer h.Close()
+	lanPeers, err := agent.ParseLANPeers(f.lanPeers)
+	if err != nil {
+		return err
+	}
 	im := ipsec.NewManager(func(ctx context.Context) (ipsec.Session, error) { return ipsec.Dial(ctx, viciPath) }, ipsec.Options{Logger: log})
 	defer im.Close()
 	k := &agent.Kernel{
 		Firewall: firewall.NewManager(func() (firewall.Conn, error) { return firewall.NewConn(-1) }, firewall.Options{Logger: log}),
 		Link:     link.NewManager(h, link.Options{Logger: log}),
 		IPsec:    im,
-		Routing:  &agent.Routing{Routes: h, Logger: log},
+		Routing:  &agent.Routing{Routes: h, Logger: log, LANPeers: lanPeers},
 	}
 	a := agent.New(agent.Config{StateDir: f.stateDir, Dataplane: k, Logger: log, WANInterfaces: splitList(f.wan)})
 	if f.cleanup {
