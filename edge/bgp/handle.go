@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // RouteProtocol marks the kernel routes the route sync installs
@@ -23,7 +22,8 @@ const RouteProtocol = 241
 const mainTable = 254
 
 // RouteHandle lists exactly the netlink calls the route sync makes.
-// *netlink.Handle implements it (NewNetlinkRouteHandle); FakeRoutes
+// *netlink.Handle implements it (link.NewNetlinkHandle opens one in a
+// namespace; the agent shares that handle); FakeRoutes
 // implements it in memory for unit tests.
 type RouteHandle interface {
 	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
@@ -32,26 +32,6 @@ type RouteHandle interface {
 }
 
 var _ RouteHandle = (*netlink.Handle)(nil)
-
-// NewNetlinkRouteHandle returns a real RouteHandle acting in network
-// namespace ns, or in the caller's namespace when ns is not open
-// (netns.None()). The handle keeps its own socket in ns; nothing switches
-// the calling thread's namespace. Close it with Close.
-func NewNetlinkRouteHandle(ns netns.NsHandle) (*netlink.Handle, error) {
-	var (
-		h   *netlink.Handle
-		err error
-	)
-	if ns.IsOpen() {
-		h, err = netlink.NewHandleAt(ns)
-	} else {
-		h, err = netlink.NewHandle()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open netlink handle: %w", err)
-	}
-	return h, nil
-}
 
 // listTable reads the IPv4 routes of table, reduced. Pitfall (as in the
 // link package): since netlink v1.3 a dump that raced with a change fails

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -53,7 +54,7 @@ func (c *countingRoutes) take() []string {
 func tunnelNS(t *testing.T) *netlink.Handle {
 	t.Helper()
 	ns := netnstest.New(t) // skips without root
-	h, err := NewNetlinkRouteHandle(ns)
+	h, err := link.NewNetlinkHandle(ns)
 	if err != nil {
 		t.Fatal(err)
 	}
