@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/meshwan/meshwan/controller/intent"
 )
@@ -65,7 +66,7 @@ func (n *Network) DesiredState(s *Snapshot, site string) (DesiredState, error) {
 			RemoteASN: peer.ASN, RemoteLANs: slices.Clone(peer.LANPrefixes), PSK: psk,
 		})
 	}
-	slices.SortFunc(d.Tunnels, func(a, b EdgeTunnel) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(d.Tunnels, func(a, b EdgeTunnel) int { return strings.Compare(a.ID, b.ID) })
 	addTransit(s, &d)
 	return d, nil
 }

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -326,7 +327,7 @@ func (n *Network) ListTunnels(ctx context.Context, site string) ([]TunnelView, e
 			out = append(out, snap.view(t))
 		}
 	}
-	slices.SortFunc(out, func(a, b TunnelView) int { return compareStrings(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b TunnelView) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
@@ -364,14 +365,4 @@ func (s *Snapshot) view(t Tunnel) TunnelView {
 		AEnd:   EndView{End: t.A, Underlay: s.Underlay(t.A), Inner: t.AInner(), ASN: s.Sites[t.A.Site].ASN},
 		BEnd:   EndView{End: t.B, Underlay: s.Underlay(t.B), Inner: t.BInner(), ASN: s.Sites[t.B.Site].ASN},
 	}
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

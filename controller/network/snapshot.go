@@ -10,6 +10,7 @@ import (
 
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/ipam"
+	"github.com/meshwan/meshwan/controller/store"
 	"github.com/meshwan/meshwan/controller/topology"
 )
 
@@ -103,11 +104,17 @@ func (s *Snapshot) Underlay(e topology.End) netip.Addr {
 
 func (n *Network) snapshot(ctx context.Context) (*Snapshot, error) {
 	snap := &Snapshot{Sites: map[string]intent.Site{}, Tunnels: map[string]Tunnel{}, Observed: map[string]map[string]netip.Addr{}, siteRevs: map[string]int64{}}
-	kvs, rev, err := n.st.List(ctx, "", 0)
-	if err != nil {
-		return nil, err
+	// Read only what the network is made of (not the frequently changing
+	// health reports), every prefix at the revision of the first read.
+	var kvs []store.KV
+	for _, prefix := range WatchPrefixes {
+		part, rev, err := n.st.List(ctx, prefix, snap.Revision)
+		if err != nil {
+			return nil, err
+		}
+		snap.Revision = rev
+		kvs = append(kvs, part...)
 	}
-	snap.Revision = rev
 	for _, kv := range kvs {
 		switch {
 		case strings.HasPrefix(kv.Key, sitesDir):
