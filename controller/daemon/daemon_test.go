@@ -14,11 +14,14 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/daemon"
+	"github.com/meshwan/meshwan/controller/etcdtest"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -471,5 +474,75 @@ func TestRestartKeepsEverything(t *testing.T) {
 		if a.Id != b.Id || a.LocalInner != b.LocalInner || string(a.Psk) != string(b.Psk) {
 			t.Errorf("tunnel %s changed across restart: %s -> %s, same PSK %v", b.Id, b.LocalInner, a.LocalInner, string(a.Psk) == string(b.Psk))
 		}
+	}
+}
+
+// TestReplicasShareExternalEtcd runs two controllers against one external
+// etcd (--etcd-endpoints) with the same master key and admin token, as an
+// HA pair would: what one writes the other serves, they share the CA, an
+// edge enrolled through one syncs through the other, and concurrent site
+// creation through both never hands out a /30 twice.
+func TestReplicasShareExternalEtcd(t *testing.T) {
+	etcd := etcdtest.Start(t)
+	shared := t.TempDir()
+	key, tok := filepath.Join(shared, "master.key"), filepath.Join(shared, "admin.token")
+	var envs []*env
+	for range 2 {
+		d, err := daemon.Start(context.Background(), daemon.Config{DataDir: t.TempDir(), EtcdEndpoints: []string{etcd.Endpoint},
+			GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0", TunnelPool: "10.255.0.0/16", ASNPool: "4200000000-4200099999",
+			MasterKeyFile: key, AdminTokenFile: tok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(d.Close)
+		envs = append(envs, &env{d: d, admin: pb.NewAdminServiceClient(dial(t, d, nil)),
+			ctx: metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+d.AdminToken)})
+	}
+	a, b := envs[0], envs[1]
+	if string(a.d.CAPEM) != string(b.d.CAPEM) {
+		t.Fatal("replicas created different CAs")
+	}
+	if _, err := a.admin.SetTopology(a.ctx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH}}); err != nil {
+		t.Fatal(err)
+	}
+	// Create 20 sites, alternating replicas, two at a time.
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		e := envs[i%2]
+		wg.Go(func() {
+			_, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: site(fmt.Sprintf("s%02d", i), false, i+1)})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("CreateSite: %v", err)
+		}
+	}
+	waitFor(t, "190 tunnels visible on both replicas", func() bool {
+		for _, e := range envs {
+			ts, err := e.admin.ListTunnels(e.ctx, &pb.ListTunnelsRequest{})
+			if err != nil || len(ts.Tunnels) != 190 {
+				return false
+			}
+		}
+		return true
+	})
+	ts, _ := b.admin.ListTunnels(b.ctx, &pb.ListTunnelsRequest{})
+	seen := map[string]string{}
+	for _, tn := range ts.Tunnels {
+		if other, dup := seen[tn.Prefix]; dup {
+			t.Fatalf("tunnels %s and %s share %s", tn.Id, other, tn.Prefix)
+		}
+		seen[tn.Prefix] = tn.Id
+	}
+	// Enrolled through a, synced through b.
+	cert := a.enroll(t, "s03")
+	st, err := syncStream(t, b, cert).Recv()
+	if err != nil || st.Site != "s03" || len(st.Tunnels) != 19 {
+		t.Fatalf("sync through the other replica: %v, %v", st, err)
 	}
 }
