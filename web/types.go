@@ -23,6 +23,8 @@ type State struct {
 	// Topology is the topology mode: "full-mesh", "hub-and-spoke", or ""
 	// when none is set (no tunnels are built).
 	Topology string `json:"topology"`
+	// Routing is "static" or "bgp".
+	Routing string `json:"routing"`
 	// GRPCPort is the port edges dial (the --controller HOST:PORT of the
 	// onboarding command).
 	GRPCPort int      `json:"grpc_port"`
@@ -54,6 +56,18 @@ type Site struct {
 	AgentVersion   string     `json:"agent_version,omitempty"`
 	AppliedVersion int64      `json:"applied_version,omitempty"`
 	LastSeen       *time.Time `json:"last_seen,omitempty"`
+	// BGPPeers are the BGP sessions the edge reports (routing BGP only).
+	BGPPeers []BGPPeer `json:"bgp_peers,omitempty"`
+}
+
+// BGPPeer is one BGP session of a site's edge.
+type BGPPeer struct {
+	Neighbor   string `json:"neighbor"`
+	ASN        uint32 `json:"asn"`
+	TunnelID   string `json:"tunnel_id,omitempty"`
+	State      string `json:"state"`
+	Received   uint64 `json:"received"`
+	Advertised uint64 `json:"advertised"`
 }
 
 // Transport is one WAN uplink of a site.

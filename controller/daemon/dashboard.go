@@ -77,7 +77,7 @@ func (s *dashboardSource) State(ctx context.Context) (web.State, error) {
 	if err != nil {
 		return web.State{}, err
 	}
-	out := web.State{Topology: string(snap.Topology.Mode)}
+	out := web.State{Topology: string(snap.Topology.Mode), Routing: string(snap.Topology.Routing)}
 	if a, ok := s.d.GRPCAddr.(*net.TCPAddr); ok {
 		out.GRPCPort = a.Port
 	}
@@ -103,6 +103,10 @@ func dashboardSite(snap *network.Snapshot, site intent.Site, st health.Status) w
 		AgentVersion: st.Agent, AppliedVersion: st.Report.AppliedVersion}
 	if out.Role == "" {
 		out.Role = string(intent.RoleSpoke)
+	}
+	for _, p := range st.Report.BGPPeers {
+		out.BGPPeers = append(out.BGPPeers, web.BGPPeer{Neighbor: p.Neighbor, ASN: p.ASN, TunnelID: p.TunnelID, State: p.State,
+			Received: p.Received, Advertised: p.Advertised})
 	}
 	if out.State == "" {
 		out.State = web.SiteNeverSeen

@@ -68,7 +68,9 @@ export function renderSitePage(container, state, name, renderTunnels) {
       h("h2", { id: "site-tunnels" }, `Tunnels (${tunnels.length})`), tunnelsSlot),
     h("section", { class: "card", "aria-labelledby": "site-bgp" },
       h("h2", { id: "site-bgp" }, "BGP sessions"),
-      h("p", { class: "hint" }, "One eBGP session per tunnel, between the tunnel's inner addresses. Edges do not report BGP session state yet; the tunnel's state is shown."),
+      h("p", { class: "hint" }, state.routing === "bgp"
+        ? "One eBGP session per tunnel, between the tunnel's inner addresses, as the edge reports it."
+        : "Routing is static: the edges install static routes and run no BGP. Set the topology's routing to BGP to run a session per tunnel."),
       bgpTable(site, tunnels, state)));
 }
 
@@ -76,16 +78,19 @@ function bgpTable(site, tunnels, state) {
   const rows = tunnels.map((t) => {
     const [local, peer] = t.a.site === site.name ? [t.a, t.b] : [t.b, t.a];
     const peerSite = (state.sites || []).find((s) => s.name === peer.site);
+    const ps = (site.bgp_peers || []).find((p) => p.tunnel_id === t.id);
     return h("tr", {},
       h("th", { scope: "row" }, siteLink(peer.site)),
       h("td", {}, String(peer.asn || peerSite?.asn || "—")),
       h("td", { class: "mono" }, local.inner),
       h("td", { class: "mono" }, (peer.inner || "").split("/")[0]),
       h("td", {}, `${local.transport}${local.transport === peer.transport ? "" : "–" + peer.transport}`),
-      h("td", {}, badge(t.state)));
+      h("td", {}, badge(t.state)),
+      h("td", {}, ps ? ps.state : "—"),
+      h("td", { class: "mono" }, ps ? `${ps.received} / ${ps.advertised}` : "—"));
   });
   return h("table", { class: "data compact" },
     h("caption", { class: "visually-hidden" }, `BGP sessions of ${site.name}`),
-    h("thead", {}, h("tr", {}, ["Neighbor", "Remote AS", "Local address", "Neighbor address", "Transport", "Tunnel"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No tunnels, so no sessions."))));
+    h("thead", {}, h("tr", {}, ["Neighbor", "Remote AS", "Local address", "Neighbor address", "Transport", "Tunnel", "BGP session", "Prefixes in / out"].map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No tunnels, so no sessions."))));
 }
