@@ -562,3 +562,32 @@ func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
 }
+
+// TestBGPFullMesh: in a BGP full mesh every site reaches every other's LAN
+// over the direct tunnel (one next hop, the peer's /30 address), not
+// through a third site.
+func TestBGPFullMesh(t *testing.T) {
+	e := setup(t, "a", "b", "c")
+	e.declare()
+	e.setTopology(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH, Routing: pb.RoutingMode_ROUTING_MODE_BGP})
+	e.enrollAndStart()
+	e.waitAllPairs()
+	ts, err := e.admin.ListTunnels(e.actx, &pb.ListTunnelsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range ts.Tunnels {
+		for _, end := range [][2]*pb.TunnelEnd{{tn.A, tn.B}, {tn.B, tn.A}} {
+			me, peer := end[0], end[1]
+			peerAddr, _, _ := strings.Cut(peer.InnerAddress, "/")
+			want := fmt.Sprintf("%s via %s", e.lab.Sites[peer.Site].LAN, peerAddr)
+			deadline := time.Now().Add(converge)
+			for !strings.Contains(e.routes(me.Site, 241), want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: no direct BGP route %q:\n%s", me.Site, want, e.routes(me.Site, 241))
+				}
+				time.Sleep(time.Second)
+			}
+		}
+	}
+}
