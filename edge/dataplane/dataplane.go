@@ -52,6 +52,9 @@ type Tunnel struct {
 	Passive bool
 	// RemoteASN is the far site's BGP AS number.
 	RemoteASN uint32
+	// LocalTransport and RemoteTransport name the WAN transports the
+	// tunnel joins ("inet1"); SLA classes prefer tunnels by them.
+	LocalTransport, RemoteTransport string
 }
 
 // IPsecPolicy is the IKE/ESP parameter set of a tunnel, in strongSwan
@@ -77,4 +80,6 @@ type Desired struct {
 	// tunnel's RemoteLANs (false).
 	ASN uint32
 	BGP bool
+	// Paths is the probing, failover and steering policy.
+	Paths PathPolicy
 }

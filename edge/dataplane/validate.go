@@ -152,6 +152,9 @@ func (d Desired) Validate() error {
 		}
 		checkIPsec(t.IPsec, func(name string) string { return field("IPsec." + name) }, bad)
 	}
+	if !d.Paths.Disabled || len(d.Paths.Classes) > 0 {
+		d.Paths.WithDefaults().validate(bad)
+	}
 	return errors.Join(errs...)
 }
 

@@ -46,6 +46,22 @@ type TunnelStatus struct {
 	PacketsIn  uint64
 	PacketsOut uint64
 	Detail     string
+	// Probe results; Probed is false when the tunnel is not probed.
+	Probed      bool
+	ProbeState  string // unknown, up, down
+	RTT         time.Duration
+	RTTP99      time.Duration
+	Jitter      time.Duration
+	LossPct     float64
+	Transitions uint64
+	Usable      bool // carries traffic: probes up and the hold-down over
+}
+
+// ClassPath is the tunnel one traffic class uses towards one remote site
+// ("" when none is usable and the ordinary routes apply).
+type ClassPath struct {
+	Class, RemoteSite, TunnelID string
+	MeetsSLA                    bool
 }
 
 // BGPPeer is one BGP session's status.
@@ -64,6 +80,7 @@ type Report struct {
 	AppliedVersion int64
 	Tunnels        []TunnelStatus
 	BGPPeers       []BGPPeer
+	ClassPaths     []ClassPath
 }
 
 // Config configures a Syncer.
@@ -246,7 +263,12 @@ func reportToPB(r Report) *pb.EdgeReport {
 	for _, t := range r.Tunnels {
 		out.Tunnels = append(out.Tunnels, &pb.TunnelStatus{TunnelId: t.ID, State: tunnelStates[t.State], LinkUp: t.LinkUp,
 			IkeState: t.IKEState, ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut,
-			PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail})
+			PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail,
+			Probed: t.Probed, ProbeState: t.ProbeState, RttMs: millis(t.RTT), RttP99Ms: millis(t.RTTP99),
+			JitterMs: millis(t.Jitter), LossPct: t.LossPct, Transitions: t.Transitions, Usable: t.Usable})
+	}
+	for _, c := range r.ClassPaths {
+		out.ClassPaths = append(out.ClassPaths, &pb.ClassPath{TrafficClass: c.Class, RemoteSite: c.RemoteSite, TunnelId: c.TunnelID, MeetsSla: c.MeetsSLA})
 	}
 	return out
 }
@@ -294,8 +316,9 @@ func FromPB(d *pb.DesiredState) (State, error) {
 			RemoteSite: t.GetRemoteSite(), PSK: t.GetPsk(), IPsec: pol,
 			// The controller gives the A end the lower /30 address; the B
 			// end is the passive one.
-			Passive:   ri.Less(li.Addr()),
-			RemoteASN: t.GetRemoteAsn(),
+			Passive:        ri.Less(li.Addr()),
+			RemoteASN:      t.GetRemoteAsn(),
+			LocalTransport: t.GetLocalTransport(), RemoteTransport: t.GetRemoteTransport(),
 		}
 		for j, p := range t.GetRemoteLanPrefixes() {
 			pfx, err := netip.ParsePrefix(p)
@@ -306,5 +329,56 @@ func FromPB(d *pb.DesiredState) (State, error) {
 		}
 		st.Desired.Tunnels = append(st.Desired.Tunnels, tun)
 	}
+	paths, err := policyFromPB(d.GetPathPolicy())
+	if err != nil {
+		return State{}, fmt.Errorf("path_policy.%w", err)
+	}
+	st.Desired.Paths = paths
 	return st, nil
+}
+
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func fromMillis(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }
+
+// policyFromPB converts the path policy. The controller validated it;
+// this only refuses what cannot be represented (the data plane's Validate
+// checks the rest).
+func policyFromPB(p *pb.PathPolicy) (dataplane.PathPolicy, error) {
+	out := dataplane.PathPolicy{
+		Disabled:      p.GetDisabled(),
+		ProbeInterval: time.Duration(p.GetProbeIntervalMs()) * time.Millisecond,
+		DownAfter:     int(p.GetDownAfter()), UpAfter: int(p.GetUpAfter()),
+		HoldDown: time.Duration(p.GetHoldDownMs()) * time.Millisecond,
+	}
+	for _, s := range p.GetSlaClasses() {
+		out.SLAs = append(out.SLAs, dataplane.SLA{Name: s.GetName(), MaxRTT: fromMillis(s.GetMaxRttMs()), MaxLossPct: s.GetMaxLossPct(),
+			MaxJitter: fromMillis(s.GetMaxJitterMs()), Transports: s.GetTransportPreference(),
+			Damping: time.Duration(s.GetDampingMs()) * time.Millisecond})
+	}
+	for i, c := range p.GetTrafficClasses() {
+		tc := dataplane.TrafficClass{Name: c.GetName(), SLA: c.GetSlaClass(), Protocol: c.GetProtocol()}
+		for j, d := range c.GetDscp() {
+			if d > 63 {
+				return dataplane.PathPolicy{}, fmt.Errorf("traffic_classes[%d].dscp[%d]: %d is not a DSCP (0..63)", i, j, d)
+			}
+			tc.DSCP = append(tc.DSCP, uint8(d))
+		}
+		for j, s := range c.GetPorts() {
+			r, err := dataplane.ParsePortRange(s)
+			if err != nil {
+				return dataplane.PathPolicy{}, fmt.Errorf("traffic_classes[%d].ports[%d]: %w", i, j, err)
+			}
+			tc.Ports = append(tc.Ports, r)
+		}
+		for j, s := range c.GetDestinations() {
+			pfx, err := netip.ParsePrefix(s)
+			if err != nil {
+				return dataplane.PathPolicy{}, fmt.Errorf("traffic_classes[%d].destinations[%d]: %w", i, j, err)
+			}
+			tc.Destinations = append(tc.Destinations, pfx)
+		}
+		out.Classes = append(out.Classes, tc)
+	}
+	return out.WithDefaults(), nil
 }

@@ -296,6 +296,7 @@ type EdgeReport struct {
 	AppliedVersion int64                  `protobuf:"varint,1,opt,name=applied_version,json=appliedVersion,proto3" json:"applied_version,omitempty"`
 	Tunnels        []*TunnelStatus        `protobuf:"bytes,2,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
 	BgpPeers       []*BGPPeerStatus       `protobuf:"bytes,3,rep,name=bgp_peers,json=bgpPeers,proto3" json:"bgp_peers,omitempty"`
+	ClassPaths     []*ClassPath           `protobuf:"bytes,4,rep,name=class_paths,json=classPaths,proto3" json:"class_paths,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -351,19 +352,28 @@ func (x *EdgeReport) GetBgpPeers() []*BGPPeerStatus {
 	return nil
 }
 
+func (x *EdgeReport) GetClassPaths() []*ClassPath {
+	if x != nil {
+		return x.ClassPaths
+	}
+	return nil
+}
+
 // DesiredState is everything one edge needs, and nothing about other sites
 // beyond its tunnel peers.
 type DesiredState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version grows with every change; equal versions mean equal content.
-	Version       int64         `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Site          string        `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
-	Asn           uint32        `protobuf:"varint,3,opt,name=asn,proto3" json:"asn,omitempty"`
-	LanPrefixes   []string      `protobuf:"bytes,4,rep,name=lan_prefixes,json=lanPrefixes,proto3" json:"lan_prefixes,omitempty"`
-	Mtu           uint32        `protobuf:"varint,5,opt,name=mtu,proto3" json:"mtu,omitempty"`
-	Ipsec         *IPsecPolicy  `protobuf:"bytes,6,opt,name=ipsec,proto3" json:"ipsec,omitempty"`
-	Tunnels       []*EdgeTunnel `protobuf:"bytes,7,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
-	Routing       RoutingMode   `protobuf:"varint,8,opt,name=routing,proto3,enum=meshwan.v1.RoutingMode" json:"routing,omitempty"`
+	Version     int64         `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Site        string        `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
+	Asn         uint32        `protobuf:"varint,3,opt,name=asn,proto3" json:"asn,omitempty"`
+	LanPrefixes []string      `protobuf:"bytes,4,rep,name=lan_prefixes,json=lanPrefixes,proto3" json:"lan_prefixes,omitempty"`
+	Mtu         uint32        `protobuf:"varint,5,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Ipsec       *IPsecPolicy  `protobuf:"bytes,6,opt,name=ipsec,proto3" json:"ipsec,omitempty"`
+	Tunnels     []*EdgeTunnel `protobuf:"bytes,7,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
+	Routing     RoutingMode   `protobuf:"varint,8,opt,name=routing,proto3,enum=meshwan.v1.RoutingMode" json:"routing,omitempty"`
+	// path_policy is the topology's, defaults filled in.
+	PathPolicy    *PathPolicy `protobuf:"bytes,9,opt,name=path_policy,json=pathPolicy,proto3" json:"path_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -452,6 +462,13 @@ func (x *DesiredState) GetRouting() RoutingMode {
 		return x.Routing
 	}
 	return RoutingMode_ROUTING_MODE_UNSPECIFIED
+}
+
+func (x *DesiredState) GetPathPolicy() *PathPolicy {
+	if x != nil {
+		return x.PathPolicy
+	}
+	return nil
 }
 
 // EdgeTunnel is one tunnel as seen from one of its ends.
@@ -605,12 +622,14 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"\x0fapplied_version\x18\x02 \x01(\x03R\x0eappliedVersion\x125\n" +
 	"\n" +
 	"transports\x18\x03 \x03(\v2\x15.meshwan.v1.TransportR\n" +
-	"transports\"\xa1\x01\n" +
+	"transports\"\xd9\x01\n" +
 	"\n" +
 	"EdgeReport\x12'\n" +
 	"\x0fapplied_version\x18\x01 \x01(\x03R\x0eappliedVersion\x122\n" +
 	"\atunnels\x18\x02 \x03(\v2\x18.meshwan.v1.TunnelStatusR\atunnels\x126\n" +
-	"\tbgp_peers\x18\x03 \x03(\v2\x19.meshwan.v1.BGPPeerStatusR\bbgpPeers\"\x97\x02\n" +
+	"\tbgp_peers\x18\x03 \x03(\v2\x19.meshwan.v1.BGPPeerStatusR\bbgpPeers\x126\n" +
+	"\vclass_paths\x18\x04 \x03(\v2\x15.meshwan.v1.ClassPathR\n" +
+	"classPaths\"\xd0\x02\n" +
 	"\fDesiredState\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x10\n" +
@@ -619,7 +638,9 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"\x03mtu\x18\x05 \x01(\rR\x03mtu\x12-\n" +
 	"\x05ipsec\x18\x06 \x01(\v2\x17.meshwan.v1.IPsecPolicyR\x05ipsec\x120\n" +
 	"\atunnels\x18\a \x03(\v2\x16.meshwan.v1.EdgeTunnelR\atunnels\x121\n" +
-	"\arouting\x18\b \x01(\x0e2\x17.meshwan.v1.RoutingModeR\arouting\"\x86\x03\n" +
+	"\arouting\x18\b \x01(\x0e2\x17.meshwan.v1.RoutingModeR\arouting\x127\n" +
+	"\vpath_policy\x18\t \x01(\v2\x16.meshwan.v1.PathPolicyR\n" +
+	"pathPolicy\"\x86\x03\n" +
 	"\n" +
 	"EdgeTunnel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
@@ -665,8 +686,10 @@ var file_meshwan_v1_edge_proto_goTypes = []any{
 	(*Transport)(nil),      // 7: meshwan.v1.Transport
 	(*TunnelStatus)(nil),   // 8: meshwan.v1.TunnelStatus
 	(*BGPPeerStatus)(nil),  // 9: meshwan.v1.BGPPeerStatus
-	(*IPsecPolicy)(nil),    // 10: meshwan.v1.IPsecPolicy
-	(RoutingMode)(0),       // 11: meshwan.v1.RoutingMode
+	(*ClassPath)(nil),      // 10: meshwan.v1.ClassPath
+	(*IPsecPolicy)(nil),    // 11: meshwan.v1.IPsecPolicy
+	(RoutingMode)(0),       // 12: meshwan.v1.RoutingMode
+	(*PathPolicy)(nil),     // 13: meshwan.v1.PathPolicy
 }
 var file_meshwan_v1_edge_proto_depIdxs = []int32{
 	3,  // 0: meshwan.v1.SyncRequest.hello:type_name -> meshwan.v1.Hello
@@ -674,18 +697,20 @@ var file_meshwan_v1_edge_proto_depIdxs = []int32{
 	7,  // 2: meshwan.v1.Hello.transports:type_name -> meshwan.v1.Transport
 	8,  // 3: meshwan.v1.EdgeReport.tunnels:type_name -> meshwan.v1.TunnelStatus
 	9,  // 4: meshwan.v1.EdgeReport.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
-	10, // 5: meshwan.v1.DesiredState.ipsec:type_name -> meshwan.v1.IPsecPolicy
-	6,  // 6: meshwan.v1.DesiredState.tunnels:type_name -> meshwan.v1.EdgeTunnel
-	11, // 7: meshwan.v1.DesiredState.routing:type_name -> meshwan.v1.RoutingMode
-	0,  // 8: meshwan.v1.EdgeService.Enroll:input_type -> meshwan.v1.EnrollRequest
-	2,  // 9: meshwan.v1.EdgeService.Sync:input_type -> meshwan.v1.SyncRequest
-	1,  // 10: meshwan.v1.EdgeService.Enroll:output_type -> meshwan.v1.EnrollResponse
-	5,  // 11: meshwan.v1.EdgeService.Sync:output_type -> meshwan.v1.DesiredState
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	10, // 5: meshwan.v1.EdgeReport.class_paths:type_name -> meshwan.v1.ClassPath
+	11, // 6: meshwan.v1.DesiredState.ipsec:type_name -> meshwan.v1.IPsecPolicy
+	6,  // 7: meshwan.v1.DesiredState.tunnels:type_name -> meshwan.v1.EdgeTunnel
+	12, // 8: meshwan.v1.DesiredState.routing:type_name -> meshwan.v1.RoutingMode
+	13, // 9: meshwan.v1.DesiredState.path_policy:type_name -> meshwan.v1.PathPolicy
+	0,  // 10: meshwan.v1.EdgeService.Enroll:input_type -> meshwan.v1.EnrollRequest
+	2,  // 11: meshwan.v1.EdgeService.Sync:input_type -> meshwan.v1.SyncRequest
+	1,  // 12: meshwan.v1.EdgeService.Enroll:output_type -> meshwan.v1.EnrollResponse
+	5,  // 13: meshwan.v1.EdgeService.Sync:output_type -> meshwan.v1.DesiredState
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_edge_proto_init() }

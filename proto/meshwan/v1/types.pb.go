@@ -486,6 +486,7 @@ type SiteStatus struct {
 	AppliedVersion int64            `protobuf:"varint,4,opt,name=applied_version,json=appliedVersion,proto3" json:"applied_version,omitempty"`
 	Tunnels        []*TunnelStatus  `protobuf:"bytes,5,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
 	BgpPeers       []*BGPPeerStatus `protobuf:"bytes,6,rep,name=bgp_peers,json=bgpPeers,proto3" json:"bgp_peers,omitempty"`
+	ClassPaths     []*ClassPath     `protobuf:"bytes,7,rep,name=class_paths,json=classPaths,proto3" json:"class_paths,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -558,6 +559,13 @@ func (x *SiteStatus) GetTunnels() []*TunnelStatus {
 func (x *SiteStatus) GetBgpPeers() []*BGPPeerStatus {
 	if x != nil {
 		return x.BgpPeers
+	}
+	return nil
+}
+
+func (x *SiteStatus) GetClassPaths() []*ClassPath {
+	if x != nil {
+		return x.ClassPaths
 	}
 	return nil
 }
@@ -741,8 +749,11 @@ type Topology struct {
 	TransportMatch TransportMatch         `protobuf:"varint,2,opt,name=transport_match,json=transportMatch,proto3,enum=meshwan.v1.TransportMatch" json:"transport_match,omitempty"`
 	Ipsec          *IPsecPolicy           `protobuf:"bytes,3,opt,name=ipsec,proto3" json:"ipsec,omitempty"`
 	// mtu of every GRE link; 0 means 1400 (the seed's recommendation).
-	Mtu           uint32      `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
-	Routing       RoutingMode `protobuf:"varint,5,opt,name=routing,proto3,enum=meshwan.v1.RoutingMode" json:"routing,omitempty"`
+	Mtu     uint32      `protobuf:"varint,4,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Routing RoutingMode `protobuf:"varint,5,opt,name=routing,proto3,enum=meshwan.v1.RoutingMode" json:"routing,omitempty"`
+	// path_policy holds probing, failover and SLA steering settings; empty
+	// means probing with the defaults and no traffic classes.
+	PathPolicy    *PathPolicy `protobuf:"bytes,6,opt,name=path_policy,json=pathPolicy,proto3" json:"path_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -812,6 +823,297 @@ func (x *Topology) GetRouting() RoutingMode {
 	return RoutingMode_ROUTING_MODE_UNSPECIFIED
 }
 
+func (x *Topology) GetPathPolicy() *PathPolicy {
+	if x != nil {
+		return x.PathPolicy
+	}
+	return nil
+}
+
+// PathPolicy decides how edges probe every tunnel, when a tunnel stops
+// carrying traffic and comes back, and how traffic classes are steered
+// across parallel tunnels (several WAN transports). Zero fields take the
+// defaults written next to them. Network-wide: every edge gets the same.
+type PathPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// probe_interval_ms between probes on each tunnel; default 100, 20..10000.
+	ProbeIntervalMs uint32 `protobuf:"varint,1,opt,name=probe_interval_ms,json=probeIntervalMs,proto3" json:"probe_interval_ms,omitempty"`
+	// down_after consecutive unanswered probes take a tunnel down; default 5
+	// (500 ms at the default interval), 2..100.
+	DownAfter uint32 `protobuf:"varint,2,opt,name=down_after,json=downAfter,proto3" json:"down_after,omitempty"`
+	// up_after consecutive answered probes bring it up again; default 3, 1..100.
+	UpAfter uint32 `protobuf:"varint,3,opt,name=up_after,json=upAfter,proto3" json:"up_after,omitempty"`
+	// hold_down_ms a recovered tunnel must stay up before traffic returns to
+	// it; default 2000, at most 600000.
+	HoldDownMs uint32 `protobuf:"varint,4,opt,name=hold_down_ms,json=holdDownMs,proto3" json:"hold_down_ms,omitempty"`
+	// disabled turns probing (and so probe-driven failover and steering) off.
+	Disabled       bool            `protobuf:"varint,5,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	SlaClasses     []*SLAClass     `protobuf:"bytes,6,rep,name=sla_classes,json=slaClasses,proto3" json:"sla_classes,omitempty"`
+	TrafficClasses []*TrafficClass `protobuf:"bytes,7,rep,name=traffic_classes,json=trafficClasses,proto3" json:"traffic_classes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PathPolicy) Reset() {
+	*x = PathPolicy{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathPolicy) ProtoMessage() {}
+
+func (x *PathPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathPolicy.ProtoReflect.Descriptor instead.
+func (*PathPolicy) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PathPolicy) GetProbeIntervalMs() uint32 {
+	if x != nil {
+		return x.ProbeIntervalMs
+	}
+	return 0
+}
+
+func (x *PathPolicy) GetDownAfter() uint32 {
+	if x != nil {
+		return x.DownAfter
+	}
+	return 0
+}
+
+func (x *PathPolicy) GetUpAfter() uint32 {
+	if x != nil {
+		return x.UpAfter
+	}
+	return 0
+}
+
+func (x *PathPolicy) GetHoldDownMs() uint32 {
+	if x != nil {
+		return x.HoldDownMs
+	}
+	return 0
+}
+
+func (x *PathPolicy) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *PathPolicy) GetSlaClasses() []*SLAClass {
+	if x != nil {
+		return x.SlaClasses
+	}
+	return nil
+}
+
+func (x *PathPolicy) GetTrafficClasses() []*TrafficClass {
+	if x != nil {
+		return x.TrafficClasses
+	}
+	return nil
+}
+
+// SLAClass is a service level a traffic class asks of the tunnel it uses,
+// with the transports it prefers. A bound of 0 means "no bound".
+type SLAClass struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	MaxRttMs    float64                `protobuf:"fixed64,2,opt,name=max_rtt_ms,json=maxRttMs,proto3" json:"max_rtt_ms,omitempty"`          // smoothed round-trip time
+	MaxLossPct  float64                `protobuf:"fixed64,3,opt,name=max_loss_pct,json=maxLossPct,proto3" json:"max_loss_pct,omitempty"`    // loss over the last 100 probes
+	MaxJitterMs float64                `protobuf:"fixed64,4,opt,name=max_jitter_ms,json=maxJitterMs,proto3" json:"max_jitter_ms,omitempty"` // RFC 3550 jitter of the round-trip time
+	// transport_preference lists local transport names, most preferred first;
+	// transports not listed come after, by name.
+	TransportPreference []string `protobuf:"bytes,5,rep,name=transport_preference,json=transportPreference,proto3" json:"transport_preference,omitempty"`
+	// damping_ms: a tunnel must fail (or meet again) the SLA this long before
+	// the class moves off it (or back); default 2000, 0..600000.
+	DampingMs     uint32 `protobuf:"varint,6,opt,name=damping_ms,json=dampingMs,proto3" json:"damping_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SLAClass) Reset() {
+	*x = SLAClass{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SLAClass) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SLAClass) ProtoMessage() {}
+
+func (x *SLAClass) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SLAClass.ProtoReflect.Descriptor instead.
+func (*SLAClass) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SLAClass) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SLAClass) GetMaxRttMs() float64 {
+	if x != nil {
+		return x.MaxRttMs
+	}
+	return 0
+}
+
+func (x *SLAClass) GetMaxLossPct() float64 {
+	if x != nil {
+		return x.MaxLossPct
+	}
+	return 0
+}
+
+func (x *SLAClass) GetMaxJitterMs() float64 {
+	if x != nil {
+		return x.MaxJitterMs
+	}
+	return 0
+}
+
+func (x *SLAClass) GetTransportPreference() []string {
+	if x != nil {
+		return x.TransportPreference
+	}
+	return nil
+}
+
+func (x *SLAClass) GetDampingMs() uint32 {
+	if x != nil {
+		return x.DampingMs
+	}
+	return 0
+}
+
+// TrafficClass selects packets forwarded by an edge (from its LAN to the
+// overlay) and puts them in an SLA class. Packets match when every given
+// criterion matches; classes are tried in order, first match wins;
+// unmatched packets follow the ordinary routes.
+type TrafficClass struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	SlaClass string                 `protobuf:"bytes,2,opt,name=sla_class,json=slaClass,proto3" json:"sla_class,omitempty"`
+	Dscp     []uint32               `protobuf:"varint,3,rep,packed,name=dscp,proto3" json:"dscp,omitempty"` // 0..63
+	Protocol string                 `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"` // "tcp", "udp", "icmp" or empty (any)
+	// ports are destination ports or ranges ("5060", "16384-32767"); they
+	// need protocol tcp or udp.
+	Ports []string `protobuf:"bytes,5,rep,name=ports,proto3" json:"ports,omitempty"`
+	// destinations are CIDR prefixes (remote LANs or parts of them).
+	Destinations  []string `protobuf:"bytes,6,rep,name=destinations,proto3" json:"destinations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrafficClass) Reset() {
+	*x = TrafficClass{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficClass) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficClass) ProtoMessage() {}
+
+func (x *TrafficClass) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficClass.ProtoReflect.Descriptor instead.
+func (*TrafficClass) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TrafficClass) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TrafficClass) GetSlaClass() string {
+	if x != nil {
+		return x.SlaClass
+	}
+	return ""
+}
+
+func (x *TrafficClass) GetDscp() []uint32 {
+	if x != nil {
+		return x.Dscp
+	}
+	return nil
+}
+
+func (x *TrafficClass) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *TrafficClass) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *TrafficClass) GetDestinations() []string {
+	if x != nil {
+		return x.Destinations
+	}
+	return nil
+}
+
 // TunnelEnd is one side of a tunnel.
 type TunnelEnd struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -829,7 +1131,7 @@ type TunnelEnd struct {
 
 func (x *TunnelEnd) Reset() {
 	*x = TunnelEnd{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	mi := &file_meshwan_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +1143,7 @@ func (x *TunnelEnd) String() string {
 func (*TunnelEnd) ProtoMessage() {}
 
 func (x *TunnelEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	mi := &file_meshwan_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +1156,7 @@ func (x *TunnelEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelEnd.ProtoReflect.Descriptor instead.
 func (*TunnelEnd) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TunnelEnd) GetSite() string {
@@ -908,7 +1210,7 @@ type Tunnel struct {
 
 func (x *Tunnel) Reset() {
 	*x = Tunnel{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[7]
+	mi := &file_meshwan_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1222,7 @@ func (x *Tunnel) String() string {
 func (*Tunnel) ProtoMessage() {}
 
 func (x *Tunnel) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[7]
+	mi := &file_meshwan_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1235,7 @@ func (x *Tunnel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tunnel.ProtoReflect.Descriptor instead.
 func (*Tunnel) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Tunnel) GetId() string {
@@ -973,24 +1275,35 @@ func (x *Tunnel) GetCreatedAt() *timestamppb.Timestamp {
 
 // TunnelStatus is what an edge reports about one of its tunnels.
 type TunnelStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TunnelId      string                 `protobuf:"bytes,1,opt,name=tunnel_id,json=tunnelId,proto3" json:"tunnel_id,omitempty"`
-	State         TunnelState            `protobuf:"varint,2,opt,name=state,proto3,enum=meshwan.v1.TunnelState" json:"state,omitempty"`
-	LinkUp        bool                   `protobuf:"varint,3,opt,name=link_up,json=linkUp,proto3" json:"link_up,omitempty"`            // the GRE link exists and is up
-	IkeState      string                 `protobuf:"bytes,4,opt,name=ike_state,json=ikeState,proto3" json:"ike_state,omitempty"`       // strongSwan IKE SA state (ESTABLISHED, CONNECTING, ...)
-	ChildState    string                 `protobuf:"bytes,5,opt,name=child_state,json=childState,proto3" json:"child_state,omitempty"` // strongSwan child SA state (INSTALLED, ...)
-	BytesIn       uint64                 `protobuf:"varint,6,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
-	BytesOut      uint64                 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
-	PacketsIn     uint64                 `protobuf:"varint,8,opt,name=packets_in,json=packetsIn,proto3" json:"packets_in,omitempty"`
-	PacketsOut    uint64                 `protobuf:"varint,9,opt,name=packets_out,json=packetsOut,proto3" json:"packets_out,omitempty"`
-	Detail        string                 `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"` // human readable reason when not up
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TunnelId   string                 `protobuf:"bytes,1,opt,name=tunnel_id,json=tunnelId,proto3" json:"tunnel_id,omitempty"`
+	State      TunnelState            `protobuf:"varint,2,opt,name=state,proto3,enum=meshwan.v1.TunnelState" json:"state,omitempty"`
+	LinkUp     bool                   `protobuf:"varint,3,opt,name=link_up,json=linkUp,proto3" json:"link_up,omitempty"`            // the GRE link exists and is up
+	IkeState   string                 `protobuf:"bytes,4,opt,name=ike_state,json=ikeState,proto3" json:"ike_state,omitempty"`       // strongSwan IKE SA state (ESTABLISHED, CONNECTING, ...)
+	ChildState string                 `protobuf:"bytes,5,opt,name=child_state,json=childState,proto3" json:"child_state,omitempty"` // strongSwan child SA state (INSTALLED, ...)
+	BytesIn    uint64                 `protobuf:"varint,6,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	BytesOut   uint64                 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	PacketsIn  uint64                 `protobuf:"varint,8,opt,name=packets_in,json=packetsIn,proto3" json:"packets_in,omitempty"`
+	PacketsOut uint64                 `protobuf:"varint,9,opt,name=packets_out,json=packetsOut,proto3" json:"packets_out,omitempty"`
+	Detail     string                 `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"` // human readable reason when not up
+	// Path health from the edge's probes (probed is false when the edge does
+	// not probe this tunnel).
+	Probed      bool    `protobuf:"varint,11,opt,name=probed,proto3" json:"probed,omitempty"`
+	ProbeState  string  `protobuf:"bytes,12,opt,name=probe_state,json=probeState,proto3" json:"probe_state,omitempty"` // unknown, up, down
+	RttMs       float64 `protobuf:"fixed64,13,opt,name=rtt_ms,json=rttMs,proto3" json:"rtt_ms,omitempty"`              // smoothed round-trip time
+	RttP99Ms    float64 `protobuf:"fixed64,14,opt,name=rtt_p99_ms,json=rttP99Ms,proto3" json:"rtt_p99_ms,omitempty"`   // over the last 100 answered probes
+	JitterMs    float64 `protobuf:"fixed64,15,opt,name=jitter_ms,json=jitterMs,proto3" json:"jitter_ms,omitempty"`
+	LossPct     float64 `protobuf:"fixed64,16,opt,name=loss_pct,json=lossPct,proto3" json:"loss_pct,omitempty"` // over the last 100 probes
+	Transitions uint64  `protobuf:"varint,17,opt,name=transitions,proto3" json:"transitions,omitempty"`         // probe state changes since the agent started
+	// usable: the tunnel carries traffic (probes up and the hold-down over).
+	Usable        bool `protobuf:"varint,18,opt,name=usable,proto3" json:"usable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TunnelStatus) Reset() {
 	*x = TunnelStatus{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[8]
+	mi := &file_meshwan_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1315,7 @@ func (x *TunnelStatus) String() string {
 func (*TunnelStatus) ProtoMessage() {}
 
 func (x *TunnelStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[8]
+	mi := &file_meshwan_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1328,7 @@ func (x *TunnelStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelStatus.ProtoReflect.Descriptor instead.
 func (*TunnelStatus) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TunnelStatus) GetTunnelId() string {
@@ -1088,6 +1401,132 @@ func (x *TunnelStatus) GetDetail() string {
 	return ""
 }
 
+func (x *TunnelStatus) GetProbed() bool {
+	if x != nil {
+		return x.Probed
+	}
+	return false
+}
+
+func (x *TunnelStatus) GetProbeState() string {
+	if x != nil {
+		return x.ProbeState
+	}
+	return ""
+}
+
+func (x *TunnelStatus) GetRttMs() float64 {
+	if x != nil {
+		return x.RttMs
+	}
+	return 0
+}
+
+func (x *TunnelStatus) GetRttP99Ms() float64 {
+	if x != nil {
+		return x.RttP99Ms
+	}
+	return 0
+}
+
+func (x *TunnelStatus) GetJitterMs() float64 {
+	if x != nil {
+		return x.JitterMs
+	}
+	return 0
+}
+
+func (x *TunnelStatus) GetLossPct() float64 {
+	if x != nil {
+		return x.LossPct
+	}
+	return 0
+}
+
+func (x *TunnelStatus) GetTransitions() uint64 {
+	if x != nil {
+		return x.Transitions
+	}
+	return 0
+}
+
+func (x *TunnelStatus) GetUsable() bool {
+	if x != nil {
+		return x.Usable
+	}
+	return false
+}
+
+// ClassPath is the tunnel an edge steers one traffic class over, towards
+// one remote site.
+type ClassPath struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrafficClass  string                 `protobuf:"bytes,1,opt,name=traffic_class,json=trafficClass,proto3" json:"traffic_class,omitempty"`
+	RemoteSite    string                 `protobuf:"bytes,2,opt,name=remote_site,json=remoteSite,proto3" json:"remote_site,omitempty"`
+	TunnelId      string                 `protobuf:"bytes,3,opt,name=tunnel_id,json=tunnelId,proto3" json:"tunnel_id,omitempty"` // empty: no usable tunnel, the ordinary routes apply
+	MeetsSla      bool                   `protobuf:"varint,4,opt,name=meets_sla,json=meetsSla,proto3" json:"meets_sla,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClassPath) Reset() {
+	*x = ClassPath{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClassPath) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClassPath) ProtoMessage() {}
+
+func (x *ClassPath) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClassPath.ProtoReflect.Descriptor instead.
+func (*ClassPath) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ClassPath) GetTrafficClass() string {
+	if x != nil {
+		return x.TrafficClass
+	}
+	return ""
+}
+
+func (x *ClassPath) GetRemoteSite() string {
+	if x != nil {
+		return x.RemoteSite
+	}
+	return ""
+}
+
+func (x *ClassPath) GetTunnelId() string {
+	if x != nil {
+		return x.TunnelId
+	}
+	return ""
+}
+
+func (x *ClassPath) GetMeetsSla() bool {
+	if x != nil {
+		return x.MeetsSla
+	}
+	return false
+}
+
 // EnrollmentToken lets one new edge enroll once (zero-touch onboarding).
 type EnrollmentToken struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1110,7 +1549,7 @@ type EnrollmentToken struct {
 
 func (x *EnrollmentToken) Reset() {
 	*x = EnrollmentToken{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[9]
+	mi := &file_meshwan_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1561,7 @@ func (x *EnrollmentToken) String() string {
 func (*EnrollmentToken) ProtoMessage() {}
 
 func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[9]
+	mi := &file_meshwan_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1574,7 @@ func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollmentToken.ProtoReflect.Descriptor instead.
 func (*EnrollmentToken) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EnrollmentToken) GetId() string {
@@ -1211,7 +1650,7 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"transports\x12!\n" +
 	"\flan_prefixes\x18\x04 \x03(\tR\vlanPrefixes\x12\x10\n" +
 	"\x03asn\x18\x05 \x01(\rR\x03asn\x12.\n" +
-	"\x06status\x18\x06 \x01(\v2\x16.meshwan.v1.SiteStatusR\x06status\"\xac\x02\n" +
+	"\x06status\x18\x06 \x01(\v2\x16.meshwan.v1.SiteStatusR\x06status\"\xe4\x02\n" +
 	"\n" +
 	"SiteStatus\x12+\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x15.meshwan.v1.EdgeStateR\x05state\x12#\n" +
@@ -1219,7 +1658,9 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12'\n" +
 	"\x0fapplied_version\x18\x04 \x01(\x03R\x0eappliedVersion\x122\n" +
 	"\atunnels\x18\x05 \x03(\v2\x18.meshwan.v1.TunnelStatusR\atunnels\x126\n" +
-	"\tbgp_peers\x18\x06 \x03(\v2\x19.meshwan.v1.BGPPeerStatusR\bbgpPeers\"\xc8\x01\n" +
+	"\tbgp_peers\x18\x06 \x03(\v2\x19.meshwan.v1.BGPPeerStatusR\bbgpPeers\x126\n" +
+	"\vclass_paths\x18\a \x03(\v2\x15.meshwan.v1.ClassPathR\n" +
+	"classPaths\"\xc8\x01\n" +
 	"\rBGPPeerStatus\x12\x1a\n" +
 	"\bneighbor\x18\x01 \x01(\tR\bneighbor\x12\x10\n" +
 	"\x03asn\x18\x02 \x01(\rR\x03asn\x12\x1b\n" +
@@ -1236,13 +1677,44 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\fesp_proposal\x18\x03 \x01(\tR\vespProposal\x120\n" +
 	"\x14esp_lifetime_seconds\x18\x04 \x01(\rR\x12espLifetimeSeconds\x12\x1f\n" +
 	"\vdpd_seconds\x18\x05 \x01(\rR\n" +
-	"dpdSeconds\"\xf1\x01\n" +
+	"dpdSeconds\"\xaa\x02\n" +
 	"\bTopology\x12,\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x18.meshwan.v1.TopologyModeR\x04mode\x12C\n" +
 	"\x0ftransport_match\x18\x02 \x01(\x0e2\x1a.meshwan.v1.TransportMatchR\x0etransportMatch\x12-\n" +
 	"\x05ipsec\x18\x03 \x01(\v2\x17.meshwan.v1.IPsecPolicyR\x05ipsec\x12\x10\n" +
 	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x121\n" +
-	"\arouting\x18\x05 \x01(\x0e2\x17.meshwan.v1.RoutingModeR\arouting\"\x9f\x01\n" +
+	"\arouting\x18\x05 \x01(\x0e2\x17.meshwan.v1.RoutingModeR\arouting\x127\n" +
+	"\vpath_policy\x18\x06 \x01(\v2\x16.meshwan.v1.PathPolicyR\n" +
+	"pathPolicy\"\xaa\x02\n" +
+	"\n" +
+	"PathPolicy\x12*\n" +
+	"\x11probe_interval_ms\x18\x01 \x01(\rR\x0fprobeIntervalMs\x12\x1d\n" +
+	"\n" +
+	"down_after\x18\x02 \x01(\rR\tdownAfter\x12\x19\n" +
+	"\bup_after\x18\x03 \x01(\rR\aupAfter\x12 \n" +
+	"\fhold_down_ms\x18\x04 \x01(\rR\n" +
+	"holdDownMs\x12\x1a\n" +
+	"\bdisabled\x18\x05 \x01(\bR\bdisabled\x125\n" +
+	"\vsla_classes\x18\x06 \x03(\v2\x14.meshwan.v1.SLAClassR\n" +
+	"slaClasses\x12A\n" +
+	"\x0ftraffic_classes\x18\a \x03(\v2\x18.meshwan.v1.TrafficClassR\x0etrafficClasses\"\xd4\x01\n" +
+	"\bSLAClass\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\n" +
+	"max_rtt_ms\x18\x02 \x01(\x01R\bmaxRttMs\x12 \n" +
+	"\fmax_loss_pct\x18\x03 \x01(\x01R\n" +
+	"maxLossPct\x12\"\n" +
+	"\rmax_jitter_ms\x18\x04 \x01(\x01R\vmaxJitterMs\x121\n" +
+	"\x14transport_preference\x18\x05 \x03(\tR\x13transportPreference\x12\x1d\n" +
+	"\n" +
+	"damping_ms\x18\x06 \x01(\rR\tdampingMs\"\xa9\x01\n" +
+	"\fTrafficClass\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tsla_class\x18\x02 \x01(\tR\bslaClass\x12\x12\n" +
+	"\x04dscp\x18\x03 \x03(\rR\x04dscp\x12\x1a\n" +
+	"\bprotocol\x18\x04 \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05ports\x18\x05 \x03(\tR\x05ports\x12\"\n" +
+	"\fdestinations\x18\x06 \x03(\tR\fdestinations\"\x9f\x01\n" +
 	"\tTunnelEnd\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x1c\n" +
 	"\ttransport\x18\x02 \x01(\tR\ttransport\x12)\n" +
@@ -1255,7 +1727,7 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\x01b\x18\x03 \x01(\v2\x15.meshwan.v1.TunnelEndR\x01b\x12\x16\n" +
 	"\x06prefix\x18\x04 \x01(\tR\x06prefix\x129\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xc1\x02\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xa1\x04\n" +
 	"\fTunnelStatus\x12\x1b\n" +
 	"\ttunnel_id\x18\x01 \x01(\tR\btunnelId\x12-\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.meshwan.v1.TunnelStateR\x05state\x12\x17\n" +
@@ -1270,7 +1742,23 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\vpackets_out\x18\t \x01(\x04R\n" +
 	"packetsOut\x12\x16\n" +
 	"\x06detail\x18\n" +
-	" \x01(\tR\x06detail\"\x8e\x02\n" +
+	" \x01(\tR\x06detail\x12\x16\n" +
+	"\x06probed\x18\v \x01(\bR\x06probed\x12\x1f\n" +
+	"\vprobe_state\x18\f \x01(\tR\n" +
+	"probeState\x12\x15\n" +
+	"\x06rtt_ms\x18\r \x01(\x01R\x05rttMs\x12\x1c\n" +
+	"\n" +
+	"rtt_p99_ms\x18\x0e \x01(\x01R\brttP99Ms\x12\x1b\n" +
+	"\tjitter_ms\x18\x0f \x01(\x01R\bjitterMs\x12\x19\n" +
+	"\bloss_pct\x18\x10 \x01(\x01R\alossPct\x12 \n" +
+	"\vtransitions\x18\x11 \x01(\x04R\vtransitions\x12\x16\n" +
+	"\x06usable\x18\x12 \x01(\bR\x06usable\"\x8b\x01\n" +
+	"\tClassPath\x12#\n" +
+	"\rtraffic_class\x18\x01 \x01(\tR\ftrafficClass\x12\x1f\n" +
+	"\vremote_site\x18\x02 \x01(\tR\n" +
+	"remoteSite\x12\x1b\n" +
+	"\ttunnel_id\x18\x03 \x01(\tR\btunnelId\x12\x1b\n" +
+	"\tmeets_sla\x18\x04 \x01(\bR\bmeetsSla\"\x8e\x02\n" +
 	"\x0fEnrollmentToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x129\n" +
@@ -1322,7 +1810,7 @@ func file_meshwan_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_meshwan_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_meshwan_v1_types_proto_goTypes = []any{
 	(SiteRole)(0),                 // 0: meshwan.v1.SiteRole
 	(EdgeState)(0),                // 1: meshwan.v1.EdgeState
@@ -1336,35 +1824,43 @@ var file_meshwan_v1_types_proto_goTypes = []any{
 	(*BGPPeerStatus)(nil),         // 9: meshwan.v1.BGPPeerStatus
 	(*IPsecPolicy)(nil),           // 10: meshwan.v1.IPsecPolicy
 	(*Topology)(nil),              // 11: meshwan.v1.Topology
-	(*TunnelEnd)(nil),             // 12: meshwan.v1.TunnelEnd
-	(*Tunnel)(nil),                // 13: meshwan.v1.Tunnel
-	(*TunnelStatus)(nil),          // 14: meshwan.v1.TunnelStatus
-	(*EnrollmentToken)(nil),       // 15: meshwan.v1.EnrollmentToken
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*PathPolicy)(nil),            // 12: meshwan.v1.PathPolicy
+	(*SLAClass)(nil),              // 13: meshwan.v1.SLAClass
+	(*TrafficClass)(nil),          // 14: meshwan.v1.TrafficClass
+	(*TunnelEnd)(nil),             // 15: meshwan.v1.TunnelEnd
+	(*Tunnel)(nil),                // 16: meshwan.v1.Tunnel
+	(*TunnelStatus)(nil),          // 17: meshwan.v1.TunnelStatus
+	(*ClassPath)(nil),             // 18: meshwan.v1.ClassPath
+	(*EnrollmentToken)(nil),       // 19: meshwan.v1.EnrollmentToken
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_meshwan_v1_types_proto_depIdxs = []int32{
 	0,  // 0: meshwan.v1.Site.role:type_name -> meshwan.v1.SiteRole
 	6,  // 1: meshwan.v1.Site.transports:type_name -> meshwan.v1.Transport
 	8,  // 2: meshwan.v1.Site.status:type_name -> meshwan.v1.SiteStatus
 	1,  // 3: meshwan.v1.SiteStatus.state:type_name -> meshwan.v1.EdgeState
-	16, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
-	14, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
+	20, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
+	17, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
 	9,  // 6: meshwan.v1.SiteStatus.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
-	2,  // 7: meshwan.v1.Topology.mode:type_name -> meshwan.v1.TopologyMode
-	3,  // 8: meshwan.v1.Topology.transport_match:type_name -> meshwan.v1.TransportMatch
-	10, // 9: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
-	4,  // 10: meshwan.v1.Topology.routing:type_name -> meshwan.v1.RoutingMode
-	12, // 11: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
-	12, // 12: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
-	16, // 13: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
-	5,  // 14: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
-	16, // 15: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	16, // 16: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	18, // 7: meshwan.v1.SiteStatus.class_paths:type_name -> meshwan.v1.ClassPath
+	2,  // 8: meshwan.v1.Topology.mode:type_name -> meshwan.v1.TopologyMode
+	3,  // 9: meshwan.v1.Topology.transport_match:type_name -> meshwan.v1.TransportMatch
+	10, // 10: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
+	4,  // 11: meshwan.v1.Topology.routing:type_name -> meshwan.v1.RoutingMode
+	12, // 12: meshwan.v1.Topology.path_policy:type_name -> meshwan.v1.PathPolicy
+	13, // 13: meshwan.v1.PathPolicy.sla_classes:type_name -> meshwan.v1.SLAClass
+	14, // 14: meshwan.v1.PathPolicy.traffic_classes:type_name -> meshwan.v1.TrafficClass
+	15, // 15: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
+	15, // 16: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
+	20, // 17: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
+	5,  // 18: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
+	20, // 19: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	20, // 20: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_types_proto_init() }
@@ -1378,7 +1874,7 @@ func file_meshwan_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_types_proto_rawDesc), len(file_meshwan_v1_types_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
