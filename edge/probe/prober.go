@@ -51,6 +51,12 @@ type Config struct {
 	Listen    ListenFunc    // default ListenUDP
 	Log       *slog.Logger  // nil discards
 	Events    int           // buffer of the Events channel; default 64
+	// Gate, if set, is asked before every request: false skips it (no
+	// request, no statistics). The agent closes the gate of a tunnel
+	// whose IPsec SA is not installed yet on the end that must not
+	// trigger IKE (see agent.Paths). Called from the tunnel's goroutine;
+	// must be fast and safe for concurrent use.
+	Gate func(tunnel string) bool
 }
 
 // ErrConfig is wrapped by configuration and target errors.
@@ -100,6 +106,9 @@ func NewProber(cfg Config) (*Prober, error) {
 	}
 	if cfg.Stats.Timeout == 0 {
 		cfg.Stats.Timeout = TimeoutFor(cfg.Interval)
+	}
+	if cfg.Stats.Interval == 0 {
+		cfg.Stats.Interval = cfg.Interval
 	}
 	cfg.Stats = cfg.Stats.withDefaults()
 	if cfg.Listen == nil {
@@ -268,6 +277,14 @@ func (p *Prober) runTunnel(ctx context.Context, t *tunnel) {
 	defer ticker.Stop()
 	buf := make([]byte, 0, PacketLen)
 	for {
+		if p.cfg.Gate != nil && !p.cfg.Gate(t.target.Tunnel) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				continue
+			}
+		}
 		now := time.Now()
 		t.seq++
 		t.mu.Lock()

@@ -42,6 +42,9 @@ type StatsConfig struct {
 	Timeout   time.Duration // a probe unanswered this long is lost; default 1s
 	DownAfter int           // consecutive misses that take a tunnel down; default 5
 	UpAfter   int           // consecutive successes that bring it up again; default 3
+	// Interval is the probe interval; with DownAfter it sets the silence
+	// that takes a tunnel down (DownAfter x Interval). Default 100 ms.
+	Interval time.Duration
 }
 
 // Defaults of StatsConfig.
@@ -70,6 +73,9 @@ func (c StatsConfig) withDefaults() StatsConfig {
 	}
 	if c.UpAfter <= 0 {
 		c.UpAfter = DefaultUpAfter
+	}
+	if c.Interval <= 0 {
+		c.Interval = 100 * time.Millisecond
 	}
 	return c
 }
@@ -122,9 +128,18 @@ type probeRecord struct {
 //     the window (never sent, or pushed out) is Unknown;
 //   - successes and misses are counted in the order they are decided; a
 //     success resets the miss run and vice versa;
-//   - Unknown -> Up on the first success; Unknown or Up -> Down after
-//     DownAfter consecutive misses; Down -> Up after UpAfter consecutive
-//     successes. At most one transition per call.
+//   - Unknown -> Up on the first success; Down -> Up after UpAfter
+//     consecutive successes;
+//   - Unknown or Up -> Down after DownAfter consecutive misses, or sooner
+//     on silence: at least DownAfter probes sent since the last success
+//     (or since the first probe, if none succeeded) and no success for
+//     DownAfter x Interval. Silence is what makes failover fast: waiting
+//     for DownAfter probes to time out would take Timeout (1 s) longer.
+//     Replies keep arriving every Interval on a path whose RTT merely
+//     grew, so silence tolerates an RTT jump of up to (DownAfter-1) x
+//     Interval without a false down, where a per-probe miss timeout of
+//     one interval would not;
+//   - at most one transition per call.
 type Stats struct {
 	cfg StatsConfig
 
@@ -132,11 +147,15 @@ type Stats struct {
 	head   int             // index of the oldest probe when len(probes) == Window
 	bySeq  map[uint64]int  // seq -> index in probes, for probes in the ring
 	rtts   []time.Duration // ring of the last Window RTT samples
-	rttAt  int             // next slot in rtts once full
-	snap   Snapshot        // counters, state and estimators
-	srtt   float64         // ns
-	jitter float64         // ns
-	prev   time.Duration   // previous RTT sample, for jitter
+	// lastOK is the time of the last success, or of the first probe when
+	// none has succeeded; sinceOK counts the probes sent since then.
+	lastOK  time.Time
+	sinceOK int
+	rttAt   int           // next slot in rtts once full
+	snap    Snapshot      // counters, state and estimators
+	srtt    float64       // ns
+	jitter  float64       // ns
+	prev    time.Duration // previous RTT sample, for jitter
 }
 
 // NewStats returns empty statistics in state Unknown.
@@ -156,6 +175,13 @@ func (s *Stats) Sent(seq uint64, at time.Time) (Transition, bool) {
 		return tr, ok
 	}
 	s.snap.Sent++
+	if s.lastOK.IsZero() {
+		s.lastOK = at
+	}
+	s.sinceOK++
+	if t, changed := s.silence(at); changed {
+		tr, ok = t, true
+	}
 	rec := probeRecord{seq: seq, sentAt: at}
 	if len(s.probes) < s.cfg.Window {
 		s.bySeq[seq] = len(s.probes)
@@ -207,8 +233,28 @@ func (s *Stats) Received(seq uint64, recvAt time.Time, reflectorDelay time.Durat
 	return tr, ok
 }
 
-// Tick declares lost the probes that have timed out by now.
-func (s *Stats) Tick(now time.Time) (Transition, bool) { return s.expire(now) }
+// Tick declares lost the probes that have timed out by now and applies
+// the silence rule.
+func (s *Stats) Tick(now time.Time) (Transition, bool) {
+	tr, ok := s.expire(now)
+	if t, changed := s.silence(now); changed {
+		tr, ok = t, true
+	}
+	return tr, ok
+}
+
+// silence takes the tunnel down when DownAfter probes went out since the
+// last success and nothing succeeded for DownAfter x Interval.
+func (s *Stats) silence(now time.Time) (Transition, bool) {
+	if s.snap.State == StateDown || s.sinceOK < s.cfg.DownAfter || s.lastOK.IsZero() {
+		return Transition{}, false
+	}
+	if now.Sub(s.lastOK) < time.Duration(s.cfg.DownAfter)*s.cfg.Interval {
+		return Transition{}, false
+	}
+	s.snap.ConsecutiveSuccesses = 0
+	return s.move(StateDown, now), true
+}
 
 // expire marks timed-out probes lost, oldest first.
 func (s *Stats) expire(now time.Time) (tr Transition, ok bool) {
@@ -247,6 +293,7 @@ func (s *Stats) sample(rtt time.Duration) {
 }
 
 func (s *Stats) success(at time.Time) (Transition, bool) {
+	s.lastOK, s.sinceOK = at, 0
 	s.snap.ConsecutiveMisses = 0
 	s.snap.ConsecutiveSuccesses++
 	switch {

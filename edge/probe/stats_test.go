@@ -123,12 +123,36 @@ func TestStatsRules(t *testing.T) {
 			script:      "s1@0 s2@100 s3@200 r1@210 r2@220",
 			transitions: "unknown->up@220",
 			snap:        "state=up misses=0 succ=1 sent=3 recv=1 lost=1 late=0 dup=0 unk=1 loss=0.0 rtt=120ms srtt=120ms jitter=0s p50=120ms p99=120ms n=1"},
+		{name: "silence: down after DownAfter probes and DownAfter x interval without a success",
+			cfg:         StatsConfig{Interval: 100 * time.Millisecond},
+			script:      "s0@0 r0@10" + sends(1, 6, 100) + " t@509 t@510",
+			transitions: "unknown->up@10 up->down@510",
+			snap:        "state=down misses=0 succ=0 sent=6 recv=1 lost=0 late=0 dup=0 unk=0 loss=0.0 rtt=10ms srtt=10ms jitter=0s p50=10ms p99=10ms n=1"},
+		{name: "silence needs DownAfter probes, not only time",
+			cfg:         StatsConfig{Interval: 100 * time.Millisecond},
+			script:      "s0@0 r0@10 s1@100 s2@200 s3@300 s4@400 t@900",
+			transitions: "unknown->up@10",
+			snap:        "state=up misses=0 succ=1 sent=5 recv=1 lost=0 late=0 dup=0 unk=0 loss=0.0 rtt=10ms srtt=10ms jitter=0s p50=10ms p99=10ms n=1"},
+		{name: "an RTT jump of 300ms is not silence",
+			cfg:         StatsConfig{Interval: 100 * time.Millisecond},
+			script:      "s0@0 r0@10 s1@100 s2@200 s3@300 r1@410 s4@400 r2@510 s5@500 r3@610 s6@600 r4@710 t@800",
+			transitions: "unknown->up@10",
+			snap:        "state=up misses=0 succ=5 sent=7 recv=5 lost=0 late=0 dup=0 unk=0 loss=0.0 rtt=310ms srtt=134.145508ms jitter=15.449524ms p50=310ms p99=310ms n=5"},
+		{name: "silence from the start: unknown -> down",
+			cfg:         StatsConfig{Interval: 100 * time.Millisecond},
+			script:      sends(0, 5, 100) + " t@499 t@500",
+			transitions: "unknown->down@500",
+			snap:        "state=down misses=0 succ=0 sent=5 recv=0 lost=0 late=0 dup=0 unk=0 loss=0.0 rtt=0s srtt=0s jitter=0s p50=0s p99=0s n=0"},
 		{name: "a repeated Sent of a seq in the window is ignored",
 			script:      "s1@0 s1@50 r1@60",
 			transitions: "unknown->up@60",
 			snap:        "state=up misses=0 succ=1 sent=1 recv=1 lost=0 late=0 dup=0 unk=0 loss=0.0 rtt=60ms srtt=60ms jitter=0s p50=60ms p99=60ms n=1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.cfg.Interval == 0 {
+				// The per-probe timeout rules alone: no silence rule.
+				tc.cfg.Interval = time.Hour
+			}
 			s := NewStats(tc.cfg)
 			if got := runScript(t, s, tc.script); got != tc.transitions {
 				t.Errorf("transitions\n got %q\nwant %q", got, tc.transitions)
