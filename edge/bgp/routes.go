@@ -148,7 +148,15 @@ func candidateFrom(p *api.Path, localASN uint32) (candidate, error) {
 // routesFromRIB computes the wanted kernel routes from GoBGP's global
 // RIB (one api.Destination per prefix). Destinations it cannot parse are
 // skipped and reported. The result is sorted by prefix.
-func routesFromRIB(dests []*api.Destination, localASN uint32) ([]Route, []error) {
+//
+// excluded holds next hops the agent's probes declared unusable (their
+// tunnel is down or in hold-down): their paths are dropped before route
+// choice, so the next path takes over at once instead of after the BGP
+// hold time, and BGP cannot re-install them until the probes recover.
+// When every path of a destination is excluded they are all kept
+// (fail-open: if the probes are what is broken, traffic still flows where
+// BGP says).
+func routesFromRIB(dests []*api.Destination, localASN uint32, excluded map[netip.Addr]bool) ([]Route, []error) {
 	var (
 		out  []Route
 		errs []error
@@ -173,12 +181,26 @@ func routesFromRIB(dests []*api.Destination, localASN uint32) ([]Route, []error)
 		if bad {
 			continue
 		}
+		cands = excludePaths(cands, excluded)
 		if r, ok := chooseRoute(dst.Masked(), cands); ok {
 			out = append(out, r)
 		}
 	}
 	slices.SortFunc(out, func(a, b Route) int { return comparePrefix(a.Dst, b.Dst) })
 	return out, errs
+}
+
+// excludePaths drops the learned paths whose next hop is excluded, unless
+// that would drop every learned path. Pure.
+func excludePaths(cands []candidate, excluded map[netip.Addr]bool) []candidate {
+	if len(excluded) == 0 {
+		return cands
+	}
+	kept := slices.DeleteFunc(slices.Clone(cands), func(c candidate) bool { return !c.Local && excluded[c.NextHop] })
+	if !slices.ContainsFunc(kept, func(c candidate) bool { return !c.Local }) {
+		return cands
+	}
+	return kept
 }
 
 // kernelRoute is one IPv4 route read from the kernel table, reduced.

@@ -68,7 +68,7 @@ func TestRoutesFromRIB(t *testing.T) {
 		}},
 		{Prefix: "2001:db8::/32"},
 	}
-	rs, errs := routesFromRIB(dests, 4200000002)
+	rs, errs := routesFromRIB(dests, 4200000002, nil)
 	var got []string
 	for _, r := range rs {
 		got = append(got, r.String())
@@ -83,6 +83,42 @@ func TestRoutesFromRIB(t *testing.T) {
 	c, err := candidateFrom(dests[0].Paths[0], 4200000002)
 	if err != nil || fmt.Sprint(c.ASPath) != "[4200000010 4200000003]" || c.ASPathLen != 2 || c.FromPeer != ma("10.255.0.1") {
 		t.Errorf("candidate = %+v, %v", c, err)
+	}
+}
+
+// TestRoutesFromRIBExcluded: paths over an excluded next hop (a tunnel the
+// probes declared down) are dropped before route choice, so a worse path
+// takes over; when every learned path is excluded, all are kept
+// (fail-open).
+func TestRoutesFromRIBExcluded(t *testing.T) {
+	dests := []*api.Destination{
+		{Prefix: "10.3.0.0/16", Paths: []*api.Path{
+			apiPath(t, "10.255.0.1", 4200000010, []uint32{4200000010}, "10.255.0.1", false),
+			apiPath(t, "10.255.0.5", 4200000011, []uint32{4200000011, 4200000012, 4200000003}, "10.255.0.5", false),
+		}},
+		{Prefix: "10.4.0.0/16", Paths: []*api.Path{
+			apiPath(t, "10.255.0.1", 4200000010, []uint32{4200000010}, "10.255.0.1", false),
+		}},
+	}
+	for _, tc := range []struct {
+		name     string
+		excluded map[netip.Addr]bool
+		want     []string
+	}{
+		{"none", nil, []string{"10.3.0.0/16 via 10.255.0.1", "10.4.0.0/16 via 10.255.0.1"}},
+		{"best path's tunnel down: the longer path takes over; the only path stays (fail-open)",
+			map[netip.Addr]bool{ma("10.255.0.1"): true}, []string{"10.3.0.0/16 via 10.255.0.5", "10.4.0.0/16 via 10.255.0.1"}},
+		{"both down: fail-open keeps BGP's choice", map[netip.Addr]bool{ma("10.255.0.1"): true, ma("10.255.0.5"): true},
+			[]string{"10.3.0.0/16 via 10.255.0.1", "10.4.0.0/16 via 10.255.0.1"}},
+	} {
+		rs, errs := routesFromRIB(dests, 4200000002, tc.excluded)
+		var got []string
+		for _, r := range rs {
+			got = append(got, r.String())
+		}
+		if !slices.Equal(got, tc.want) || len(errs) != 0 {
+			t.Errorf("%s: routes = %q (%v), want %q", tc.name, got, errs, tc.want)
+		}
 	}
 }
 

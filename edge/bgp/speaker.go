@@ -55,6 +55,7 @@ type Speaker struct {
 	peers      map[netip.Addr]Neighbor // as configured in GoBGP, normalised
 	originated map[netip.Prefix][]byte // prefix -> AddPath UUID
 	lanAddrs   map[netip.Addr]bool     // members of lanSetName besides the sentinel
+	excluded   map[netip.Addr]bool     // next hops not to route over (SetExcluded)
 }
 
 // Start starts a speaker with cfg: GoBGP with the site's ASN, router id
@@ -349,6 +350,65 @@ func (s *Speaker) Routes(ctx context.Context) ([]Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	rs, errs := routesFromRIB(dests, s.cfg.ASN)
+	rs, errs := routesFromRIB(dests, s.cfg.ASN, s.excludedSet())
 	return rs, errors.Join(errs...)
+}
+
+// SetExcluded sets the next hops whose paths the kernel route sync must
+// not use (see routesFromRIB) and resyncs at once when the set changed.
+// BGP itself is not touched: sessions stay up and keep advertising, so
+// recovery needs no new session, only a resync. It never blocks.
+func (s *Speaker) SetExcluded(nextHops []netip.Addr) {
+	set := make(map[netip.Addr]bool, len(nextHops))
+	for _, a := range nextHops {
+		set[a] = true
+	}
+	s.mu.Lock()
+	changed := !maps.Equal(set, s.excluded)
+	s.excluded = set
+	s.mu.Unlock()
+	if changed {
+		s.Resync()
+	}
+}
+
+func (s *Speaker) excludedSet() map[netip.Addr]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.excluded
+}
+
+// Candidates returns, per learned prefix, the next hops of every valid
+// path (not only the best ones), sorted: the ways traffic to the prefix
+// could go, for SLA steering. Prefixes we originate are left out.
+func (s *Speaker) Candidates(ctx context.Context) (map[netip.Prefix][]netip.Addr, error) {
+	dests, err := s.rib(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[netip.Prefix][]netip.Addr{}
+	var errs []error
+	for _, d := range dests {
+		dst, err := netip.ParsePrefix(d.Prefix)
+		if err != nil || !dst.Addr().Is4() {
+			continue
+		}
+		var nhs []netip.Addr
+		for _, p := range d.Paths {
+			c, err := candidateFrom(p, s.cfg.ASN)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("destination %v: %w", dst, err))
+				continue
+			}
+			if c.Local || c.NHInvalid || !c.NextHop.IsValid() {
+				continue
+			}
+			nhs = append(nhs, c.NextHop)
+		}
+		if len(nhs) > 0 {
+			slices.SortFunc(nhs, netip.Addr.Compare)
+			out[dst.Masked()] = slices.Compact(nhs)
+		}
+	}
+	return out, errors.Join(errs...)
 }

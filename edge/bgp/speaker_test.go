@@ -206,6 +206,18 @@ func TestTwoHubs(t *testing.T) {
 	if err != nil || fmt.Sprint(rs) != "[10.23.0.0/16 via 127.0.3.1,127.0.3.2]" {
 		t.Errorf("b.Routes = %v, %v", rs, err)
 	}
+	cands, err := b.s.Candidates(context.Background())
+	if err != nil || fmt.Sprint(cands) != "map[10.23.0.0/16:[127.0.3.1 127.0.3.2]]" {
+		t.Errorf("b.Candidates = %v, %v", cands, err)
+	}
+
+	// The agent's probes say the tunnel to h1 is down: b stops routing
+	// over it at once while the session stays up, and returns when told.
+	b.s.SetExcluded([]netip.Addr{ma("127.0.3.1")})
+	waitText(t, "b's kernel with h1 excluded", "10.23.0.0/16 via 127.0.3.2 proto 241 metric 20 table 254", b.kernel.String)
+	b.s.SetExcluded(nil)
+	waitText(t, "b's kernel with nothing excluded",
+		"10.23.0.0/16 via 127.0.3.1,127.0.3.2 proto 241 metric 20 table 254", b.kernel.String)
 	b.kernel.ResetCalls()
 
 	h1.s.Stop()

@@ -169,7 +169,7 @@ func (s *Speaker) syncOnce(ctx context.Context, holding bool) error {
 	if err != nil {
 		return err
 	}
-	want, perrs := routesFromRIB(dests, s.cfg.ASN)
+	want, perrs := routesFromRIB(dests, s.cfg.ASN, s.excludedSet())
 	_, err = s.kernel.sync(want, holding)
 	return errors.Join(append(perrs, err)...)
 }
