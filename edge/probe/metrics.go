@@ -9,13 +9,19 @@ import (
 // each other, and keeps no state of its own. Counters restart from zero
 // when a tunnel is re-created by Apply (Prometheus treats that as a reset).
 type Collector struct {
-	p                                       *Prober
+	p                                       Source
 	srtt, rttQ, jitter, loss, state         *prometheus.Desc
 	transitions, sent, received, lost, late *prometheus.Desc
 }
 
+// Source is what a Collector reads: a Prober, or the agent's Paths, which
+// replaces its Prober when the probe profile changes.
+type Source interface {
+	Snapshot() []TunnelSnapshot
+}
+
 // NewCollector returns a Collector for p; register it with a registry.
-func NewCollector(p *Prober) *Collector {
+func NewCollector(p Source) *Collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("meshwan_probe_"+name, help, append([]string{"tunnel"}, labels...), nil)
 	}

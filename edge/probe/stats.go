@@ -127,7 +127,12 @@ type probeRecord struct {
 //   - a second reply to a probe is a Duplicate; a reply to a sequence not in
 //     the window (never sent, or pushed out) is Unknown;
 //   - successes and misses are counted in the order they are decided; a
-//     success resets the miss run and vice versa;
+//     success resets the miss run and vice versa, except that a probe
+//     sent before the latest answered one is old news when it times out:
+//     it counts as lost but neither extends a miss run nor breaks a
+//     success run (otherwise the probes lost during an outage, timing
+//     out for a whole Timeout after the path came back, would hold the
+//     tunnel down that long);
 //   - Unknown -> Up on the first success; Down -> Up after UpAfter
 //     consecutive successes;
 //   - Unknown or Up -> Down after DownAfter consecutive misses, or sooner
@@ -149,8 +154,9 @@ type Stats struct {
 	rtts   []time.Duration // ring of the last Window RTT samples
 	// lastOK is the time of the last success, or of the first probe when
 	// none has succeeded; sinceOK counts the probes sent since then.
-	lastOK  time.Time
-	sinceOK int
+	lastOK     time.Time
+	sinceOK    int
+	lastOKSent time.Time // send time of the latest answered probe
 	rttAt   int           // next slot in rtts once full
 	snap    Snapshot      // counters, state and estimators
 	srtt    float64       // ns
@@ -192,7 +198,7 @@ func (s *Stats) Sent(seq uint64, at time.Time) (Transition, bool) {
 	if old.status == pending {
 		// Only when Timeout exceeds Window intervals.
 		old.status = lost
-		if t, changed := s.miss(at); changed {
+		if t, changed := s.miss(at, old.sentAt); changed {
 			tr, ok = t, true
 		}
 	}
@@ -227,6 +233,9 @@ func (s *Stats) Received(seq uint64, recvAt time.Time, reflectorDelay time.Durat
 	s.snap.Received++
 	rtt := max(recvAt.Sub(rec.sentAt)-max(reflectorDelay, 0), 0)
 	s.sample(rtt)
+	if rec.sentAt.After(s.lastOKSent) {
+		s.lastOKSent = rec.sentAt
+	}
 	if t, changed := s.success(recvAt); changed {
 		tr, ok = t, true
 	}
@@ -267,7 +276,7 @@ func (s *Stats) expire(now time.Time) (tr Transition, ok bool) {
 			break // sent times do not decrease along the ring
 		}
 		rec.status = lost
-		if t, changed := s.miss(now); changed {
+		if t, changed := s.miss(now, rec.sentAt); changed {
 			tr, ok = t, true
 		}
 	}
@@ -304,8 +313,11 @@ func (s *Stats) success(at time.Time) (Transition, bool) {
 	return Transition{}, false
 }
 
-func (s *Stats) miss(at time.Time) (Transition, bool) {
+func (s *Stats) miss(at, sentAt time.Time) (Transition, bool) {
 	s.snap.Lost++
+	if sentAt.Before(s.lastOKSent) {
+		return Transition{}, false // old news, see the rules
+	}
 	s.snap.ConsecutiveSuccesses = 0
 	s.snap.ConsecutiveMisses++
 	if s.snap.State != StateDown && s.snap.ConsecutiveMisses >= s.cfg.DownAfter {
