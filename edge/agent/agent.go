@@ -5,6 +5,10 @@
 // from the last state it was given and keeps them (strongSwan rekeys with
 // the PSKs it holds). A periodic full Apply repairs drift (a link deleted
 // by hand, a flushed table); on an unchanged kernel it writes nothing.
+//
+// Paths (paths.go) probes every tunnel and takes dead ones out of
+// forwarding and steers traffic classes, through Kernel.ApplyPaths; the
+// agent reports every second and at once when Paths signals a change.
 package agent
 
 import (
@@ -20,6 +24,7 @@ import (
 
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/identity"
+	"github.com/meshwan/meshwan/edge/probe"
 	"github.com/meshwan/meshwan/edge/syncer"
 )
 
@@ -40,8 +45,13 @@ type Config struct {
 	WANInterfaces []string
 	// Resync is the period of the drift-repairing full Apply (default 30s).
 	Resync time.Duration
-	// StatusEvery is the period of status reports (default 5s).
+	// StatusEvery is the period of status reports (default 1s): a
+	// summary of every tunnel, probe figures included. State changes are
+	// reported at once besides.
 	StatusEvery time.Duration
+	// Paths probes the tunnels and drives failover and steering (nil: no
+	// probing; routes follow the desired state alone).
+	Paths *Paths
 }
 
 // cacheFile holds the last desired state, PSKs included: mode 0600.
@@ -63,7 +73,7 @@ func New(cfg Config) *Agent {
 		cfg.Resync = 30 * time.Second
 	}
 	if cfg.StatusEvery == 0 {
-		cfg.StatusEvery = 5 * time.Second
+		cfg.StatusEvery = time.Second
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger}
 }
@@ -98,6 +108,17 @@ func (a *Agent) saveCache(st syncer.State) error {
 // Run applies the cached state, then every update, until ctx ends. report
 // receives status reports (nil: none are sent).
 func (a *Agent) Run(ctx context.Context, updates <-chan syncer.State, report func(syncer.Report)) error {
+	var changed <-chan struct{}
+	if a.cfg.Paths != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { // owned: cancelled and awaited on the way out
+			defer close(done)
+			_ = a.cfg.Paths.Run(ctx)
+		}()
+		defer func() { cancel(); <-done }()
+		changed = a.cfg.Paths.Changed()
+	}
 	var cur syncer.State
 	have := false
 	if st, ok, err := a.LoadCache(); err != nil {
@@ -118,6 +139,10 @@ func (a *Agent) Run(ctx context.Context, updates <-chan syncer.State, report fun
 	apply := func(why string) {
 		d := cur.Desired
 		d.WANInterfaces = a.cfg.WANInterfaces
+		if a.cfg.Paths != nil {
+			// Even if Apply fails in part, probing what exists helps.
+			a.cfg.Paths.Update(d)
+		}
 		start := time.Now()
 		if err := a.cfg.Dataplane.Apply(ctx, d); err != nil {
 			if ctx.Err() != nil {
@@ -162,6 +187,10 @@ func (a *Agent) Run(ctx context.Context, updates <-chan syncer.State, report fun
 			if have {
 				a.sendStatus(ctx, cur, report)
 			}
+		case <-changed:
+			if have {
+				a.sendStatus(ctx, cur, report)
+			}
 		}
 	}
 }
@@ -176,7 +205,15 @@ func (a *Agent) sendStatus(ctx context.Context, cur syncer.State, report func(sy
 	if err != nil {
 		a.log.Warn("status failed", "err", err)
 	}
+	if a.cfg.Paths != nil {
+		mergeHealth(ts, a.cfg.Paths.Status())
+	}
 	rep := syncer.Report{AppliedVersion: a.applied.Load(), Tunnels: ts}
+	if a.cfg.Paths != nil {
+		for _, c := range a.cfg.Paths.Choices() {
+			rep.ClassPaths = append(rep.ClassPaths, syncer.ClassPath{Class: c.Class, RemoteSite: c.RemoteSite, TunnelID: c.TunnelID, MeetsSLA: c.MeetsSLA})
+		}
+	}
 	if b, ok := a.cfg.Dataplane.(interface {
 		BGPStatus(context.Context) ([]syncer.BGPPeer, error)
 	}); ok {
@@ -185,6 +222,37 @@ func (a *Agent) sendStatus(ctx context.Context, cur syncer.State, report func(sy
 		}
 	}
 	report(rep)
+}
+
+// DegradedLossPct is the probe loss at and above which an up tunnel is
+// reported degraded.
+const DegradedLossPct = 5
+
+// mergeHealth adds the probe results to the kernel's view of each tunnel
+// and refines the state: a tunnel whose link and SA are up is down when
+// its probes are unanswered, and degraded while it waits out the
+// hold-down or loses DegradedLossPct or more of its probes.
+func mergeHealth(ts []syncer.TunnelStatus, health map[string]PathHealth) {
+	for i := range ts {
+		h, ok := health[ts[i].ID]
+		if !ok {
+			continue
+		}
+		t := &ts[i]
+		t.Probed, t.ProbeState, t.Usable = h.Probed, h.State.String(), h.Usable
+		t.RTT, t.RTTP99, t.Jitter, t.LossPct, t.Transitions = h.RTT, h.RTTP99, h.Jitter, h.LossPct, h.Transitions
+		if t.State != "up" || !h.Probed {
+			continue
+		}
+		switch {
+		case h.State == probe.StateDown:
+			t.State, t.Detail = "down", describeUsable(h)
+		case h.HoldDown:
+			t.State, t.Detail = "degraded", describeUsable(h)
+		case h.LossPct >= DegradedLossPct:
+			t.State, t.Detail = "degraded", fmt.Sprintf("probe loss %.1f%%", h.LossPct)
+		}
+	}
 }
 
 // Cleanup removes everything the data plane created and the cached state.

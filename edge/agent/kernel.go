@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/meshwan/meshwan/edge/bgp"
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
+	"github.com/meshwan/meshwan/edge/steer"
 	"github.com/meshwan/meshwan/edge/syncer"
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +32,16 @@ type Kernel struct {
 	IPsec    *ipsec.Manager
 	// Routing runs BGP when the desired state asks for it (nil: never).
 	Routing *Routing
+	// Steer programs the SLA steering plan (nil: traffic classes are
+	// refused).
+	Steer *steer.Kernel
+
+	// mu serialises Apply and ApplyPaths (both drive the link manager)
+	// and guards view, the last path decisions: every Apply routes by
+	// them, so a drift-repairing resync never puts a route back over a
+	// tunnel the probes took out.
+	mu   sync.Mutex
+	view PathView
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -37,20 +49,13 @@ var _ Dataplane = (*Kernel)(nil)
 // Apply applies every backend; one failing does not stop the others (each
 // converges independently), and all errors are returned joined.
 func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	var errs []error
 	if err := k.Firewall.Apply(ctx, d); err != nil {
 		errs = append(errs, fmt.Errorf("firewall: %w", err))
 	}
-	// With BGP the routes come from the speaker: the links get no static
-	// routes (the ones from an earlier static state are removed).
-	ld := d
-	if d.BGP {
-		ld.Tunnels = slices.Clone(d.Tunnels)
-		for i := range ld.Tunnels {
-			ld.Tunnels[i].RemoteLANs = nil
-		}
-	}
-	if err := k.Link.Apply(ctx, ld); err != nil {
+	if err := k.Link.Apply(ctx, k.linkDesired(d)); err != nil {
 		errs = append(errs, fmt.Errorf("links: %w", err))
 	}
 	if err := k.IPsec.Apply(ctx, d); err != nil {
@@ -60,8 +65,65 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 		if err := k.Routing.Apply(ctx, d); err != nil {
 			errs = append(errs, fmt.Errorf("routing: %w", err))
 		}
+		k.Routing.SetExcluded(ExcludedNextHops(d, k.view.Usable))
 	} else if d.BGP {
 		errs = append(errs, errors.New("routing: the controller asks for BGP but this agent runs without it"))
+	}
+	if err := k.applySteer(ctx, d); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// linkDesired is what the link manager gets: with BGP the routes come
+// from the speaker, so the links get no static routes (the ones from an
+// earlier static state are removed); without, the static routes over
+// tunnels the probes declared unusable are left out (RoutedDesired).
+func (k *Kernel) linkDesired(d dataplane.Desired) dataplane.Desired {
+	if !d.BGP {
+		return RoutedDesired(d, k.view.Usable)
+	}
+	ld := d
+	ld.Tunnels = slices.Clone(d.Tunnels)
+	for i := range ld.Tunnels {
+		ld.Tunnels[i].RemoteLANs = nil
+	}
+	return ld
+}
+
+func (k *Kernel) applySteer(ctx context.Context, d dataplane.Desired) error {
+	if k.Steer == nil {
+		if len(d.Paths.Classes) > 0 && !d.Paths.Disabled {
+			return errNoSteer
+		}
+		return nil
+	}
+	if err := k.Steer.Apply(ctx, d.Paths.Classes, k.view.Plan); err != nil {
+		return fmt.Errorf("steering: %w", err)
+	}
+	return nil
+}
+
+// ApplyPaths applies the probes' decisions: the routes over unusable
+// tunnels go (static: from the main table; BGP: from the route sync's
+// choice), the steering plan is programmed, and the view is kept for
+// later Applies. Only routes and steering change; links and IPsec are
+// left as they are (the link manager's Apply is idempotent and writes
+// only the route difference).
+func (k *Kernel) ApplyPaths(ctx context.Context, d dataplane.Desired, v PathView) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.view = v
+	var errs []error
+	if d.BGP {
+		if k.Routing != nil {
+			k.Routing.SetExcluded(ExcludedNextHops(d, v.Usable))
+		}
+	} else if err := k.Link.Apply(ctx, k.linkDesired(d)); err != nil {
+		errs = append(errs, fmt.Errorf("links: %w", err))
+	}
+	if err := k.applySteer(ctx, d); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -115,5 +177,9 @@ func (k *Kernel) Cleanup(ctx context.Context) error {
 	if k.Routing != nil && k.Routing.Routes != nil {
 		routes = bgp.FlushRoutes(k.Routing.Routes, unix.RT_TABLE_MAIN)
 	}
-	return errors.Join(k.IPsec.Cleanup(ctx), k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx), routes)
+	var steerErr error
+	if k.Steer != nil {
+		steerErr = k.Steer.Cleanup(ctx)
+	}
+	return errors.Join(steerErr, k.IPsec.Cleanup(ctx), k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx), routes)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshwan/meshwan/edge/bgp"
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/steer"
 	"github.com/meshwan/meshwan/edge/syncer"
 )
 
@@ -88,6 +89,32 @@ func (r *Routing) Status(ctx context.Context) ([]syncer.BGPPeer, error) {
 			Received: p.Received, Accepted: p.Accepted, Advertised: p.Advertised})
 	}
 	return out, err
+}
+
+// SetExcluded passes the next hops of unusable tunnels to the speaker's
+// route sync (no-op without a speaker).
+func (r *Routing) SetExcluded(nhs []netip.Addr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.speaker != nil {
+		r.speaker.SetExcluded(nhs)
+	}
+}
+
+// Dests returns the steering destinations from the BGP RIB: every path's
+// next hop mapped to its tunnel (none without a speaker).
+func (r *Routing) Dests(ctx context.Context, d dataplane.Desired) []steer.Dest {
+	r.mu.Lock()
+	s := r.speaker
+	r.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	cands, err := s.Candidates(ctx)
+	if err != nil && r.Logger != nil {
+		r.Logger.Warn("bgp candidates for steering incomplete", "err", err)
+	}
+	return BGPDests(d, cands)
 }
 
 // Resync asks the speaker to re-sync kernel routes (after links were

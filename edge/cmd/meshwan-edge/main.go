@@ -18,12 +18,22 @@ import (
 	"syscall"
 	"time"
 
+	"net"
+	"net/http"
+	"net/netip"
+
 	"github.com/meshwan/meshwan/edge/agent"
+	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/identity"
+	"github.com/meshwan/meshwan/edge/probe"
+	"github.com/meshwan/meshwan/edge/steer"
 	"github.com/meshwan/meshwan/edge/syncer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netns"
 )
 
@@ -37,6 +47,7 @@ type flags struct {
 	viciSocket, charonRunDir                  string
 	lanPeers                                  string
 	logLevel                                  string
+	metricsListen, probeListen                string
 }
 
 func main() {
@@ -53,6 +64,8 @@ func main() {
 	flag.StringVar(&f.lanPeers, "bgp-lan-peer", "", "comma-separated IPV4:ASN of LAN routers to peer with when the controller enables BGP (they learn the overlay's routes)")
 	flag.BoolVar(&f.cleanup, "cleanup", false, "remove every link, rule, connection and route meshwan created, then exit")
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:7403", "serve Prometheus metrics on this address (/metrics); empty disables")
+	flag.StringVar(&f.probeListen, "probe-listen", "0.0.0.0:7402", "UDP address the probe reflector answers on (the far ends probe port 7402)")
 	flag.Parse()
 
 	var level slog.Level
@@ -115,13 +128,35 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	im := ipsec.NewManager(func(ctx context.Context) (ipsec.Session, error) { return ipsec.Dial(ctx, viciPath) }, ipsec.Options{Logger: log})
 	defer im.Close()
+	probeAddr, err := netip.ParseAddrPort(f.probeListen)
+	if err != nil {
+		return fmt.Errorf("--probe-listen: %w", err)
+	}
+	sk, err := steer.NewKernel(steer.KernelOptions{Logger: log, Netlink: h,
+		NFT: func() (steer.NFTConn, error) { return steer.NewNFTConn(-1) }})
+	if err != nil {
+		return err
+	}
 	k := &agent.Kernel{
 		Firewall: firewall.NewManager(func() (firewall.Conn, error) { return firewall.NewConn(-1) }, firewall.Options{Logger: log}),
 		Link:     link.NewManager(h, link.Options{Logger: log}),
 		IPsec:    im,
 		Routing:  &agent.Routing{Routes: h, Logger: log, LANPeers: lanPeers},
+		Steer:    sk,
 	}
-	a := agent.New(agent.Config{StateDir: f.stateDir, Dataplane: k, Logger: log, WANInterfaces: splitList(f.wan)})
+	paths := agent.NewPaths(agent.PathsConfig{
+		Logger:          log,
+		ListenReflector: func(ctx context.Context) (probe.PacketConn, error) { return probe.ListenUDP(ctx, probeAddr) },
+		SAs:             ipsec.KernelSAs,
+		Apply:           k.ApplyPaths,
+		Dests: func(ctx context.Context, d dataplane.Desired) []steer.Dest {
+			if d.BGP {
+				return k.Routing.Dests(ctx, d)
+			}
+			return steer.DestsFromDesired(d)
+		},
+	})
+	a := agent.New(agent.Config{StateDir: f.stateDir, Dataplane: k, Logger: log, WANInterfaces: splitList(f.wan), Paths: paths})
 	if f.cleanup {
 		if err := a.Cleanup(ctx); err != nil {
 			return fmt.Errorf("cleanup: %w", err)
@@ -152,6 +187,29 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	s, err := syncer.New(syncer.Config{Controller: f.controller, Identity: id, AgentVersion: version, Applied: a.Applied, Logger: log})
 	if err != nil {
 		return err
+	}
+	if f.metricsListen != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if err := agent.RegisterMetrics(reg, paths); err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server stopped", "err", err)
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			_ = srv.Close()
+		})
 	}
 	log.Info("meshwan-edge starting", "site", id.Site, "version", version, "controller", f.controller)
 	errc := make(chan error, 2)
