@@ -52,7 +52,7 @@ vm-smoke: vm-prepare ## boot the lab VM and prove GRE + ESP + strongSwan + netem
 	e2e/vm/run.sh --timeout 300 -- e2e/vm/smoke.sh
 
 E2E_OUT ?= $(CURDIR)/e2e/out
-PRIV_PKGS := ./edge/dataplane/link ./edge/dataplane/firewall ./edge/dataplane/ipsec ./edge/dataplane/netnstest ./edge/bgp
+PRIV_PKGS := ./edge/dataplane/link ./edge/dataplane/firewall ./edge/dataplane/ipsec ./edge/dataplane/netnstest ./edge/bgp ./edge/steer
 e2e: vm-prepare ## kernel tests in the VM lab: privileged package tests + end-to-end scenarios (GRE, ESP, strongSwan, nftables)
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meshwan-edge
 	rm -rf $(BIN)/test && mkdir -p $(BIN)/test
@@ -83,3 +83,12 @@ screenshot: ## refresh docs/images/dashboard.png (needs /usr/bin/chromium)
 
 clean:
 	rm -rf $(BIN)
+
+BENCH_OUT ?= $(CURDIR)/bin/bench
+.PHONY: bench-failover
+bench-failover: vm-prepare ## opt-in failover benchmark in the VM lab (~40 min): failover gap and time back per probe profile, 10 min of 1% loss; prints the tables for docs/benchmarks.md
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meshwan-edge
+	mkdir -p $(BIN)/test
+	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/test/e2e.test ./e2e
+	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	e2e/vm/run.sh --timeout 5400 --out $(BENCH_OUT) -- e2e/bench.sh

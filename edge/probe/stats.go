@@ -156,12 +156,12 @@ type Stats struct {
 	// none has succeeded; sinceOK counts the probes sent since then.
 	lastOK     time.Time
 	sinceOK    int
-	lastOKSent time.Time // send time of the latest answered probe
-	rttAt   int           // next slot in rtts once full
-	snap    Snapshot      // counters, state and estimators
-	srtt    float64       // ns
-	jitter  float64       // ns
-	prev    time.Duration // previous RTT sample, for jitter
+	lastOKSent time.Time     // send time of the latest answered probe
+	rttAt      int           // next slot in rtts once full
+	snap       Snapshot      // counters, state and estimators
+	srtt       float64       // ns
+	jitter     float64       // ns
+	prev       time.Duration // previous RTT sample, for jitter
 }
 
 // NewStats returns empty statistics in state Unknown.
