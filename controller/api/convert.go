@@ -2,7 +2,9 @@ package api
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/enroll"
@@ -89,6 +91,7 @@ func statusToPB(st health.Status) *pb.SiteStatus {
 		out.Tunnels = append(out.Tunnels, tunnelStatusToPB(t))
 	}
 	out.BgpPeers = bgpPeersToPB(st.Report.BGPPeers)
+	out.ClassPaths = classPathsToPB(st.Report.ClassPaths)
 	return out
 }
 
@@ -98,7 +101,9 @@ var tunnelStates = map[string]pb.TunnelState{
 
 func tunnelStatusToPB(t health.TunnelStatus) *pb.TunnelStatus {
 	return &pb.TunnelStatus{TunnelId: t.TunnelID, State: tunnelStates[t.State], LinkUp: t.LinkUp, IkeState: t.IKEState,
-		ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut, PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail}
+		ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut, PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail,
+		Probed: t.Probed, ProbeState: t.ProbeState, RttMs: t.RTTMillis, RttP99Ms: t.RTTP99Millis, JitterMs: t.JitterMillis,
+		LossPct: t.LossPct, Transitions: t.Transitions, Usable: t.Usable}
 }
 
 func tunnelStatusFromPB(t *pb.TunnelStatus) health.TunnelStatus {
@@ -110,7 +115,44 @@ func tunnelStatusFromPB(t *pb.TunnelStatus) health.TunnelStatus {
 	}
 	return health.TunnelStatus{TunnelID: t.GetTunnelId(), State: state, LinkUp: t.GetLinkUp(), IKEState: t.GetIkeState(),
 		ChildState: t.GetChildState(), BytesIn: t.GetBytesIn(), BytesOut: t.GetBytesOut(), PacketsIn: t.GetPacketsIn(),
-		PacketsOut: t.GetPacketsOut(), Detail: t.GetDetail()}
+		PacketsOut: t.GetPacketsOut(), Detail: t.GetDetail(),
+		Probed: t.GetProbed(), ProbeState: t.GetProbeState(), RTTMillis: figure(t.GetRttMs()), RTTP99Millis: figure(t.GetRttP99Ms()),
+		JitterMillis: figure(t.GetJitterMs()), LossPct: min(figure(t.GetLossPct()), 100), Transitions: t.GetTransitions(), Usable: t.GetUsable()}
+}
+
+// figure cleans a measured figure an edge sends: NaN, infinities and
+// negative values (which JSON cannot hold or which mean nothing) become 0.
+func figure(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return 0
+	}
+	return v
+}
+
+func classPathsToPB(cs []health.ClassPath) []*pb.ClassPath {
+	var out []*pb.ClassPath
+	for _, c := range cs {
+		out = append(out, &pb.ClassPath{TrafficClass: c.TrafficClass, RemoteSite: c.RemoteSite, TunnelId: c.TunnelID, MeetsSla: c.MeetsSLA})
+	}
+	return out
+}
+
+func classPathsFromPB(cs []*pb.ClassPath) []health.ClassPath {
+	var out []health.ClassPath
+	for _, c := range cs {
+		out = append(out, health.ClassPath{TrafficClass: c.GetTrafficClass(), RemoteSite: c.GetRemoteSite(), TunnelID: c.GetTunnelId(), MeetsSLA: c.GetMeetsSla()})
+	}
+	return out
+}
+
+// reportFromPB converts an edge's report.
+func reportFromPB(agentVersion string, r *pb.EdgeReport) health.Report {
+	rep := health.Report{AgentVersion: agentVersion, AppliedVersion: r.GetAppliedVersion(), BGPPeers: bgpPeersFromPB(r.GetBgpPeers()),
+		ClassPaths: classPathsFromPB(r.GetClassPaths())}
+	for _, t := range r.GetTunnels() {
+		rep.Tunnels = append(rep.Tunnels, tunnelStatusFromPB(t))
+	}
+	return rep
 }
 
 func topologyFromPB(t *pb.Topology) (intent.Topology, error) {
@@ -150,7 +192,92 @@ func topologyFromPB(t *pb.Topology) (intent.Topology, error) {
 			DPD: time.Duration(p.GetDpdSeconds()) * time.Second,
 		}
 	}
+	if p := t.GetPathPolicy(); p != nil {
+		pp, err := pathPolicyFromPB(p)
+		if err != nil {
+			return intent.Topology{}, err
+		}
+		out.PathPolicy = pp
+	}
 	return out, nil
+}
+
+// pathPolicyFromPB parses what the wire form can hold but the domain
+// cannot (non-finite milliseconds, DSCP above 63, port and prefix text);
+// intent.Topology.Validate checks the rest.
+func pathPolicyFromPB(p *pb.PathPolicy) (intent.PathPolicy, error) {
+	const f = "topology.path_policy."
+	out := intent.PathPolicy{
+		ProbeInterval: time.Duration(p.GetProbeIntervalMs()) * time.Millisecond,
+		DownAfter:     int(p.GetDownAfter()), UpAfter: int(p.GetUpAfter()),
+		HoldDown: time.Duration(p.GetHoldDownMs()) * time.Millisecond,
+		Disabled: p.GetDisabled(),
+	}
+	for i, s := range p.GetSlaClasses() {
+		field := fmt.Sprintf("%ssla_classes[%d].", f, i)
+		rtt, err := intent.MillisDuration(field+"max_rtt_ms", s.GetMaxRttMs())
+		if err != nil {
+			return intent.PathPolicy{}, err
+		}
+		jitter, err := intent.MillisDuration(field+"max_jitter_ms", s.GetMaxJitterMs())
+		if err != nil {
+			return intent.PathPolicy{}, err
+		}
+		out.SLAClasses = append(out.SLAClasses, intent.SLAClass{Name: s.GetName(), MaxRTT: rtt, MaxLossPct: s.GetMaxLossPct(),
+			MaxJitter: jitter, TransportPreference: slices.Clone(s.GetTransportPreference()),
+			Damping: time.Duration(s.GetDampingMs()) * time.Millisecond})
+	}
+	for i, c := range p.GetTrafficClasses() {
+		field := fmt.Sprintf("%straffic_classes[%d].", f, i)
+		tc := intent.TrafficClass{Name: c.GetName(), SLAClass: c.GetSlaClass(), Protocol: c.GetProtocol()}
+		for j, d := range c.GetDscp() {
+			v, err := intent.ParseDSCP(fmt.Sprintf("%sdscp[%d]", field, j), d)
+			if err != nil {
+				return intent.PathPolicy{}, err
+			}
+			tc.DSCP = append(tc.DSCP, v)
+		}
+		for j, s := range c.GetPorts() {
+			r, err := intent.ParsePortRange(fmt.Sprintf("%sports[%d]", field, j), s)
+			if err != nil {
+				return intent.PathPolicy{}, err
+			}
+			tc.Ports = append(tc.Ports, r)
+		}
+		for j, s := range c.GetDestinations() {
+			pfx, err := intent.ParseDestination(fmt.Sprintf("%sdestinations[%d]", field, j), s)
+			if err != nil {
+				return intent.PathPolicy{}, err
+			}
+			tc.Destinations = append(tc.Destinations, pfx)
+		}
+		out.TrafficClasses = append(out.TrafficClasses, tc)
+	}
+	return out, nil
+}
+
+func pathPolicyToPB(p intent.PathPolicy) *pb.PathPolicy {
+	out := &pb.PathPolicy{ProbeIntervalMs: uint32(p.ProbeInterval.Milliseconds()), DownAfter: uint32(p.DownAfter), UpAfter: uint32(p.UpAfter),
+		HoldDownMs: uint32(p.HoldDown.Milliseconds()), Disabled: p.Disabled}
+	for _, s := range p.SLAClasses {
+		out.SlaClasses = append(out.SlaClasses, &pb.SLAClass{Name: s.Name, MaxRttMs: intent.Millis(s.MaxRTT), MaxLossPct: s.MaxLossPct,
+			MaxJitterMs: intent.Millis(s.MaxJitter), TransportPreference: slices.Clone(s.TransportPreference),
+			DampingMs: uint32(s.Damping.Milliseconds())})
+	}
+	for _, c := range p.TrafficClasses {
+		tc := &pb.TrafficClass{Name: c.Name, SlaClass: c.SLAClass, Protocol: c.Protocol}
+		for _, d := range c.DSCP {
+			tc.Dscp = append(tc.Dscp, uint32(d))
+		}
+		for _, r := range c.Ports {
+			tc.Ports = append(tc.Ports, r.String())
+		}
+		for _, d := range c.Destinations {
+			tc.Destinations = append(tc.Destinations, d.String())
+		}
+		out.TrafficClasses = append(out.TrafficClasses, tc)
+	}
+	return out
 }
 
 func ipsecToPB(p intent.IPsec) *pb.IPsecPolicy {
@@ -170,6 +297,7 @@ func topologyToPB(t intent.Topology) *pb.Topology {
 		out.TransportMatch = pb.TransportMatch_TRANSPORT_MATCH_ALL_PAIRS
 	}
 	out.Routing = routingToPB(t.Routing)
+	out.PathPolicy = pathPolicyToPB(t.PathPolicy)
 	return out
 }
 
@@ -219,7 +347,7 @@ func tokenToPB(t enroll.Token, secret string) *pb.EnrollmentToken {
 
 func desiredToPB(d network.DesiredState) *pb.DesiredState {
 	out := &pb.DesiredState{Version: d.Version, Site: d.Site.Name, Asn: d.Site.ASN, Mtu: uint32(d.Topology.MTU), Ipsec: ipsecToPB(d.Topology.IPsec),
-		Routing: routingToPB(d.Topology.Routing)}
+		Routing: routingToPB(d.Topology.Routing), PathPolicy: pathPolicyToPB(d.Topology.PathPolicy.WithDefaults())}
 	for _, p := range d.Site.LANPrefixes {
 		out.LanPrefixes = append(out.LanPrefixes, p.String())
 	}

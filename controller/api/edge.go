@@ -118,11 +118,7 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 				return
 			}
 			if r := req.GetReport(); r != nil {
-				rep := health.Report{AgentVersion: hello.GetAgentVersion(), AppliedVersion: r.GetAppliedVersion(), BGPPeers: bgpPeersFromPB(r.GetBgpPeers())}
-				for _, t := range r.GetTunnels() {
-					rep.Tunnels = append(rep.Tunnels, tunnelStatusFromPB(t))
-				}
-				if err := sess.Report(ctx, rep); err != nil {
+				if err := sess.Report(ctx, reportFromPB(hello.GetAgentVersion(), r)); err != nil {
 					recvErr <- err
 					return
 				}

@@ -50,6 +50,10 @@ type Config struct {
 	AdminTokenFile string // default DataDir/admin.token
 	TLSNames       []string
 	Logger         *slog.Logger
+	// ReportSummaryPeriod: a connected edge's report is written to etcd
+	// when its state changes and otherwise at most this often (0: 30 s).
+	// Between writes this process serves the latest report from memory.
+	ReportSummaryPeriod time.Duration
 	// UnsafeNoFsync is for tests only.
 	UnsafeNoFsync bool
 	// DashboardNoAuth serves the dashboard without login (lab only): anyone
@@ -160,7 +164,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	d.Net = network.New(network.Config{Store: st, TunnelPool: pool, ASNs: asns, Sealer: sealer, Logger: log, EdgeKey: enroll.EdgeKey})
-	d.Health = health.New(st)
+	d.Health = health.New(st, health.Config{SummaryPeriod: cfg.ReportSummaryPeriod})
 	d.Enroll = enroll.NewService(st, ca, d.Net.SiteExists)
 	d.Hub = push.New(d.Net, st, log)
 	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Log: log, OnChange: d.Events.Add}

@@ -37,14 +37,21 @@ type env struct {
 	ctx   context.Context
 }
 
-func start(t *testing.T, pool string) *env {
+func start(t *testing.T, pool string) *env { return startWith(t, pool, nil) }
+
+// startWith starts a controller whose config tweak may adjust first.
+func startWith(t *testing.T, pool string, tweak func(*daemon.Config)) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	d, err := daemon.Start(ctx, daemon.Config{
+	cfg := daemon.Config{
 		DataDir: t.TempDir(), GRPCListen: "127.0.0.1:0", HTTPListen: "127.0.0.1:0",
 		TunnelPool: pool, ASNPool: "4200000000-4200099999", UnsafeNoFsync: true,
-	})
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	d, err := daemon.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

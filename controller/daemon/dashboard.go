@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/meshwan/meshwan/controller/health"
 	"github.com/meshwan/meshwan/controller/intent"
@@ -17,8 +18,9 @@ import (
 
 // dashboardSource adapts the controller to web.Source: one network
 // snapshot plus the edges' status make the state; store watches (intent,
-// tunnels, observed addresses, edge reports) and the event feed say when
-// it may have changed.
+// tunnels, observed addresses, edge reports written by any replica), the
+// health registry's in-memory reports and the event feed say when it may
+// have changed.
 type dashboardSource struct {
 	d  *Daemon
 	st *store.Store
@@ -31,6 +33,12 @@ var _ web.Source = (*dashboardSource)(nil)
 // dashboardWatch lists the store prefixes whose changes the dashboard shows:
 // what changes desired state, and what edges report.
 var dashboardWatch = append(slices.Clone(network.WatchPrefixes), "health/")
+
+// figuresEvery paces the refreshes for reports whose state did not change
+// (only RTT, jitter, loss or counters moved): edges report every second, so
+// the page shows figures at most this old without re-reading the network
+// once per edge per second. State changes refresh at once.
+const figuresEvery = time.Second
 
 func (s *dashboardSource) Changes() (<-chan struct{}, func()) {
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -61,10 +69,51 @@ func (s *dashboardSource) Changes() (<-chan struct{}, func()) {
 			}
 		}
 	})
+	// Reports this process holds in memory: most are never written to
+	// etcd, so no watch sees them.
+	reports, unsubscribeReports := s.d.Health.Subscribe()
+	wg.Go(func() { throttle(ctx, reports, figuresEvery, poke) })
 	return out, func() {
 		cancel()
 		unsubscribe()
+		unsubscribeReports()
 		wg.Wait()
+	}
+}
+
+// throttle calls poke for every change until ctx ends: at once for a state
+// change, otherwise at most once per every (a figures-only change arriving
+// sooner is held back until then, never dropped).
+func throttle(ctx context.Context, changes <-chan health.Change, every time.Duration, poke func()) {
+	var last time.Time
+	timer := time.NewTimer(0)
+	<-timer.C
+	defer timer.Stop()
+	pending := false
+	fire := func() {
+		timer.Stop()
+		pending = false
+		last = time.Now()
+		poke()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-changes:
+			wait := every - time.Since(last)
+			switch {
+			case c.StateChanged || wait <= 0:
+				fire()
+			case !pending:
+				pending = true
+				timer.Reset(wait)
+			}
+		case <-timer.C:
+			if pending {
+				fire()
+			}
+		}
 	}
 }
 
@@ -111,7 +160,9 @@ func dashboardSite(snap *network.Snapshot, site intent.Site, st health.Status) w
 	if out.State == "" {
 		out.State = web.SiteNeverSeen
 	}
-	if !st.LastSeen.IsZero() {
+	// An up edge shows as connected; the time of its last report (every
+	// second) would only make every report a new state for the page.
+	if !st.LastSeen.IsZero() && st.State != health.Up {
 		t := st.LastSeen
 		out.LastSeen = &t
 	}
@@ -140,6 +191,7 @@ func dashboardTunnel(snap *network.Snapshot, t network.Tunnel, status map[string
 	}
 	out := web.Tunnel{ID: t.ID, A: end(t.A, t.AInner().String()), B: end(t.B, t.BInner().String()),
 		Prefix: t.Prefix.String(), CreatedAt: t.CreatedAt}
+	var m probeFigures
 	for _, site := range []string{t.A.Site, t.B.Site} {
 		st, ok := status[site]
 		if !ok || st.State != health.Up {
@@ -149,10 +201,38 @@ func dashboardTunnel(snap *network.Snapshot, t network.Tunnel, status map[string
 			if ts.TunnelID == t.ID {
 				out.Reports = append(out.Reports, web.EndReport{Site: site, State: ts.State, LinkUp: ts.LinkUp,
 					IKEState: ts.IKEState, ChildState: ts.ChildState, Detail: ts.Detail, BytesIn: ts.BytesIn, BytesOut: ts.BytesOut})
+				m.add(ts)
 			}
 		}
 	}
+	out.RTTMillis, out.JitterMillis, out.LossPercent = m.rtt, m.jitter, m.loss
 	return out
+}
+
+// probeFigures combines what both ends measure on a tunnel: the worse of
+// the two, as the tunnel's state is the worse end's. Loss counts from any
+// end that probes; RTT and jitter only from ends whose probes are up (a
+// down or not yet answered tunnel has no current RTT). Nil: nobody
+// measured it, and the page shows a dash.
+type probeFigures struct {
+	rtt, jitter, loss *float64
+}
+
+func (m *probeFigures) add(ts health.TunnelStatus) {
+	if !ts.Probed {
+		return
+	}
+	worse(&m.loss, ts.LossPct)
+	if ts.ProbeState == "up" {
+		worse(&m.rtt, ts.RTTMillis)
+		worse(&m.jitter, ts.JitterMillis)
+	}
+}
+
+func worse(p **float64, v float64) {
+	if *p == nil || v > **p {
+		*p = &v
+	}
 }
 
 // eventLevel grades the daemon's free-text events for the page.

@@ -1,5 +1,6 @@
 // Package intent owns the operator's declared network: sites with their WAN
-// transports and LAN prefixes, and the topology spec. It is pure: types,
+// transports and LAN prefixes, and the topology spec with its path policy
+// (probing, failover, SLA and traffic classes). It is pure: types,
 // defaults and validation, no I/O. Every validation error wraps ErrInvalid
 // (or ErrConflict for clashes between sites) and names the offending field,
 // so the API can answer with a precise status.
@@ -107,6 +108,8 @@ type Topology struct {
 	IPsec   IPsec   `json:"ipsec"`
 	MTU     int     `json:"mtu"`
 	Routing Routing `json:"routing,omitempty"`
+	// PathPolicy: probing, failover and SLA steering (see policy.go).
+	PathPolicy PathPolicy `json:"path_policy,omitzero"`
 }
 
 // Defaults of the seed recipe: IKEv2 AES/SHA-256/DH14 for 8 h, ESP AES-GCM
@@ -146,6 +149,7 @@ func (t Topology) WithDefaults() Topology {
 	if t.Routing == "" {
 		t.Routing = RoutingStatic
 	}
+	t.PathPolicy = t.PathPolicy.WithDefaults()
 	return t
 }
 
@@ -328,6 +332,9 @@ func (t Topology) Validate(sites []Site) error {
 	}
 	if t.MTU != 0 && (t.MTU < 1280 || t.MTU > 9000) {
 		return invalid("topology.mtu", "%d must be between 1280 and 9000", t.MTU)
+	}
+	if err := t.PathPolicy.Validate(); err != nil {
+		return err
 	}
 	if t.Mode == ModeHubAndSpoke && !slices.ContainsFunc(sites, Site.Hub) {
 		return fmt.Errorf("%w: topology.mode: hub-and-spoke needs at least one site with role hub (none of the %d sites is)", ErrPrecondition, len(sites))

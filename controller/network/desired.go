@@ -73,27 +73,39 @@ func (n *Network) DesiredState(s *Snapshot, site string) (DesiredState, error) {
 
 // addTransit gives a site static routes to the LANs of sites it has no
 // tunnel to (the other spokes of a hub-and-spoke topology) through its
-// first tunnel to a hub, which forwards between its tunnels. This is the
-// static fallback; with BGP the hubs re-advertise the routes and a spoke
-// fails over between hubs.
+// first hub (the hub of its first tunnel to one, in id order), which
+// forwards between its tunnels. Every tunnel to that hub carries them: with
+// several WAN transports there are parallel tunnels, and the edge installs
+// parallel routes with increasing metrics, so the other transport is the
+// backup. This is the static fallback; with BGP the hubs re-advertise the
+// routes and a spoke fails over between hubs.
 func addTransit(s *Snapshot, d *DesiredState) {
 	peers := map[string]bool{d.Site.Name: true}
 	for _, t := range d.Tunnels {
 		peers[t.RemoteSite] = true
 	}
-	via := -1
-	for i, t := range d.Tunnels {
+	hub := ""
+	for _, t := range d.Tunnels {
 		if s.Sites[t.RemoteSite].Hub() {
-			via = i
+			hub = t.RemoteSite
 			break
 		}
 	}
-	if via < 0 {
+	if hub == "" {
 		return
 	}
+	var transit []netip.Prefix
 	for _, site := range s.SiteList() {
 		if !peers[site.Name] {
-			d.Tunnels[via].RemoteLANs = append(d.Tunnels[via].RemoteLANs, site.LANPrefixes...)
+			transit = append(transit, site.LANPrefixes...)
+		}
+	}
+	if len(transit) == 0 {
+		return
+	}
+	for i := range d.Tunnels {
+		if d.Tunnels[i].RemoteSite == hub {
+			d.Tunnels[i].RemoteLANs = append(d.Tunnels[i].RemoteLANs, transit...)
 		}
 	}
 }

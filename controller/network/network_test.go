@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"testing"
+	"time"
 
 	"github.com/meshwan/meshwan/controller/etcdtest"
 	"github.com/meshwan/meshwan/controller/intent"
@@ -312,6 +314,16 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 			_, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, MTU: 100})
 			return err
 		}, intent.ErrInvalid, "topology.mtu"},
+		{"bad path policy interval", func() error {
+			_, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, PathPolicy: intent.PathPolicy{ProbeInterval: 5 * time.Millisecond}})
+			return err
+		}, intent.ErrInvalid, "topology.path_policy.probe_interval_ms"},
+		{"path policy class without SLA class", func() error {
+			_, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, PathPolicy: intent.PathPolicy{
+				SLAClasses:     []intent.SLAClass{{Name: "realtime"}},
+				TrafficClasses: []intent.TrafficClass{{Name: "voice", SLAClass: "realtime"}, {Name: "video", SLAClass: "gold"}}}})
+			return err
+		}, intent.ErrInvalid, "topology.path_policy.traffic_classes[1].sla_class"},
 		{"bad proposal", func() error {
 			_, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, IPsec: intent.IPsec{IKEProposal: "AES SHA 14"}})
 			return err
@@ -365,5 +377,98 @@ func TestDesiredStateOnlyOwnTunnels(t *testing.T) {
 	}
 	if len(hub.Tunnels) != 2 || !bytes.Equal(hub.Tunnels[0].PSK, tun.PSK) {
 		t.Errorf("hub sees %d tunnels; the shared tunnel's PSK must match the spoke's", len(hub.Tunnels))
+	}
+}
+
+// twoTransportSite is mkSite with a second WAN transport, inet2.
+func twoTransportSite(i int, role intent.Role) intent.Site {
+	s := mkSite(i, role)
+	s.Transports = append(s.Transports, intent.Transport{Name: "inet2", Addr: netip.AddrFrom4([4]byte{203, 0, 113, byte(i + 1)})})
+	return s
+}
+
+// TestTransitOnEveryTunnelToFirstHub: with two transports a spoke has two
+// parallel tunnels to each hub; the other spokes' LANs ride on both tunnels
+// to the first hub (so the edge has a backup route over the other
+// transport) and on none to the second.
+func TestTransitOnEveryTunnelToFirstHub(t *testing.T) {
+	f := newFixture(t, "10.255.0.0/16")
+	ctx := context.Background()
+	f.addSites(t, twoTransportSite(0, intent.RoleHub), twoTransportSite(1, intent.RoleHub),
+		twoTransportSite(2, intent.RoleSpoke), twoTransportSite(3, intent.RoleSpoke), mkSite(4, intent.RoleSpoke))
+	if _, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeHubAndSpoke}); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := f.net.Snapshot(ctx)
+	d, err := f.net.DesiredState(snap, "site02")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, tun := range d.Tunnels {
+		got[tun.ID] = fmt.Sprint(tun.RemoteLANs)
+	}
+	want := map[string]string{
+		// The hub's own LAN, then site03's and site04's through it.
+		"site00.inet1~site02.inet1": "[10.0.0.0/24 10.3.0.0/24 10.4.0.0/24]",
+		"site00.inet2~site02.inet2": "[10.0.0.0/24 10.3.0.0/24 10.4.0.0/24]",
+		"site01.inet1~site02.inet1": "[10.1.0.0/24]",
+		"site01.inet2~site02.inet2": "[10.1.0.0/24]",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("site02's remote LANs per tunnel:\n got %v\nwant %v", got, want)
+	}
+	// site04 has only inet1: one tunnel per hub, transit on the first.
+	d4, _ := f.net.DesiredState(snap, "site04")
+	if len(d4.Tunnels) != 2 || fmt.Sprint(d4.Tunnels[0].RemoteLANs) != "[10.0.0.0/24 10.2.0.0/24 10.3.0.0/24]" ||
+		fmt.Sprint(d4.Tunnels[1].RemoteLANs) != "[10.1.0.0/24]" {
+		t.Errorf("site04's tunnels: %+v", d4.Tunnels)
+	}
+	// A hub reaches every site directly: no transit.
+	hub, _ := f.net.DesiredState(snap, "site00")
+	for _, ht := range hub.Tunnels {
+		if len(ht.RemoteLANs) != 1 {
+			t.Errorf("hub tunnel %s carries %v", ht.ID, ht.RemoteLANs)
+		}
+	}
+	// The stored site and the peer's LAN list are not modified by the
+	// appends (each tunnel has its own slice).
+	if s0 := snap.Sites["site00"]; len(s0.LANPrefixes) != 1 {
+		t.Errorf("site00's LANs became %v", s0.LANPrefixes)
+	}
+}
+
+// TestPathPolicyStoredAndSent: a path policy set through the network API
+// comes back with the defaults filled in and reaches every edge's desired
+// state.
+func TestPathPolicyStoredAndSent(t *testing.T) {
+	f := newFixture(t, "10.255.0.0/16")
+	ctx := context.Background()
+	f.addSites(t, mkSite(0, intent.RoleSpoke), mkSite(1, intent.RoleSpoke))
+	policy := intent.PathPolicy{
+		DownAfter:      3,
+		SLAClasses:     []intent.SLAClass{{Name: "realtime", MaxRTT: 150 * time.Millisecond, TransportPreference: []string{"inet1"}}},
+		TrafficClasses: []intent.TrafficClass{{Name: "voice", SLAClass: "realtime", Protocol: "udp", Ports: []intent.PortRange{{From: 5004, To: 5005}}}},
+	}
+	got, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, PathPolicy: policy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := policy.WithDefaults()
+	if !reflect.DeepEqual(got.PathPolicy, want) || want.ProbeInterval != intent.DefaultProbeInterval || want.SLAClasses[0].Damping != intent.DefaultDamping {
+		t.Errorf("SetTopology returned %+v, want %+v", got.PathPolicy, want)
+	}
+	snap, _ := f.net.Snapshot(ctx)
+	d, err := f.net.DesiredState(snap, "site01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(d.Topology.PathPolicy, want) {
+		t.Errorf("desired state carries %+v, want %+v", d.Topology.PathPolicy, want)
+	}
+	// The stored intent is what was set, not the defaults.
+	kv, _, _ := f.st.Get(ctx, "intent/topology")
+	if bytes.Contains(kv.Value, []byte("probe_interval")) || !bytes.Contains(kv.Value, []byte(`"ports":["5004-5005"]`)) {
+		t.Errorf("stored topology: %s", kv.Value)
 	}
 }

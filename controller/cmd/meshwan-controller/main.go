@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/meshwan/meshwan/controller/daemon"
+	"github.com/meshwan/meshwan/controller/health"
 )
 
 func main() {
@@ -29,6 +30,7 @@ func main() {
 	flag.StringVar(&cfg.AdminTokenFile, "admin-token-file", "", "file holding the admin bearer token (default DATA-DIR/admin.token; created 0600 if absent)")
 	flag.StringVar(&tlsNames, "tls-san", "", "extra comma-separated DNS names or IPs for the controller's TLS certificate (the address edges dial)")
 	flag.BoolVar(&cfg.DashboardNoAuth, "dashboard-no-auth", false, "serve the dashboard without login (lab only: anyone reaching --http-listen can see and change the network through it)")
+	flag.DurationVar(&cfg.ReportSummaryPeriod, "report-summary-period", health.DefaultSummaryPeriod, "how often a connected edge's report is written to etcd while only its figures (RTT, loss, counters) change; state changes are written at once")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
