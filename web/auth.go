@@ -21,8 +21,9 @@ import (
 // The raw token never leaves the login request. The session is stateless,
 // so it works across controller replicas that share the admin token and
 // survives restarts; changing the token ends every session. Logging out
-// clears the cookie in that browser (a copied cookie stays valid until it
-// expires, SessionTTL).
+// clears the cookie in that browser and ends the event streams this
+// replica holds open with it (a copied cookie stays valid until it expires,
+// SessionTTL).
 //
 // The cookie is HttpOnly and SameSite=Strict. Requests authenticated by it
 // that change state must also carry the header X-Meshwan-CSRF: 1, which a
@@ -150,6 +151,9 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	if !hasCSRFHeader(r) {
 		writeError(w, http.StatusForbidden, "missing header "+CSRFHeader+": 1")
 		return
+	}
+	if c, err := r.Cookie(cookieName); err == nil && !s.auth.noAuth {
+		s.endSession(c.Value) // before the cookie goes: nothing is sent on them after
 	}
 	s.auth.setCookie(w, r, "", -1)
 	writeJSON(w, http.StatusOK, sessionInfo{AuthRequired: !s.auth.noAuth})

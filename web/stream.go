@@ -69,9 +69,9 @@ func (s *Server) update(ctx context.Context) error {
 	if s.version == 1 {
 		close(s.ready)
 	}
-	for ch := range s.subs {
+	for sub := range s.subs {
 		select {
-		case ch <- struct{}{}:
+		case sub.wake <- struct{}{}:
 		default:
 		}
 	}
@@ -113,15 +113,43 @@ func (s *Server) CloseStreams() {
 	}
 }
 
-func (s *Server) subscribe() (chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
+// subscriber is one open event stream.
+type subscriber struct {
+	wake    chan struct{} // poked (never blocking) when the state changed
+	session string        // the session cookie it was opened with; "" without
+	ended   chan struct{} // closed when its session signs out
+}
+
+func (s *Server) subscribe(session string) (*subscriber, func()) {
+	sub := &subscriber{wake: make(chan struct{}, 1), session: session, ended: make(chan struct{})}
 	s.mu.Lock()
-	s.subs[ch] = struct{}{}
+	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
-	return ch, func() {
+	return sub, func() {
 		s.mu.Lock()
-		delete(s.subs, ch)
+		delete(s.subs, sub)
 		s.mu.Unlock()
+	}
+}
+
+// endSession ends the open streams of a session that signs out. Sessions
+// are stateless, so the server cannot revoke one; but the browser that
+// signs out drops the cookie, and its other tabs' streams, opened with it,
+// would otherwise go on sending state that those tabs can no longer act on
+// (each of their requests would get a 401). Ended, a stream's page asks
+// /api/session and shows the login form. A copy of the cookie elsewhere is
+// unaffected beyond a reconnect.
+func (s *Server) endSession(session string) {
+	if session == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sub := range s.subs {
+		if sub.session == session {
+			delete(s.subs, sub)
+			close(sub.ended)
+		}
 	}
 }
 
@@ -136,7 +164,11 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
-	wake, unsubscribe := s.subscribe()
+	var session string
+	if c, err := r.Cookie(cookieName); err == nil && !s.auth.noAuth {
+		session = c.Value
+	}
+	sub, unsubscribe := s.subscribe(session)
 	defer unsubscribe()
 	body, version, ok := s.current(r.Context())
 	if !ok {
@@ -170,14 +202,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-s.closing:
 			return
+		case <-sub.ended:
+			return
 		case <-keepAlive.C:
 			// A session that expired while streaming ends the stream; the
 			// page then finds it must log in again.
 			if !s.auth.loggedIn(r) || !write([]byte(": keep-alive\n\n")) {
 				return
 			}
-		case <-wake:
-			if !s.auth.loggedIn(r) {
+		case <-sub.wake:
+			if !s.auth.loggedIn(r) || signedOut(sub) {
 				return
 			}
 			s.mu.Lock()
@@ -191,5 +225,16 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+	}
+}
+
+// signedOut reports whether sub's session signed out (a wake and the end
+// may be ready together; the end wins, so nothing is sent after it).
+func signedOut(sub *subscriber) bool {
+	select {
+	case <-sub.ended:
+		return true
+	default:
+		return false
 	}
 }

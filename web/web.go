@@ -12,7 +12,8 @@
 //	GET  /                  the page and its assets (no login needed)
 //	GET  /api/session       {"authenticated", "auth_required"}
 //	POST /api/login         {"token"} -> session cookie (header X-Meshwan-CSRF: 1)
-//	POST /api/logout        clears the cookie (header X-Meshwan-CSRF: 1)
+//	POST /api/logout        clears the cookie and ends the streams opened
+//	                        with it (header X-Meshwan-CSRF: 1)
 //	GET  /api/state         State (login needed)
 //	GET  /api/history?tunnel=ID  the tunnel's samples of the last hour
 //	GET  /api/stream        text/event-stream: an "event: state" with the
@@ -46,8 +47,12 @@ type Config struct {
 	NoAuth bool
 	Logger *slog.Logger // nil: discard
 	// Refresh is how often the state is re-read without a change
-	// notification (0: 5s); it also paces the history samples.
+	// notification (0: 5s).
 	Refresh time.Duration
+	// HistoryPeriod paces each tunnel's history (0: 5s): a state change is
+	// recorded at once, anything else (RTT, jitter, loss) at most once per
+	// period, so an hour of per-second reports fits the hour's samples.
+	HistoryPeriod time.Duration
 }
 
 // Server is the dashboard. Run must be running for the data endpoints to
@@ -66,7 +71,7 @@ type Server struct {
 	cur     []byte // JSON of the current State
 	version uint64
 	ready   chan struct{} // closed after the first successful read
-	subs    map[chan struct{}]struct{}
+	subs    map[*subscriber]struct{}
 	closing chan struct{} // closed by CloseStreams
 	closed  bool
 }
@@ -87,11 +92,15 @@ func New(cfg Config) (*Server, error) {
 	if refresh <= 0 {
 		refresh = 5 * time.Second
 	}
+	histPeriod := cfg.HistoryPeriod
+	if histPeriod <= 0 {
+		histPeriod = 5 * time.Second
+	}
 	s := &Server{
 		src: cfg.Source, log: log, refresh: refresh, now: time.Now,
-		hist:  newHistory(time.Hour, refresh),
+		hist:  newHistory(time.Hour, histPeriod),
 		track: newTracker(100),
-		ready: make(chan struct{}), subs: map[chan struct{}]struct{}{}, closing: make(chan struct{}),
+		ready: make(chan struct{}), subs: map[*subscriber]struct{}{}, closing: make(chan struct{}),
 	}
 	s.auth = newAuth(cfg.Token, cfg.NoAuth, func() time.Time { return s.now() })
 	static, err := newStatic()

@@ -3,11 +3,13 @@ package web
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -293,5 +295,45 @@ func TestStreamFollowsChanges(t *testing.T) {
 	s.CloseStreams()
 	if _, err := io.ReadAll(r); err != nil {
 		t.Errorf("stream after CloseStreams: %v", err)
+	}
+}
+
+// Signing out ends the streams opened with that session (the browser's
+// other tabs), not those of another session.
+func TestLogoutEndsStreams(t *testing.T) {
+	src := newFakeSource(twoSites(TunnelUp))
+	s, ts := serve(t, src, false)
+	mine, _ := s.auth.newSession()
+	payload := "v1." + strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	other := payload + "." + base64.RawURLEncoding.EncodeToString(s.auth.mac(payload))
+	client := &http.Client{Timeout: 10 * time.Second} // a stream left open fails the test
+	open := func(value string) *bufio.Reader {
+		req, _ := http.NewRequest("GET", ts.URL+"/api/stream", nil)
+		req.AddCookie(&http.Cookie{Name: cookieName, Value: value})
+		resp, err := client.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("stream: %v %v", resp, err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		r := bufio.NewReader(resp.Body)
+		readEvent(t, r)
+		return r
+	}
+	tab1, tab2, elsewhere := open(mine), open(mine), open(other)
+
+	req, _ := http.NewRequest("POST", ts.URL+"/api/logout", nil)
+	req.Header.Set(CSRFHeader, "1")
+	req.AddCookie(&http.Cookie{Name: cookieName, Value: mine})
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("logout: %v %v", resp, err)
+	}
+	for _, r := range []*bufio.Reader{tab1, tab2} {
+		if rest, err := io.ReadAll(r); err != nil || strings.TrimSpace(string(rest)) != "" {
+			t.Errorf("a stream of the signed-out session: %q %v, want its end and nothing more", rest, err)
+		}
+	}
+	src.set(twoSites(TunnelDown))
+	if st := readEvent(t, elsewhere); st.Tunnels[0].State != TunnelDown {
+		t.Errorf("the other session's stream: %+v", st.Tunnels[0])
 	}
 }

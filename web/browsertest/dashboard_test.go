@@ -234,12 +234,25 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("enrolling with the page's token: site %q, %v", site, err)
 	}
 
-	// Signing out ends the session.
+	// Signing out ends the session, in this tab and the other: both show
+	// the login form, hold no stream and ask for nothing more (the other
+	// tab still showing a tunnel's chart would otherwise fetch its history
+	// on the next update and get a 401).
 	do(t, tab2, "sign out", chromedp.Click(chromedp.ID("logout")))
 	waitJS(t, tab2, "the login form again", `!document.getElementById("login").hidden`)
+	waitJS(t, ctx, "the login form in the other tab", `!document.getElementById("login").hidden && document.getElementById("app").hidden`)
+	for _, tab := range []context.Context{ctx, tab2} {
+		if !eval[bool](t, tab, `window.meshwan.stream === null && !window.meshwan.signedIn && window.meshwan.state === null`) {
+			t.Error("a tab still holds its stream or the state after signing out")
+		}
+	}
+	t.Logf("the other tab says: %q", eval[string](t, ctx, `document.getElementById("login-error").textContent`))
 	if eval[bool](t, tab2, `fetch("/api/session").then(r => r.json()).then(s => s.authenticated)`, chromedp.EvalAwaitPromise) {
 		t.Error("still authenticated after signing out")
 	}
+	// An update now (an edge reports) reaches neither tab.
+	reportAll(t, br1, tunnels, reportUp, map[string]tunnelReport{mplsID: reportDegraded})
+	time.Sleep(1500 * time.Millisecond) // the dashboard refreshes within a second
 
 	b.checkNoErrors()
 }

@@ -1,11 +1,21 @@
 // The dashboard's entry point: login, the live state feed (server-sent
 // events from /api/stream), hash routing between the views, and rendering.
+//
+// Signed in, the page holds the stream and a timer; signed out (after
+// sign-out here or in another tab, or when a request finds the session
+// gone) it holds neither and sends nothing but /api/session and /api/login:
+// stop() ends them all, and api.js refuses the data requests. The other
+// tabs of the browser share the cookie, so signing out tells them over a
+// BroadcastChannel, before the cookie goes; the server also ends the
+// streams opened with the cookie. A stream that ends is not reopened
+// blindly by the browser (a 401 would be logged as an error): the page
+// asks /api/session first, which answers 200 either way.
 
 import * as api from "./api.js";
 import { h, transportOf } from "./util.js";
 import { TopologyMap } from "./map.js";
 import { TunnelTable } from "./tunnels.js";
-import { tunnelDetail, siteSummary } from "./details.js";
+import { tunnelDetail, siteSummary, forgetCharts } from "./details.js";
 import { renderSummary, renderEvents } from "./overview.js";
 import { renderSitesTable, renderSitePage } from "./sites.js";
 import { Onboarding } from "./onboard.js";
@@ -13,8 +23,11 @@ import { Onboarding } from "./onboard.js";
 const $ = (id) => document.getElementById(id);
 
 const app = {
+  signedIn: false,
   state: null,
   stream: null,
+  ageTimer: 0, // re-renders relative times
+  reconnectTimer: 0,
   selection: null, // {kind: "site"|"tunnel", id}
   selectedTunnel: "", // in the tunnels view
   route: { view: "overview" },
@@ -25,6 +38,15 @@ window.meshwan = app;
 let map;
 let table;
 let onboarding;
+
+// The other tabs of this browser: "signed-out" and "signed-in".
+const tabs = "BroadcastChannel" in window ? new BroadcastChannel("meshwan-session") : null;
+tabs?.addEventListener("message", (ev) => {
+  if (ev.data === "signed-out" && app.signedIn) showLogin("Signed out in another tab.");
+  else if (ev.data === "signed-in" && !app.signedIn) boot();
+});
+
+api.onSessionEnded(() => { if (app.signedIn) showLogin("Your session ended; sign in again."); });
 
 // ---- login ----------------------------------------------------------------
 
@@ -41,7 +63,7 @@ async function boot() {
 }
 
 function showLogin(message) {
-  stopStream();
+  stop();
   $("app").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message;
@@ -59,6 +81,7 @@ $("login-form").addEventListener("submit", async (ev) => {
     await api.login(token);
     $("login-token").value = "";
     start(await api.session());
+    tabs?.postMessage("signed-in");
   } catch (err) {
     $("login-error").textContent = err.status === 401 ? "That token is not the admin token." : `Sign-in failed: ${err.message}`;
     $("login-token").select();
@@ -66,6 +89,10 @@ $("login-form").addEventListener("submit", async (ev) => {
 });
 
 $("logout").addEventListener("click", async () => {
+  // Nothing may ask for data once the cookie is gone: stop here and in the
+  // other tabs first.
+  stop();
+  tabs?.postMessage("signed-out");
   try { await api.logout(); } catch { /* the cookie is cleared or gone */ }
   showLogin("Signed out.");
 });
@@ -73,6 +100,10 @@ $("logout").addEventListener("click", async () => {
 // ---- live state -------------------------------------------------------------
 
 function start(session) {
+  if (!session.authenticated) { showLogin(""); return; }
+  if (app.signedIn) return; // already started (e.g. signed in here and in another tab)
+  app.signedIn = true;
+  api.setSignedIn(true);
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = !session.auth_required;
@@ -91,7 +122,22 @@ function start(session) {
     app.map = map;
   }
   openStream();
+  // Relative times ("2 min ago") age without new state.
+  app.ageTimer = setInterval(() => { if (app.state && app.route.view !== "onboard") render(); }, 30000);
   route();
+}
+
+// stop ends everything that talks to the controller: the stream, the
+// timers and (in api.js) the data requests; and forgets the network.
+function stop() {
+  app.signedIn = false;
+  api.setSignedIn(false);
+  stopStream();
+  clearInterval(app.ageTimer);
+  clearTimeout(app.reconnectTimer);
+  app.ageTimer = app.reconnectTimer = 0;
+  app.state = null;
+  forgetCharts();
 }
 
 function openStream() {
@@ -106,18 +152,20 @@ function openStream() {
     render();
   });
   es.addEventListener("error", async () => {
-    if (es.readyState === EventSource.CONNECTING) {
-      setLive("reconnecting…", "warn");
-      return;
-    }
-    // Closed for good (e.g. 401 after the session expired): find out why.
+    // The stream ended (the controller shut down, the session signed out)
+    // or could not open. Rather than let the browser reconnect on its own,
+    // which would log a 401 if the session is gone, find out why.
+    if (app.stream !== es) return;
     stopStream();
-    try {
-      const s = await api.session();
-      if (!s.authenticated) { showLogin("Your session ended; sign in again."); return; }
-    } catch { /* controller unreachable: retry below */ }
     setLive("reconnecting…", "warn");
-    setTimeout(() => { if (!app.stream && !$("app").hidden) openStream(); }, 2000);
+    let s = null;
+    try { s = await api.session(); } catch { /* controller unreachable: retry below */ }
+    if (!app.signedIn) return; // signed out meanwhile
+    if (s && !s.authenticated) { showLogin("Your session ended; sign in again."); return; }
+    app.reconnectTimer = setTimeout(() => {
+      app.reconnectTimer = 0;
+      if (app.signedIn && !app.stream) openStream();
+    }, 2000);
   });
 }
 
@@ -162,7 +210,7 @@ window.addEventListener("hashchange", () => { route(); $("main").focus({ prevent
 
 function render() {
   const state = app.state;
-  if (!state) return;
+  if (!state || !app.signedIn) return;
   switch (app.route.view) {
     case "overview":
       renderSummary($("summary"), state);
@@ -197,6 +245,7 @@ function renderSelection() {
   const box = $("details");
   const sel = app.selection;
   const state = app.state;
+  if (!state) return;
   if (sel?.kind === "site") {
     const site = state.sites.find((s) => s.name === sel.id);
     if (site) { box.replaceChildren(siteSummary(site, state.tunnels)); return; }
@@ -209,7 +258,7 @@ function renderSelection() {
 
 function renderTunnels() {
   const state = app.state;
-  if (!state) return;
+  if (!state || !app.signedIn) return;
   const filter = { text: $("tunnel-filter").value.trim(), state: $("tunnel-state-filter").value };
   table.selected = app.selectedTunnel;
   const shown = table.render(state.tunnels, filter);
@@ -225,8 +274,5 @@ function renderTunnels() {
 $("tunnel-filter").addEventListener("input", renderTunnels);
 $("tunnel-state-filter").addEventListener("change", renderTunnels);
 $("tunnel-filter").form.addEventListener("submit", (ev) => ev.preventDefault());
-
-// Relative times ("2 min ago") age without new state.
-setInterval(() => { if (app.state && app.route.view !== "onboard") render(); }, 30000);
 
 boot();

@@ -7,12 +7,7 @@ import * as api from "./api.js";
 
 /** tunnelDetail renders a tunnel's ends, per-end reports and its history chart. */
 export function tunnelDetail(t) {
-  // Show the last chart drawn for this tunnel until the fresh one arrives,
-  // so live updates do not flicker.
-  const prev = lastChart.get(t.id);
-  const chart = h("div", { class: "chart-slot", "data-tunnel-id": t.id },
-    prev ? prev.cloneNode(true) : h("p", { class: "muted" }, "Loading history…"));
-  loadChart(chart, t.id);
+  const chart = chartSlot(t);
   const ends = [t.a, t.b].map((e) => {
     const rep = (t.reports || []).find((r) => r.site === e.site);
     return h("section", { class: "end", "aria-label": `End at ${e.site}` },
@@ -39,18 +34,53 @@ export function tunnelDetail(t) {
     chart);
 }
 
-const lastChart = new Map();
+// History charts, per tunnel id: the last figure drawn, when it was
+// fetched and the tunnel's state then. The state arrives live (up to once a
+// second); the history is fetched again only when the tunnel's state
+// changed (the server records a change at once) or the figure is older
+// than the server's sampling period, not on every update, and never twice
+// at a time. Until a fresh figure arrives, the last one is shown, so live
+// updates do not flicker.
+const charts = new Map();
+const chartRefreshMs = 5000; // web.Config.HistoryPeriod's default
 
-async function loadChart(slot, id) {
+function chartSlot(t) {
+  let c = charts.get(t.id);
+  const slot = h("div", { class: "chart-slot", "data-tunnel-id": t.id },
+    c?.fig ? c.fig.cloneNode(true) : h("p", { class: "muted" }, "Loading history…"));
+  if (!c) {
+    c = { fig: null, at: 0, state: "", latest: "", loading: false };
+    charts.set(t.id, c);
+  }
+  c.latest = t.state;
+  if (!c.loading && (c.state !== t.state || Date.now() - c.at >= chartRefreshMs)) loadChart(t.id, t.state, c);
+  return slot;
+}
+
+async function loadChart(id, state, c) {
+  c.loading = true;
+  c.state = state;
+  c.at = Date.now();
   try {
     const hist = await api.history(id);
-    const fig = historyChart(hist.samples || [], hist.window_seconds);
-    lastChart.set(id, fig);
-    slot.replaceChildren(fig);
+    c.fig = historyChart(hist.samples || [], hist.window_seconds);
   } catch (err) {
-    slot.replaceChildren(h("p", { class: "muted" }, `No history: ${err.message}`));
+    // 401: signed out, or the session ended, which the app handles.
+    if (err.status === 401) return;
+    c.fig = h("p", { class: "muted" }, `No history: ${err.message}`);
+  } finally {
+    c.loading = false;
   }
+  if (charts.get(id) !== c) return; // forgotten meanwhile (signed out)
+  for (const slot of document.querySelectorAll(".chart-slot")) {
+    if (slot.dataset.tunnelId === id) slot.replaceChildren(c.fig.cloneNode(true));
+  }
+  // The state changed while this one loaded: its change is in the history now.
+  if (c.latest !== c.state) loadChart(id, c.latest, c);
 }
+
+/** forgetCharts drops the drawn charts (on sign-out). */
+export function forgetCharts() { charts.clear(); }
 
 /** siteSummary is the short site block beside the map. */
 export function siteSummary(site, tunnels) {
