@@ -36,10 +36,12 @@ type Kernel struct {
 	// refused).
 	Steer *steer.Kernel
 
-	// mu serialises Apply and ApplyPaths (both drive the link manager)
-	// and guards view, the last path decisions: every Apply routes by
-	// them, so a drift-repairing resync never puts a route back over a
-	// tunnel the probes took out.
+	// mu guards view, the last path decisions, and is held around every
+	// use of them (link routes, BGP exclusions, steering): every Apply
+	// routes by them, so a drift-repairing resync never puts a route back
+	// over a tunnel the probes took out. It is never held across the slow
+	// backends (firewall, IPsec over VICI, the BGP speaker's Apply): a
+	// failover must not wait for a resync's IKE work.
 	mu   sync.Mutex
 	view PathView
 }
@@ -49,13 +51,14 @@ var _ Dataplane = (*Kernel)(nil)
 // Apply applies every backend; one failing does not stop the others (each
 // converges independently), and all errors are returned joined.
 func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
 	var errs []error
 	if err := k.Firewall.Apply(ctx, d); err != nil {
 		errs = append(errs, fmt.Errorf("firewall: %w", err))
 	}
-	if err := k.Link.Apply(ctx, k.linkDesired(d)); err != nil {
+	k.mu.Lock()
+	err := k.Link.Apply(ctx, k.linkDesired(d))
+	k.mu.Unlock()
+	if err != nil {
 		errs = append(errs, fmt.Errorf("links: %w", err))
 	}
 	if err := k.IPsec.Apply(ctx, d); err != nil {
@@ -65,9 +68,13 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 		if err := k.Routing.Apply(ctx, d); err != nil {
 			errs = append(errs, fmt.Errorf("routing: %w", err))
 		}
-		k.Routing.SetExcluded(ExcludedNextHops(d, k.view.Usable))
 	} else if d.BGP {
 		errs = append(errs, errors.New("routing: the controller asks for BGP but this agent runs without it"))
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.Routing != nil {
+		k.Routing.SetExcluded(ExcludedNextHops(d, k.view.Usable))
 	}
 	if err := k.applySteer(ctx, d); err != nil {
 		errs = append(errs, err)
@@ -81,7 +88,7 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 // tunnels the probes declared unusable are left out (RoutedDesired).
 func (k *Kernel) linkDesired(d dataplane.Desired) dataplane.Desired {
 	if !d.BGP {
-		return RoutedDesired(d, k.view.Usable)
+		return RoutedDesired(d, k.view)
 	}
 	ld := d
 	ld.Tunnels = slices.Clone(d.Tunnels)

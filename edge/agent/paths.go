@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -23,13 +24,19 @@ type PathView struct {
 	// Usable maps tunnel id -> carries traffic (probes up, hold-down over,
 	// IPsec SA installed). nil means "no verdicts": every tunnel may.
 	Usable map[string]bool
+	// Fallback ranks the unusable tunnels for when every tunnel to a
+	// destination is unusable (higher is better, 0 = never usable): a
+	// tunnel in hold-down (up again) first, then the one usable most
+	// recently. Values change only on transitions, so a view stays equal
+	// between them.
+	Fallback map[string]int64
 	// Plan is the SLA steering plan (no tables when there are no classes).
 	Plan steer.Plan
 }
 
 // Equal reports whether two views program the kernel the same way.
 func (v PathView) Equal(o PathView) bool {
-	return maps.Equal(v.Usable, o.Usable) && reflect.DeepEqual(v.Plan, o.Plan)
+	return maps.Equal(v.Usable, o.Usable) && maps.Equal(v.Fallback, o.Fallback) && reflect.DeepEqual(v.Plan, o.Plan)
 }
 
 // PathHealth is one tunnel's probe results as the agent reports them.
@@ -156,6 +163,8 @@ type tunnelTrack struct {
 	everUp    bool      // was up at least once (so a later up is a recovery)
 	recovered time.Time // when the last recovery happened (hold-down start)
 	sa        bool      // outbound SA installed
+	usable    bool      // usable at the last recompute
+	lastUsed  time.Time // when it last stopped being usable (zero: never was)
 }
 
 // Run probes and steers until ctx ends.
@@ -262,6 +271,7 @@ func (p *Paths) Run(ctx context.Context) error {
 		}
 		health := make(map[string]PathHealth, len(d.Tunnels))
 		usable := make(map[string]bool, len(d.Tunnels))
+		fallback := map[string]int64{}
 		sh := make(map[string]steer.Health, len(d.Tunnels))
 		for _, tn := range d.Tunnels {
 			t := tracks[tn.ID]
@@ -271,6 +281,17 @@ func (p *Paths) Run(ctx context.Context) error {
 			h.HoldDown = up && !t.recovered.IsZero() && now.Sub(t.recovered) < pol.HoldDown
 			h.Usable = up && !h.HoldDown
 			health[tn.ID], usable[tn.ID] = h, h.Usable
+			if t.usable && !h.Usable {
+				t.lastUsed = now
+			}
+			t.usable = h.Usable
+			switch {
+			case h.Usable:
+			case h.HoldDown:
+				fallback[tn.ID] = math.MaxInt64
+			case !t.lastUsed.IsZero():
+				fallback[tn.ID] = t.lastUsed.UnixNano()
+			}
 			sh[tn.ID] = steer.Health{Usable: h.Usable, RTT: s.SRTT, Jitter: s.Jitter, LossPct: s.LossPct}
 		}
 		var dests []steer.Dest
@@ -282,7 +303,7 @@ func (p *Paths) Run(ctx context.Context) error {
 			}
 		}
 		plan := steerer.Decide(now, d, dests, sh)
-		view := PathView{Usable: usable, Plan: plan}
+		view := PathView{Usable: usable, Fallback: fallback, Plan: plan}
 
 		p.mu.Lock()
 		report := !sameReportable(p.health, health) || !slices.Equal(p.choices, plan.Choices)
@@ -423,30 +444,36 @@ func usableList(u map[string]bool) []string {
 	return out
 }
 
-// RoutedDesired is d with the static routes over unusable tunnels removed:
-// a tunnel keeps a RemoteLAN only if it is usable or no tunnel listing
-// that prefix is usable (fail-open: when every way looks dead, the probes
-// may be what is broken, and the routes stay as the controller gave
-// them). With usable nil, d is returned unchanged. Pure.
-func RoutedDesired(d dataplane.Desired, usable map[string]bool) dataplane.Desired {
-	if usable == nil {
+// RoutedDesired is d with the static routes the view rules out: per
+// prefix, only the usable tunnels listing it keep it. When none is
+// usable, the best-ranked by v.Fallback keep it (a tunnel back up but in
+// hold-down, else the one usable most recently: when the primary is cut
+// and the backup's probes stumble for a moment, traffic stays on the
+// backup rather than returning to the dead primary); when none was ever
+// usable, every tunnel keeps it (fail-open: the probes may be what is
+// broken, and the routes stay as the controller gave them). With
+// v.Usable nil, d is returned unchanged. Pure.
+func RoutedDesired(d dataplane.Desired, v PathView) dataplane.Desired {
+	if v.Usable == nil {
 		return d
 	}
-	anyUsable := map[netip.Prefix]bool{}
+	rank := func(id string) int64 {
+		if v.Usable[id] {
+			return math.MaxInt64
+		}
+		return min(v.Fallback[id], math.MaxInt64-1)
+	}
+	best := map[netip.Prefix]int64{}
 	for _, t := range d.Tunnels {
-		if usable[t.ID] {
-			for _, p := range t.RemoteLANs {
-				anyUsable[p] = true
-			}
+		for _, p := range t.RemoteLANs {
+			best[p] = max(best[p], rank(t.ID))
 		}
 	}
 	out := d
 	out.Tunnels = slices.Clone(d.Tunnels)
 	for i, t := range out.Tunnels {
-		if usable[t.ID] {
-			continue
-		}
-		out.Tunnels[i].RemoteLANs = slices.DeleteFunc(slices.Clone(t.RemoteLANs), func(p netip.Prefix) bool { return anyUsable[p] })
+		r := rank(t.ID)
+		out.Tunnels[i].RemoteLANs = slices.DeleteFunc(slices.Clone(t.RemoteLANs), func(p netip.Prefix) bool { return r < best[p] })
 	}
 	return out
 }

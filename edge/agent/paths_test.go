@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -47,16 +48,19 @@ func routesText(d dataplane.Desired) string {
 func TestRoutedDesired(t *testing.T) {
 	d := twoTransports()
 	for _, tc := range []struct {
-		name   string
-		usable map[string]bool
-		want   string
+		name     string
+		usable   map[string]bool
+		fallback map[string]int64
+		want     string
 	}{
-		{"no verdicts: unchanged", nil, "t1:[10.2.0.0/16] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
-		{"all usable", map[string]bool{"t1": true, "t2": true, "t3": true}, "t1:[10.2.0.0/16] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
-		{"t1 down: its route goes, t2 carries b", map[string]bool{"t2": true, "t3": true}, "t1:[] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
-		{"both to b down: fail-open keeps both; t3 down alone keeps its only route", map[string]bool{}, "t1:[10.2.0.0/16] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
+		{"no verdicts: unchanged", nil, nil, "t1:[10.2.0.0/16] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
+		{"all usable", map[string]bool{"t1": true, "t2": true, "t3": true}, nil, "t1:[10.2.0.0/16] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
+		{"t1 down: its route goes, t2 carries b", map[string]bool{"t2": true, "t3": true}, nil, "t1:[] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
+		{"none ever usable: fail-open keeps every route", map[string]bool{}, nil, "t1:[10.2.0.0/16] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
+		{"both to b down: the one usable most recently keeps b", map[string]bool{"t3": true}, map[string]int64{"t1": 100, "t2": 200}, "t1:[] t2:[10.2.0.0/16] t3:[10.3.0.0/16]"},
+		{"both to b down, t1 in hold-down: t1 first", map[string]bool{"t3": true}, map[string]int64{"t1": math.MaxInt64, "t2": 200}, "t1:[10.2.0.0/16] t2:[] t3:[10.3.0.0/16]"},
 	} {
-		got := routesText(RoutedDesired(d, tc.usable))
+		got := routesText(RoutedDesired(d, PathView{Usable: tc.usable, Fallback: tc.fallback}))
 		if got != tc.want {
 			t.Errorf("%s:\n got %s\nwant %s", tc.name, got, tc.want)
 		}
@@ -186,8 +190,12 @@ func TestPathsFailoverAndHoldDown(t *testing.T) {
 		if h := p.Status()["t1"]; h.State != probe.StateUp || h.Usable || !h.HoldDown {
 			t.Errorf("1 s after restore: t1 %+v, want up, in hold-down, not usable", h)
 		}
-		if got := vl.take(); len(got) != 0 {
-			t.Errorf("views during the hold-down: %q, want none", got)
+		// The view may change (t1 now ranks first as a fallback) but t1
+		// is not usable yet.
+		for _, v := range vl.take() {
+			if v != "[t2 t3]" {
+				t.Errorf("view during the hold-down: %q, want t1 still out", v)
+			}
 		}
 		time.Sleep(2 * time.Second)
 		synctest.Wait()
