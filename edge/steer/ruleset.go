@@ -293,31 +293,13 @@ func rangePrefix(r addrRange) (netip.Prefix, bool) {
 }
 
 // addrRanges turns IPv4 prefixes into sorted, disjoint, non-adjacent
-// ranges covering their union (as the firewall's Ranges): an interval set
+// ranges covering their union (dataplane.AddrRanges): an interval set
 // refuses overlapping elements, and an end element sharing a key with a
 // start element.
 func addrRanges(ps []netip.Prefix) []addrRange {
-	var rs []addrRange
-	for _, p := range ps {
-		if !p.IsValid() || !p.Addr().Is4() {
-			continue
-		}
-		p = p.Masked()
-		rs = append(rs, addrRange{First: p.Addr(), Last: dataplane.LastAddr(p)})
-	}
-	slices.SortFunc(rs, func(a, b addrRange) int { return cmp.Or(a.First.Compare(b.First), a.Last.Compare(b.Last)) })
 	var out []addrRange
-	for _, r := range rs {
-		if n := len(out); n > 0 {
-			prev := &out[n-1]
-			if next := prev.Last.Next(); r.First.Compare(prev.Last) <= 0 || (next.IsValid() && next == r.First) {
-				if r.Last.Compare(prev.Last) > 0 {
-					prev.Last = r.Last
-				}
-				continue
-			}
-		}
-		out = append(out, r)
+	for _, r := range dataplane.AddrRanges(ps) {
+		out = append(out, addrRange{First: r[0], Last: r[1]})
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"cmp"
 	"net/netip"
 	"slices"
 
@@ -22,34 +21,12 @@ func (r Range) String() string {
 }
 
 // Ranges turns IPv4 prefixes into the sorted, disjoint, non-adjacent
-// ranges covering exactly their union. Invariant the kernel needs: an
-// interval set refuses overlapping elements (EEXIST), and two tunnels to
-// one site usually list the same remote LANs, so duplicates and overlaps
-// must be merged before they reach it. Adjacent ranges are merged too, so
-// no start element ever shares a key with an end element.
+// ranges covering exactly their union (dataplane.AddrRanges, which says
+// why the kernel needs that).
 func Ranges(ps []netip.Prefix) []Range {
-	var rs []Range
-	for _, p := range ps {
-		if !p.IsValid() || !p.Addr().Is4() {
-			continue
-		}
-		p = p.Masked()
-		rs = append(rs, Range{First: p.Addr(), Last: dataplane.LastAddr(p)})
-	}
-	slices.SortFunc(rs, func(a, b Range) int { return cmp.Or(a.First.Compare(b.First), a.Last.Compare(b.Last)) })
 	var out []Range
-	for _, r := range rs {
-		if n := len(out); n > 0 {
-			prev := &out[n-1]
-			// Overlapping or adjacent (prev.Last+1 == r.First).
-			if next := prev.Last.Next(); r.First.Compare(prev.Last) <= 0 || (next.IsValid() && next == r.First) {
-				if r.Last.Compare(prev.Last) > 0 {
-					prev.Last = r.Last
-				}
-				continue
-			}
-		}
-		out = append(out, r)
+	for _, r := range dataplane.AddrRanges(ps) {
+		out = append(out, Range{First: r[0], Last: r[1]})
 	}
 	return out
 }
