@@ -295,6 +295,23 @@ func (p *Prober) runTunnel(ctx context.Context, t *tunnel) {
 		if _, err := conn.WriteTo(b, remote); err != nil && ctx.Err() == nil {
 			log.Debug("probe request not sent", "seq", t.seq, "err", err) // counted lost on timeout
 		}
+		// Half way to the next request, check the clock once more: the
+		// silence rule then fires at most half an interval late instead
+		// of a whole one (25 ms sooner on average at 100 ms).
+		half := time.NewTimer(p.cfg.Interval / 2)
+		select {
+		case <-ctx.Done():
+			half.Stop()
+			return
+		case <-half.C:
+			t.mu.Lock()
+			tr, ok := t.stats.Tick(time.Now())
+			p.emit(t, tr, ok, log)
+			t.mu.Unlock()
+		case <-ticker.C:
+			half.Stop()
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
