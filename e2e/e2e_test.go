@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshwan/meshwan/controller/daemon"
 	"github.com/meshwan/meshwan/e2e/lab"
+	"github.com/meshwan/meshwan/e2e/stream"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -32,6 +33,11 @@ import (
 const converge = 3 * time.Minute
 
 func TestMain(m *testing.M) {
+	// The lab runs this binary as its measurement stream tool (see
+	// setupLab): one binary to build and copy, no separate meshwan-stream.
+	if os.Getenv(streamToolEnv) == "1" {
+		os.Exit(stream.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	if os.Geteuid() != 0 {
 		fmt.Println("e2e: skipped, needs root")
 		os.Exit(0)
@@ -65,7 +71,18 @@ func edgeBin(t *testing.T) string {
 	return bin
 }
 
+// streamToolEnv makes the test binary act as meshwan-stream.
+const streamToolEnv = "MESHWAN_STREAM_TOOL"
+
+// setup builds a lab whose sites have one transport, inet1, and starts
+// the controller.
 func setup(t *testing.T, sites ...string) *env {
+	return setupLab(t, lab.Config{Sites: sites})
+}
+
+// setupLab builds the lab cfg describes (Dir and EdgeBin are filled in)
+// and starts the controller.
+func setupLab(t *testing.T, cfg lab.Config) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)
 	dir := t.TempDir()
@@ -74,11 +91,15 @@ func setup(t *testing.T, sites ...string) *env {
 		os.RemoveAll(dir)
 		os.MkdirAll(dir, 0o755)
 	}
-	l, err := lab.New(ctx, dir, edgeBin(t), sites...)
+	cfg.Dir, cfg.EdgeBin = dir, edgeBin(t)
+	l, err := lab.Build(ctx, cfg)
 	if err != nil {
 		t.Fatalf("lab: %v", err)
 	}
 	l.Logf = t.Logf
+	if self, err := os.Executable(); err == nil {
+		l.StreamTool, l.StreamEnv = []string{self}, []string{streamToolEnv + "=1"}
+	}
 	e := &env{t: t, ctx: ctx, lab: l}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -140,8 +161,12 @@ func (e *env) declare(hubs ...string) {
 		if slices.Contains(hubs, name) {
 			role = pb.SiteRole_SITE_ROLE_HUB
 		}
+		var transports []*pb.Transport
+		for _, tr := range s.Transports {
+			transports = append(transports, &pb.Transport{Name: tr.Name, Address: tr.Addr.String()})
+		}
 		_, err := e.admin.CreateSite(e.actx, &pb.CreateSiteRequest{Site: &pb.Site{Name: name, Role: role,
-			Transports: []*pb.Transport{{Name: "inet1", Address: s.WAN.String()}}, LanPrefixes: []string{s.LAN.String()}}})
+			Transports: transports, LanPrefixes: []string{s.LAN.String()}}})
 		if err != nil {
 			e.t.Fatalf("create site %s: %v", name, err)
 		}

@@ -1,23 +1,30 @@
 // Package lab builds a small WAN of network namespaces on one Linux kernel
 // for meshwan's end-to-end tests and for `make lab`:
 //
-//	root ns (controller 192.0.2.1) --veth-- ns "mw-wan" (router) --veth-- ns "mw-s-<site>" (edge) --veth-- ns "mw-l-<site>" (LAN host)
+//	root ns (controller 192.0.2.1) --veth-- ns "mw-wan" (router) --veth(s)-- ns "mw-s-<site>" (edge) --veth-- ns "mw-l-<site>" (LAN host)
 //
-// Site i has WAN address 198.51.100.(4i+2)/30 (gateway .(4i+1) in the WAN
-// router) and LAN 10.(100+i).0.0/24 (edge .1, host .2). Every site runs its
-// own meshwan-edge with its own charon. It shells out to iproute2 and nft,
-// batching commands because each invocation is slow in the emulated VM.
+// Every site has one or more WAN transports (uplinks), each a veth pair
+// between the site's namespace and the WAN router, in its own address
+// block: transport k of site i has 198.51.100.(4i+2)/30 (k=0, "inet1" by
+// default), 203.0.113.(4i+2)/30 (k=1) or 100.64.0.(4i+2)/30 (k=2), gateway
+// .(4i+1) in the WAN router. The site's LAN is 10.(100+i).0.0/24 (edge .1,
+// host .2). Optionally (Config.ManagementLink) a site reaches the
+// controller over a separate link that no transport fault touches. Every site runs its own meshwan-edge with its own charon. It
+// shells out to iproute2, tc and nft, batching commands because each
+// invocation is slow in the emulated VM.
 package lab
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,11 +43,14 @@ const wanNS = "mw-wan"
 type Site struct {
 	Name  string
 	Index int
-	WAN   netip.Addr
-	LAN   netip.Prefix
-	Host  netip.Addr // the LAN host's address
-	NS    string     // the edge router's namespace
-	LANNS string     // the LAN host's namespace
+	WAN   netip.Addr // the first transport's address
+	// Transports are the site's WAN uplinks, in Config.Transports order.
+	Transports []Transport
+	LAN        netip.Prefix
+	Mgmt       netip.Addr // the management link's address (Config.ManagementLink), else invalid
+	Host       netip.Addr // the LAN host's address
+	NS         string     // the edge router's namespace
+	LANNS      string     // the LAN host's namespace
 
 	StateDir, RunDir string
 	charonStop       context.CancelFunc
@@ -50,6 +60,27 @@ type Site struct {
 	logFile          *os.File
 }
 
+// Transport is one WAN uplink of a site: a veth pair between the site's
+// namespace (Dev) and the WAN router (RouterDev).
+type Transport struct {
+	Name      string     // as declared to the controller ("inet1")
+	Addr      netip.Addr // the site's address (x.x.x.(4i+2)/30)
+	Gateway   netip.Addr // the WAN router's end (x.x.x.(4i+1))
+	Block     netip.Prefix
+	Dev       string // in the site's namespace: eth0, eth1, ...
+	RouterDev string // in mw-wan: w<i> for the first transport, w<i>t<k> for the others
+}
+
+// Transport returns the site's transport called name, or nil.
+func (s *Site) Transport(name string) *Transport {
+	for i := range s.Transports {
+		if s.Transports[i].Name == name {
+			return &s.Transports[i]
+		}
+	}
+	return nil
+}
+
 // Lab is a running lab.
 type Lab struct {
 	Dir     string
@@ -57,9 +88,39 @@ type Lab struct {
 	Sites   map[string]*Site
 	Order   []string
 	Logf    func(format string, args ...any)
-	mu      sync.Mutex
-	frr     []*exec.Cmd
+	// StreamTool runs meshwan-stream: a program and leading arguments
+	// (default: meshwan-stream next to EdgeBin); StreamEnv is added to
+	// its environment. The e2e test binary points these at itself.
+	StreamTool []string
+	StreamEnv  []string
+	mu         sync.Mutex
+	frr        []*exec.Cmd
+	streams    []*Stream
 }
+
+// Config describes a lab to build.
+type Config struct {
+	Dir     string // logs and edge state
+	EdgeBin string
+	Sites   []string
+	// Transports names every site's WAN uplinks, at most three (default
+	// one, "inet1"); each gets its own address block (see the package doc).
+	Transports []string
+	// Control names the transport the site's default route uses
+	// (default: the last one). Each transport's block is routed through
+	// its own uplink, so a tunnel between two sites' same-named transports
+	// stays on them.
+	Control string
+	// ManagementLink gives every site an out-of-band link to the WAN
+	// router (mgmt0, 192.0.2.(4i+6)/30) that carries the edge's control
+	// connection to ControllerAddr, so that cutting or degrading any
+	// transport leaves the edge reporting to the controller. Without it
+	// the control connection follows the default route.
+	ManagementLink bool
+}
+
+// transportBlocks are the WAN address blocks, one per transport slot.
+var transportBlocks = [][3]byte{{198, 51, 100}, {203, 0, 113}, {100, 64, 0}}
 
 // Run executes a command and returns its combined output.
 func Run(ctx context.Context, name string, args ...string) (string, error) {
@@ -86,35 +147,81 @@ func batch(ctx context.Context, ns string, lines ...string) error {
 	return nil
 }
 
-// New builds the WAN, the controller link and one namespace pair per site.
+// New builds the WAN, the controller link and one namespace pair per
+// site, each site with a single transport, "inet1".
 func New(ctx context.Context, dir, edgeBin string, names ...string) (*Lab, error) {
-	l := &Lab{Dir: dir, EdgeBin: edgeBin, Sites: map[string]*Site{}, Logf: func(string, ...any) {}}
+	return Build(ctx, Config{Dir: dir, EdgeBin: edgeBin, Sites: names})
+}
+
+// Build builds the WAN, the controller link and one namespace pair per
+// site with the configured transports.
+func Build(ctx context.Context, cfg Config) (*Lab, error) {
+	if len(cfg.Transports) == 0 {
+		cfg.Transports = []string{"inet1"}
+	}
+	if len(cfg.Transports) > len(transportBlocks) {
+		return nil, fmt.Errorf("lab: at most %d transports", len(transportBlocks))
+	}
+	if len(cfg.Sites) > 63 {
+		return nil, fmt.Errorf("lab: at most 63 sites")
+	}
+	control := len(cfg.Transports) - 1
+	if cfg.Control != "" {
+		control = slices.Index(cfg.Transports, cfg.Control)
+		if control < 0 {
+			return nil, fmt.Errorf("lab: control transport %q is not one of %v", cfg.Control, cfg.Transports)
+		}
+	}
+	l := &Lab{Dir: cfg.Dir, EdgeBin: cfg.EdgeBin, Sites: map[string]*Site{}, Logf: func(string, ...any) {},
+		StreamTool: []string{filepath.Join(filepath.Dir(cfg.EdgeBin), "meshwan-stream")}}
 	Destroy(ctx) // leftovers of an earlier run
 	root := []string{
 		"netns add " + wanNS,
 		"link add mw-ctl type veth peer name ctl0 netns " + wanNS,
 		"addr add 192.0.2.1/30 dev mw-ctl",
 		"link set mw-ctl up",
-		"route add 198.51.100.0/24 via 192.0.2.2",
+	}
+	for k := range cfg.Transports {
+		b := transportBlocks[k]
+		root = append(root, fmt.Sprintf("route add %d.%d.%d.0/24 via 192.0.2.2", b[0], b[1], b[2]))
+	}
+	if cfg.ManagementLink {
+		root = append(root, "route add 192.0.2.0/24 via 192.0.2.2")
 	}
 	wan := []string{"link set lo up", "addr add 192.0.2.2/30 dev ctl0", "link set ctl0 up"}
-	for i, name := range names {
+	for i, name := range cfg.Sites {
 		s := &Site{
 			Name: name, Index: i,
-			WAN:  netip.AddrFrom4([4]byte{198, 51, 100, byte(4*i + 2)}),
 			LAN:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + i), 0, 0}), 24),
 			Host: netip.AddrFrom4([4]byte{10, byte(100 + i), 0, 2}),
 			NS:   "mw-s-" + name, LANNS: "mw-l-" + name,
-			StateDir: filepath.Join(dir, name, "state"), RunDir: filepath.Join("/run", "mw-"+name),
+			StateDir: filepath.Join(cfg.Dir, name, "state"), RunDir: filepath.Join("/run", "mw-"+name),
 		}
-		gw := netip.AddrFrom4([4]byte{198, 51, 100, byte(4*i + 1)})
+		root = append(root, "netns add "+s.NS, "netns add "+s.LANNS,
+			fmt.Sprintf("link add lan0 netns %s type veth peer name eth0 netns %s", s.NS, s.LANNS))
+		for k, tn := range cfg.Transports {
+			b := transportBlocks[k]
+			t := Transport{Name: tn,
+				Addr:      netip.AddrFrom4([4]byte{b[0], b[1], b[2], byte(4*i + 2)}),
+				Gateway:   netip.AddrFrom4([4]byte{b[0], b[1], b[2], byte(4*i + 1)}),
+				Block:     netip.PrefixFrom(netip.AddrFrom4([4]byte{b[0], b[1], b[2], 0}), 24),
+				Dev:       fmt.Sprintf("eth%d", k),
+				RouterDev: fmt.Sprintf("w%d", i),
+			}
+			if k > 0 {
+				t.RouterDev = fmt.Sprintf("w%dt%d", i, k)
+			}
+			s.Transports = append(s.Transports, t)
+			root = append(root, fmt.Sprintf("link add %s netns %s type veth peer name %s netns %s", t.RouterDev, wanNS, t.Dev, s.NS))
+			wan = append(wan, fmt.Sprintf("addr add %s/30 dev %s", t.Gateway, t.RouterDev), "link set "+t.RouterDev+" up")
+		}
+		s.WAN = s.Transports[0].Addr
+		if cfg.ManagementLink {
+			s.Mgmt = netip.AddrFrom4([4]byte{192, 0, 2, byte(4*i + 6)})
+			root = append(root, fmt.Sprintf("link add m%d netns %s type veth peer name mgmt0 netns %s", i, wanNS, s.NS))
+			wan = append(wan, fmt.Sprintf("addr add %s/30 dev m%d", s.Mgmt.Prev(), i), fmt.Sprintf("link set m%d up", i))
+		}
 		l.Sites[name], l.Order = s, append(l.Order, name)
-		root = append(root,
-			"netns add "+s.NS, "netns add "+s.LANNS,
-			fmt.Sprintf("link add w%d netns %s type veth peer name eth0 netns %s", i, wanNS, s.NS),
-			fmt.Sprintf("link add lan0 netns %s type veth peer name eth0 netns %s", s.NS, s.LANNS),
-		)
-		wan = append(wan, fmt.Sprintf("addr add %s/30 dev w%d", gw, i), fmt.Sprintf("link set w%d up", i))
 		if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
 			return nil, err
 		}
@@ -125,12 +232,22 @@ func New(ctx context.Context, dir, edgeBin string, names ...string) (*Lab, error
 	if err := batch(ctx, wanNS, wan...); err != nil {
 		return nil, err
 	}
-	for _, name := range names {
+	for _, name := range cfg.Sites {
 		s := l.Sites[name]
-		gw := s.WAN.Prev()
-		if err := batch(ctx, s.NS, "link set lo up",
-			"addr add "+s.WAN.String()+"/30 dev eth0", "link set eth0 up", "route add default via "+gw.String(),
-			"addr add "+s.LAN.Addr().Next().String()+"/24 dev lan0", "link set lan0 up"); err != nil {
+		cmds := []string{"link set lo up"}
+		for _, t := range s.Transports {
+			cmds = append(cmds, "addr add "+t.Addr.String()+"/30 dev "+t.Dev, "link set "+t.Dev+" up")
+			if len(s.Transports) > 1 {
+				cmds = append(cmds, fmt.Sprintf("route add %s via %s dev %s", t.Block, t.Gateway, t.Dev))
+			}
+		}
+		if s.Mgmt.IsValid() {
+			cmds = append(cmds, "addr add "+s.Mgmt.String()+"/30 dev mgmt0", "link set mgmt0 up",
+				fmt.Sprintf("route add %s via %s dev mgmt0", netip.PrefixFrom(ControllerAddr, 30).Masked(), s.Mgmt.Prev()))
+		}
+		cmds = append(cmds, "route add default via "+s.Transports[control].Gateway.String(),
+			"addr add "+s.LAN.Addr().Next().String()+"/24 dev lan0", "link set lan0 up")
+		if err := batch(ctx, s.NS, cmds...); err != nil {
 			return nil, err
 		}
 		if err := batch(ctx, s.LANNS, "link set lo up", "addr add "+s.Host.String()+"/24 dev eth0", "link set eth0 up",
@@ -216,8 +333,12 @@ func (l *Lab) StartEdge(name, controller string, extra ...string) error {
 	if s.charonStop != nil {
 		charon = []string{"--vici-socket", s.ViciSocket()}
 	}
+	var wans []string
+	for _, t := range s.Transports {
+		wans = append(wans, t.Dev)
+	}
 	args := append([]string{"netns", "exec", s.NS, l.EdgeBin, "--controller", controller, "--state-dir", s.StateDir,
-		"--wan-interface", "eth0", "--log-level", "debug"}, charon...)
+		"--wan-interface", strings.Join(wans, ","), "--log-level", "debug"}, charon...)
 	args = append(args, extra...)
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -268,13 +389,19 @@ func (l *Lab) EdgeExited(name string) bool {
 	}
 }
 
-// Close stops every agent, charon and FRR and removes the namespaces.
+// Close stops every stream, agent, charon and FRR and removes the
+// namespaces.
 func (l *Lab) Close(ctx context.Context) {
 	l.mu.Lock()
 	for _, c := range l.frr {
 		c.Process.Kill()
 	}
+	streams := l.streams
+	l.streams = nil
 	l.mu.Unlock()
+	for _, st := range streams {
+		st.kill()
+	}
 	for _, n := range l.Order {
 		l.StopEdge(n)
 		if s := l.Sites[n]; s.charonStop != nil {
@@ -362,14 +489,37 @@ func (l *Lab) WANCounters(ctx context.Context) (gre, esp uint64, err error) {
 	return gre, esp, nil
 }
 
-// SetWAN brings a site's WAN link up or down (in the WAN router).
+// SetWAN brings a site's (first) WAN link up or down (in the WAN router).
 func (l *Lab) SetWAN(ctx context.Context, name string, up bool) error {
+	return l.SetTransport(ctx, name, l.Sites[name].Transports[0].Name, up)
+}
+
+// SetTransport brings one of a site's WAN links up or down, at the WAN
+// router's end (the site still sees its own end up, as with a failed
+// line behind a modem).
+func (l *Lab) SetTransport(ctx context.Context, site, transport string, up bool) error {
+	t, err := l.transport(site, transport)
+	if err != nil {
+		return err
+	}
 	state := "down"
 	if up {
 		state = "up"
 	}
-	_, err := Run(ctx, "ip", "-n", wanNS, "link", "set", fmt.Sprintf("w%d", l.Sites[name].Index), state)
+	_, err = Run(ctx, "ip", "-n", wanNS, "link", "set", t.RouterDev, state)
 	return err
+}
+
+func (l *Lab) transport(site, transport string) (*Transport, error) {
+	s, ok := l.Sites[site]
+	if !ok {
+		return nil, fmt.Errorf("lab: no site %q", site)
+	}
+	t := s.Transport(transport)
+	if t == nil {
+		return nil, fmt.Errorf("lab: site %s has no transport %q", site, transport)
+	}
+	return t, nil
 }
 
 // EdgeLog returns a site's agent log.
@@ -459,4 +609,51 @@ router bgp %d
 		}
 	}
 	return nil
+}
+
+// RouteDev returns the device the kernel in a site's namespace picks for
+// dst (`ip route get DST [extra...]`, e.g. extra "mark", "0x10" or "from",
+// ADDR, "iif", "lan0").
+func (l *Lab) RouteDev(ctx context.Context, site string, dst netip.Addr, extra ...string) (string, error) {
+	out, err := Run(ctx, "ip", append([]string{"-n", l.Sites[site].NS, "route", "get", dst.String()}, extra...)...)
+	if err != nil {
+		return "", err
+	}
+	m := regexp.MustCompile(`\bdev (\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("ip route get %s in %s: no device in %q", dst, site, out)
+	}
+	return m[1], nil
+}
+
+// LinkCounters are a link's kernel packet counters.
+type LinkCounters struct {
+	RxPackets, TxPackets uint64
+}
+
+// GRECounters returns the packet counters of a site's GRE links by name.
+func (l *Lab) GRECounters(ctx context.Context, site string) (map[string]LinkCounters, error) {
+	out, err := Run(ctx, "ip", "-j", "-s", "-n", l.Sites[site].NS, "link", "show", "type", "gre")
+	if err != nil {
+		return nil, err
+	}
+	var links []struct {
+		Name  string `json:"ifname"`
+		Stats struct {
+			Rx struct {
+				Packets uint64 `json:"packets"`
+			} `json:"rx"`
+			Tx struct {
+				Packets uint64 `json:"packets"`
+			} `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return nil, fmt.Errorf("ip -j link in %s: %w", site, err)
+	}
+	res := map[string]LinkCounters{}
+	for _, k := range links {
+		res[k.Name] = LinkCounters{RxPackets: k.Stats.Rx.Packets, TxPackets: k.Stats.Tx.Packets}
+	}
+	return res, nil
 }

@@ -36,16 +36,17 @@ func main() {
 	hubs := flag.String("hubs", "hub1,hub2", "which of the sites are hubs")
 	mode := flag.String("topology", "hub-and-spoke", "full-mesh or hub-and-spoke")
 	edgeBin := flag.String("edge-bin", "bin/meshwan-edge", "meshwan-edge binary")
+	transports := flag.String("transports", "inet1", "comma-separated WAN transports of every site (at most 3; see e2e/lab)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *controller, *dataDir, strings.Split(*sites, ","), strings.Split(*hubs, ","), *mode, *edgeBin); err != nil {
+	if err := run(ctx, *controller, *dataDir, strings.Split(*sites, ","), strings.Split(*hubs, ","), strings.Split(*transports, ","), *mode, *edgeBin); err != nil {
 		fmt.Fprintln(os.Stderr, "meshwan-lab:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, controller, dataDir string, sites, hubs []string, mode, edgeBin string) error {
+func run(ctx context.Context, controller, dataDir string, sites, hubs, transports []string, mode, edgeBin string) error {
 	token, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
 	if err != nil {
 		return err
@@ -55,7 +56,7 @@ func run(ctx context.Context, controller, dataDir string, sites, hubs []string, 
 		return err
 	}
 	edgeBin, _ = filepath.Abs(edgeBin)
-	l, err := lab.New(ctx, "/tmp/meshwan-lab", edgeBin, sites...)
+	l, err := lab.Build(ctx, lab.Config{Dir: "/tmp/meshwan-lab", EdgeBin: edgeBin, Sites: sites, Transports: transports})
 	if err != nil {
 		return err
 	}
@@ -83,8 +84,12 @@ func run(ctx context.Context, controller, dataDir string, sites, hubs []string, 
 				role = pb.SiteRole_SITE_ROLE_HUB
 			}
 		}
+		var trs []*pb.Transport
+		for _, t := range s.Transports {
+			trs = append(trs, &pb.Transport{Name: t.Name, Address: t.Addr.String()})
+		}
 		_, err := admin.CreateSite(actx, &pb.CreateSiteRequest{Site: &pb.Site{Name: name, Role: role,
-			Transports: []*pb.Transport{{Name: "inet1", Address: s.WAN.String()}}, LanPrefixes: []string{s.LAN.String()}}})
+			Transports: trs, LanPrefixes: []string{s.LAN.String()}}})
 		if err != nil && status.Code(err) != codes.AlreadyExists {
 			return fmt.Errorf("create site %s: %w", name, err)
 		}
