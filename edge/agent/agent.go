@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,12 @@ type Config struct {
 	// Paths probes the tunnels and drives failover and steering (nil: no
 	// probing; routes follow the desired state alone).
 	Paths *Paths
+	// KernelStatusEvery is how often the kernel and daemons are asked for
+	// link, IPsec and BGP status (default 5s); the reports in between
+	// reuse it with fresh probe figures. Asking charon every second
+	// multiplies its kernel XFRM queries (per SA and per policy) for no
+	// gain: the probes see a dead tunnel first.
+	KernelStatusEvery time.Duration
 }
 
 // cacheFile holds the last desired state, PSKs included: mode 0600.
@@ -62,6 +69,11 @@ type Agent struct {
 	cfg     Config
 	log     *slog.Logger
 	applied atomic.Int64
+
+	// The last kernel status, owned by Run's goroutine.
+	kernelTS  []syncer.TunnelStatus
+	kernelBGP []syncer.BGPPeer
+	kernelAt  time.Time
 }
 
 // New returns an Agent.
@@ -74,6 +86,9 @@ func New(cfg Config) *Agent {
 	}
 	if cfg.StatusEvery == 0 {
 		cfg.StatusEvery = time.Second
+	}
+	if cfg.KernelStatusEvery == 0 {
+		cfg.KernelStatusEvery = 5 * time.Second
 	}
 	return &Agent{cfg: cfg, log: cfg.Logger}
 }
@@ -157,6 +172,7 @@ func (a *Agent) Run(ctx context.Context, updates <-chan syncer.State, report fun
 		if a.applied.Swap(cur.Version) != cur.Version {
 			a.log.Info("desired state applied", "version", cur.Version, "tunnels", len(d.Tunnels), "reason", why, "took", time.Since(start).Round(time.Millisecond))
 		}
+		a.kernelAt = time.Time{} // the kernel changed: ask it afresh
 		a.sendStatus(ctx, cur, report)
 	}
 	for {
@@ -201,24 +217,28 @@ func (a *Agent) sendStatus(ctx context.Context, cur syncer.State, report func(sy
 	}
 	d := cur.Desired
 	d.WANInterfaces = a.cfg.WANInterfaces
-	ts, err := a.cfg.Dataplane.Status(ctx, d)
-	if err != nil {
-		a.log.Warn("status failed", "err", err)
+	var err error
+	if time.Since(a.kernelAt) >= a.cfg.KernelStatusEvery {
+		a.kernelAt = time.Now()
+		if a.kernelTS, err = a.cfg.Dataplane.Status(ctx, d); err != nil {
+			a.log.Warn("status failed", "err", err)
+		}
+		if b, ok := a.cfg.Dataplane.(interface {
+			BGPStatus(context.Context) ([]syncer.BGPPeer, error)
+		}); ok {
+			if a.kernelBGP, err = b.BGPStatus(ctx); err != nil {
+				a.log.Warn("bgp status failed", "err", err)
+			}
+		}
 	}
+	ts := slices.Clone(a.kernelTS)
 	if a.cfg.Paths != nil {
 		mergeHealth(ts, a.cfg.Paths.Status())
 	}
-	rep := syncer.Report{AppliedVersion: a.applied.Load(), Tunnels: ts}
+	rep := syncer.Report{AppliedVersion: a.applied.Load(), Tunnels: ts, BGPPeers: slices.Clone(a.kernelBGP)}
 	if a.cfg.Paths != nil {
 		for _, c := range a.cfg.Paths.Choices() {
 			rep.ClassPaths = append(rep.ClassPaths, syncer.ClassPath{Class: c.Class, RemoteSite: c.RemoteSite, TunnelID: c.TunnelID, MeetsSLA: c.MeetsSLA})
-		}
-	}
-	if b, ok := a.cfg.Dataplane.(interface {
-		BGPStatus(context.Context) ([]syncer.BGPPeer, error)
-	}); ok {
-		if rep.BGPPeers, err = b.BGPStatus(ctx); err != nil {
-			a.log.Warn("bgp status failed", "err", err)
 		}
 	}
 	report(rep)
