@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -146,17 +147,27 @@ func (a *Agent) Run(ctx context.Context, updates <-chan syncer.State, report fun
 	if !have {
 		retry.Stop()
 	}
-	resync := time.NewTicker(a.cfg.Resync)
+	// The resync period is jittered by ±10 % so edges started together
+	// (a lab, a fleet after a power cut) do not all hit their kernels and
+	// the controller in the same instant, every time.
+	jittered := func() time.Duration {
+		return a.cfg.Resync*9/10 + time.Duration(rand.Int64N(int64(a.cfg.Resync)/5+1))
+	}
+	resync := time.NewTimer(jittered())
 	defer resync.Stop()
+	var pathsVersion int64 = -1
 	statusT := time.NewTicker(a.cfg.StatusEvery)
 	defer statusT.Stop()
 	backoff := time.Second
 	apply := func(why string) {
 		d := cur.Desired
 		d.WANInterfaces = a.cfg.WANInterfaces
-		if a.cfg.Paths != nil {
+		if a.cfg.Paths != nil && cur.Version != pathsVersion {
 			// Even if Apply fails in part, probing what exists helps.
+			// Only a new version: a resync or retry changes nothing
+			// the probes need.
 			a.cfg.Paths.Update(d)
+			pathsVersion = cur.Version
 		}
 		start := time.Now()
 		if err := a.cfg.Dataplane.Apply(ctx, d); err != nil {
@@ -196,6 +207,7 @@ func (a *Agent) Run(ctx context.Context, updates <-chan syncer.State, report fun
 				apply("retry")
 			}
 		case <-resync.C:
+			resync.Reset(jittered())
 			if have {
 				apply("resync")
 			}

@@ -44,6 +44,11 @@ type Kernel struct {
 	// failover must not wait for a resync's IKE work.
 	mu   sync.Mutex
 	view PathView
+	// steerClean: the last steering Apply had no classes and succeeded,
+	// so the kernel holds no steering state and need not be read again
+	// until classes appear (a resync then touches no nftables table it
+	// does not need).
+	steerClean bool
 }
 
 var _ Dataplane = (*Kernel)(nil)
@@ -105,9 +110,15 @@ func (k *Kernel) applySteer(ctx context.Context, d dataplane.Desired) error {
 		}
 		return nil
 	}
+	none := len(d.Paths.Classes) == 0 || d.Paths.Disabled
+	if none && k.steerClean {
+		return nil
+	}
 	if err := k.Steer.Apply(ctx, d.Paths.Classes, k.view.Plan); err != nil {
+		k.steerClean = false
 		return fmt.Errorf("steering: %w", err)
 	}
+	k.steerClean = none
 	return nil
 }
 
