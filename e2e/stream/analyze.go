@@ -17,14 +17,16 @@ type Gap struct {
 func (g Gap) Lost() uint64 { return g.After.Seq - g.Before.Seq - 1 }
 
 // Recv is the gap's length at the receiver: After's arrival minus
-// Before's (0 if reordering made it negative). This is the outage figure.
+// Before's (0 if reordering made it negative). It includes any difference
+// in the two packets' one-way latencies, e.g. a slower path after the hole.
 func (g Gap) Recv() time.Duration { return max(0, time.Duration(g.After.Recv-g.Before.Recv)) }
 
-// Send is the same in send times: the window of sends that were lost.
+// Send is the same in send times: how long packets were being sent into
+// the hole. It depends on neither path's latency nor on the receiver.
 func (g Gap) Send() time.Duration { return max(0, time.Duration(g.After.Sent-g.Before.Sent)) }
 
 func (g Gap) String() string {
-	return fmt.Sprintf("%v (seq %d..%d, %d lost, send window %v)", g.Recv(), g.Before.Seq, g.After.Seq, g.Lost(), g.Send())
+	return fmt.Sprintf("%v sent into it, %v at the receiver (seq %d..%d, %d lost)", g.Send(), g.Recv(), g.Before.Seq, g.After.Seq, g.Lost())
 }
 
 // bySeq returns recs sorted by sequence number, first copy of each kept.
@@ -49,13 +51,17 @@ func Gaps(recs []Record) []Gap {
 }
 
 // Longest returns the gap with the longest Recv (the first of equals).
-func Longest(gaps []Gap) (Gap, bool) {
+func Longest(gaps []Gap) (Gap, bool) { return LongestBy(gaps, Gap.Recv) }
+
+// LongestBy returns the gap for which length is longest (the first of
+// equals), e.g. Gap.Send.
+func LongestBy(gaps []Gap, length func(Gap) time.Duration) (Gap, bool) {
 	if len(gaps) == 0 {
 		return Gap{}, false
 	}
 	best := gaps[0]
 	for _, g := range gaps[1:] {
-		if g.Recv() > best.Recv() {
+		if length(g) > length(best) {
 			best = g
 		}
 	}

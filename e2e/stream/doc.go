@@ -12,10 +12,12 @@
 //
 // Definitions (they matter for the figures in docs/benchmarks.md):
 //   - a gap is a run of missing sequence numbers between two received
-//     packets, Before and After; its length is After's receive time minus
-//     Before's receive time (Gap.Recv). Sender stalls skip no sequence
-//     number and so are never counted as gaps. Gap.Send, the same in send
-//     times, is reported alongside: it excludes the receiver's scheduling.
+//     packets, Before and After. Its length in send times (Gap.Send) is
+//     how long packets were being sent into the hole: the outage. In
+//     receive times (Gap.Recv) it also holds the difference between the
+//     two packets' one-way latencies (a failover to a slower path reads
+//     longer by the difference) and the receiver's scheduling. Sender
+//     stalls skip no sequence number and so are never counted as gaps.
 //   - percentiles are nearest-rank: the p-th percentile of n values is the
 //     ceil(p/100*n)-th smallest, so the p99 of 20 values is the maximum.
 //

@@ -94,9 +94,9 @@ func TestGapsAndSummary(t *testing.T) {
 	}
 	want := []string{
 		// 99 received at 198+5 ms, 350 at 700+20 ms: 517 ms.
-		"517ms (seq 99..350, 250 lost, send window 502ms)",
+		"502ms sent into it, 517ms at the receiver (seq 99..350, 250 lost)",
 		// 399 received at 798+20 ms, 401 at 802+5 ms: negative, clamped.
-		"0s (seq 399..401, 1 lost, send window 4ms)",
+		"4ms sent into it, 0s at the receiver (seq 399..401, 1 lost)",
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("gaps:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -107,6 +107,19 @@ func TestGapsAndSummary(t *testing.T) {
 	}
 	if _, ok := Longest(nil); ok {
 		t.Error("Longest(nil) found a gap")
+	}
+	// By send window: a 10 ms send window whose receive gap is long
+	// because the packet after it took a slow path (+200 ms) loses to a
+	// 30 ms hole on one path.
+	slow := []Gap{
+		{Before: rec(1, 0, 1), After: rec(7, 10, 201)},
+		{Before: rec(10, 20, 1), After: rec(25, 50, 1)},
+	}
+	if g, _ := Longest(slow); g.After.Seq != 7 {
+		t.Errorf("Longest by receive time = %v, want the one before seq 7", g)
+	}
+	if g, _ := LongestBy(slow, Gap.Send); g.After.Seq != 25 || g.Send() != 30*time.Millisecond {
+		t.Errorf("LongestBy(Send) = %v, want the one before seq 25", g)
 	}
 
 	s := Summarize(recs)
