@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/firewall"
 	"github.com/vishvananda/netlink"
 )
 
@@ -41,13 +42,9 @@ var _ NFTConn = (*nftables.Conn)(nil)
 // open as file descriptor nsFD, or in the caller's namespace if nsFD < 0.
 // Nothing switches the calling thread's namespace.
 func NewNFTConn(nsFD int) (NFTConn, error) {
-	var opts []nftables.ConnOption
-	if nsFD >= 0 {
-		opts = append(opts, nftables.WithNetNSFd(nsFD))
-	}
-	c, err := nftables.New(opts...)
+	c, err := firewall.OpenNFT(nsFD)
 	if err != nil {
-		return nil, fmt.Errorf("open nftables connection: %w", err)
+		return nil, err
 	}
 	return c, nil
 }

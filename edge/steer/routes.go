@@ -2,37 +2,15 @@ package steer
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 
+	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// dumpRetries bounds re-reads of a dump the kernel flagged as interrupted.
-const dumpRetries = 5
-
-// retryDump re-runs a list call while it fails with
-// netlink.ErrDumpInterrupted. Pitfall (met in the link package): since
-// netlink v1.3 a dump that raced with a change returns ErrDumpInterrupted
-// with partial or no results; taking that for "nothing there" would make
-// Apply re-add, or Cleanup miss, everything.
-func retryDump[T any](f func() (T, error)) (T, error) {
-	var (
-		v   T
-		err error
-	)
-	for range dumpRetries {
-		v, err = f()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return v, err
-		}
-	}
-	return v, err
-}
 
 // routeKey identifies a route the way the kernel does for replace: table,
 // destination and metric (TOS is never used here).
@@ -73,7 +51,7 @@ func routeKeyOf(r netlink.Route) (routeKey, bool) {
 // listRoutes reads the IPv4 routes of every table (one dump) and keeps
 // ours and the foreign ones in class tables.
 func (k *Kernel) listRoutes() (observedRoutes, error) {
-	all, err := retryDump(func() ([]netlink.Route, error) {
+	all, err := link.RetryDump(func() ([]netlink.Route, error) {
 		return k.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -104,7 +82,7 @@ type wantRoute struct {
 }
 
 func (k *Kernel) linkIndex() (map[string]int, error) {
-	links, err := retryDump(k.nl.LinkList)
+	links, err := link.RetryDump(k.nl.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -246,7 +224,7 @@ func (k *Kernel) wantRules(active []bool) []netlink.Rule {
 
 // listRules returns our IPv4 ip rules (protocol RouteProtocol).
 func (k *Kernel) listRules() ([]netlink.Rule, error) {
-	all, err := retryDump(func() ([]netlink.Rule, error) { return k.nl.RuleListFiltered(netlink.FAMILY_V4, nil, 0) })
+	all, err := link.RetryDump(func() ([]netlink.Rule, error) { return k.nl.RuleListFiltered(netlink.FAMILY_V4, nil, 0) })
 	if err != nil {
 		return nil, fmt.Errorf("list ip rules: %w", err)
 	}

@@ -106,6 +106,16 @@ var _ Conn = (*nftables.Conn)(nil)
 // open as file descriptor nsFD, or in the caller's namespace if nsFD < 0.
 // Nothing switches the calling thread's namespace.
 func NewConn(nsFD int) (Conn, error) {
+	c, err := OpenNFT(nsFD)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// OpenNFT is NewConn's concrete connection, shared with the steer
+// package (its own narrow interface, same connection).
+func OpenNFT(nsFD int) (*nftables.Conn, error) {
 	var opts []nftables.ConnOption
 	if nsFD >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(nsFD))

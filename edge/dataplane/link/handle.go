@@ -58,12 +58,13 @@ func NewNetlinkHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 // dumpRetries bounds re-reads of a dump the kernel flagged as interrupted.
 const dumpRetries = 5
 
-// retryDump re-runs a list call while it fails with
-// netlink.ErrDumpInterrupted. Pitfall: since netlink v1.3 a dump that
+// RetryDump re-runs a list call while it fails with
+// netlink.ErrDumpInterrupted; every netlink dump of the edge goes through
+// it (the steer package's too). Pitfall: since netlink v1.3 a dump that
 // raced with a change returns ErrDumpInterrupted, and RouteListFiltered
 // then returns no routes at all; treating that as "nothing there" would
 // make Apply re-add (or Cleanup miss) everything.
-func retryDump[T any](f func() (T, error)) (T, error) {
+func RetryDump[T any](f func() (T, error)) (T, error) {
 	var (
 		v   T
 		err error

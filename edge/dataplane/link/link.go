@@ -36,7 +36,7 @@
 //     otherwise left for an operator (it cannot be told from a hand-made
 //     one).
 //   - Interrupted dumps (netlink.ErrDumpInterrupted) are re-read, see
-//     retryDump.
+//     RetryDump.
 //   - The GRE link's local/remote cannot be changed in place: a changed
 //     underlay (or TTL/PMTU discovery) deletes and re-creates the link;
 //     MTU and alias are fixed in place.
@@ -116,7 +116,7 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	defer m.mu.Unlock()
 	m.last = slices.Clone(d.Tunnels)
 
-	links, err := retryDump(m.h.LinkList)
+	links, err := RetryDump(m.h.LinkList)
 	if err != nil {
 		return fmt.Errorf("link apply: list links: %w", err)
 	}
@@ -203,7 +203,7 @@ func (m *Manager) ensureTunnel(t dataplane.Tunnel, cur netlink.Link) (int, error
 		m.log.Info("link mtu set", "link", t.LinkName, "mtu", mtu, "was", a.MTU)
 	}
 
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return m.h.AddrList(cur, netlink.FAMILY_ALL) })
+	addrs, err := RetryDump(func() ([]netlink.Addr, error) { return m.h.AddrList(cur, netlink.FAMILY_ALL) })
 	if err != nil {
 		return 0, fmt.Errorf("list addresses: %w", err)
 	}
@@ -325,7 +325,7 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.last = nil
-	links, err := retryDump(m.h.LinkList)
+	links, err := RetryDump(m.h.LinkList)
 	if err != nil {
 		return fmt.Errorf("link cleanup: list links: %w", err)
 	}

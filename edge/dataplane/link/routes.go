@@ -77,7 +77,7 @@ func keyOf(r netlink.Route) (routeKey, bool) {
 // names to ifindexes of links that are ready; routes over other links are
 // skipped (their tunnel already reported an error) but not deleted.
 func (m *Manager) applyRoutes(plan []Route, index map[string]int) []error {
-	all, err := retryDump(func() ([]netlink.Route, error) {
+	all, err := RetryDump(func() ([]netlink.Route, error) {
 		return m.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: m.table}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -144,7 +144,7 @@ func (m *Manager) applyRoutes(plan []Route, index map[string]int) []error {
 
 // ourRoutes lists the routes with RouteProtocol in the manager's table.
 func (m *Manager) ourRoutes() ([]netlink.Route, error) {
-	rs, err := retryDump(func() ([]netlink.Route, error) {
+	rs, err := RetryDump(func() ([]netlink.Route, error) {
 		return m.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: m.table, Protocol: RouteProtocol},
 			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	})
@@ -183,7 +183,7 @@ func (m *Manager) Status(ctx context.Context) ([]Status, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	links, err := retryDump(m.h.LinkList)
+	links, err := RetryDump(m.h.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("link status: list links: %w", err)
 	}
