@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -351,6 +352,45 @@ func TestFullMeshThenHubAndSpoke(t *testing.T) {
 		}
 	}
 	e.waitAllPairs() // spoke to spoke now crosses hq
+	for _, s := range e.lab.Order {
+		want := 2 // each spoke lost its tunnels to the two other spokes
+		if s == "hq" {
+			want = 0
+		}
+		if n := checkRetireOrder(t, s, e.lab.EdgeLog(s)); n != want {
+			t.Errorf("%s: the log shows %d links deleted, want %d", s, n, want)
+		}
+	}
+}
+
+var (
+	unloadedRE = regexp.MustCompile(`msg="ipsec connection unloaded" conn=mw-(\S+)`)
+	deletedRE  = regexp.MustCompile(`msg="link deleted" link=\S+ alias=meshwan:(\S+)`)
+)
+
+// checkRetireOrder: every link the agent deleted had its IPsec connection
+// unloaded and its SAs gone first (edge/agent Kernel.retire). Deleting a
+// GRE link while ESP for it was still decrypted froze this lab's kernel.
+// It returns how many link deletions the log shows.
+func checkRetireOrder(t *testing.T, site, log string) int {
+	t.Helper()
+	unloaded := map[string]bool{}
+	deleted := 0
+	for _, line := range strings.Split(log, "\n") {
+		if m := unloadedRE.FindStringSubmatch(line); m != nil {
+			unloaded[m[1]] = true
+		}
+		if strings.Contains(line, "deleting links whose SAs are still installed") {
+			t.Errorf("%s: %s", site, line)
+		}
+		if m := deletedRE.FindStringSubmatch(line); m != nil {
+			deleted++
+			if !unloaded[m[1]] {
+				t.Errorf("%s: link of tunnel %s deleted before its IPsec connection was unloaded", site, m[1])
+			}
+		}
+	}
+	return deleted
 }
 
 // TestHeadless: with the controller gone, traffic keeps flowing; an agent

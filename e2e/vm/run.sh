@@ -181,7 +181,9 @@ cp "$HERE/guest-init.sh" "$CTL/guest-init.sh"
 if [ "$DEBUG" = 1 ]; then
 	APPEND="console=ttyS0 loglevel=6"
 else
-	APPEND="console=ttyS0 quiet loglevel=1"
+	# loglevel=5: warnings and worse reach the console, so a kernel
+	# problem (soft lockup, RCU stall, oops) comes with its stack trace.
+	APPEND="console=ttyS0 quiet loglevel=5"
 fi
 # mitigations=off: no page-table isolation etc. (costly under TCG).
 # cryptomgr.notests: skip the crypto self-tests run for every algorithm a
@@ -189,7 +191,12 @@ fi
 # MESHWAN_LAB_CRYPTO_TESTS=1 keeps them. lpj/no_timer_check: skip delay-loop
 # calibration and timer checks that fail or stall under emulation.
 # dummy/ifb: do not create dummy0/ifb0/ifb1 when the modules load.
-APPEND="$APPEND panic=-1 oops=panic mitigations=off lpj=8000000 no_timer_check"
+# softlockup_panic: a CPU stuck for the watchdog's 20 s ends the VM at once
+# (with every CPU's backtrace) instead of hanging until --timeout; a frozen
+# guest (seen once: GRE links deleted under decrypted ESP traffic, see
+# edge/agent Kernel.retire) then costs seconds, not the whole CI budget.
+APPEND="$APPEND panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1"
+APPEND="$APPEND mitigations=off lpj=8000000 no_timer_check"
 APPEND="$APPEND dummy.numdummies=0 ifb.numifbs=0"
 [ "${MESHWAN_LAB_CRYPTO_TESTS:-0}" = 1 ] || APPEND="$APPEND cryptomgr.notests=1"
 APPEND="$APPEND ${MESHWAN_LAB_APPEND:-}"

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/meshwan/meshwan/edge/bgp"
 	"github.com/meshwan/meshwan/edge/dataplane"
@@ -35,6 +38,12 @@ type Kernel struct {
 	// Steer programs the SLA steering plan (nil: traffic classes are
 	// refused).
 	Steer *steer.Kernel
+	// SAs lists the kernel's ESP SAs as (source, destination) pairs
+	// (ipsec.KernelSAs); Apply waits on it until a retiring link's SAs are
+	// gone (nil: no wait).
+	SAs func() (map[[2]netip.Addr]bool, error)
+	// Log receives a warning when a retiring link's SAs outlive the wait.
+	Log *slog.Logger
 
 	// mu guards view, the last path decisions, and is held around every
 	// use of them (link routes, BGP exclusions, steering): every Apply
@@ -59,6 +68,9 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 	var errs []error
 	if err := k.Firewall.Apply(ctx, d); err != nil {
 		errs = append(errs, fmt.Errorf("firewall: %w", err))
+	}
+	if err := k.retire(ctx, d); err != nil {
+		errs = append(errs, err)
 	}
 	k.mu.Lock()
 	err := k.Link.Apply(ctx, k.linkDesired(d))
@@ -85,6 +97,97 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// saGoneWait bounds how long retire waits for a retiring link's SAs to
+// leave the kernel (charon deletes them within milliseconds of the
+// terminate; the emulated lab needs far less than this).
+const saGoneWait = 5 * time.Second
+
+// retire takes IPsec down for the links the link manager is about to
+// delete (tunnels removed, or links re-created with other endpoints) and
+// waits until the kernel holds none of their SAs, so no ESP packet is
+// being decrypted into a GRE link while it is deleted. In the lab, a
+// mesh → hub-and-spoke change that deleted links under live probe
+// traffic froze the guest (both CPUs looping in xfrm_trans_reinject →
+// gro_cell_poll, Debian 6.1.0 kernel: a use-after-free of the link's GRO
+// cells); with the SAs gone first the links carry no decrypted traffic
+// when they go. The IPsec Apply here uses the desired state without the
+// retiring tunnels, so only their connections are unloaded and their
+// IKE_SAs terminated; Apply's later IPsec step loads the re-created
+// ones again. Failures are returned but do not stop the link step: a
+// removed tunnel must not stay up because charon is unreachable.
+func (k *Kernel) retire(ctx context.Context, d dataplane.Desired) error {
+	ret, err := k.Link.Retiring(d)
+	if err != nil {
+		return fmt.Errorf("links: %w", err)
+	}
+	if len(ret) == 0 {
+		return nil
+	}
+	gone := map[string]bool{}
+	for _, r := range ret {
+		if r.Recreated {
+			gone[r.Link] = true
+		}
+	}
+	keep := d
+	keep.Tunnels = slices.DeleteFunc(slices.Clone(d.Tunnels), func(t dataplane.Tunnel) bool { return gone[t.LinkName] })
+	var errs []error
+	if err := k.IPsec.Apply(ctx, keep); err != nil {
+		errs = append(errs, fmt.Errorf("ipsec (retiring links): %w", err))
+	}
+	k.waitRetired(ctx, ret)
+	return errors.Join(errs...)
+}
+
+// waitRetired waits (bounded by saGoneWait) until the kernel holds no SA
+// between the endpoints of any of ret; a timeout is logged, not returned.
+func (k *Kernel) waitRetired(ctx context.Context, ret []link.Retiring) {
+	pairs := map[[2]netip.Addr]bool{}
+	for _, r := range ret {
+		if r.Local.IsValid() && r.Remote.IsValid() {
+			pairs[[2]netip.Addr{r.Local, r.Remote}] = true
+			pairs[[2]netip.Addr{r.Remote, r.Local}] = true
+		}
+	}
+	if k.SAs == nil || len(pairs) == 0 {
+		return
+	}
+	if err := waitSAsGone(ctx, k.SAs, pairs, saGoneWait); err != nil && k.Log != nil {
+		k.Log.Warn("deleting links whose SAs are still installed", "err", err)
+	}
+}
+
+// waitSAsGone polls list until it holds none of pairs, for at most max.
+// Polling: the SAs leave when charon processes the terminate, and there
+// is no cheaper event to await than a dump of a handful of states.
+func waitSAsGone(ctx context.Context, list func() (map[[2]netip.Addr]bool, error), pairs map[[2]netip.Addr]bool, max time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		sas, err := list()
+		if err != nil {
+			return err
+		}
+		var left []string
+		for p := range pairs {
+			if sas[p] {
+				left = append(left, p[0].String()+">"+p[1].String())
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			slices.Sort(left)
+			return fmt.Errorf("SAs %s still installed after %v: %w", strings.Join(left, ", "), max, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // linkDesired is what the link manager gets: with BGP the routes come
@@ -199,5 +302,10 @@ func (k *Kernel) Cleanup(ctx context.Context) error {
 	if k.Steer != nil {
 		steerErr = k.Steer.Cleanup(ctx)
 	}
-	return errors.Join(steerErr, k.IPsec.Cleanup(ctx), k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx), routes)
+	ipsecErr := k.IPsec.Cleanup(ctx)
+	// As in retire: the links go only once their SAs have left the kernel.
+	if ret, err := k.Link.Retiring(dataplane.Desired{}); err == nil {
+		k.waitRetired(ctx, ret)
+	}
+	return errors.Join(steerErr, ipsecErr, k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx), routes)
 }

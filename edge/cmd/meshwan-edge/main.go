@@ -143,6 +143,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		IPsec:    im,
 		Routing:  &agent.Routing{Routes: h, Logger: log, LANPeers: lanPeers},
 		Steer:    sk,
+		SAs:      ipsec.KernelSAs,
+		Log:      log,
 	}
 	paths := agent.NewPaths(agent.PathsConfig{
 		Logger:          log,

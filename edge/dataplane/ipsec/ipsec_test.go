@@ -175,7 +175,7 @@ secret mw-t2 IKE owners [192.0.2.1 198.51.100.2] key 32 bytes`
 
 func TestApplyLoadsAndIsIdempotent(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeCharon()
+	f := NewFakeCharon()
 	var logs bytes.Buffer
 	m := NewManager(f.dial, Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err := m.Apply(ctx, twoTunnels()); err != nil {
@@ -224,7 +224,7 @@ func TestApplyChanges(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			f := newFakeCharon()
+			f := NewFakeCharon()
 			m := NewManager(f.dial, Options{})
 			must(t, m.Apply(ctx, twoTunnels()))
 			f.takeCalls()
@@ -244,7 +244,7 @@ func TestApplyChanges(t *testing.T) {
 
 func TestApplyAfterCharonRestartAndAgentRestart(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeCharon()
+	f := NewFakeCharon()
 	m := NewManager(f.dial, Options{})
 	must(t, m.Apply(ctx, twoTunnels()))
 
@@ -286,7 +286,7 @@ func TestApplyAfterCharonRestartAndAgentRestart(t *testing.T) {
 
 func TestApplyInitiates(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeCharon()
+	f := NewFakeCharon()
 	m := NewManager(f.dial, Options{})
 	must(t, m.Apply(ctx, twoTunnels()))
 	f.mu.Lock()
@@ -309,7 +309,7 @@ func TestApplyInitiates(t *testing.T) {
 
 func TestApplyLeavesForeignAlone(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeCharon()
+	f := NewFakeCharon()
 	// A connection and secret an operator loaded with swanctl.
 	foreign, err := ConnMessage(tunnel("x", "203.0.113.9", psk1))
 	must(t, err)
@@ -327,7 +327,7 @@ func TestApplyLeavesForeignAlone(t *testing.T) {
 
 func TestApplyFailureIsolatedAndRetried(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeCharon()
+	f := NewFakeCharon()
 	m := NewManager(f.dial, Options{})
 	boom := errors.New("boom")
 	f.fail["load-conn mw-t1"] = boom
@@ -347,7 +347,7 @@ func TestApplyFailureIsolatedAndRetried(t *testing.T) {
 }
 
 func TestApplyInvalidTouchesNothing(t *testing.T) {
-	f := newFakeCharon()
+	f := NewFakeCharon()
 	m := NewManager(f.dial, Options{})
 	d := twoTunnels()
 	d.Tunnels[0].PSK = []byte("short")
@@ -361,7 +361,7 @@ func TestApplyInvalidTouchesNothing(t *testing.T) {
 
 func TestStatus(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeCharon()
+	f := NewFakeCharon()
 	m := NewManager(f.dial, Options{})
 	must(t, m.Apply(ctx, twoTunnels()))
 	f.mu.Lock()
@@ -438,7 +438,7 @@ func must(t *testing.T, err error) {
 // two ends loading at once do not negotiate two IKE_SAs.
 func TestPassiveEndNeverInitiates(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeCharon()
+	f := NewFakeCharon()
 	m := NewManager(f.dial, Options{})
 	d := twoTunnels()
 	d.Tunnels[0].Passive = true

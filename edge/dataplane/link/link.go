@@ -164,6 +164,55 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	return nil
 }
 
+// Retiring is a link the next Apply deletes.
+type Retiring struct {
+	Link string
+	// TunnelID is from the link's alias.
+	TunnelID string
+	// Local and Remote are the GRE endpoints (the underlay pair whose ESP
+	// SAs carry the link's packets); invalid when the link is not GRE.
+	Local, Remote netip.Addr
+	// Recreated: a tunnel of the Desired still wants the link, with other
+	// GRE parameters (Apply deletes and re-creates it).
+	Recreated bool
+}
+
+// Retiring lists the links Apply(d) would delete: our links no tunnel of
+// d wants, and links of d's tunnels that cannot be kept as they are. It
+// writes nothing. The agent takes their IPsec down before calling Apply:
+// deleting a GRE link while ESP for it is still being decrypted raced
+// with the kernel's transport-mode reinjection in the lab (both CPUs
+// stuck in xfrm_trans_reinject → gro_cell_poll; Debian 6.1.0).
+func (m *Manager) Retiring(d dataplane.Desired) ([]Retiring, error) {
+	links, err := RetryDump(m.h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	want := map[string]dataplane.Tunnel{}
+	for _, t := range d.Tunnels {
+		want[t.LinkName] = t
+	}
+	var out []Retiring
+	for _, l := range links {
+		a := l.Attrs()
+		t, wanted := want[a.Name]
+		switch {
+		case wanted && sameGRE(l, t):
+			continue
+		case !wanted && !owned(a):
+			continue
+		}
+		r := Retiring{Link: a.Name, TunnelID: strings.TrimPrefix(a.Alias, AliasPrefix), Recreated: wanted}
+		if g, ok := l.(*netlink.Gretun); ok {
+			r.Local, _ = netip.AddrFromSlice(g.Local.To4())
+			r.Remote, _ = netip.AddrFromSlice(g.Remote.To4())
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Retiring) int { return strings.Compare(a.Link, b.Link) })
+	return out, nil
+}
+
 // owned reports whether a link was created by meshwan.
 func owned(a *netlink.LinkAttrs) bool {
 	return strings.HasPrefix(a.Name, dataplane.LinkPrefix) && strings.HasPrefix(a.Alias, AliasPrefix)

@@ -3,6 +3,7 @@ package link
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -110,6 +111,9 @@ func TestApplyChanges(t *testing.T) {
 		change     func(d *dataplane.Desired)
 		wantWrites []string
 		wantState  string // "" = unchanged
+		// wantRetiring: "link id local>remote recreated=bool" per link
+		// Retiring reports before the Apply.
+		wantRetiring []string
 	}{
 		{
 			name:       "mtu fixed in place",
@@ -137,7 +141,8 @@ func TestApplyChanges(t *testing.T) {
 				"AddrAdd mw-c-inet-inet 10.255.0.5/30",
 				"RouteReplace 10.3.0.0/16 via 10.255.0.6 dev 3 metric 0",
 			},
-			wantState: strings.Replace(twoTunnelsState, "remote 198.51.100.9", "remote 198.51.100.77", 1),
+			wantState:    strings.Replace(twoTunnelsState, "remote 198.51.100.9", "remote 198.51.100.77", 1),
+			wantRetiring: []string{"mw-c-inet-inet t2 192.0.2.1>198.51.100.9 recreated=true"},
 		},
 		{
 			name: "inner address changed: address swapped, routes re-pointed",
@@ -169,6 +174,7 @@ func TestApplyChanges(t *testing.T) {
 			wantWrites: []string{
 				"LinkDel mw-c-inet-inet",
 			},
+			wantRetiring: []string{"mw-c-inet-inet t2 192.0.2.1>198.51.100.9 recreated=false"},
 			wantState: `addr mw-b-inet-inet 10.255.0.1/30
 link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none
 route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
@@ -186,8 +192,34 @@ route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 			f.ResetCalls()
 			d := twoTunnels()
 			tc.change(&d)
+			// Retiring predicts exactly the links Apply deletes, and
+			// writes nothing itself.
+			ret, err := m.Retiring(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkNoWrites(t, f)
+			var gotRet, wantDel []string
+			for _, r := range ret {
+				gotRet = append(gotRet, fmt.Sprintf("%s %s %v>%v recreated=%v", r.Link, r.TunnelID, r.Local, r.Remote, r.Recreated))
+			}
+			if !slices.Equal(gotRet, tc.wantRetiring) {
+				t.Errorf("retiring:\n%s\nwant:\n%s", strings.Join(gotRet, "\n"), strings.Join(tc.wantRetiring, "\n"))
+			}
 			if err := m.Apply(ctx, d); err != nil {
 				t.Fatal(err)
+			}
+			for _, w := range f.Writes() {
+				if strings.HasPrefix(w, "LinkDel ") {
+					wantDel = append(wantDel, strings.TrimPrefix(w, "LinkDel "))
+				}
+			}
+			var retLinks []string
+			for _, r := range ret {
+				retLinks = append(retLinks, r.Link)
+			}
+			if !slices.Equal(retLinks, wantDel) {
+				t.Errorf("Retiring said %q, Apply deleted %q", retLinks, wantDel)
 			}
 			if got := f.Writes(); !slices.Equal(got, tc.wantWrites) {
 				t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.wantWrites, "\n"))

@@ -11,11 +11,11 @@ import (
 	"github.com/strongswan/govici/vici"
 )
 
-// fakeCharon is an in-memory charon behind the Session interface, for unit
-// tests. It answers the commands the Manager uses in charon's formats (as
+// FakeCharon is an in-memory charon behind the Session interface, for unit
+// tests (here and in the agent). It answers the commands the Manager uses in charon's formats (as
 // recorded from charon 5.9.8), logs every command with the name it acts
 // on, can fail chosen commands, and prints its state as sorted text.
-type fakeCharon struct {
+type FakeCharon struct {
 	mu      sync.Mutex
 	conns   map[string]*vici.Message // name -> section as loaded
 	secrets map[string]fakeSecret
@@ -34,12 +34,18 @@ type fakeSecret struct {
 
 var errBroken = errors.New("vici: error waiting for response: io: read/write on closed pipe")
 
-func newFakeCharon() *fakeCharon {
-	return &fakeCharon{conns: map[string]*vici.Message{}, secrets: map[string]fakeSecret{}, sas: map[string][]ikeSA{}, fail: map[string]error{}}
+func NewFakeCharon() *FakeCharon {
+	return &FakeCharon{conns: map[string]*vici.Message{}, secrets: map[string]fakeSecret{}, sas: map[string][]ikeSA{}, fail: map[string]error{}}
 }
 
+// Dial is the Manager's dial function.
+func (f *FakeCharon) Dial(ctx context.Context) (Session, error) { return f.dial(ctx) }
+
+// TakeCalls returns the commands run since the last call ("cmd name").
+func (f *FakeCharon) TakeCalls() []string { return f.takeCalls() }
+
 // dial is the Manager's dial function.
-func (f *fakeCharon) dial(context.Context) (Session, error) {
+func (f *FakeCharon) dial(context.Context) (Session, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.dials++
@@ -47,9 +53,9 @@ func (f *fakeCharon) dial(context.Context) (Session, error) {
 	return f, nil
 }
 
-func (f *fakeCharon) Close() error { return nil }
+func (f *FakeCharon) Close() error { return nil }
 
-func (f *fakeCharon) takeCalls() []string {
+func (f *FakeCharon) takeCalls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	c := f.calls
@@ -68,7 +74,7 @@ func writes(calls []string) []string {
 	return w
 }
 
-func (f *fakeCharon) String() string {
+func (f *FakeCharon) String() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var lines []string
@@ -101,7 +107,7 @@ func reply(ok bool, errmsg string) *vici.Message {
 	return m
 }
 
-func (f *fakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*vici.Message, error) {
+func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*vici.Message, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	name := ""
@@ -178,7 +184,7 @@ func (f *fakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 	return reply(false, "unknown command "+cmd), errors.New("vici: unknown command")
 }
 
-func (f *fakeCharon) Stream(ctx context.Context, cmd, event string, in *vici.Message) ([]*vici.Message, error) {
+func (f *FakeCharon) Stream(ctx context.Context, cmd, event string, in *vici.Message) ([]*vici.Message, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, cmd)
