@@ -228,9 +228,12 @@ func (k *Kernel) applySteer(ctx context.Context, d dataplane.Desired) error {
 // ApplyPaths applies the probes' decisions: the routes over unusable
 // tunnels go (static: from the main table; BGP: from the route sync's
 // choice), the steering plan is programmed, and the view is kept for
-// later Applies. Only routes and steering change; links and IPsec are
-// left as they are (the link manager's Apply is idempotent and writes
-// only the route difference).
+// later Applies. Only routes and steering change; links, IPsec and the
+// firewall are left to Apply. (The probes may see a new desired version
+// before Apply has run for it: when ApplyPaths still went through the
+// link manager's full Apply, that deleted removed tunnels' links ahead of
+// retire, under live ESP — the lab kernel froze — and could create a new
+// link before the firewall had its guard.)
 func (k *Kernel) ApplyPaths(ctx context.Context, d dataplane.Desired, v PathView) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -240,7 +243,7 @@ func (k *Kernel) ApplyPaths(ctx context.Context, d dataplane.Desired, v PathView
 		if k.Routing != nil {
 			k.Routing.SetExcluded(ExcludedNextHops(d, v.Usable))
 		}
-	} else if err := k.Link.Apply(ctx, k.linkDesired(d)); err != nil {
+	} else if err := k.Link.ApplyRoutes(ctx, k.linkDesired(d)); err != nil {
 		errs = append(errs, fmt.Errorf("links: %w", err))
 	}
 	if err := k.applySteer(ctx, d); err != nil {

@@ -286,7 +286,8 @@ func TestMergeHealth(t *testing.T) {
 	}
 }
 
-// TestKernelApplyPaths: the probes' decisions change only routes: t1
+// TestKernelApplyPaths: the probes' decisions change only routes (never a
+// link: creating and deleting links is Apply's, in its order): t1
 // unusable moves the primary route (metric 0) to t2 by an in-place
 // replace — never a moment without a route — and drops the backup; the
 // same view again writes nothing; t1 usable again puts it back.
@@ -309,8 +310,22 @@ func TestKernelApplyPaths(t *testing.T) {
 		}
 		return out
 	}
+	// Links are Apply's business: ApplyPaths never creates one ...
 	if err := k.ApplyPaths(ctx, d, PathView{}); err != nil {
 		t.Fatal(err)
+	}
+	if w := fake.Writes(); len(w) != 0 {
+		t.Fatalf("ApplyPaths on a kernel without links wrote %q", w)
+	}
+	if err := k.Link.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	fake.ResetCalls()
+	if err := k.ApplyPaths(ctx, d, PathView{}); err != nil {
+		t.Fatal(err)
+	}
+	if w := fake.Writes(); len(w) != 0 {
+		t.Errorf("ApplyPaths after Apply wrote %q", w)
 	}
 	want := []string{
 		"route 10.2.0.0/16 via 10.255.0.2 dev mw-t1 proto 240 metric 0 table 254",
@@ -347,5 +362,18 @@ func TestKernelApplyPaths(t *testing.T) {
 	}
 	if got := routes(); !slices.Equal(got, want) {
 		t.Errorf("routes with t1 back\n got %q\nwant %q", got, want)
+	}
+
+	// ... nor deletes one: a new version without t3 seen by the probes
+	// before Apply ran takes t3's routes away and leaves its link to
+	// Apply (which takes its IPsec down first).
+	fake.ResetCalls()
+	without := d
+	without.Tunnels = d.Tunnels[:2]
+	if err := k.ApplyPaths(ctx, without, PathView{Usable: map[string]bool{"t1": true, "t2": true}}); err != nil {
+		t.Fatal(err)
+	}
+	if w := fake.Writes(); !slices.Equal(w, []string{"RouteDel 10.3.0.0/16 metric 0"}) {
+		t.Errorf("ApplyPaths without t3 wrote %q, want only the route's delete", w)
 	}
 }

@@ -34,6 +34,7 @@ type fakeSecret struct {
 
 var errBroken = errors.New("vici: error waiting for response: io: read/write on closed pipe")
 
+// NewFakeCharon returns a fake charon with nothing loaded.
 func NewFakeCharon() *FakeCharon {
 	return &FakeCharon{conns: map[string]*vici.Message{}, secrets: map[string]fakeSecret{}, sas: map[string][]ikeSA{}, fail: map[string]error{}}
 }

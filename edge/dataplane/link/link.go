@@ -164,6 +164,41 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	return nil
 }
 
+// ApplyRoutes makes only the routes match d, over the links that already
+// exist as d wants them (same GRE parameters, up); it never creates,
+// changes or deletes a link, and routes over other links are skipped. The
+// probes' path decisions go through here: a path change must not run
+// ahead of the agent's full reconcile, which orders the firewall before a
+// new link and a link's IPsec teardown before its deletion.
+func (m *Manager) ApplyRoutes(ctx context.Context, d dataplane.Desired) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("link routes: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	links, err := RetryDump(m.h.LinkList)
+	if err != nil {
+		return fmt.Errorf("link routes: list links: %w", err)
+	}
+	byName := map[string]netlink.Link{}
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
+	index := map[string]int{}
+	for _, t := range d.Tunnels {
+		if l := byName[t.LinkName]; l != nil && sameGRE(l, t) && l.Attrs().Flags&net.FlagUp != 0 {
+			index[t.LinkName] = l.Attrs().Index
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := errors.Join(m.applyRoutes(PlanRoutes(d), index)...); err != nil {
+		return fmt.Errorf("link routes: %w", err)
+	}
+	return nil
+}
+
 // Retiring is a link the next Apply deletes.
 type Retiring struct {
 	Link string

@@ -449,3 +449,52 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestApplyRoutesNeverTouchesLinks: ApplyRoutes installs and removes only
+// routes. A tunnel without a link (new) gets no link and no route, a link
+// no tunnel wants survives (its routes go), a link whose GRE parameters
+// differ from the tunnel's gets no new route; the next Apply does the
+// link work.
+func TestApplyRoutesNeverTouchesLinks(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	m := NewManager(f, Options{})
+	if err := m.Apply(ctx, twoTunnels()); err != nil {
+		t.Fatal(err)
+	}
+	f.ResetCalls()
+	d := twoTunnels()
+	d.Tunnels[0].RemoteLANs = append(d.Tunnels[0].RemoteLANs, pfx("10.1.3.0/24"))
+	d.Tunnels = append(d.Tunnels[:1], tunnel("t3", "mw-d-inet-inet", "198.51.100.17", "10.255.0.9/30", "10.255.0.10", "10.4.0.0/16"))
+	if err := m.ApplyRoutes(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"RouteReplace 10.1.3.0/24 via 10.255.0.2 dev 1 metric 0",
+		"RouteDel 10.3.0.0/16 metric 0",
+	}
+	if got := f.Writes(); !slices.Equal(got, want) {
+		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !strings.Contains(f.String(), "link mw-c-inet-inet") {
+		t.Error("ApplyRoutes deleted a link no tunnel wants")
+	}
+
+	f.ResetCalls()
+	d = twoTunnels()
+	d.Tunnels[1].RemoteLANs = []netip.Prefix{pfx("10.3.9.0/24")}
+	d.Tunnels[1].RemoteUnderlay = addr("198.51.100.77") // the link must be re-created first
+	if err := m.ApplyRoutes(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.Writes(), []string{"RouteDel 10.1.3.0/24 metric 0"}; !slices.Equal(got, want) { // no route over the stale link
+		t.Errorf("writes with a link to re-create: %q, want %q", got, want)
+	}
+	f.ResetCalls()
+	if err := m.Apply(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Writes(); !slices.Contains(got, "LinkDel mw-c-inet-inet") || !slices.Contains(got, "RouteReplace 10.3.9.0/24 via 10.255.0.6 dev 3 metric 0") {
+		t.Errorf("the Apply after it: %q, want the link re-created and its route installed", got)
+	}
+}
