@@ -369,9 +369,8 @@ var (
 )
 
 // checkRetireOrder: every link the agent deleted had its IPsec connection
-// unloaded and its SAs gone first (edge/agent Kernel.retire). Deleting a
-// GRE link while ESP for it was still decrypted froze this lab's kernel.
-// It returns how many link deletions the log shows.
+// unloaded and its SAs gone first (edge/agent Kernel.retire): no link is
+// torn down while ESP for it is still being decrypted. It returns how many link deletions the log shows.
 func checkRetireOrder(t *testing.T, site, log string) int {
 	t.Helper()
 	unloaded := map[string]bool{}

@@ -193,8 +193,9 @@ fi
 # dummy/ifb: do not create dummy0/ifb0/ifb1 when the modules load.
 # softlockup_panic: a CPU stuck for the watchdog's 20 s ends the VM at once
 # (with every CPU's backtrace) instead of hanging until --timeout; a frozen
-# guest (seen once: GRE links deleted under decrypted ESP traffic, see
-# edge/agent Kernel.retire) then costs seconds, not the whole CI budget.
+# guest (seen: both CPUs looping in GRE's GRO cells under probe traffic,
+# see the package comment of edge/dataplane/link) then costs seconds, not
+# the whole CI budget.
 APPEND="$APPEND panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1"
 APPEND="$APPEND mitigations=off lpj=8000000 no_timer_check"
 APPEND="$APPEND dummy.numdummies=0 ifb.numifbs=0"

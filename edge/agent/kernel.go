@@ -107,15 +107,13 @@ const saGoneWait = 5 * time.Second
 // retire takes IPsec down for the links the link manager is about to
 // delete (tunnels removed, or links re-created with other endpoints) and
 // waits until the kernel holds none of their SAs, so no ESP packet is
-// being decrypted into a GRE link while it is deleted. In the lab, a
-// mesh → hub-and-spoke change that deleted links under live probe
-// traffic froze the guest (both CPUs looping in xfrm_trans_reinject →
-// gro_cell_poll, Debian 6.1.0 kernel: a use-after-free of the link's GRO
-// cells); with the SAs gone first the links carry no decrypted traffic
-// when they go. The IPsec Apply here uses the desired state without the
-// retiring tunnels, so only their connections are unloaded and their
-// IKE_SAs terminated; Apply's later IPsec step loads the re-created
-// ones again. Failures are returned but do not stop the link step: a
+// being decrypted into a GRE link while it is deleted (device teardown
+// against the deferred transport-mode reinjection is a known class of
+// kernel races, e.g. CVE-2026-31663; the lab's kernel froze in that
+// reinjection path, see the link package on GRO). The IPsec Apply here
+// uses the desired state without the retiring tunnels, so only their
+// connections are unloaded and their IKE_SAs terminated; Apply's later
+// IPsec step loads the re-created ones again. Failures are returned but do not stop the link step: a
 // removed tunnel must not stay up because charon is unreachable.
 func (k *Kernel) retire(ctx context.Context, d dataplane.Desired) error {
 	ret, err := k.Link.Retiring(d)

@@ -51,7 +51,7 @@ func (c *countingRoutes) take() []string {
 // mw-t2 10.255.0.5/30 (peer 10.255.0.6). (veth, not dummy: the build
 // hosts' kernel has no dummy driver; each veth's other end stays in the
 // namespace, up, so the link has carrier.)
-func tunnelNS(t *testing.T) *netlink.Handle {
+func tunnelNS(t *testing.T) *link.NetlinkHandle {
 	t.Helper()
 	ns := netnstest.New(t) // skips without root
 	h, err := link.NewNetlinkHandle(ns)

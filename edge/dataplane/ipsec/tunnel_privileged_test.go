@@ -83,7 +83,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 	v := &netlink.Veth{LinkAttrs: netlink.NewLinkAttrs(), PeerName: "wan0", PeerNamespace: netlink.NsFd(int(b.ns))}
 	v.Name = "wan0"
 	must(t, ha.LinkAdd(v))
-	up := func(h *netlink.Handle, name, cidr string) {
+	up := func(h *link.NetlinkHandle, name, cidr string) {
 		l, err := h.LinkByName(name)
 		must(t, err)
 		ad, err := netlink.ParseAddr(cidr)
@@ -91,7 +91,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 		must(t, h.AddrAdd(l, ad))
 		must(t, h.LinkSetUp(l))
 	}
-	lan := func(h *netlink.Handle, cidr string) {
+	lan := func(h *link.NetlinkHandle, cidr string) {
 		br := &netlink.Bridge{LinkAttrs: netlink.NewLinkAttrs()}
 		br.Name = "lan0"
 		must(t, h.LinkAdd(br))
@@ -101,7 +101,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 	up(hb, "wan0", "192.0.2.2/24")
 	lan(ha, "10.2.1.1/24")
 	lan(hb, "10.1.1.1/24")
-	for _, h := range []*netlink.Handle{ha, hb} {
+	for _, h := range []*link.NetlinkHandle{ha, hb} {
 		lo, err := h.LinkByName("lo")
 		must(t, err)
 		must(t, h.LinkSetUp(lo))

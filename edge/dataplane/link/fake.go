@@ -33,6 +33,7 @@ type fakeLink struct {
 	gre     *netlink.Gretun // nil for other kinds
 	kind    string
 	genMode int
+	groOff  bool // GRO is on for a new link, as in the kernel
 	addrs   []netlink.Addr
 }
 
@@ -67,7 +68,7 @@ func (f *Fake) Calls() []string {
 func (f *Fake) Writes() []string {
 	var w []string
 	for _, c := range f.Calls() {
-		if !strings.Contains(strings.SplitN(c, " ", 2)[0], "List") {
+		if m := strings.SplitN(c, " ", 2)[0]; !strings.Contains(m, "List") && m != "LinkGRO" {
 			w = append(w, c)
 		}
 	}
@@ -93,7 +94,7 @@ func (f *Fake) SetStats(name string, s netlink.LinkStatistics) {
 // String prints the state as sorted lines:
 //
 //	addr <link> <prefix>
-//	link <name> gre local <ip> remote <ip> ttl <n> pmtudisc <n> mtu <n> [alias <a>] [up] [addrgenmode none]
+//	link <name> gre local <ip> remote <ip> ttl <n> pmtudisc <n> mtu <n> [alias <a>] [up] [addrgenmode none] [gro off]
 //	route <dst> via <gw> dev <link> proto <n> metric <n> table <n>
 func (f *Fake) String() string {
 	f.mu.Lock()
@@ -114,6 +115,9 @@ func (f *Fake) String() string {
 		}
 		if l.genMode == nl.IN6_ADDR_GEN_MODE_NONE {
 			b.WriteString(" addrgenmode none")
+		}
+		if l.groOff {
+			b.WriteString(" gro off")
 		}
 		lines = append(lines, b.String())
 		for _, a := range l.addrs {
@@ -247,6 +251,39 @@ func (f *Fake) LinkDel(link netlink.Link) error {
 	}
 	delete(f.links, l.attrs.Index)
 	f.routes = slices.DeleteFunc(f.routes, func(r netlink.Route) bool { return r.LinkIndex == l.attrs.Index })
+	return nil
+}
+
+// LinkGRO implements Handle.
+func (f *Fake) LinkGRO(link netlink.Link) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("LinkGRO %s", link.Attrs().Name); err != nil {
+		return false, err
+	}
+	l, err := f.find(link)
+	if err != nil {
+		return false, err
+	}
+	return !l.groOff, nil
+}
+
+// LinkSetGRO implements Handle.
+func (f *Fake) LinkSetGRO(link netlink.Link, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	state := "off"
+	if on {
+		state = "on"
+	}
+	if err := f.call("LinkSetGRO %s %s", link.Attrs().Name, state); err != nil {
+		return err
+	}
+	l, err := f.find(link)
+	if err != nil {
+		return err
+	}
+	l.groOff = !on
 	return nil
 }
 

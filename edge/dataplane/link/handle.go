@@ -3,12 +3,15 @@ package link
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
-// Handle lists exactly the netlink calls this package makes. *netlink.Handle
+// Handle lists exactly the kernel calls this package makes. NetlinkHandle
 // implements it (see NewNetlinkHandle); Fake implements it in memory for
 // unit tests. Keep it narrow: a call added here must be added to Fake.
 type Handle interface {
@@ -31,15 +34,27 @@ type Handle interface {
 	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
 	RouteReplace(route *netlink.Route) error
 	RouteDel(route *netlink.Route) error
+	// LinkGRO and LinkSetGRO read and set generic receive offload
+	// (`ethtool -k/-K DEV gro`); see the package comment for why our
+	// links run without it. Not netlink: the ethtool ioctl.
+	LinkGRO(link netlink.Link) (bool, error)
+	LinkSetGRO(link netlink.Link, on bool) error
 }
 
-var _ Handle = (*netlink.Handle)(nil)
+// NetlinkHandle is the real Handle: a netlink handle and an ethtool ioctl
+// socket, both in one network namespace.
+type NetlinkHandle struct {
+	*netlink.Handle
+	ethtoolFD int // AF_INET datagram socket in the handle's namespace
+}
+
+var _ Handle = (*NetlinkHandle)(nil)
 
 // NewNetlinkHandle returns a real Handle acting in network namespace ns, or
 // in the caller's namespace when ns is not open (netns.None()). The handle
 // keeps its own sockets in ns: nothing switches the calling thread's
-// namespace afterwards. Close it with Close (it is a *netlink.Handle).
-func NewNetlinkHandle(ns netns.NsHandle) (*netlink.Handle, error) {
+// namespace afterwards. Close it with Close.
+func NewNetlinkHandle(ns netns.NsHandle) (*NetlinkHandle, error) {
 	var (
 		h   *netlink.Handle
 		err error
@@ -52,7 +67,100 @@ func NewNetlinkHandle(ns netns.NsHandle) (*netlink.Handle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle: %w", err)
 	}
-	return h, nil
+	fd, err := socketAt(ns)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("open ethtool socket: %w", err)
+	}
+	return &NetlinkHandle{Handle: h, ethtoolFD: fd}, nil
+}
+
+// Close closes both sockets.
+func (h *NetlinkHandle) Close() {
+	h.Handle.Close()
+	_ = unix.Close(h.ethtoolFD)
+}
+
+// socketAt opens an AF_INET datagram socket in ns (the caller's namespace
+// when ns is not open); a socket stays in the namespace it was created in.
+func socketAt(ns netns.NsHandle) (int, error) {
+	open := func() (int, error) {
+		return unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	}
+	if !ns.IsOpen() {
+		return open()
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return -1, err
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		runtime.UnlockOSThread()
+		return -1, err
+	}
+	fd, err := open()
+	if rerr := netns.Set(orig); rerr != nil {
+		// The thread stays locked, so the runtime discards it with this
+		// goroutine rather than reuse it in the wrong namespace.
+		if err == nil {
+			_ = unix.Close(fd)
+		}
+		return -1, fmt.Errorf("restore namespace: %w", rerr)
+	}
+	runtime.UnlockOSThread()
+	return fd, err
+}
+
+// The legacy ethtool GRO get/set commands (linux/ethtool.h); the kernel
+// maps them onto the NETIF_F_GRO feature.
+const (
+	ethtoolGGRO = 0x0000002b
+	ethtoolSGRO = 0x0000002c
+)
+
+type ethtoolValue struct{ cmd, data uint32 }
+
+// ifreqData is struct ifreq with ifr_data set (40 bytes on 64-bit).
+type ifreqData struct {
+	name [unix.IFNAMSIZ]byte
+	data unsafe.Pointer
+	_    [16]byte
+}
+
+func (h *NetlinkHandle) ethtool(name string, v *ethtoolValue) error {
+	var ifr ifreqData
+	copy(ifr.name[:unix.IFNAMSIZ-1], name)
+	ifr.data = unsafe.Pointer(v)
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(h.ethtoolFD), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+	runtime.KeepAlive(v)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// LinkGRO implements Handle.
+func (h *NetlinkHandle) LinkGRO(link netlink.Link) (bool, error) {
+	v := &ethtoolValue{cmd: ethtoolGGRO}
+	if err := h.ethtool(link.Attrs().Name, v); err != nil {
+		return false, fmt.Errorf("ethtool get gro %s: %w", link.Attrs().Name, err)
+	}
+	return v.data != 0, nil
+}
+
+// LinkSetGRO implements Handle.
+func (h *NetlinkHandle) LinkSetGRO(link netlink.Link, on bool) error {
+	v := &ethtoolValue{cmd: ethtoolSGRO}
+	if on {
+		v.data = 1
+	}
+	if err := h.ethtool(link.Attrs().Name, v); err != nil {
+		return fmt.Errorf("ethtool set gro %s: %w", link.Attrs().Name, err)
+	}
+	return nil
 }
 
 // dumpRetries bounds re-reads of a dump the kernel flagged as interrupted.

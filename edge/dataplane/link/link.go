@@ -37,6 +37,14 @@
 //     one).
 //   - Interrupted dumps (netlink.ErrDumpInterrupted) are re-read, see
 //     RetryDump.
+//   - Receive offload (GRO) is turned off on our links before they come
+//     up. Decrypted transport-mode ESP reaches a GRE link from the
+//     kernel's xfrm_trans_reinject work; with GRO on, that delivery goes
+//     through the link's GRO cells, and the lab's Debian 6.1 kernel froze
+//     there under probe traffic (both CPUs looping in gro_cell_poll →
+//     netif_receive_skb_list_internal; soft lockup). With GRO off the
+//     GRE receive path hands packets to the backlog (netif_rx) instead.
+//     The cost is no GRO aggregation of tunnelled TCP on receive.
 //   - The GRE link's local/remote cannot be changed in place: a changed
 //     underlay (or TTL/PMTU discovery) deletes and re-creates the link;
 //     MTU and alias are fixed in place.
@@ -116,13 +124,9 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	defer m.mu.Unlock()
 	m.last = slices.Clone(d.Tunnels)
 
-	links, err := RetryDump(m.h.LinkList)
+	links, byName, err := m.listLinks()
 	if err != nil {
-		return fmt.Errorf("link apply: list links: %w", err)
-	}
-	byName := map[string]netlink.Link{}
-	for _, l := range links {
-		byName[l.Attrs().Name] = l
+		return fmt.Errorf("link apply: %w", err)
 	}
 
 	var errs []error
@@ -176,13 +180,9 @@ func (m *Manager) ApplyRoutes(ctx context.Context, d dataplane.Desired) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	links, err := RetryDump(m.h.LinkList)
+	_, byName, err := m.listLinks()
 	if err != nil {
-		return fmt.Errorf("link routes: list links: %w", err)
-	}
-	byName := map[string]netlink.Link{}
-	for _, l := range links {
-		byName[l.Attrs().Name] = l
+		return fmt.Errorf("link routes: %w", err)
 	}
 	index := map[string]int{}
 	for _, t := range d.Tunnels {
@@ -248,6 +248,19 @@ func (m *Manager) Retiring(d dataplane.Desired) ([]Retiring, error) {
 	return out, nil
 }
 
+// listLinks dumps every link, also indexed by name.
+func (m *Manager) listLinks() ([]netlink.Link, map[string]netlink.Link, error) {
+	links, err := RetryDump(m.h.LinkList)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list links: %w", err)
+	}
+	byName := make(map[string]netlink.Link, len(links))
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
+	return links, byName, nil
+}
+
 // owned reports whether a link was created by meshwan.
 func owned(a *netlink.LinkAttrs) bool {
 	return strings.HasPrefix(a.Name, dataplane.LinkPrefix) && strings.HasPrefix(a.Alias, AliasPrefix)
@@ -285,6 +298,19 @@ func (m *Manager) ensureTunnel(t dataplane.Tunnel, cur netlink.Link) (int, error
 			return 0, fmt.Errorf("set mtu %d: %w", mtu, err)
 		}
 		m.log.Info("link mtu set", "link", t.LinkName, "mtu", mtu, "was", a.MTU)
+	}
+
+	// GRO off before the link is up: no decrypted packet may reach its
+	// GRO cells (see the package comment).
+	gro, err := m.h.LinkGRO(cur)
+	if err != nil {
+		return 0, err
+	}
+	if gro {
+		if err := m.h.LinkSetGRO(cur, false); err != nil {
+			return 0, err
+		}
+		m.log.Info("link gro off", "link", t.LinkName)
 	}
 
 	addrs, err := RetryDump(func() ([]netlink.Addr, error) { return m.h.AddrList(cur, netlink.FAMILY_ALL) })

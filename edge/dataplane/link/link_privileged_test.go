@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func kernelHandle(t *testing.T) *netlink.Handle {
+func kernelHandle(t *testing.T) *NetlinkHandle {
 	t.Helper()
 	ns := netnstest.New(t)
 	h, err := NewNetlinkHandle(ns)
@@ -68,6 +68,10 @@ func (c *counting) LinkSetMTU(l netlink.Link, m int) error {
 func (c *counting) LinkSetAlias(l netlink.Link, a string) error {
 	c.note("LinkSetAlias " + l.Attrs().Name)
 	return c.Handle.LinkSetAlias(l, a)
+}
+func (c *counting) LinkSetGRO(l netlink.Link, on bool) error {
+	c.note("LinkSetGRO " + l.Attrs().Name)
+	return c.Handle.LinkSetGRO(l, on)
 }
 func (c *counting) LinkSetIP6AddrGenMode(l netlink.Link, m int) error {
 	c.note("LinkSetIP6AddrGenMode " + l.Attrs().Name)
@@ -131,7 +135,7 @@ func (b *bridgeForGRE) LinkList() ([]netlink.Link, error) {
 }
 
 // kernelState prints what the kernel holds for our links and routes.
-func kernelState(t *testing.T, h *netlink.Handle) string {
+func kernelState(t *testing.T, h *NetlinkHandle) string {
 	t.Helper()
 	links, err := h.LinkList()
 	if err != nil {
@@ -150,6 +154,11 @@ func kernelState(t *testing.T, h *netlink.Handle) string {
 			s += " up"
 		}
 		s += " mtu " + strconv.Itoa(a.MTU)
+		if gro, err := h.LinkGRO(l); err != nil {
+			t.Fatal(err)
+		} else if !gro {
+			s += " gro off"
+		}
 		lines = append(lines, s)
 		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
 		if err != nil {
@@ -188,8 +197,8 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	}
 	want := `addr mw-b-inet-inet 10.255.0.1/30
 addr mw-c-inet-inet 10.255.0.5/30
-link mw-b-inet-inet bridge alias meshwan:t1 up mtu 1400
-link mw-c-inet-inet bridge alias meshwan:t2 up mtu 1400
+link mw-b-inet-inet bridge alias meshwan:t1 up mtu 1400 gro off
+link mw-c-inet-inet bridge alias meshwan:t2 up mtu 1400 gro off
 route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet metric 0
 route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet metric 0
 route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet metric 0`
@@ -322,6 +331,9 @@ func TestPrivilegedApplyGRE(t *testing.T) {
 	}
 	if ad, _ := raw.AddrList(l, netlink.FAMILY_V6); len(ad) != 0 {
 		t.Errorf("GRE link has IPv6 addresses despite addrgenmode none: %v", ad)
+	}
+	if gro, err := raw.LinkGRO(l); err != nil || gro {
+		t.Errorf("GRE link GRO on=%v (%v), want off", gro, err)
 	}
 	if err := m.Apply(ctx, twoTunnels()); err != nil {
 		t.Fatal(err)

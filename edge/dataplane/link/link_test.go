@@ -47,8 +47,8 @@ func twoTunnels() dataplane.Desired {
 
 const twoTunnelsState = `addr mw-b-inet-inet 10.255.0.1/30
 addr mw-c-inet-inet 10.255.0.5/30
-link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none
-link mw-c-inet-inet gre local 192.0.2.1 remote 198.51.100.9 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t2 up addrgenmode none
+link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none gro off
+link mw-c-inet-inet gre local 192.0.2.1 remote 198.51.100.9 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t2 up addrgenmode none gro off
 route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet proto 240 metric 0 table 254`
@@ -77,15 +77,18 @@ func TestApplyCreatesAndIsIdempotent(t *testing.T) {
 	checkState(t, f, twoTunnelsState)
 
 	// Per link: create (alias and MTU ride in the create message), set
-	// addrgenmode none BEFORE up, then the address; routes last.
+	// GRO off and addrgenmode none BEFORE up, then the address; routes
+	// last.
 	want := []string{
 		"LinkAdd mw-b-inet-inet gre",
 		"LinkSetAlias mw-b-inet-inet meshwan:t1",
+		"LinkSetGRO mw-b-inet-inet off",
 		"LinkSetIP6AddrGenMode mw-b-inet-inet 1",
 		"LinkSetUp mw-b-inet-inet",
 		"AddrAdd mw-b-inet-inet 10.255.0.1/30",
 		"LinkAdd mw-c-inet-inet gre",
 		"LinkSetAlias mw-c-inet-inet meshwan:t2",
+		"LinkSetGRO mw-c-inet-inet off",
 		"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
 		"LinkSetUp mw-c-inet-inet",
 		"AddrAdd mw-c-inet-inet 10.255.0.5/30",
@@ -136,6 +139,7 @@ func TestApplyChanges(t *testing.T) {
 				"LinkDel mw-c-inet-inet",
 				"LinkAdd mw-c-inet-inet gre",
 				"LinkSetAlias mw-c-inet-inet meshwan:t2",
+				"LinkSetGRO mw-c-inet-inet off",
 				"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
 				"LinkSetUp mw-c-inet-inet",
 				"AddrAdd mw-c-inet-inet 10.255.0.5/30",
@@ -176,7 +180,7 @@ func TestApplyChanges(t *testing.T) {
 			},
 			wantRetiring: []string{"mw-c-inet-inet t2 192.0.2.1>198.51.100.9 recreated=false"},
 			wantState: `addr mw-b-inet-inet 10.255.0.1/30
-link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none
+link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none gro off
 route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254`,
 		},
@@ -294,11 +298,12 @@ func TestApplyRepairsDrift(t *testing.T) {
 	}
 	want := f.String()
 
-	// Someone sets addrgenmode back to eui64 and bounces nothing: a
-	// link-local appears (the fake adds one on up), plus a stray address
-	// and a stray route of ours.
+	// Someone sets addrgenmode back to eui64 and GRO on, and bounces
+	// nothing: a link-local appears (the fake adds one on up), plus a
+	// stray address and a stray route of ours.
 	l := &netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-b-inet-inet"}}
 	must(t, f.LinkSetIP6AddrGenMode(l, 0))
+	must(t, f.LinkSetGRO(l, true))
 	must(t, f.LinkSetUp(l))
 	must(t, f.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("172.16.0.1").To4(), Mask: net.CIDRMask(24, 32)}}))
 	must(t, f.RouteReplace(&netlink.Route{Dst: ipnet("10.7.0.0/16"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: 1, Protocol: RouteProtocol, Table: 254}))
@@ -309,6 +314,7 @@ func TestApplyRepairsDrift(t *testing.T) {
 	}
 	checkState(t, f, want)
 	wantWrites := []string{
+		"LinkSetGRO mw-b-inet-inet off",
 		"LinkSetIP6AddrGenMode mw-b-inet-inet 1",
 		"AddrDel mw-b-inet-inet fe80::1/64",
 		"AddrDel mw-b-inet-inet 172.16.0.1/24",
