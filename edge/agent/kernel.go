@@ -109,12 +109,13 @@ const saGoneWait = 5 * time.Second
 // waits until the kernel holds none of their SAs, so no ESP packet is
 // being decrypted into a GRE link while it is deleted (device teardown
 // against the deferred transport-mode reinjection is a known class of
-// kernel races, e.g. CVE-2026-31663; the lab's kernel froze in that
-// reinjection path, see the link package on GRO). The IPsec Apply here
-// uses the desired state without the retiring tunnels, so only their
-// connections are unloaded and their IKE_SAs terminated; Apply's later
-// IPsec step loads the re-created ones again. Failures are returned but do not stop the link step: a
-// removed tunnel must not stay up because charon is unreachable.
+// kernel races, e.g. CVE-2026-31663). The IPsec Apply here gets only the
+// tunnels whose links stay, so it unloads the retiring connections and
+// terminates their IKE_SAs, and loads nothing new: a new tunnel's
+// connection still waits for its link (see Kernel), and a re-created
+// one is loaded again by Apply's IPsec step. Failures are returned but
+// do not stop the link step: a removed tunnel must not stay up because
+// charon is unreachable.
 func (k *Kernel) retire(ctx context.Context, d dataplane.Desired) error {
 	ret, err := k.Link.Retiring(d)
 	if err != nil {
@@ -123,31 +124,34 @@ func (k *Kernel) retire(ctx context.Context, d dataplane.Desired) error {
 	if len(ret) == 0 {
 		return nil
 	}
-	gone := map[string]bool{}
-	for _, r := range ret {
-		if r.Recreated {
-			gone[r.Link] = true
-		}
+	present, err := k.Link.Present(d)
+	if err != nil {
+		return fmt.Errorf("links: %w", err)
 	}
 	keep := d
-	keep.Tunnels = slices.DeleteFunc(slices.Clone(d.Tunnels), func(t dataplane.Tunnel) bool { return gone[t.LinkName] })
+	keep.Tunnels = slices.DeleteFunc(slices.Clone(d.Tunnels), func(t dataplane.Tunnel) bool { return !present[t.LinkName] })
 	var errs []error
 	if err := k.IPsec.Apply(ctx, keep); err != nil {
 		errs = append(errs, fmt.Errorf("ipsec (retiring links): %w", err))
 	}
-	k.waitRetired(ctx, ret)
+	k.waitRetired(ctx, ret, keep.Tunnels)
 	return errors.Join(errs...)
 }
 
 // waitRetired waits (bounded by saGoneWait) until the kernel holds no SA
-// between the endpoints of any of ret; a timeout is logged, not returned.
-func (k *Kernel) waitRetired(ctx context.Context, ret []link.Retiring) {
+// between the endpoints of any of ret, except pairs a kept tunnel uses; a
+// timeout is logged, not returned.
+func (k *Kernel) waitRetired(ctx context.Context, ret []link.Retiring, kept []dataplane.Tunnel) {
 	pairs := map[[2]netip.Addr]bool{}
 	for _, r := range ret {
 		if r.Local.IsValid() && r.Remote.IsValid() {
 			pairs[[2]netip.Addr{r.Local, r.Remote}] = true
 			pairs[[2]netip.Addr{r.Remote, r.Local}] = true
 		}
+	}
+	for _, t := range kept {
+		delete(pairs, [2]netip.Addr{t.LocalUnderlay, t.RemoteUnderlay})
+		delete(pairs, [2]netip.Addr{t.RemoteUnderlay, t.LocalUnderlay})
 	}
 	if k.SAs == nil || len(pairs) == 0 {
 		return
@@ -230,8 +234,8 @@ func (k *Kernel) applySteer(ctx context.Context, d dataplane.Desired) error {
 // firewall are left to Apply. (The probes may see a new desired version
 // before Apply has run for it: when ApplyPaths still went through the
 // link manager's full Apply, that deleted removed tunnels' links ahead of
-// retire, under live ESP — the lab kernel froze — and could create a new
-// link before the firewall had its guard.)
+// retire, under live ESP, and could create a new link before the firewall
+// had its guard.)
 func (k *Kernel) ApplyPaths(ctx context.Context, d dataplane.Desired, v PathView) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -306,7 +310,7 @@ func (k *Kernel) Cleanup(ctx context.Context) error {
 	ipsecErr := k.IPsec.Cleanup(ctx)
 	// As in retire: the links go only once their SAs have left the kernel.
 	if ret, err := k.Link.Retiring(dataplane.Desired{}); err == nil {
-		k.waitRetired(ctx, ret)
+		k.waitRetired(ctx, ret, nil)
 	}
 	return errors.Join(steerErr, ipsecErr, k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx), routes)
 }

@@ -55,8 +55,9 @@ func TestWaitSAsGone(t *testing.T) {
 // (a tunnel removed, another re-created with a new remote), retire unloads
 // exactly those tunnels' IPsec connections, terminates their SAs and waits
 // until the kernel no longer lists them — while every link still exists.
-// The kept tunnel's connection is untouched; the link step and the later
-// IPsec step then re-create the changed tunnel.
+// The kept tunnel's connection is untouched and a new tunnel's is not
+// loaded before its link exists; the link step and the later IPsec step
+// then re-create the changed tunnel and add the new one.
 func TestRetireTakesIPsecDownBeforeLinks(t *testing.T) {
 	ctx := t.Context()
 	lf := link.NewFake()
@@ -96,6 +97,10 @@ func TestRetireTakesIPsecDownBeforeLinks(t *testing.T) {
 	next := d
 	next.Tunnels = slices.Clone(d.Tunnels[:2])                         // t3 removed
 	next.Tunnels[0].RemoteUnderlay = netip.MustParseAddr("192.0.2.99") // t1 re-created
+	t4 := d.Tunnels[2]                                                 // new: its connection waits for its link
+	t4.ID, t4.LinkName, t4.RemoteUnderlay = "t4", "mw-t4", netip.MustParseAddr("192.0.2.44")
+	t4.LocalInner, t4.RemoteInner = netip.MustParsePrefix("10.255.0.13/30"), netip.MustParseAddr("10.255.0.14")
+	next.Tunnels = append(next.Tunnels, t4)
 	if err := k.retire(ctx, next); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +135,7 @@ func TestRetireTakesIPsecDownBeforeLinks(t *testing.T) {
 			loads = append(loads, c)
 		}
 	}
-	if want := []string{"load-shared mw-t1", "load-conn mw-t1"}; !slices.Equal(loads, want) {
+	if want := []string{"load-shared mw-t1", "load-conn mw-t1", "load-shared mw-t4", "load-conn mw-t4"}; !slices.Equal(loads, want) {
 		t.Errorf("IPsec after the link step\n got %q\nwant %q", loads, want)
 	}
 	// Nothing retires any more.

@@ -199,6 +199,22 @@ func (m *Manager) ApplyRoutes(ctx context.Context, d dataplane.Desired) error {
 	return nil
 }
 
+// Present reports which of d's tunnels already have their link as d wants
+// it (the links Apply keeps), by link name. It writes nothing.
+func (m *Manager) Present(d dataplane.Desired) (map[string]bool, error) {
+	_, byName, err := m.listLinks()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, t := range d.Tunnels {
+		if l := byName[t.LinkName]; l != nil && sameGRE(l, t) {
+			out[t.LinkName] = true
+		}
+	}
+	return out, nil
+}
+
 // Retiring is a link the next Apply deletes.
 type Retiring struct {
 	Link string
