@@ -86,7 +86,7 @@ clean:
 
 BENCH_OUT ?= $(CURDIR)/bin/bench
 .PHONY: bench-failover
-bench-failover: vm-prepare ## opt-in failover benchmark in the VM lab (~40 min): failover gap and time back per probe profile, 10 min of 1% loss; prints the tables for docs/benchmarks.md
+bench-failover: vm-prepare ## opt-in failover benchmark in the VM lab (~20 min): failover gap and time back per probe profile, 10 min of 1% loss; prints the tables for docs/benchmarks.md
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meshwan-edge
 	mkdir -p $(BIN)/test
 	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/test/e2e.test ./e2e
