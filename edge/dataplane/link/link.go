@@ -40,11 +40,12 @@
 //   - Receive offload (GRO) is turned off on our links before they come
 //     up. Decrypted transport-mode ESP reaches a GRE link from the
 //     kernel's xfrm_trans_reinject work; with GRO on, that delivery goes
-//     through the link's GRO cells, and the lab's Debian 6.1 kernel froze
+//     through the link's GRO cells, and the lab's Debian 6.1 guest froze
 //     there under probe traffic (both CPUs looping in gro_cell_poll →
-//     netif_receive_skb_list_internal; soft lockup). With GRO off the
-//     GRE receive path hands packets to the backlog (netif_rx) instead.
-//     The cost is no GRO aggregation of tunnelled TCP on receive.
+//     netif_receive_skb_list_internal; soft lockup; kernel or emulator
+//     fault not established, see e2e/vm/README.md). With GRO off the GRE
+//     receive path hands packets to the backlog (netif_rx) instead. The
+//     cost is no GRO aggregation of tunnelled TCP on receive.
 //   - The GRE link's local/remote cannot be changed in place: a changed
 //     underlay (or TTL/PMTU discovery) deletes and re-creates the link;
 //     MTU and alias are fixed in place.
@@ -230,10 +231,9 @@ type Retiring struct {
 
 // Retiring lists the links Apply(d) would delete: our links no tunnel of
 // d wants, and links of d's tunnels that cannot be kept as they are. It
-// writes nothing. The agent takes their IPsec down before calling Apply:
-// deleting a GRE link while ESP for it is still being decrypted raced
-// with the kernel's transport-mode reinjection in the lab (both CPUs
-// stuck in xfrm_trans_reinject → gro_cell_poll; Debian 6.1.0).
+// writes nothing. The agent takes their IPsec down before calling Apply,
+// so no link is deleted while ESP for it is still being decrypted (see
+// agent.Kernel's retire).
 func (m *Manager) Retiring(d dataplane.Desired) ([]Retiring, error) {
 	links, err := RetryDump(m.h.LinkList)
 	if err != nil {
