@@ -12,9 +12,10 @@ import (
 )
 
 // FakeCharon is an in-memory charon behind the Session interface, for unit
-// tests (here and in the agent). It answers the commands the Manager uses in charon's formats (as
-// recorded from charon 5.9.8), logs every command with the name it acts
-// on, can fail chosen commands, and prints its state as sorted text.
+// tests (here and in the agent). It answers the commands the Manager uses
+// in charon's formats (as recorded from charon 5.9.8), logs every command
+// with the name it acts on, can fail chosen commands, and prints its state
+// as sorted text. The VM lab proves the real charon.
 type FakeCharon struct {
 	mu      sync.Mutex
 	conns   map[string]*vici.Message // name -> section as loaded
@@ -45,7 +46,7 @@ func (f *FakeCharon) Dial(ctx context.Context) (Session, error) { return f.dial(
 // TakeCalls returns the commands run since the last call ("cmd name").
 func (f *FakeCharon) TakeCalls() []string { return f.takeCalls() }
 
-// dial is the Manager's dial function.
+// dial counts the dial and clears a simulated broken socket.
 func (f *FakeCharon) dial(context.Context) (Session, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
