@@ -117,16 +117,12 @@ const saGoneWait = 5 * time.Second
 // do not stop the link step: a removed tunnel must not stay up because
 // charon is unreachable.
 func (k *Kernel) retire(ctx context.Context, d dataplane.Desired) error {
-	ret, err := k.Link.Retiring(d)
+	ret, present, err := k.Link.Retiring(d)
 	if err != nil {
 		return fmt.Errorf("links: %w", err)
 	}
 	if len(ret) == 0 {
 		return nil
-	}
-	present, err := k.Link.Present(d)
-	if err != nil {
-		return fmt.Errorf("links: %w", err)
 	}
 	keep := d
 	keep.Tunnels = slices.DeleteFunc(slices.Clone(d.Tunnels), func(t dataplane.Tunnel) bool { return !present[t.LinkName] })
@@ -309,7 +305,7 @@ func (k *Kernel) Cleanup(ctx context.Context) error {
 	}
 	ipsecErr := k.IPsec.Cleanup(ctx)
 	// As in retire: the links go only once their SAs have left the kernel.
-	if ret, err := k.Link.Retiring(dataplane.Desired{}); err == nil {
+	if ret, _, err := k.Link.Retiring(dataplane.Desired{}); err == nil {
 		k.waitRetired(ctx, ret, nil)
 	}
 	return errors.Join(steerErr, ipsecErr, k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx), routes)

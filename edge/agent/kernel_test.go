@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,9 +22,10 @@ func TestWaitSAsGone(t *testing.T) {
 	pairs := map[[2]netip.Addr]bool{{a, b}: true, {b, a}: true}
 	other := [2]netip.Addr{a, c}
 
-	var calls atomic.Int32
+	calls := 0 // waitSAsGone reads synchronously
 	vanishing := func() (map[[2]netip.Addr]bool, error) {
-		if calls.Add(1) < 3 {
+		calls++
+		if calls < 3 {
 			return map[[2]netip.Addr]bool{{a, b}: true, {b, a}: true, other: true}, nil
 		}
 		return map[[2]netip.Addr]bool{other: true}, nil
@@ -33,8 +33,8 @@ func TestWaitSAsGone(t *testing.T) {
 	if err := waitSAsGone(t.Context(), vanishing, pairs, time.Minute); err != nil {
 		t.Fatalf("SAs gone after 3 reads: %v", err)
 	}
-	if n := calls.Load(); n != 3 {
-		t.Errorf("read the SAs %d times, want 3 (return as soon as they are gone)", n)
+	if calls != 3 {
+		t.Errorf("read the SAs %d times, want 3 (return as soon as they are gone)", calls)
 	}
 
 	stuck := func() (map[[2]netip.Addr]bool, error) {
@@ -139,7 +139,7 @@ func TestRetireTakesIPsecDownBeforeLinks(t *testing.T) {
 		t.Errorf("IPsec after the link step\n got %q\nwant %q", loads, want)
 	}
 	// Nothing retires any more.
-	if ret, err := k.Link.Retiring(next); err != nil || len(ret) != 0 {
+	if ret, _, err := k.Link.Retiring(next); err != nil || len(ret) != 0 {
 		t.Errorf("retiring after the change: %v, %v", ret, err)
 	}
 }

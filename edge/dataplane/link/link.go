@@ -200,22 +200,6 @@ func (m *Manager) ApplyRoutes(ctx context.Context, d dataplane.Desired) error {
 	return nil
 }
 
-// Present reports which of d's tunnels already have their link as d wants
-// it (the links Apply keeps), by link name. It writes nothing.
-func (m *Manager) Present(d dataplane.Desired) (map[string]bool, error) {
-	_, byName, err := m.listLinks()
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	for _, t := range d.Tunnels {
-		if l := byName[t.LinkName]; l != nil && sameGRE(l, t) {
-			out[t.LinkName] = true
-		}
-	}
-	return out, nil
-}
-
 // Retiring is a link the next Apply deletes.
 type Retiring struct {
 	Link string
@@ -230,27 +214,28 @@ type Retiring struct {
 }
 
 // Retiring lists the links Apply(d) would delete: our links no tunnel of
-// d wants, and links of d's tunnels that cannot be kept as they are. It
-// writes nothing. The agent takes their IPsec down before calling Apply,
-// so no link is deleted while ESP for it is still being decrypted (see
-// agent.Kernel's retire).
-func (m *Manager) Retiring(d dataplane.Desired) ([]Retiring, error) {
-	links, err := RetryDump(m.h.LinkList)
+// d wants, and links of d's tunnels that cannot be kept as they are. From
+// the same dump, present names the links of d's tunnels that Apply keeps
+// as they are (by link name). It writes nothing. The agent takes the
+// retiring links' IPsec down before calling Apply, so no link is deleted
+// while ESP for it is still being decrypted (see agent.Kernel's retire).
+func (m *Manager) Retiring(d dataplane.Desired) (retiring []Retiring, present map[string]bool, err error) {
+	links, byName, err := m.listLinks()
 	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
+		return nil, nil, err
 	}
 	want := map[string]dataplane.Tunnel{}
+	present = map[string]bool{}
 	for _, t := range d.Tunnels {
 		want[t.LinkName] = t
+		if l := byName[t.LinkName]; l != nil && sameGRE(l, t) {
+			present[t.LinkName] = true
+		}
 	}
-	var out []Retiring
 	for _, l := range links {
 		a := l.Attrs()
-		t, wanted := want[a.Name]
-		switch {
-		case wanted && sameGRE(l, t):
-			continue
-		case !wanted && !owned(a):
+		_, wanted := want[a.Name]
+		if present[a.Name] || (!wanted && !owned(a)) {
 			continue
 		}
 		r := Retiring{Link: a.Name, TunnelID: strings.TrimPrefix(a.Alias, AliasPrefix), Recreated: wanted}
@@ -258,10 +243,10 @@ func (m *Manager) Retiring(d dataplane.Desired) ([]Retiring, error) {
 			r.Local, _ = netip.AddrFromSlice(g.Local.To4())
 			r.Remote, _ = netip.AddrFromSlice(g.Remote.To4())
 		}
-		out = append(out, r)
+		retiring = append(retiring, r)
 	}
-	slices.SortFunc(out, func(a, b Retiring) int { return strings.Compare(a.Link, b.Link) })
-	return out, nil
+	slices.SortFunc(retiring, func(a, b Retiring) int { return strings.Compare(a.Link, b.Link) })
+	return retiring, present, nil
 }
 
 // listLinks dumps every link, also indexed by name.

@@ -198,7 +198,7 @@ route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 			tc.change(&d)
 			// Retiring predicts exactly the links Apply deletes, and
 			// writes nothing itself.
-			ret, err := m.Retiring(d)
+			ret, present, err := m.Retiring(d)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -209,6 +209,14 @@ route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 			}
 			if !slices.Equal(gotRet, tc.wantRetiring) {
 				t.Errorf("retiring:\n%s\nwant:\n%s", strings.Join(gotRet, "\n"), strings.Join(tc.wantRetiring, "\n"))
+			}
+			// Every tunnel here had its link: present is all but the
+			// re-created ones.
+			for _, tn := range d.Tunnels {
+				recreated := slices.ContainsFunc(ret, func(r Retiring) bool { return r.Link == tn.LinkName })
+				if present[tn.LinkName] == recreated {
+					t.Errorf("present[%s] = %v, re-created %v", tn.LinkName, present[tn.LinkName], recreated)
+				}
 			}
 			if err := m.Apply(ctx, d); err != nil {
 				t.Fatal(err)
