@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // State is one desired-state version.
@@ -99,6 +100,10 @@ type Config struct {
 	Heartbeat time.Duration
 	// MinBackoff and MaxBackoff bound reconnect delays (defaults 500ms, 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// OnReceive, when set, hears the wire size of every desired-state
+	// message received and whether it was a delta (for metrics and the
+	// fleet simulator).
+	OnReceive func(bytes int, delta bool)
 }
 
 // Syncer keeps the stream.
@@ -215,6 +220,9 @@ func (s *Syncer) session(ctx context.Context) error {
 			if err != nil {
 				recvErr <- err
 				return
+			}
+			if s.cfg.OnReceive != nil {
+				s.cfg.OnReceive(proto.Size(d), false)
 			}
 			st, err := FromPB(d)
 			if err != nil {

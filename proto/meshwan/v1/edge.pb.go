@@ -235,7 +235,16 @@ type Hello struct {
 	AppliedVersion int64 `protobuf:"varint,2,opt,name=applied_version,json=appliedVersion,proto3" json:"applied_version,omitempty"`
 	// transports the edge sees, with their current public addresses; used
 	// for transports declared "dynamic".
-	Transports    []*Transport `protobuf:"bytes,3,rep,name=transports,proto3" json:"transports,omitempty"`
+	Transports []*Transport `protobuf:"bytes,3,rep,name=transports,proto3" json:"transports,omitempty"`
+	// state_hash is DesiredState.state_hash of the desired state the edge
+	// holds (its cache), empty if none. When it equals the hash of the state
+	// the controller would send, the controller sends nothing until the state
+	// changes: a reconnect after a controller restart costs no state transfer.
+	StateHash []byte `protobuf:"bytes,4,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	// deltas says the edge applies incremental desired states (base_hash
+	// set). The controller sends an edge without it full states only, so an
+	// older edge keeps working against a newer controller.
+	Deltas        bool `protobuf:"varint,5,opt,name=deltas,proto3" json:"deltas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -289,6 +298,20 @@ func (x *Hello) GetTransports() []*Transport {
 		return x.Transports
 	}
 	return nil
+}
+
+func (x *Hello) GetStateHash() []byte {
+	if x != nil {
+		return x.StateHash
+	}
+	return nil
+}
+
+func (x *Hello) GetDeltas() bool {
+	if x != nil {
+		return x.Deltas
+	}
+	return false
 }
 
 type EdgeReport struct {
@@ -373,7 +396,19 @@ type DesiredState struct {
 	Tunnels     []*EdgeTunnel `protobuf:"bytes,7,rep,name=tunnels,proto3" json:"tunnels,omitempty"`
 	Routing     RoutingMode   `protobuf:"varint,8,opt,name=routing,proto3,enum=meshwan.v1.RoutingMode" json:"routing,omitempty"`
 	// path_policy is the topology's, defaults filled in.
-	PathPolicy    *PathPolicy `protobuf:"bytes,9,opt,name=path_policy,json=pathPolicy,proto3" json:"path_policy,omitempty"`
+	PathPolicy *PathPolicy `protobuf:"bytes,9,opt,name=path_policy,json=pathPolicy,proto3" json:"path_policy,omitempty"`
+	// base_hash, when set, makes this message a delta: it applies only to the
+	// state whose state_hash is base_hash (the one the edge holds). Every
+	// field above except tunnels is complete as in a full state; tunnels
+	// holds only the tunnels added or changed (each one whole), and
+	// removed_tunnels the ids of those removed. An edge that holds another
+	// state must not apply it: it reconnects without a state_hash and gets a
+	// full state.
+	BaseHash       []byte   `protobuf:"bytes,10,opt,name=base_hash,json=baseHash,proto3" json:"base_hash,omitempty"`
+	RemovedTunnels []string `protobuf:"bytes,11,rep,name=removed_tunnels,json=removedTunnels,proto3" json:"removed_tunnels,omitempty"`
+	// state_hash identifies the complete content after this message
+	// (version excluded); the edge keeps it and sends it in Hello.
+	StateHash     []byte `protobuf:"bytes,12,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -467,6 +502,27 @@ func (x *DesiredState) GetRouting() RoutingMode {
 func (x *DesiredState) GetPathPolicy() *PathPolicy {
 	if x != nil {
 		return x.PathPolicy
+	}
+	return nil
+}
+
+func (x *DesiredState) GetBaseHash() []byte {
+	if x != nil {
+		return x.BaseHash
+	}
+	return nil
+}
+
+func (x *DesiredState) GetRemovedTunnels() []string {
+	if x != nil {
+		return x.RemovedTunnels
+	}
+	return nil
+}
+
+func (x *DesiredState) GetStateHash() []byte {
+	if x != nil {
+		return x.StateHash
 	}
 	return nil
 }
@@ -616,20 +672,23 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"\vSyncRequest\x12)\n" +
 	"\x05hello\x18\x01 \x01(\v2\x11.meshwan.v1.HelloH\x00R\x05hello\x120\n" +
 	"\x06report\x18\x02 \x01(\v2\x16.meshwan.v1.EdgeReportH\x00R\x06reportB\x05\n" +
-	"\x03msg\"\x8c\x01\n" +
+	"\x03msg\"\xc3\x01\n" +
 	"\x05Hello\x12#\n" +
 	"\ragent_version\x18\x01 \x01(\tR\fagentVersion\x12'\n" +
 	"\x0fapplied_version\x18\x02 \x01(\x03R\x0eappliedVersion\x125\n" +
 	"\n" +
 	"transports\x18\x03 \x03(\v2\x15.meshwan.v1.TransportR\n" +
-	"transports\"\xd9\x01\n" +
+	"transports\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\x04 \x01(\fR\tstateHash\x12\x16\n" +
+	"\x06deltas\x18\x05 \x01(\bR\x06deltas\"\xd9\x01\n" +
 	"\n" +
 	"EdgeReport\x12'\n" +
 	"\x0fapplied_version\x18\x01 \x01(\x03R\x0eappliedVersion\x122\n" +
 	"\atunnels\x18\x02 \x03(\v2\x18.meshwan.v1.TunnelStatusR\atunnels\x126\n" +
 	"\tbgp_peers\x18\x03 \x03(\v2\x19.meshwan.v1.BGPPeerStatusR\bbgpPeers\x126\n" +
 	"\vclass_paths\x18\x04 \x03(\v2\x15.meshwan.v1.ClassPathR\n" +
-	"classPaths\"\xd0\x02\n" +
+	"classPaths\"\xb5\x03\n" +
 	"\fDesiredState\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x10\n" +
@@ -640,7 +699,12 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"\atunnels\x18\a \x03(\v2\x16.meshwan.v1.EdgeTunnelR\atunnels\x121\n" +
 	"\arouting\x18\b \x01(\x0e2\x17.meshwan.v1.RoutingModeR\arouting\x127\n" +
 	"\vpath_policy\x18\t \x01(\v2\x16.meshwan.v1.PathPolicyR\n" +
-	"pathPolicy\"\x86\x03\n" +
+	"pathPolicy\x12\x1b\n" +
+	"\tbase_hash\x18\n" +
+	" \x01(\fR\bbaseHash\x12'\n" +
+	"\x0fremoved_tunnels\x18\v \x03(\tR\x0eremovedTunnels\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\f \x01(\fR\tstateHash\"\x86\x03\n" +
 	"\n" +
 	"EdgeTunnel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +

@@ -753,9 +753,15 @@ type Topology struct {
 	Routing RoutingMode `protobuf:"varint,5,opt,name=routing,proto3,enum=meshwan.v1.RoutingMode" json:"routing,omitempty"`
 	// path_policy holds probing, failover and SLA steering settings; empty
 	// means probing with the defaults and no traffic classes.
-	PathPolicy    *PathPolicy `protobuf:"bytes,6,opt,name=path_policy,json=pathPolicy,proto3" json:"path_policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PathPolicy *PathPolicy `protobuf:"bytes,6,opt,name=path_policy,json=pathPolicy,proto3" json:"path_policy,omitempty"`
+	// transit_prefixes (hub-and-spoke): summary prefixes every spoke routes
+	// via its hubs instead of a route per other spoke's LAN, so a spoke's
+	// desired state does not grow with the number of spokes and adding a
+	// spoke changes only that spoke's and the hubs' states. Each must cover
+	// no tunnel underlay address; empty keeps one route per other LAN.
+	TransitPrefixes []string `protobuf:"bytes,7,rep,name=transit_prefixes,json=transitPrefixes,proto3" json:"transit_prefixes,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Topology) Reset() {
@@ -826,6 +832,13 @@ func (x *Topology) GetRouting() RoutingMode {
 func (x *Topology) GetPathPolicy() *PathPolicy {
 	if x != nil {
 		return x.PathPolicy
+	}
+	return nil
+}
+
+func (x *Topology) GetTransitPrefixes() []string {
+	if x != nil {
+		return x.TransitPrefixes
 	}
 	return nil
 }
@@ -1677,7 +1690,7 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\fesp_proposal\x18\x03 \x01(\tR\vespProposal\x120\n" +
 	"\x14esp_lifetime_seconds\x18\x04 \x01(\rR\x12espLifetimeSeconds\x12\x1f\n" +
 	"\vdpd_seconds\x18\x05 \x01(\rR\n" +
-	"dpdSeconds\"\xaa\x02\n" +
+	"dpdSeconds\"\xd5\x02\n" +
 	"\bTopology\x12,\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x18.meshwan.v1.TopologyModeR\x04mode\x12C\n" +
 	"\x0ftransport_match\x18\x02 \x01(\x0e2\x1a.meshwan.v1.TransportMatchR\x0etransportMatch\x12-\n" +
@@ -1685,7 +1698,8 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\x03mtu\x18\x04 \x01(\rR\x03mtu\x121\n" +
 	"\arouting\x18\x05 \x01(\x0e2\x17.meshwan.v1.RoutingModeR\arouting\x127\n" +
 	"\vpath_policy\x18\x06 \x01(\v2\x16.meshwan.v1.PathPolicyR\n" +
-	"pathPolicy\"\xaa\x02\n" +
+	"pathPolicy\x12)\n" +
+	"\x10transit_prefixes\x18\a \x03(\tR\x0ftransitPrefixes\"\xaa\x02\n" +
 	"\n" +
 	"PathPolicy\x12*\n" +
 	"\x11probe_interval_ms\x18\x01 \x01(\rR\x0fprobeIntervalMs\x12\x1d\n" +
