@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"github.com/meshwan/meshwan/controller/daemon"
 	"github.com/meshwan/meshwan/e2e/lab"
 	"github.com/meshwan/meshwan/e2e/stream"
+	"github.com/meshwan/meshwan/edge/dataplane"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -303,13 +305,22 @@ func TestFullMeshThenHubAndSpoke(t *testing.T) {
 	e.expectEncrypted()
 
 	// Remember the kept tunnels' links and SAs to prove they do not flap.
+	// Link names come from the tunnel's /30 (dataplane.LinkName).
+	toHQ := map[string]bool{}
+	tl, err := e.admin.ListTunnels(e.actx, &pb.ListTunnelsRequest{Site: "hq"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range tl.Tunnels {
+		toHQ[dataplane.LinkName(netip.MustParsePrefix(tn.Prefix))] = true
+	}
 	keptLinks := map[string]map[string]string{}
 	keptSPIs := map[string][]string{}
 	for _, s := range []string{"s1", "s2", "s3"} {
 		links, _ := e.lab.Links(e.ctx, s)
 		keptLinks[s] = map[string]string{}
 		for name, idx := range links {
-			if strings.HasPrefix(name, "mw-hq") {
+			if toHQ[name] {
 				keptLinks[s][name] = idx
 			}
 		}
@@ -322,6 +333,11 @@ func TestFullMeshThenHubAndSpoke(t *testing.T) {
 		slices.Sort(keptSPIs[s])
 	}
 
+	for s, kept := range keptLinks {
+		if len(kept) != 1 {
+			t.Fatalf("%s: links to hq %v, want exactly one", s, kept)
+		}
+	}
 	e.topology(pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE)
 	e.expectSAs(map[string][]string{"hq": {"s1", "s2", "s3"}, "s1": {"hq"}, "s2": {"hq"}, "s3": {"hq"}})
 	for _, s := range []string{"s1", "s2", "s3"} {

@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -67,7 +68,7 @@ func (e *env) pathsBetween(a, b string) map[string]path {
 			me, peer := end[0], end[1]
 			if me.Site == a && peer.Site == b {
 				res[me.Transport] = path{Transport: me.Transport, ID: tn.Id,
-					Link: dataplane.LinkName(peer.Site, me.Transport, peer.Transport, tn.Id)}
+					Link: dataplane.LinkName(netip.MustParsePrefix(me.InnerAddress))}
 			}
 		}
 	}

@@ -88,67 +88,6 @@ func TestDefaultMTUIsConservative(t *testing.T) {
 	}
 }
 
-func TestLinkName(t *testing.T) {
-	tests := []struct {
-		site, lt, rt, id string
-		want             string
-	}{
-		{"par", "inet", "lte", "t1", "mw-par-inet-lte"},
-		{"ny", "a", "b", "t1", "mw-ny-a-b"},
-		// Too long for the readable form: site prefix, initials and hash.
-		{"frankfurt", "inet", "lte", "t1", "mw-frank-il"},
-		{"frankfurt", "inet", "lte", "t2", "mw-frank-il"},
-		// Lossy tokens always hash, even when short.
-		{"Paris", "inet", "lte", "t1", "mw-paris-il"},
-		{"a-b", "x", "y", "t1", "mw-ab-xy"},
-		{"", "", "", "t1", "mw-x-00"},
-	}
-	seen := map[string]bool{}
-	for _, tc := range tests {
-		got := LinkName(tc.site, tc.lt, tc.rt, tc.id)
-		if !strings.HasPrefix(got, tc.want) {
-			t.Errorf("LinkName(%q,%q,%q,%q) = %q, want prefix %q", tc.site, tc.lt, tc.rt, tc.id, got, tc.want)
-		}
-		if err := ValidLinkName(got); err != nil {
-			t.Errorf("LinkName(%q...) = %q invalid: %v", tc.site, got, err)
-		}
-		if seen[got] {
-			t.Errorf("LinkName(%q,%q,%q,%q) = %q repeats an earlier name", tc.site, tc.lt, tc.rt, tc.id, got)
-		}
-		seen[got] = true
-		if again := LinkName(tc.site, tc.lt, tc.rt, tc.id); again != got {
-			t.Errorf("not deterministic: %q then %q", got, again)
-		}
-	}
-	// Hashed form: exactly 15 bytes for a long site and two dashes.
-	if n := LinkName("frankfurt", "inet", "lte", "t1"); len(n) != 15 || strings.Count(n, "-") != 2 {
-		t.Errorf("hashed name %q: want 15 bytes and 2 dashes", n)
-	}
-}
-
-// TestLinkNameUnique draws many (site, transport, transport) triples and
-// checks no two distinct triples share a name.
-func TestLinkNameUnique(t *testing.T) {
-	sites := []string{"par", "paris", "paris1", "paris2", "frankfurt", "frankfurt-2", "Frankfurt", "ny", "nyc", "london", "lon", "tokyo-hq"}
-	trans := []string{"inet", "lte", "mpls", "wan1", "wan2", "i", "internet", "5g"}
-	seen := map[string]string{}
-	for _, s := range sites {
-		for _, l := range trans {
-			for _, r := range trans {
-				k := s + "/" + l + "/" + r
-				n := LinkName(s, l, r, "id-"+k)
-				if len(n) > MaxLinkNameLen {
-					t.Fatalf("%s: %q too long", k, n)
-				}
-				if prev, dup := seen[n]; dup {
-					t.Fatalf("%q names both %s and %s", n, prev, k)
-				}
-				seen[n] = k
-			}
-		}
-	}
-}
-
 func TestValidLinkName(t *testing.T) {
 	for _, ok := range []string{"mw-a", "eth0", "mw-123456789012"} {
 		if err := ValidLinkName(ok); err != nil {
@@ -233,11 +172,19 @@ func TestValidate(t *testing.T) {
 		{"remote inner same", func(d *Desired) { d.Tunnels[0].RemoteInner = netip.MustParseAddr("11.11.11.2") }, "Tunnels[0](id=t1).RemoteInner"},
 		{"remote inner bcast", func(d *Desired) { d.Tunnels[0].RemoteInner = netip.MustParseAddr("11.11.11.3") }, "Tunnels[0](id=t1).RemoteInner"},
 		{"mtu small", func(d *Desired) { d.Tunnels[0].MTU = 100 }, "Tunnels[0](id=t1).MTU"},
-		{"remote lan overlaps local", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("10.2.0.0/16") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
+		{"remote lan overlaps local", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("10.2.1.128/25") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
+		{"remote lan equals local", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("10.2.1.0/24") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
 		{"remote lan covers underlay", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("0.0.0.0/0") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
 		{"psk short", func(d *Desired) { d.Tunnels[0].PSK = []byte("short") }, "Tunnels[0](id=t1).PSK"},
 		{"proposal syntax", func(d *Desired) { d.Tunnels[0].IPsec.IKEProposal = "aes256 sha256" }, "Tunnels[0](id=t1).IPsec.IKEProposal"},
 		{"negative lifetime", func(d *Desired) { d.Tunnels[0].IPsec.ESPLifetime = -time.Second }, "Tunnels[0](id=t1).IPsec.ESPLifetime"},
+	}
+	// A transit summary that strictly contains the local LAN is accepted
+	// (the local LAN is more specific).
+	summary := base()
+	summary.Tunnels[0].RemoteLANs = append(summary.Tunnels[0].RemoteLANs, netip.MustParsePrefix("10.0.0.0/9"))
+	if err := summary.Validate(); err != nil {
+		t.Errorf("a transit summary containing the local LAN was refused: %v", err)
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,84 +1,73 @@
 package dataplane
 
 import (
-	"crypto/sha256"
-	"encoding/base32"
 	"errors"
 	"fmt"
-	"strings"
+	"net/netip"
 )
 
 // LinkPrefix starts the name of every kernel link meshwan creates. Names
 // with this prefix are reserved for meshwan on an edge: the link package
 // manages every link it is asked for by name, and the firewall matches
-// tunnel traffic with the wildcard "mw-*".
+// tunnel traffic with the wildcard "mw-*". Links named by the older,
+// site-based scheme carry the same prefix, so the wildcard and the link
+// package's ownership test cover them until they are renamed.
 const LinkPrefix = "mw-"
 
 // MaxLinkNameLen is the longest Linux interface name (IFNAMSIZ-1).
 const MaxLinkNameLen = 15
 
-// LinkName returns the GRE interface name of a tunnel. It is a pure
-// function of its arguments, so controller and agent agree without
-// storing it, and it is readable in `ip link`:
+// MaxAltNameLen is the longest alternative interface name (ALTIFNAMSIZ-1).
+const MaxAltNameLen = 127
+
+// LinkName returns the GRE interface name of the tunnel whose local inner
+// address is localInner: LinkPrefix and the index of the tunnel's /30 in
+// the IPv4 space (its network address shifted right by 2) as 8 lowercase
+// hex digits, e.g. 10.255.0.5/30 -> "mw-02bfc001" (always 11 bytes).
 //
-//   - "mw-<site>-<local transport>-<remote transport>" when that fits in 15
-//     bytes and every part is already [a-z0-9]+, e.g. "mw-par-inet-lte";
-//   - otherwise "mw-<site, first 5>-<transport initials><4-char hash>",
-//     e.g. "mw-frank-il4kqa", where the hash covers all four arguments.
-//
-// The two forms cannot collide with each other (the readable form has
-// exactly three dashes, the hashed form two) and the readable form is
-// injective, so names are unique per (remote site, local transport, remote
-// transport), which the topology makes unique per tunnel; the hashed form
-// is unique unless two tunnels with the same site prefix and initials
-// collide on 20 hash bits, which Desired.Validate reports as a duplicate
-// link name.
-func LinkName(remoteSite, localTransport, remoteTransport, id string) string {
-	s, sok := nameToken(remoteSite)
-	l, lok := nameToken(localTransport)
-	r, rok := nameToken(remoteTransport)
-	if sok && lok && rok {
-		if n := LinkPrefix + s + "-" + l + "-" + r; len(n) <= MaxLinkNameLen {
-			return n
-		}
+// The name is unique per edge by construction, at any number of tunnels:
+// distinct /30s have distinct indexes, and Desired.Validate refuses two
+// tunnels whose LocalInner share a /30 (the controller allocates each
+// tunnel its own /30 from one pool). It is a pure function of a field
+// the desired state already carries, so nothing new is stored. The
+// readable form lives on as the link's altname (LinkAltName) and alias
+// ("meshwan:<tunnel id>"). Only the address is used (its low two bits
+// are dropped), so any host address of the /30 gives the same name; it
+// returns "" for anything but an IPv4 address, which Validate refuses.
+func LinkName(localInner netip.Prefix) string {
+	a := localInner.Addr()
+	if !a.Is4() {
+		return ""
 	}
-	if len(s) > 5 {
-		s = s[:5]
-	}
-	if s == "" {
-		s = "x"
-	}
-	sum := sha256.Sum256([]byte(remoteSite + "\x00" + localTransport + "\x00" + remoteTransport + "\x00" + id))
-	h := strings.ToLower(base32.StdEncoding.EncodeToString(sum[:]))[:4]
-	return LinkPrefix + s + "-" + initial(l) + initial(r) + h
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	return fmt.Sprintf("%s%08x", LinkPrefix, v>>2)
 }
 
-// nameToken keeps the [a-z0-9] characters of s (lower-casing letters) and
-// reports whether that lost nothing: ok is false when s was empty or had
-// any other character, including upper case (which would make "Paris" and
-// "paris" collide).
-func nameToken(s string) (tok string, ok bool) {
-	var b strings.Builder
-	ok = s != ""
-	for _, c := range s {
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-			b.WriteRune(c)
-		case c >= 'A' && c <= 'Z':
-			b.WriteRune(c - 'A' + 'a')
-			ok = false
-		default:
-			ok = false
-		}
+// LinkAltName returns the readable alternative name a tunnel's link gets
+// (IFLA_ALT_IFNAME, `ip link property add DEV altname NAME`):
+// "mw-<remote site>-<local transport>-<remote transport>", e.g.
+// "mw-spoke-00370-inet-lte". For every link the older scheme named
+// readably, this is that old name, so `ip link show mw-par-inet-lte` keeps
+// working after the upgrade. It returns "" when a part is empty or the
+// result is not a valid altname (over MaxAltNameLen bytes, or a
+// character the kernel refuses).
+//
+// Unlike LinkName it is not unique by construction: controller names may
+// contain '-', so "a-b"/"c" and "a"/"b-c" meet in "mw-a-b-c-...". Names
+// and altnames share one namespace in the kernel, so the link package
+// gives a contested altname to the first link only, and a missing
+// altname costs nothing but readability (the alias still names the
+// tunnel).
+func LinkAltName(remoteSite, localTransport, remoteTransport string) string {
+	if remoteSite == "" || localTransport == "" || remoteTransport == "" {
+		return ""
 	}
-	return b.String(), ok
-}
-
-func initial(s string) string {
-	if s == "" {
-		return "0"
+	n := LinkPrefix + remoteSite + "-" + localTransport + "-" + remoteTransport
+	if validName(n, MaxAltNameLen) != nil {
+		return ""
 	}
-	return s[:1]
+	return n
 }
 
 // ValidLinkName reports why name cannot be a Linux interface name, using
@@ -86,11 +75,15 @@ func initial(s string) string {
 // no '/', ':' or white space. '%' is refused too: the kernel treats it as
 // a template ("mw-%d").
 func ValidLinkName(name string) error {
+	return validName(name, MaxLinkNameLen)
+}
+
+func validName(name string, max int) error {
 	switch {
 	case name == "":
 		return errors.New("empty interface name")
-	case len(name) > MaxLinkNameLen:
-		return fmt.Errorf("interface name %q is %d bytes, the kernel allows %d", name, len(name), MaxLinkNameLen)
+	case len(name) > max:
+		return fmt.Errorf("interface name %q is %d bytes, the kernel allows %d", name, len(name), max)
 	case name == "." || name == "..":
 		return fmt.Errorf("interface name %q is reserved", name)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -50,7 +51,9 @@ const MaxIDLen = 100
 //   - the underlay is IPv4 and both ends differ (the link package builds
 //     IPv4 GRE only);
 //   - LocalInner is a /30 host address and RemoteInner the other host of
-//     the same /30 (seed note 3);
+//     the same /30 (seed note 3), and no two tunnels share a /30: the
+//     controller gives each tunnel its own /30 from one pool, and the link
+//     names (LinkName) are unique per edge only because the /30s are;
 //   - tunnel IDs and link names are unique, link names carry LinkPrefix;
 //   - no RemoteLAN overlaps a local LAN prefix, and no RemoteLAN contains a
 //     tunnel's RemoteUnderlay: that would route the GRE packets into the
@@ -78,6 +81,8 @@ func (d Desired) Validate() error {
 
 	ids := map[string]int{}
 	names := map[string]int{}
+	nets := map[netip.Prefix]int{} // tunnel /30 -> index+1
+	underlays := newUnderlayIndex(d.Tunnels)
 	for i, t := range d.Tunnels {
 		f := fmt.Sprintf("Tunnels[%d]", i)
 		if t.ID != "" {
@@ -123,6 +128,13 @@ func (d Desired) Validate() error {
 		}
 
 		checkInner(t, field, bad)
+		if li := t.LocalInner; li.IsValid() && li.Addr().Is4() && li.Bits() == 30 {
+			if j := nets[li.Masked()]; j > 0 {
+				bad(field("LocalInner"), "%v is in the /30 %v of Tunnels[%d]; each tunnel has its own /30", li, li.Masked(), j-1)
+			} else {
+				nets[li.Masked()] = i + 1
+			}
+		}
 
 		if t.MTU != 0 && (t.MTU < MinMTU || t.MTU > MaxMTU) {
 			bad(field("MTU"), "%d outside [%d, %d] (0 means %d)", t.MTU, MinMTU, MaxMTU, DefaultMTU)
@@ -135,14 +147,16 @@ func (d Desired) Validate() error {
 				continue
 			}
 			for _, l := range d.LANPrefixes {
-				if l.IsValid() && p.Overlaps(l) {
+				// A summary that strictly contains a local LAN (a hub-and-
+				// spoke transit prefix) is fine: the local LAN is more
+				// specific, so local traffic stays local.
+				summary := p.Bits() < l.Bits() && p.Contains(l.Addr())
+				if l.IsValid() && p.Overlaps(l) && !summary {
 					bad(lf, "%v overlaps local LAN %v", p, l)
 				}
 			}
-			for _, o := range d.Tunnels {
-				if o.RemoteUnderlay.IsValid() && p.Contains(o.RemoteUnderlay) {
-					bad(lf, "%v contains the underlay address %v of tunnel %q: GRE would route into itself", p, o.RemoteUnderlay, o.ID)
-				}
+			if u, ok := underlays.inside(p); ok {
+				bad(lf, "%v contains the underlay address %v of tunnel %q: GRE would route into itself", p, u.addr, u.id)
 			}
 		}
 
@@ -245,4 +259,34 @@ func LastAddr(p netip.Prefix) netip.Addr {
 	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
 	v |= ^uint32(0) >> p.Bits() // a shift by 32 is 0 in Go: a /32 stays itself
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+type underlay struct {
+	addr netip.Addr
+	id   string
+}
+
+// underlayIndex answers "does this prefix contain a tunnel's remote
+// underlay address" in O(log n), so validating a hub's state with
+// thousands of tunnels stays O(n log n).
+type underlayIndex []underlay
+
+func newUnderlayIndex(ts []Tunnel) underlayIndex {
+	out := make(underlayIndex, 0, len(ts))
+	for _, t := range ts {
+		if t.RemoteUnderlay.IsValid() {
+			out = append(out, underlay{t.RemoteUnderlay, t.ID})
+		}
+	}
+	slices.SortFunc(out, func(a, b underlay) int { return a.addr.Compare(b.addr) })
+	return out
+}
+
+// inside returns an underlay address inside p, if any.
+func (x underlayIndex) inside(p netip.Prefix) (underlay, bool) {
+	i, _ := slices.BinarySearchFunc(x, p.Masked().Addr(), func(u underlay, a netip.Addr) int { return u.addr.Compare(a) })
+	if i < len(x) && p.Contains(x[i].addr) {
+		return x[i], true
+	}
+	return underlay{}, false
 }

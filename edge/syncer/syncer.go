@@ -6,12 +6,14 @@
 package syncer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +35,16 @@ type State struct {
 	Site    string
 	ASN     uint32
 	Desired dataplane.Desired
+	// Hash is the controller's content hash of this state (empty from an
+	// older controller): sent back in Hello so that a reconnect to a
+	// controller that would send the same state transfers nothing, and
+	// checked against a delta's base.
+	Hash []byte `json:",omitempty"`
+
+	// mtu and ipsec are the message's values every tunnel carries (for
+	// applying a delta to the tunnels it does not resend).
+	mtu   int
+	ipsec dataplane.IPsecPolicy
 }
 
 // TunnelStatus is what the edge reports per tunnel.
@@ -100,6 +112,9 @@ type Config struct {
 	Heartbeat time.Duration
 	// MinBackoff and MaxBackoff bound reconnect delays (defaults 500ms, 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// Initial is the state the edge holds at start (its cache), the base
+	// for the first delta; nil when it holds none.
+	Initial *State
 	// OnReceive, when set, hears the wire size of every desired-state
 	// message received and whether it was a delta (for metrics and the
 	// fleet simulator).
@@ -115,6 +130,10 @@ type Syncer struct {
 	mu      sync.Mutex
 	last    *Report
 	conn    *grpc.ClientConn
+	// held is the newest state received (the base of the next delta);
+	// only the session's receive goroutine and session setup touch it,
+	// never at the same time.
+	held *State
 }
 
 // New returns a Syncer; Run drives it.
@@ -144,7 +163,7 @@ func New(cfg Config) (*Syncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Syncer{cfg: cfg, log: cfg.Logger, updates: make(chan State, 1), reports: make(chan Report, 1), conn: conn}, nil
+	return &Syncer{cfg: cfg, log: cfg.Logger, updates: make(chan State, 1), reports: make(chan Report, 1), conn: conn, held: cfg.Initial}, nil
 }
 
 // Updates delivers desired states; it holds only the latest undelivered one.
@@ -204,7 +223,10 @@ func (s *Syncer) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	hello := &pb.Hello{AgentVersion: s.cfg.AgentVersion, AppliedVersion: s.cfg.Applied()}
+	hello := &pb.Hello{AgentVersion: s.cfg.AgentVersion, AppliedVersion: s.cfg.Applied(), Deltas: true}
+	if s.held != nil {
+		hello.StateHash = s.held.Hash
+	}
 	if s.cfg.Transports != nil {
 		for name, a := range s.cfg.Transports() {
 			hello.Transports = append(hello.Transports, &pb.Transport{Name: name, Address: a.String()})
@@ -221,14 +243,23 @@ func (s *Syncer) session(ctx context.Context) error {
 				recvErr <- err
 				return
 			}
+			delta := len(d.GetBaseHash()) > 0
 			if s.cfg.OnReceive != nil {
-				s.cfg.OnReceive(proto.Size(d), false)
+				s.cfg.OnReceive(proto.Size(d), delta)
 			}
-			st, err := FromPB(d)
+			st, err := s.fold(d)
+			if errors.Is(err, errBase) {
+				// Only a full state can resynchronise: reconnect without
+				// claiming a state.
+				s.held = nil
+				recvErr <- err
+				return
+			}
 			if err != nil {
 				s.log.Error("desired state rejected", "version", d.GetVersion(), "err", err)
 				continue
 			}
+			s.held = &st
 			select {
 			case <-s.updates:
 			default:
@@ -260,6 +291,52 @@ func (s *Syncer) session(ctx context.Context) error {
 	}
 }
 
+// errBase is a delta whose base is not the state this edge holds.
+var errBase = errors.New("desired-state delta does not apply to the state held")
+
+// fold turns a received message into the complete state it describes: a
+// full state as is, a delta applied to the held state (whose hash must be
+// the delta's base).
+func (s *Syncer) fold(d *pb.DesiredState) (State, error) {
+	st, err := FromPB(d)
+	if err != nil {
+		return State{}, err
+	}
+	if len(d.GetBaseHash()) == 0 {
+		return st, nil
+	}
+	if s.held == nil || !bytes.Equal(s.held.Hash, d.GetBaseHash()) {
+		return State{}, fmt.Errorf("%w (version %d)", errBase, d.GetVersion())
+	}
+	return applyDelta(*s.held, st, d.GetRemovedTunnels()), nil
+}
+
+// applyDelta returns base with delta applied: every field from delta, the
+// tunnels of base replaced or extended by delta's tunnels (by id), those
+// in removed dropped, in id order. The tunnel fields a state carries once
+// for all tunnels (MTU, IPsec policy) follow delta on the tunnels it did
+// not resend.
+func applyDelta(base, delta State, removed []string) State {
+	out := delta
+	out.Desired.Tunnels = nil
+	byID := make(map[string]dataplane.Tunnel, len(base.Desired.Tunnels)+len(delta.Desired.Tunnels))
+	for _, t := range base.Desired.Tunnels {
+		t.MTU, t.IPsec = delta.mtu, delta.ipsec
+		byID[t.ID] = t
+	}
+	for _, t := range delta.Desired.Tunnels {
+		byID[t.ID] = t
+	}
+	for _, id := range removed {
+		delete(byID, id)
+	}
+	for _, t := range byID {
+		out.Desired.Tunnels = append(out.Desired.Tunnels, t)
+	}
+	slices.SortFunc(out.Desired.Tunnels, func(a, b dataplane.Tunnel) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
 var tunnelStates = map[string]pb.TunnelState{"up": pb.TunnelState_TUNNEL_STATE_UP, "degraded": pb.TunnelState_TUNNEL_STATE_DEGRADED, "down": pb.TunnelState_TUNNEL_STATE_DOWN}
 
 func reportToPB(r Report) *pb.EdgeReport {
@@ -284,7 +361,7 @@ func reportToPB(r Report) *pb.EdgeReport {
 // FromPB converts a desired state from the wire, naming the bad field on
 // error.
 func FromPB(d *pb.DesiredState) (State, error) {
-	st := State{Version: d.GetVersion(), Site: d.GetSite(), ASN: d.GetAsn()}
+	st := State{Version: d.GetVersion(), Site: d.GetSite(), ASN: d.GetAsn(), Hash: d.GetStateHash(), mtu: int(d.GetMtu())}
 	st.Desired.Site = d.GetSite()
 	st.Desired.ASN = d.GetAsn()
 	st.Desired.BGP = d.GetRouting() == pb.RoutingMode_ROUTING_MODE_BGP
@@ -300,6 +377,7 @@ func FromPB(d *pb.DesiredState) (State, error) {
 		ESPProposal: d.GetIpsec().GetEspProposal(), ESPLifetime: time.Duration(d.GetIpsec().GetEspLifetimeSeconds()) * time.Second,
 		DPDInterval: time.Duration(d.GetIpsec().GetDpdSeconds()) * time.Second,
 	}
+	st.ipsec = pol
 	for i, t := range d.GetTunnels() {
 		field := func(f string) string { return fmt.Sprintf("tunnels[%d](%s).%s", i, t.GetId(), f) }
 		lu, err := netip.ParseAddr(t.GetLocalUnderlay())
@@ -319,7 +397,7 @@ func FromPB(d *pb.DesiredState) (State, error) {
 			return State{}, fmt.Errorf("%s: %w", field("remote_inner"), err)
 		}
 		tun := dataplane.Tunnel{
-			ID: t.GetId(), LinkName: dataplane.LinkName(t.GetRemoteSite(), t.GetLocalTransport(), t.GetRemoteTransport(), t.GetId()),
+			ID: t.GetId(), LinkName: dataplane.LinkName(li),
 			LocalUnderlay: lu, RemoteUnderlay: ru, LocalInner: li, RemoteInner: ri, MTU: int(d.GetMtu()),
 			RemoteSite: t.GetRemoteSite(), PSK: t.GetPsk(), IPsec: pol,
 			// The controller gives the A end the lower /30 address; the B

@@ -186,7 +186,13 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("identity: %w", err)
 	}
 
-	s, err := syncer.New(syncer.Config{Controller: f.controller, Identity: id, AgentVersion: version, Applied: a.Applied, Logger: log})
+	// The cached state is the base of the controller's first delta, and
+	// its hash spares a reconnect the transfer of an unchanged state.
+	var initial *syncer.State
+	if st, ok, err := a.LoadCache(); err == nil && ok {
+		initial = &st
+	}
+	s, err := syncer.New(syncer.Config{Controller: f.controller, Identity: id, AgentVersion: version, Applied: a.Applied, Initial: initial, Logger: log})
 	if err != nil {
 		return err
 	}

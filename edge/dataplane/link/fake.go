@@ -19,13 +19,20 @@ import (
 // address), records every call, can fail chosen calls, and prints its state
 // as sorted text for comparison with a `want` string. The VM lab proves
 // the real kernel; Fake proves the logic.
+//
+// Names: link names and altnames share one namespace (a taken one is
+// EEXIST); LinkSetName refuses an up link with EBUSY, as kernels before
+// 6.2 do (the lab's Debian 6.1), unless SetLiveRename(true) models a
+// newer kernel; LinkSetDown flushes the IPv4 routes through the link in
+// every table and keeps its addresses, as the kernel does.
 type Fake struct {
-	mu      sync.Mutex
-	next    int
-	links   map[int]*fakeLink
-	routes  []netlink.Route
-	calls   []string
-	failing map[string]error
+	mu         sync.Mutex
+	next       int
+	links      map[int]*fakeLink
+	routes     []netlink.Route
+	calls      []string
+	failing    map[string]error
+	liveRename bool
 }
 
 type fakeLink struct {
@@ -75,6 +82,13 @@ func (f *Fake) Writes() []string {
 	return w
 }
 
+// SetLiveRename makes LinkSetName accept an up link, as Linux 6.2+ does.
+func (f *Fake) SetLiveRename(on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.liveRename = on
+}
+
 // ResetCalls clears the call log.
 func (f *Fake) ResetCalls() {
 	f.mu.Lock()
@@ -94,7 +108,7 @@ func (f *Fake) SetStats(name string, s netlink.LinkStatistics) {
 // String prints the state as sorted lines:
 //
 //	addr <link> <prefix>
-//	link <name> gre local <ip> remote <ip> ttl <n> pmtudisc <n> mtu <n> [alias <a>] [up] [addrgenmode none] [gro off]
+//	link <name> gre local <ip> remote <ip> ttl <n> pmtudisc <n> mtu <n> [alias <a>] [altname <n>]... [up] [addrgenmode none] [gro off]
 //	route <dst> via <gw> dev <link> proto <n> metric <n> table <n>
 func (f *Fake) String() string {
 	f.mu.Lock()
@@ -109,6 +123,9 @@ func (f *Fake) String() string {
 		fmt.Fprintf(&b, " mtu %d", l.attrs.MTU)
 		if l.attrs.Alias != "" {
 			fmt.Fprintf(&b, " alias %s", l.attrs.Alias)
+		}
+		for _, n := range l.attrs.AltNames {
+			fmt.Fprintf(&b, " altname %s", n)
 		}
 		if l.attrs.Flags&net.FlagUp != 0 {
 			b.WriteString(" up")
@@ -157,6 +174,16 @@ func (f *Fake) byName(name string) *fakeLink {
 	return nil
 }
 
+// nameTaken reports whether a link has name as its name or an altname.
+func (f *Fake) nameTaken(name string) bool {
+	for _, l := range f.links {
+		if l.attrs.Name == name || slices.Contains(l.attrs.AltNames, name) {
+			return true
+		}
+	}
+	return false
+}
+
 // find resolves a link argument like the real handle: by index, else by name.
 func (f *Fake) find(link netlink.Link) (*fakeLink, error) {
 	a := link.Attrs()
@@ -174,6 +201,7 @@ func (f *Fake) find(link netlink.Link) (*fakeLink, error) {
 
 func (f *Fake) export(l *fakeLink) netlink.Link {
 	attrs := l.attrs
+	attrs.AltNames = slices.Clone(attrs.AltNames)
 	if attrs.Statistics != nil {
 		s := *attrs.Statistics
 		attrs.Statistics = &s
@@ -214,11 +242,12 @@ func (f *Fake) LinkAdd(link netlink.Link) error {
 	if err := f.call("LinkAdd %s %s", a.Name, link.Type()); err != nil {
 		return err
 	}
-	if f.byName(a.Name) != nil {
+	if f.nameTaken(a.Name) {
 		return unix.EEXIST
 	}
 	l := &fakeLink{attrs: *a, kind: link.Type(), genMode: nl.IN6_ADDR_GEN_MODE_EUI64}
 	l.attrs.Index = f.next
+	l.attrs.AltNames = nil
 	l.attrs.Alias = "" // the kernel ignores IFLA_IFALIAS on create
 	l.attrs.Flags &^= net.FlagUp
 	l.attrs.OperState = netlink.OperDown
@@ -305,6 +334,81 @@ func (f *Fake) LinkSetUp(link netlink.Link) error {
 	if l.genMode != nl.IN6_ADDR_GEN_MODE_NONE && !slices.ContainsFunc(l.addrs, isV6LinkLocal) {
 		ll := net.ParseIP(fmt.Sprintf("fe80::%x", l.attrs.Index))
 		l.addrs = append(l.addrs, netlink.Addr{IPNet: &net.IPNet{IP: ll, Mask: net.CIDRMask(64, 128)}, LinkIndex: l.attrs.Index})
+	}
+	return nil
+}
+
+// LinkSetDown implements Handle. Like the kernel, it flushes the IPv4
+// routes through the link in every table; addresses stay.
+func (f *Fake) LinkSetDown(link netlink.Link) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("LinkSetDown %s", link.Attrs().Name); err != nil {
+		return err
+	}
+	l, err := f.find(link)
+	if err != nil {
+		return err
+	}
+	l.attrs.Flags &^= net.FlagUp
+	l.attrs.RawFlags &^= unix.IFF_UP | unix.IFF_LOWER_UP
+	l.attrs.OperState = netlink.OperDown
+	f.routes = slices.DeleteFunc(f.routes, func(r netlink.Route) bool { return r.LinkIndex == l.attrs.Index })
+	return nil
+}
+
+// LinkSetName implements Handle: EBUSY while up (unless SetLiveRename),
+// EEXIST for a name or altname in use, EINVAL for an invalid name.
+func (f *Fake) LinkSetName(link netlink.Link, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("LinkSetName %s %s", link.Attrs().Name, name); err != nil {
+		return err
+	}
+	l, err := f.find(link)
+	switch {
+	case err != nil:
+		return err
+	case validName(name, 15) != nil:
+		return unix.EINVAL
+	case l.attrs.Name == name:
+		return nil
+	case f.nameTaken(name):
+		return unix.EEXIST
+	case l.attrs.Flags&net.FlagUp != 0 && !f.liveRename:
+		return unix.EBUSY
+	}
+	l.attrs.Name = name
+	return nil
+}
+
+// LinkAddAltName implements Handle: EEXIST for a name or altname in use.
+func (f *Fake) LinkAddAltName(link netlink.Link, name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("LinkAddAltName %s %s", link.Attrs().Name, name); err != nil {
+		return err
+	}
+	l, err := f.find(link)
+	switch {
+	case err != nil:
+		return err
+	case validName(name, 127) != nil:
+		return unix.EINVAL
+	case f.nameTaken(name):
+		return unix.EEXIST
+	}
+	l.attrs.AltNames = append(l.attrs.AltNames, name)
+	return nil
+}
+
+// validName is the kernel's dev_valid_name with a length bound.
+func validName(name string, max int) error {
+	if len(name) > max {
+		return unix.EINVAL
+	}
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n") {
+		return unix.EINVAL
 	}
 	return nil
 }
@@ -430,7 +534,8 @@ func (f *Fake) AddrDel(link netlink.Link, addr *netlink.Addr) error {
 
 // RouteListFiltered implements Handle. It honours RT_FILTER_TABLE,
 // RT_FILTER_PROTOCOL and RT_FILTER_OIF, the filters this package uses;
-// without RT_FILTER_TABLE it lists the main table, as netlink does.
+// without RT_FILTER_TABLE it lists the main table, and with it and table
+// RT_TABLE_UNSPEC every table, as netlink does.
 func (f *Fake) RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -441,7 +546,7 @@ func (f *Fake) RouteListFiltered(family int, filter *netlink.Route, mask uint64)
 	for _, r := range f.routes {
 		switch {
 		case mask&netlink.RT_FILTER_TABLE == 0 && r.Table != unix.RT_TABLE_MAIN,
-			filter != nil && mask&netlink.RT_FILTER_TABLE != 0 && r.Table != filter.Table,
+			filter != nil && mask&netlink.RT_FILTER_TABLE != 0 && filter.Table != unix.RT_TABLE_UNSPEC && r.Table != filter.Table,
 			filter != nil && mask&netlink.RT_FILTER_PROTOCOL != 0 && r.Protocol != filter.Protocol,
 			filter != nil && mask&netlink.RT_FILTER_OIF != 0 && r.LinkIndex != filter.LinkIndex:
 			continue

@@ -19,6 +19,16 @@ type Handle interface {
 	LinkAdd(link netlink.Link) error
 	LinkDel(link netlink.Link) error
 	LinkSetUp(link netlink.Link) error
+	LinkSetDown(link netlink.Link) error
+	// LinkSetName renames a link in place (`ip link set DEV name NEW`);
+	// ifindex, addresses and routes stay. Kernels before 6.2 refuse it
+	// with EBUSY while the link is up (6.2 allowed live renames); see
+	// Manager.rename.
+	LinkSetName(link netlink.Link, name string) error
+	// LinkAddAltName adds an alternative name (IFLA_ALT_IFNAME, Linux
+	// 5.5+; `ip link property add DEV altname NAME`). Names and altnames
+	// share one namespace.
+	LinkAddAltName(link netlink.Link, name string) error
 	LinkSetMTU(link netlink.Link, mtu int) error
 	LinkSetAlias(link netlink.Link, alias string) error
 	// LinkSetIP6AddrGenMode with nl.IN6_ADDR_GEN_MODE_NONE is

@@ -48,7 +48,32 @@
 //     cost is no GRO aggregation of tunnelled TCP on receive.
 //   - The GRE link's local/remote cannot be changed in place: a changed
 //     underlay (or TTL/PMTU discovery) deletes and re-creates the link;
-//     MTU and alias are fixed in place.
+//     MTU and alias are fixed in place. The old link goes first: the
+//     kernel refuses a second GRE link with the same endpoints and key.
+//
+// Names, and renaming in place. A tunnel's link name comes from its /30
+// (dataplane.LinkName); an edge upgraded from the older site-based names
+// owns links whose names no tunnel asks for any more. A link whose name
+// no tunnel wants but whose alias names a desired tunnel (and whose GRE
+// parameters fit) is that tunnel's link: Apply renames it (rename)
+// instead of deleting and re-creating it, and Retiring reports it as
+// kept, so the agent leaves its IPsec up. The same holds whenever a
+// tunnel's /30 changes. Problems met:
+//   - kernels before 6.2 refuse to rename an up link (EBUSY); 6.2 allowed
+//     live renames (the build hosts' 6.18 does it, the lab's Debian 6.1
+//     does not). rename tries the live rename first and falls back to
+//     down, rename, up.
+//   - taking an IPv4 link down flushes every IPv4 route through it, in
+//     every table and of every protocol (seen on the host kernel), while
+//     its addresses stay and the connected route returns on up. The
+//     fallback therefore lists the link's routes first and puts them back
+//     right after the up: the only place this package writes routes of
+//     another protocol, and only ones its own down removed.
+//   - names and altnames share one namespace: the readable altname
+//     (dataplane.LinkAltName) is added after stale links are gone (a
+//     re-created link's altname is its predecessor's old name), only if
+//     no other link holds it, and a failure (a kernel without altnames)
+//     is logged, remembered and never fails Apply.
 package link
 
 import (
@@ -98,6 +123,15 @@ type Manager struct {
 
 	mu   sync.Mutex
 	last []dataplane.Tunnel // tunnels of the last Apply, for Status
+	// altFailed: altnames the kernel refused, by (ifindex, altname); not
+	// tried again by this Manager, so a kernel without altnames costs
+	// one failed call per link, not one per Apply.
+	altFailed map[altKey]bool
+}
+
+type altKey struct {
+	index int
+	name  string
 }
 
 // NewManager returns a Manager driving h.
@@ -110,7 +144,7 @@ func NewManager(h Handle, opts Options) *Manager {
 	if table == 0 {
 		table = unix.RT_TABLE_MAIN
 	}
-	return &Manager{h: h, log: log, table: table}
+	return &Manager{h: h, log: log, table: table, altFailed: map[altKey]bool{}}
 }
 
 // Apply makes the kernel match d: GRE links, addresses, routes. It
@@ -134,33 +168,43 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	index := map[string]int{} // link name -> ifindex of links ready for routes
 	tunnels := slices.Clone(d.Tunnels)
 	slices.SortFunc(tunnels, func(a, b dataplane.Tunnel) int { return strings.Compare(a.LinkName, b.LinkName) })
+	cur, claimed := resolve(links, byName, tunnels)
+	names := newNameTable(links) // names and altnames, kept current below
+	final := map[string]netlink.Link{}
 	for _, t := range tunnels {
 		if err := ctx.Err(); err != nil {
 			return errors.Join(append(errs, err)...)
 		}
-		idx, err := m.ensureTunnel(t, byName[t.LinkName])
+		l, err := m.ensureTunnel(t, cur[t.LinkName], names)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("tunnel %s link %s: %w", t.ID, t.LinkName, err))
 			continue
 		}
-		index[t.LinkName] = idx
+		index[t.LinkName] = l.Attrs().Index
+		final[t.LinkName] = l
 	}
 
 	// Links we created for tunnels no longer desired.
 	for _, l := range links {
 		a := l.Attrs()
-		if !owned(a) || slices.ContainsFunc(tunnels, func(t dataplane.Tunnel) bool { return t.LinkName == a.Name }) {
+		if claimed[a.Index] || !owned(a) {
 			continue
 		}
 		if err := m.h.LinkDel(l); err != nil {
 			errs = append(errs, fmt.Errorf("delete stale link %s: %w", a.Name, err))
 			continue
 		}
+		names.drop(a)
 		m.log.Info("link deleted", "link", a.Name, "alias", a.Alias)
 	}
 
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
+	}
+	for _, t := range tunnels {
+		if l := final[t.LinkName]; l != nil {
+			m.ensureAltName(t, l, names)
+		}
 	}
 	errs = append(errs, m.applyRoutes(PlanRoutes(d), index)...)
 	if err := errors.Join(errs...); err != nil {
@@ -216,26 +260,29 @@ type Retiring struct {
 // Retiring lists the links Apply(d) would delete: our links no tunnel of
 // d wants, and links of d's tunnels that cannot be kept as they are. From
 // the same dump, present names the links of d's tunnels that Apply keeps
-// as they are (by link name). It writes nothing. The agent takes the
-// retiring links' IPsec down before calling Apply, so no link is deleted
-// while ESP for it is still being decrypted (see agent.Kernel's retire).
+// (by the tunnel's link name), including a link Apply renames in place
+// to that name: a rename is not a deletion. It writes nothing. The agent
+// takes the retiring links' IPsec down before calling Apply, so no link
+// is deleted while ESP for it is still being decrypted (see
+// agent.Kernel's retire).
 func (m *Manager) Retiring(d dataplane.Desired) (retiring []Retiring, present map[string]bool, err error) {
 	links, byName, err := m.listLinks()
 	if err != nil {
 		return nil, nil, err
 	}
-	want := map[string]dataplane.Tunnel{}
+	cur, claimed := resolve(links, byName, d.Tunnels)
 	present = map[string]bool{}
+	kept := map[int]bool{} // ifindex of links Apply keeps (renamed or not)
 	for _, t := range d.Tunnels {
-		want[t.LinkName] = t
-		if l := byName[t.LinkName]; l != nil && sameGRE(l, t) {
+		if l := cur[t.LinkName]; l != nil && sameGRE(l, t) {
 			present[t.LinkName] = true
+			kept[l.Attrs().Index] = true
 		}
 	}
 	for _, l := range links {
 		a := l.Attrs()
-		_, wanted := want[a.Name]
-		if present[a.Name] || (!wanted && !owned(a)) {
+		wanted := claimed[a.Index]
+		if kept[a.Index] || (!wanted && !owned(a)) {
 			continue
 		}
 		r := Retiring{Link: a.Name, TunnelID: strings.TrimPrefix(a.Alias, AliasPrefix), Recreated: wanted}
@@ -262,41 +309,94 @@ func (m *Manager) listLinks() ([]netlink.Link, map[string]netlink.Link, error) {
 	return links, byName, nil
 }
 
+// resolve finds, for each tunnel, the existing link that is its link
+// (by the tunnel's LinkName): the link of that name, else an owned link
+// whose alias names the tunnel and whose name no tunnel wants (one named
+// by an older scheme, or before the tunnel's /30 changed). Apply renames
+// the latter if its GRE parameters fit, else deletes it before creating
+// the new one (the kernel refuses two GRE links with the same endpoints).
+// claimed holds the ifindex of every link resolved. Retiring and Apply
+// share it, so Retiring predicts exactly what Apply keeps.
+func resolve(links []netlink.Link, byName map[string]netlink.Link, tunnels []dataplane.Tunnel) (cur map[string]netlink.Link, claimed map[int]bool) {
+	cur = map[string]netlink.Link{}
+	claimed = map[int]bool{}
+	wanted := map[string]bool{}
+	for _, t := range tunnels {
+		wanted[t.LinkName] = true
+		if l := byName[t.LinkName]; l != nil {
+			cur[t.LinkName] = l
+			claimed[l.Attrs().Index] = true
+		}
+	}
+	byAlias := map[string]netlink.Link{} // links are in ifindex order: the oldest wins
+	for _, l := range links {
+		a := l.Attrs()
+		if owned(a) && !wanted[a.Name] && byAlias[a.Alias] == nil {
+			byAlias[a.Alias] = l
+		}
+	}
+	for _, t := range tunnels {
+		if cur[t.LinkName] != nil {
+			continue
+		}
+		if l := byAlias[AliasPrefix+t.ID]; l != nil && !claimed[l.Attrs().Index] {
+			cur[t.LinkName] = l
+			claimed[l.Attrs().Index] = true
+		}
+	}
+	return cur, claimed
+}
+
 // owned reports whether a link was created by meshwan.
 func owned(a *netlink.LinkAttrs) bool {
 	return strings.HasPrefix(a.Name, dataplane.LinkPrefix) && strings.HasPrefix(a.Alias, AliasPrefix)
 }
 
-// ensureTunnel makes one GRE link match t and returns its ifindex.
-func (m *Manager) ensureTunnel(t dataplane.Tunnel, cur netlink.Link) (int, error) {
+// ensureTunnel makes one GRE link match t and returns it. cur is the link
+// resolve found for t (nil: none), possibly under another name.
+func (m *Manager) ensureTunnel(t dataplane.Tunnel, cur netlink.Link, names nameTable) (netlink.Link, error) {
 	alias := AliasPrefix + t.ID
 	mtu := t.EffectiveMTU()
 	if cur != nil && !sameGRE(cur, t) {
 		if err := m.h.LinkDel(cur); err != nil {
-			return 0, fmt.Errorf("delete to re-create: %w", err)
+			return nil, fmt.Errorf("delete to re-create: %w", err)
 		}
-		m.log.Info("link deleted to re-create", "link", t.LinkName, "tunnel_id", t.ID, "reason", describe(cur))
+		names.drop(cur.Attrs())
+		m.log.Info("link deleted to re-create", "link", t.LinkName, "deleted", cur.Attrs().Name, "tunnel_id", t.ID, "reason", describe(cur))
 		cur = nil
 	}
 	if cur == nil {
 		g := newGRE(t)
 		if err := m.h.LinkAdd(g); err != nil {
-			return 0, fmt.Errorf("add: %w", err)
+			return nil, fmt.Errorf("add: %w", err)
 		}
 		m.log.Info("link created", "link", t.LinkName, "tunnel_id", t.ID,
 			"local", t.LocalUnderlay.String(), "remote", t.RemoteUnderlay.String(), "mtu", mtu)
 		cur = g
+		names.add(g.Attrs())
+	} else if old := cur.Attrs(); old.Name != t.LinkName {
+		// No link has the name (resolve would have picked it), but one
+		// may hold it as an altname: fail before any down.
+		if holder, taken := names[t.LinkName]; taken && holder != old.Index {
+			return nil, fmt.Errorf("rename from %s: ifindex %d holds %s as an altname", old.Name, holder, t.LinkName)
+		}
+		names.drop(old)
+		err := m.rename(cur, t)
+		names.add(cur.Attrs()) // renamed or not
+		if err != nil {
+			return nil, err
+		}
 	}
 	a := cur.Attrs()
 	if a.Alias != alias {
 		if err := m.h.LinkSetAlias(cur, alias); err != nil {
-			return 0, fmt.Errorf("set alias: %w", err)
+			return nil, fmt.Errorf("set alias: %w", err)
 		}
 		m.log.Info("link alias set", "link", t.LinkName, "alias", alias)
 	}
 	if a.MTU != mtu {
 		if err := m.h.LinkSetMTU(cur, mtu); err != nil {
-			return 0, fmt.Errorf("set mtu %d: %w", mtu, err)
+			return nil, fmt.Errorf("set mtu %d: %w", mtu, err)
 		}
 		m.log.Info("link mtu set", "link", t.LinkName, "mtu", mtu, "was", a.MTU)
 	}
@@ -305,32 +405,32 @@ func (m *Manager) ensureTunnel(t dataplane.Tunnel, cur netlink.Link) (int, error
 	// GRO cells (see the package comment).
 	gro, err := m.h.LinkGRO(cur)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if gro {
 		if err := m.h.LinkSetGRO(cur, false); err != nil {
-			return 0, err
+			return nil, err
 		}
 		m.log.Info("link gro off", "link", t.LinkName)
 	}
 
 	addrs, err := RetryDump(func() ([]netlink.Addr, error) { return m.h.AddrList(cur, netlink.FAMILY_ALL) })
 	if err != nil {
-		return 0, fmt.Errorf("list addresses: %w", err)
+		return nil, fmt.Errorf("list addresses: %w", err)
 	}
 	up := a.Flags&net.FlagUp != 0
 	if !up || slices.ContainsFunc(addrs, isV6LinkLocal) {
 		if err := m.setAddrGenModeNone(cur); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	if !up {
 		if err := m.h.LinkSetUp(cur); err != nil {
-			return 0, fmt.Errorf("set up: %w", err)
+			return nil, fmt.Errorf("set up: %w", err)
 		}
 		m.log.Info("link up", "link", t.LinkName)
 	}
-	return a.Index, m.applyAddrs(cur, t, addrs)
+	return cur, m.applyAddrs(cur, t, addrs)
 }
 
 func (m *Manager) setAddrGenModeNone(l netlink.Link) error {

@@ -61,6 +61,18 @@ func (c *counting) LinkSetUp(l netlink.Link) error {
 	c.note("LinkSetUp " + l.Attrs().Name)
 	return c.Handle.LinkSetUp(l)
 }
+func (c *counting) LinkSetDown(l netlink.Link) error {
+	c.note("LinkSetDown " + l.Attrs().Name)
+	return c.Handle.LinkSetDown(l)
+}
+func (c *counting) LinkSetName(l netlink.Link, n string) error {
+	c.note("LinkSetName " + l.Attrs().Name + " " + n)
+	return c.Handle.LinkSetName(l, n)
+}
+func (c *counting) LinkAddAltName(l netlink.Link, n string) error {
+	c.note("LinkAddAltName " + l.Attrs().Name + " " + n)
+	return c.Handle.LinkAddAltName(l, n)
+}
 func (c *counting) LinkSetMTU(l netlink.Link, m int) error {
 	c.note("LinkSetMTU " + l.Attrs().Name)
 	return c.Handle.LinkSetMTU(l, m)
@@ -96,13 +108,14 @@ func (c *counting) RouteDel(r *netlink.Route) error {
 
 // bridgeForGRE stands in for GRE on kernels without it: LinkAdd of a
 // *netlink.Gretun creates a bridge with the same name, MTU and alias, and
-// LinkList reports those bridges back as *netlink.Gretun carrying the
-// remembered endpoints. Everything else (alias, addrgenmode, MTU, up,
-// addresses, routes, statistics, deletion) is the real kernel.
+// LinkList reports those bridges back (by ifindex, so across a rename) as
+// *netlink.Gretun carrying the remembered endpoints. Everything else
+// (alias, altnames, names, addrgenmode, MTU, up, addresses, routes,
+// statistics, deletion) is the real kernel.
 type bridgeForGRE struct {
 	Handle
 	mu  sync.Mutex
-	gre map[string]netlink.Gretun
+	gre map[int]netlink.Gretun
 }
 
 func (b *bridgeForGRE) LinkAdd(l netlink.Link) error {
@@ -116,7 +129,7 @@ func (b *bridgeForGRE) LinkAdd(l netlink.Link) error {
 	}
 	g.Index = br.Index
 	b.mu.Lock()
-	b.gre[g.Name] = *g
+	b.gre[g.Index] = *g
 	b.mu.Unlock()
 	return nil
 }
@@ -126,7 +139,7 @@ func (b *bridgeForGRE) LinkList() ([]netlink.Link, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i, l := range ls {
-		if g, ok := b.gre[l.Attrs().Name]; ok && l.Type() == "bridge" {
+		if g, ok := b.gre[l.Attrs().Index]; ok && l.Type() == "bridge" {
 			g.LinkAttrs = *l.Attrs()
 			ls[i] = &g
 		}
@@ -189,7 +202,7 @@ func kernelState(t *testing.T, h *NetlinkHandle) string {
 func TestPrivilegedApplyOnKernel(t *testing.T) {
 	ctx := context.Background()
 	raw := kernelHandle(t)
-	c := &counting{Handle: &bridgeForGRE{Handle: raw, gre: map[string]netlink.Gretun{}}}
+	c := &counting{Handle: &bridgeForGRE{Handle: raw, gre: map[int]netlink.Gretun{}}}
 	m := NewManager(c, Options{})
 
 	if err := m.Apply(ctx, twoTunnels()); err != nil {
@@ -349,10 +362,39 @@ func TestPrivilegedApplyGRE(t *testing.T) {
 	if w := c.take(); len(w) == 0 || w[0] != "LinkDel mw-b-inet-inet" {
 		t.Errorf("underlay change writes %q, want a re-create", w)
 	}
+
+	// Upgrade from the site-based names: the GRE links are renamed in
+	// place (on kernels before 6.2: down, rename, up), same ifindex.
+	must(t, m.Apply(ctx, upgraded(true)))
+	c.take()
+	old, err := raw.LinkByName("mw-b-inet-inet")
+	must(t, err)
+	must(t, m.Apply(ctx, upgraded(false)))
+	w := c.take()
+	if slices.ContainsFunc(w, func(s string) bool { return strings.HasPrefix(s, "LinkDel") || strings.HasPrefix(s, "LinkAdd ") }) {
+		t.Errorf("upgrade re-created GRE links: %q", w)
+	}
+	t.Logf("upgrade writes: %q", w)
+	if l, err := raw.LinkByName("mw-02bfc000"); err != nil || l.Attrs().Index != old.Attrs().Index || l.Type() != "gre" {
+		t.Errorf("renamed GRE link: %v %v", l, err)
+	}
+	must(t, m.Apply(ctx, upgraded(false)))
+	if w := c.take(); len(w) != 0 {
+		t.Errorf("Apply after the rename wrote: %q", w)
+	}
+
 	if err := m.Cleanup(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if s := kernelState(t, raw); s != "" {
 		t.Errorf("after cleanup:\n%s", s)
 	}
+
+	// The rename's cost on a GRE link (see TestPrivilegedRenameGap).
+	gap := newGRE(tunnel("gap", "mw-gap0", "198.51.100.1", "10.255.0.1/30", "10.255.0.2"))
+	must(t, raw.LinkAdd(gap))
+	must(t, raw.LinkSetIP6AddrGenMode(gap, 1))
+	must(t, raw.LinkSetUp(gap))
+	measureRenameGap(t, raw, gap, 100)
+	must(t, raw.LinkDel(gap))
 }
