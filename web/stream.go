@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -13,13 +14,100 @@ import (
 // maxEvents is how many events the page gets.
 const maxEvents = 50
 
-// Run keeps the served state current until ctx ends: it re-reads the
-// Source on every change notification and every Refresh, derives tunnel
-// states, events and history, and wakes the event streams when the state
-// changed. It returns ctx's error.
+// sampleGap is the least time between two samples taken for state
+// changes while no stream is open.
+const sampleGap = time.Second
+
+// Run keeps the served state current for the open event streams until
+// ctx ends, and returns ctx's error. While a stream is open it follows the
+// Source's Changes: it re-reads the State on every change notification and
+// every Refresh, derives tunnel states, events and history, and wakes the
+// streams when the state changed. While none is open it builds nothing (a
+// request builds the State itself); with a Sampler it keeps sampling the
+// tunnels for their history and state-change events.
 func (s *Server) Run(ctx context.Context) error {
+	for {
+		if err := s.idle(ctx); err != nil {
+			return err
+		}
+		if err := s.follow(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) watched() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs) > 0
+}
+
+// pokeDemand tells Run that the set of streams changed.
+func (s *Server) pokeDemand() {
+	select {
+	case s.demand <- struct{}{}:
+	default:
+	}
+}
+
+// idle waits until a stream is open, sampling the tunnels meanwhile.
+func (s *Server) idle(ctx context.Context) error {
+	var changes <-chan struct{}
+	var tick <-chan time.Time
+	if s.sampler != nil {
+		c, stop := s.sampler.SampleChanges()
+		defer stop()
+		changes = c
+		t := time.NewTicker(s.hist.every)
+		defer t.Stop()
+		tick = t.C
+	}
+	// A state change samples at once unless the last sample is less than
+	// sampleGap old; then it waits for the gap (held, never dropped).
+	held := time.NewTimer(0)
+	<-held.C
+	defer held.Stop()
+	var last time.Time
+	pending := false
+	sample := func() {
+		held.Stop()
+		pending = false
+		last = time.Now()
+		if err := s.sample(ctx); err != nil && ctx.Err() == nil {
+			s.log.Debug("dashboard: sample tunnels", "err", err)
+		}
+	}
+	for {
+		if s.watched() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.demand:
+		case <-tick:
+			sample()
+		case <-changes:
+			switch wait := sampleGap - time.Since(last); {
+			case wait <= 0:
+				sample()
+			case !pending:
+				pending = true
+				held.Reset(wait)
+			}
+		case <-held.C:
+			if pending {
+				sample()
+			}
+		}
+	}
+}
+
+// follow rebuilds the state on every change until the last stream closes.
+func (s *Server) follow(ctx context.Context) error {
 	changes, stop := s.src.Changes()
 	defer stop()
+	defer s.setLive(false)
 	tick := time.NewTicker(s.refresh)
 	defer tick.Stop()
 	failing := false
@@ -32,21 +120,46 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.Warn("dashboard: read network state", "err", err)
 			}
 			failing = true
-		} else if failing {
-			s.log.Info("dashboard: network state readable again")
-			failing = false
+		} else {
+			if failing {
+				s.log.Info("dashboard: network state readable again")
+				failing = false
+			}
+			s.setLive(true)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-changes:
-		case <-tick.C:
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-changes:
+				break wait
+			case <-tick.C:
+				break wait
+			case <-s.demand:
+				if !s.watched() {
+					return nil
+				}
+			}
 		}
 	}
 }
 
+func (s *Server) setLive(v bool) {
+	s.mu.Lock()
+	s.live = v
+	s.mu.Unlock()
+}
+
 // update reads the Source once and publishes the derived state.
 func (s *Server) update(ctx context.Context) error {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	return s.updateLocked(ctx)
+}
+
+func (s *Server) updateLocked(ctx context.Context) error {
+	began := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	st, err := s.src.State(rctx)
@@ -59,6 +172,7 @@ func (s *Server) update(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.builtAt = began
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if bytes.Equal(body, s.cur) {
@@ -78,8 +192,62 @@ func (s *Server) update(ctx context.Context) error {
 	return nil
 }
 
+// sample feeds the tunnels' history and state tracking from the Sampler:
+// the tunnels of the last State with what their edges report now, plus
+// any tunnel an edge reports that the last State did not have.
+func (s *Server) sample(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	sites, reported, err := s.sampler.Sample(rctx)
+	if err != nil {
+		return err
+	}
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	byID := make(map[string]Tunnel, len(reported))
+	for _, t := range reported {
+		byID[t.ID] = t
+	}
+	tunnels := make([]Tunnel, 0, len(s.ends)+len(reported))
+	for id, ends := range s.ends {
+		t := byID[id]
+		delete(byID, id)
+		t.ID, t.A, t.B = id, ends.A, ends.B
+		// The end order of a full State, for the same worst-report choice.
+		slices.SortStableFunc(t.Reports, func(x, y EndReport) int {
+			return cmp.Compare(endIndex(&t, x.Site), endIndex(&t, y.Site))
+		})
+		tunnels = append(tunnels, t)
+	}
+	for _, t := range byID {
+		tunnels = append(tunnels, t)
+	}
+	slices.SortFunc(tunnels, func(a, b Tunnel) int { return strings.Compare(a.ID, b.ID) })
+	bySite := make(map[string]Site, len(sites))
+	for _, site := range sites {
+		bySite[site.Name] = site
+	}
+	for i := range tunnels {
+		deriveTunnel(&tunnels[i], bySite)
+	}
+	now := s.now().UTC()
+	s.track.observe(now, tunnels)
+	s.hist.observe(now, tunnels)
+	return nil
+}
+
+func endIndex(t *Tunnel, site string) int {
+	switch site {
+	case t.A.Site:
+		return 0
+	case t.B.Site:
+		return 1
+	}
+	return 2
+}
+
 // derive completes a State read from the Source: tunnel states, change
-// times, events, history and the summary.
+// times, events, history and the summary. buildMu is held.
 func (s *Server) derive(now time.Time, st *State) {
 	sites := make(map[string]Site, len(st.Sites))
 	for _, site := range st.Sites {
@@ -91,6 +259,10 @@ func (s *Server) derive(now time.Time, st *State) {
 	}
 	s.track.observe(now, st.Tunnels)
 	s.hist.observe(now, st.Tunnels)
+	s.ends = make(map[string]Tunnel, len(st.Tunnels))
+	for _, t := range st.Tunnels {
+		s.ends[t.ID] = Tunnel{A: t.A, B: t.B}
+	}
 	st.Events = mergeEvents(st.Events, s.track.events, maxEvents)
 	summarize(st)
 	if st.Sites == nil {
@@ -125,10 +297,12 @@ func (s *Server) subscribe(session string) (*subscriber, func()) {
 	s.mu.Lock()
 	s.subs[sub] = struct{}{}
 	s.mu.Unlock()
+	s.pokeDemand()
 	return sub, func() {
 		s.mu.Lock()
 		delete(s.subs, sub)
 		s.mu.Unlock()
+		s.pokeDemand()
 	}
 }
 
@@ -151,6 +325,7 @@ func (s *Server) endSession(session string) {
 			close(sub.ended)
 		}
 	}
+	s.pokeDemand()
 }
 
 // streamKeepAlive is how often an idle stream sends a comment, so proxies
@@ -170,7 +345,7 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 	}
 	sub, unsubscribe := s.subscribe(session)
 	defer unsubscribe()
-	body, version, ok := s.current(r.Context())
+	body, version, ok := s.fresh(r.Context())
 	if !ok {
 		writeError(w, http.StatusServiceUnavailable, "the network state is not available yet")
 		return

@@ -7,15 +7,37 @@ import (
 
 // Source is where the dashboard reads the network from. The controller
 // implements it over its store; tests implement it with fixed data.
+//
+// Building a State is the expensive part of the dashboard (the whole
+// network, every edge's status), so the Server builds one only for a
+// reader: while at least one event stream is open it follows Changes and
+// rebuilds on each; with none open it builds only when a request asks for
+// the state, and Changes is not even running.
 type Source interface {
 	// State returns the whole network as it is now. The fields documented as
 	// "set by the server" are ignored.
 	State(ctx context.Context) (State, error)
 	// Changes returns a channel that receives a value (coalesced, never
 	// blocking the sender) whenever State may have changed, and a func that
-	// stops the notifications and releases what they hold. It is called once
-	// per Server.Run.
+	// stops the notifications and releases what they hold. Run calls it
+	// when the first event stream opens and stops it when the last one
+	// closes, so it may be called many times, never twice at once.
 	Changes() (<-chan struct{}, func())
+}
+
+// Sampler is what a Source may also implement so that the tunnels' history
+// and state-change events go on while no browser is connected, without
+// building the State: with no stream open, Run calls Sample at once when
+// SampleChanges says an edge's state changed (at most once a second) and
+// otherwise once per history period.
+type Sampler interface {
+	// Sample returns what the edges say now: every site with a status
+	// (Name and State set) and every tunnel an edge reports (ID, Reports
+	// and the probe figures set; the ends are taken from the last State).
+	Sample(ctx context.Context) ([]Site, []Tunnel, error)
+	// SampleChanges returns a channel that receives a value (coalesced)
+	// when an edge's state may have changed, and a func that stops it.
+	SampleChanges() (<-chan struct{}, func())
 }
 
 // State is everything the dashboard shows, as served to the page.

@@ -18,6 +18,9 @@
 //	GET  /api/history?tunnel=ID  the tunnel's samples of the last hour
 //	GET  /api/stream        text/event-stream: an "event: state" with the
 //	                        whole State at once and after every change
+//
+// The State is built only for a reader (see Source): while a stream is
+// open, and for a request when none is.
 package web
 
 import (
@@ -55,8 +58,8 @@ type Config struct {
 	HistoryPeriod time.Duration
 }
 
-// Server is the dashboard. Run must be running for the data endpoints to
-// answer.
+// Server is the dashboard. Run must be running for the event streams to
+// follow changes.
 type Server struct {
 	src     Source
 	log     *slog.Logger
@@ -64,14 +67,25 @@ type Server struct {
 	refresh time.Duration
 	now     func() time.Time
 	mux     *http.ServeMux
+	sampler Sampler // nil: the Source is not one
+
+	// buildMu serialises the builds and samples (Run's and the requests'),
+	// and guards what they update. Lock order: buildMu before mu.
+	buildMu sync.Mutex
 	hist    *history
-	track   *tracker // owned by Run
+	track   *tracker
+	ends    map[string]Tunnel // by id, the ends of the tunnels of the last State
+	builtAt time.Time         // when the last successful build began (wall clock)
+
+	// demand is poked (never blocking) when a stream opens or closes.
+	demand chan struct{}
 
 	mu      sync.Mutex
 	cur     []byte // JSON of the current State
 	version uint64
 	ready   chan struct{} // closed after the first successful read
 	subs    map[*subscriber]struct{}
+	live    bool          // Run follows Changes: cur is current
 	closing chan struct{} // closed by CloseStreams
 	closed  bool
 }
@@ -99,9 +113,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		src: cfg.Source, log: log, refresh: refresh, now: time.Now,
 		hist:  newHistory(time.Hour, histPeriod),
-		track: newTracker(100),
+		track: newTracker(100), demand: make(chan struct{}, 1),
 		ready: make(chan struct{}), subs: map[*subscriber]struct{}{}, closing: make(chan struct{}),
 	}
+	s.sampler, _ = cfg.Source.(Sampler)
 	s.auth = newAuth(cfg.Token, cfg.NoAuth, func() time.Time { return s.now() })
 	static, err := newStatic()
 	if err != nil {
@@ -138,7 +153,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleState(w http.ResponseWriter, r *http.Request) {
-	body, _, ok := s.current(r.Context())
+	body, _, ok := s.fresh(r.Context())
 	if !ok {
 		writeError(w, http.StatusServiceUnavailable, "the network state is not available yet")
 		return
@@ -213,6 +228,34 @@ func (st *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
 	}
 	st.files.ServeHTTP(w, r)
+}
+
+// fresh returns the current State's JSON and version: the one Run keeps
+// current while streams are open, else one built now (or by a build that
+// began after the call, which concurrent requests share).
+func (s *Server) fresh(ctx context.Context) ([]byte, uint64, bool) {
+	s.mu.Lock()
+	live := s.live
+	s.mu.Unlock()
+	if !live {
+		asked := time.Now()
+		s.buildMu.Lock()
+		var err error
+		if !s.builtAt.After(asked) {
+			err = s.updateLocked(ctx)
+		}
+		s.buildMu.Unlock()
+		if err != nil {
+			s.log.Warn("dashboard: read network state", "err", err)
+			s.mu.Lock()
+			none := s.version == 0
+			s.mu.Unlock()
+			if none {
+				return nil, 0, false
+			}
+		}
+	}
+	return s.current(ctx)
 }
 
 // current returns the current State's JSON and version, waiting for the

@@ -199,6 +199,13 @@ func topologyFromPB(t *pb.Topology) (intent.Topology, error) {
 		}
 		out.PathPolicy = pp
 	}
+	for i, x := range t.GetTransitPrefixes() {
+		pfx, err := intent.ParsePrefix(fmt.Sprintf("topology.transit_prefixes[%d]", i), x)
+		if err != nil {
+			return intent.Topology{}, err
+		}
+		out.TransitPrefixes = append(out.TransitPrefixes, pfx)
+	}
 	return out, nil
 }
 
@@ -298,6 +305,9 @@ func topologyToPB(t intent.Topology) *pb.Topology {
 	}
 	out.Routing = routingToPB(t.Routing)
 	out.PathPolicy = pathPolicyToPB(t.PathPolicy)
+	for _, p := range t.TransitPrefixes {
+		out.TransitPrefixes = append(out.TransitPrefixes, p.String())
+	}
 	return out
 }
 

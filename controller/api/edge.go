@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -86,7 +88,7 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 			return toStatus(e.Log, "Sync", err)
 		}
 	}
-	sub, err := e.Hub.Subscribe(ctx, site)
+	sub, err := e.Hub.Subscribe(ctx, site, hello.GetStateHash(), hello.GetDeltas())
 	if err != nil {
 		return toStatus(e.Log, "Sync", err)
 	}
@@ -128,18 +130,27 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 	for {
 		select {
 		case err := <-recvErr:
-			if ctx.Err() != nil || status.Code(err) == codes.Canceled {
+			if ctx.Err() != nil || status.Code(err) == codes.Canceled || errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
-		case u := <-sub.C():
+		case <-sub.C():
+			u, ok := sub.Next()
+			if !ok {
+				continue
+			}
 			if u.Err != nil {
 				return status.Error(codes.PermissionDenied, fmt.Sprintf("site %q no longer exists", site))
 			}
-			if err := stream.Send(desiredToPB(u.State)); err != nil {
+			msg := desiredToPB(u.State)
+			msg.StateHash = u.Hash
+			if u.Delta {
+				msg.BaseHash, msg.RemovedTunnels = u.BaseHash, u.Removed
+			}
+			if err := stream.Send(msg); err != nil {
 				return err
 			}
-			log.Debug("desired state sent", "version", u.State.Version, "tunnels", len(u.State.Tunnels))
+			log.Debug("desired state sent", "version", u.State.Version, "tunnels", len(u.State.Tunnels), "delta", u.Delta, "removed", len(u.Removed))
 		}
 	}
 }

@@ -30,9 +30,6 @@ import (
 	"github.com/meshwan/meshwan/controller/secrets"
 	"github.com/meshwan/meshwan/controller/store"
 	"github.com/meshwan/meshwan/web"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -61,6 +58,8 @@ type Config struct {
 	// the page (REST calls carrying the dashboard's CSRF header need no
 	// token).
 	DashboardNoAuth bool
+	// PProf serves Go's profiles under /debug/pprof/ (admin token needed).
+	PProf bool
 }
 
 // Daemon is a running controller.
@@ -75,6 +74,7 @@ type Daemon struct {
 	Enroll     *enroll.Service
 	Events     *Events
 
+	dash    *dashboardSource
 	log     *slog.Logger
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -124,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 
 	var cli *clientv3.Client
 	if len(cfg.EtcdEndpoints) == 0 {
-		e, err := store.StartEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), store.EmbeddedOptions{UnsafeNoFsync: cfg.UnsafeNoFsync})
+		e, err := store.StartEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), store.EmbeddedOptions{UnsafeNoFsync: cfg.UnsafeNoFsync, Logger: log})
 		if err != nil {
 			return nil, err
 		}
@@ -133,7 +133,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		if cli, err = e.Client(); err != nil {
 			return nil, err
 		}
-	} else if cli, err = store.NewClient(cfg.EtcdEndpoints); err != nil {
+	} else if cli, err = store.NewClient(cfg.EtcdEndpoints, log); err != nil {
 		return nil, err
 	}
 	d.closers = append(d.closers, func() { cli.Close() })
@@ -164,15 +164,19 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	d.Net = network.New(network.Config{Store: st, TunnelPool: pool, ASNs: asns, Sealer: sealer, Logger: log, EdgeKey: enroll.EdgeKey})
-	d.Health = health.New(st, health.Config{SummaryPeriod: cfg.ReportSummaryPeriod})
+	d.Health = health.New(st, health.Config{SummaryPeriod: cfg.ReportSummaryPeriod, Logger: log})
 	d.Enroll = enroll.NewService(st, ca, d.Net.SiteExists)
-	d.Hub = push.New(d.Net, st, log)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	d.cancel = cancel
+	if err := d.Net.Start(runCtx); err != nil {
+		return nil, fmt.Errorf("load the network from the store: %w", err)
+	}
+	d.Hub = push.New(d.Net, log)
 	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Log: log, OnChange: d.Events.Add}
 	edge := &api.Edge{Net: d.Net, Enrollment: d.Enroll, Health: d.Health, Hub: d.Hub, Log: log, OnEvent: d.Events.Add}
 
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	d.cancel = cancel
-	dash, err := web.New(web.Config{Source: &dashboardSource{d: d, st: st, ctx: runCtx},
+	d.dash = &dashboardSource{d: d, st: st, ctx: runCtx}
+	dash, err := web.New(web.Config{Source: d.dash,
 		Token: d.AdminToken, NoAuth: cfg.DashboardNoAuth, Logger: log})
 	if err != nil {
 		return nil, err
@@ -200,11 +204,12 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCollector(d))
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", auth.Middleware(gw))
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", metricsHandler(d, len(cfg.EtcdEndpoints) == 0))
+	if cfg.PProf {
+		mux.Handle("/debug/pprof/", auth.Middleware(pprofHandler()))
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
@@ -230,8 +235,10 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		hlis.Close()
 		return nil, fmt.Errorf("initial reconcile: %w", err)
 	}
+	d.wg.Go(func() { d.Health.Run(runCtx) })
 	d.wg.Go(func() { d.Hub.Run(runCtx) })
-	d.wg.Go(func() { d.reconcileLoop(runCtx, st) })
+	recon := d.Net.Listen()
+	d.wg.Go(func() { d.reconcileLoop(runCtx, recon) })
 	d.wg.Go(func() { dash.Run(runCtx) })
 	d.wg.Go(func() {
 		if err := gs.Serve(glis); err != nil {
@@ -248,13 +255,32 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	return d, nil
 }
 
-// reconcileLoop re-derives tunnels whenever the intent changes, whichever
-// replica changed it, so a change half-applied by a crashed replica still
-// converges.
-func (d *Daemon) reconcileLoop(ctx context.Context, st *store.Store) {
-	for range st.Watch(ctx, "intent/") {
-		if err := d.Net.Reconcile(ctx); err != nil && ctx.Err() == nil {
+// reconcileLoop re-derives the tunnels of every site whose intent changed,
+// whichever replica changed it, so a change half-applied by a crashed
+// replica still converges. A change made through this process was
+// reconciled by the call itself; finding nothing to do costs a derivation
+// per changed site, not a read of the store.
+func (d *Daemon) reconcileLoop(ctx context.Context, l *network.Listener) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.C():
+		}
+		ch := l.Take()
+		var err error
+		if ch.All {
+			err = d.Net.Reconcile(ctx)
+		} else if len(ch.Intent) > 0 {
+			sites := make([]string, 0, len(ch.Intent))
+			for s := range ch.Intent {
+				sites = append(sites, s)
+			}
+			err = d.Net.ReconcileSites(ctx, sites...)
+		}
+		if err != nil && ctx.Err() == nil {
 			d.log.Warn("reconcile failed", "err", err)
+			time.AfterFunc(time.Second, func() { l.Poke(ch) })
 		}
 	}
 }
@@ -279,6 +305,9 @@ func (d *Daemon) Close() {
 		d.cancel()
 	}
 	d.wg.Wait()
+	if d.Net != nil {
+		d.Net.Wait()
+	}
 	for i := len(d.closers) - 1; i >= 0; i-- {
 		d.closers[i]()
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/health"
@@ -20,15 +21,26 @@ import (
 // snapshot plus the edges' status make the state; store watches (intent,
 // tunnels, observed addresses, edge reports written by any replica), the
 // health registry's in-memory reports and the event feed say when it may
-// have changed.
+// have changed. The web server follows Changes only while a browser holds
+// an event stream open, so with nobody watching none of this runs.
+//
+// As a web.Sampler it also gives the tunnels' view of the edges from the
+// health registry alone (memory and its watched copy of etcd, no network
+// snapshot, no JSON), which keeps the tunnels' history going while nobody
+// watches.
 type dashboardSource struct {
 	d  *Daemon
 	st *store.Store
 	// ctx bounds the watches Changes starts (the daemon's run context).
 	ctx context.Context
+	// builds counts State calls (meshwan_dashboard_builds_total).
+	builds atomic.Int64
 }
 
-var _ web.Source = (*dashboardSource)(nil)
+var (
+	_ web.Source  = (*dashboardSource)(nil)
+	_ web.Sampler = (*dashboardSource)(nil)
+)
 
 // dashboardWatch lists the store prefixes whose changes the dashboard shows:
 // what changes desired state, and what edges report.
@@ -52,11 +64,28 @@ func (s *dashboardSource) Changes() (<-chan struct{}, func()) {
 	var wg sync.WaitGroup
 	for _, prefix := range dashboardWatch {
 		revs := s.st.Watch(ctx, prefix)
+		if prefix != "health/" {
+			wg.Go(func() {
+				for range revs {
+					poke()
+				}
+			})
+			continue
+		}
+		// Every replica writes each connected edge's report once per
+		// summary period (a write every 6 ms at 5,000 edges): paced like
+		// the figures. This process's own state changes arrive at once
+		// through the registry below.
+		written := make(chan health.Change, 1)
 		wg.Go(func() {
 			for range revs {
-				poke()
+				select {
+				case written <- health.Change{}:
+				default:
+				}
 			}
 		})
+		wg.Go(func() { throttle(ctx, written, figuresEvery, poke) })
 	}
 	events, unsubscribe := s.d.Events.Subscribe()
 	wg.Go(func() {
@@ -118,6 +147,7 @@ func throttle(ctx context.Context, changes <-chan health.Change, every time.Dura
 }
 
 func (s *dashboardSource) State(ctx context.Context) (web.State, error) {
+	s.builds.Add(1)
 	snap, err := s.d.Net.Snapshot(ctx)
 	if err != nil {
 		return web.State{}, err
@@ -199,14 +229,85 @@ func dashboardTunnel(snap *network.Snapshot, t network.Tunnel, status map[string
 		}
 		for _, ts := range st.Report.Tunnels {
 			if ts.TunnelID == t.ID {
-				out.Reports = append(out.Reports, web.EndReport{Site: site, State: ts.State, LinkUp: ts.LinkUp,
-					IKEState: ts.IKEState, ChildState: ts.ChildState, Detail: ts.Detail, BytesIn: ts.BytesIn, BytesOut: ts.BytesOut})
+				out.Reports = append(out.Reports, endReport(site, ts))
 				m.add(ts)
 			}
 		}
 	}
 	out.RTTMillis, out.JitterMillis, out.LossPercent = m.rtt, m.jitter, m.loss
 	return out
+}
+
+func endReport(site string, ts health.TunnelStatus) web.EndReport {
+	return web.EndReport{Site: site, State: ts.State, LinkUp: ts.LinkUp,
+		IKEState: ts.IKEState, ChildState: ts.ChildState, Detail: ts.Detail, BytesIn: ts.BytesIn, BytesOut: ts.BytesOut}
+}
+
+// Sample implements web.Sampler: every site's state, and every tunnel a
+// connected edge reports with both ends' reports and figures combined as
+// State combines them.
+func (s *dashboardSource) Sample(ctx context.Context) ([]web.Site, []web.Tunnel, error) {
+	status, err := s.d.Health.All(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	sites := make([]web.Site, 0, len(status))
+	type acc struct {
+		t web.Tunnel
+		m probeFigures
+	}
+	byID := map[string]*acc{}
+	for name, st := range status {
+		sites = append(sites, web.Site{Name: name, State: string(st.State)})
+		if st.State != health.Up {
+			continue
+		}
+		for _, ts := range st.Report.Tunnels {
+			a := byID[ts.TunnelID]
+			if a == nil {
+				a = &acc{t: web.Tunnel{ID: ts.TunnelID}}
+				byID[ts.TunnelID] = a
+			}
+			a.t.Reports = append(a.t.Reports, endReport(name, ts))
+			a.m.add(ts)
+		}
+	}
+	tunnels := make([]web.Tunnel, 0, len(byID))
+	for _, a := range byID {
+		a.t.RTTMillis, a.t.JitterMillis, a.t.LossPercent = a.m.rtt, a.m.jitter, a.m.loss
+		tunnels = append(tunnels, a.t)
+	}
+	return sites, tunnels, nil
+}
+
+// SampleChanges implements web.Sampler: the state changes of the reports
+// this process holds. Other replicas' edges are sampled on the history
+// period only.
+func (s *dashboardSource) SampleChanges() (<-chan struct{}, func()) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	out := make(chan struct{}, 1)
+	reports, unsubscribe := s.d.Health.Subscribe()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case c := <-reports:
+				if c.StateChanged {
+					select {
+					case out <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	})
+	return out, func() {
+		cancel()
+		unsubscribe()
+		wg.Wait()
+	}
 }
 
 // probeFigures combines what both ends measure on a tunnel: the worse of

@@ -2,17 +2,53 @@ package daemon
 
 import (
 	"context"
+	"net/http"
+	"strings"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/health"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
+
+// metricsHandler serves /metrics: the controller's own figures, and
+// everything registered with prometheus's default registry, which is where
+// the Go runtime (go_*) and process (process_*) collectors and the
+// embedded etcd's server metrics (etcd_server_*, etcd_mvcc_*, etcd_disk_*,
+// registered by etcd's packages themselves) live. With an external etcd
+// the etcd_* families are left out: they would describe a server that does
+// not run in this process (the cluster serves its own).
+func metricsHandler(d *Daemon, embeddedEtcd bool) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(d))
+	def := prometheus.DefaultGatherer
+	if !embeddedEtcd {
+		def = withoutPrefix(def, "etcd_")
+	}
+	// ContinueOnError: one failing collector must not hide the others.
+	return promhttp.HandlerFor(prometheus.Gatherers{reg, def}, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+func withoutPrefix(g prometheus.Gatherer, prefix string) prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err := g.Gather()
+		out := mfs[:0]
+		for _, mf := range mfs {
+			if !strings.HasPrefix(mf.GetName(), prefix) {
+				out = append(out, mf)
+			}
+		}
+		return out, err
+	})
+}
 
 // collector reports the network's size and edge states at scrape time,
 // from one snapshot, so the figures are consistent with each other.
 type collector struct {
 	d                     *Daemon
 	sites, tunnels, edges *prometheus.Desc
+	dashboardBuilds       *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -21,6 +57,8 @@ func newCollector(d *Daemon) *collector {
 		sites:   prometheus.NewDesc("meshwan_sites", "Number of sites declared.", nil, nil),
 		tunnels: prometheus.NewDesc("meshwan_tunnels", "Number of tunnels allocated.", nil, nil),
 		edges:   prometheus.NewDesc("meshwan_edges", "Sites by edge state.", []string{"state"}, nil),
+		dashboardBuilds: prometheus.NewDesc("meshwan_dashboard_builds_total",
+			"Times the dashboard's network model was built (only for a connected browser or a request).", nil, nil),
 	}
 }
 
@@ -28,9 +66,13 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.sites
 	ch <- c.tunnels
 	ch <- c.edges
+	ch <- c.dashboardBuilds
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	if c.d.dash != nil {
+		ch <- prometheus.MustNewConstMetric(c.dashboardBuilds, prometheus.CounterValue, float64(c.d.dash.builds.Load()))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	snap, err := c.d.Net.Snapshot(ctx)

@@ -8,26 +8,41 @@
 // report's state fingerprint changes (see Fingerprint) or when the copy is
 // older than the summary period (30 s by default), so other replicas and a
 // restarted controller see every state change at once and the figures at
-// most a summary period old.
+// most a summary period old. A report that needs no write touches neither
+// etcd nor the allocator.
 //
-// The copy in etcd lives under a lease held by the session: the lease is
-// renewed on every report and revoked when the stream ends, and it expires
-// on its own if the controller dies, so an edge that falls silent shows as
-// down without anybody having to notice.
+// The copies in etcd ("live" keys) live under one lease per controller
+// process, granted by Run and kept alive over the etcd client's one
+// long-lived keep-alive stream (an earlier design granted a lease per edge
+// session and renewed it with a one-off keep-alive, a new gRPC stream, on
+// every report: at a thousand edges that was most of the controller's etcd
+// traffic). The guarantees stay those of a lease per session:
+//   - a session that ends deletes its live key (guarded by the revision it
+//     wrote, so a newer session of the same site keeps its own);
+//   - a session whose edge stops reporting while its stream stays open has
+//     its live key deleted by Run once the last report is LeaseTTL old;
+//   - if the controller dies, the lease expires LeaseTTL after its last
+//     renewal and every live key of its edges goes with it;
+//   - if the lease is lost while the process lives (etcd out of reach for
+//     longer than LeaseTTL), Run grants a new one, and every session writes
+//     its report again under it with its next report.
+//
+// Other replicas' reports are read from a copy of the health keys that
+// Run keeps current with one watch; each stored record is decoded once per
+// change, when a read first needs it.
 //
 // Subscribe tells the dashboard about every report held in memory, and
 // whether its state changed.
 package health
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/store"
@@ -36,7 +51,8 @@ import (
 const (
 	liveDir = "health/live/"
 	seenDir = "health/seen/"
-	// LeaseTTL is how long a report outlives the last sign of its edge.
+	// LeaseTTL is how long a report outlives the last sign of its edge, and
+	// the TTL of the process lease the reports live under.
 	LeaseTTL = 15 * time.Second
 	// DefaultSummaryPeriod bounds the age of a connected edge's report in
 	// etcd while only its figures change.
@@ -103,38 +119,6 @@ type Report struct {
 	UpdatedAt      time.Time      `json:"updated_at"`
 }
 
-// Fingerprint is the state of a report: the agent and applied version,
-// each tunnel's state, probe state, usability, link, IKE and child SA
-// states, each BGP session's state, and the tunnel each class path uses.
-// Figures that move all the time (RTT, jitter, loss, counters, the detail
-// text, whether a class meets its SLA right now) are not part of it. Lists
-// are sorted first, so an edge that reorders them changes nothing.
-func Fingerprint(r Report) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "agent %q applied %d\n", r.AgentVersion, r.AppliedVersion)
-	tunnels := slices.Clone(r.Tunnels)
-	slices.SortFunc(tunnels, func(x, y TunnelStatus) int { return strings.Compare(x.TunnelID, y.TunnelID) })
-	for _, t := range tunnels {
-		fmt.Fprintf(&b, "tunnel %q state %q probed %t probe %q usable %t link %t ike %q child %q\n",
-			t.TunnelID, t.State, t.Probed, t.ProbeState, t.Usable, t.LinkUp, t.IKEState, t.ChildState)
-	}
-	peers := slices.Clone(r.BGPPeers)
-	slices.SortFunc(peers, func(x, y BGPPeer) int {
-		return cmp.Or(strings.Compare(x.Neighbor, y.Neighbor), strings.Compare(x.TunnelID, y.TunnelID))
-	})
-	for _, p := range peers {
-		fmt.Fprintf(&b, "bgp %q asn %d tunnel %q state %q\n", p.Neighbor, p.ASN, p.TunnelID, p.State)
-	}
-	paths := slices.Clone(r.ClassPaths)
-	slices.SortFunc(paths, func(x, y ClassPath) int {
-		return cmp.Or(strings.Compare(x.TrafficClass, y.TrafficClass), strings.Compare(x.RemoteSite, y.RemoteSite))
-	})
-	for _, c := range paths {
-		fmt.Fprintf(&b, "class %q to %q via %q\n", c.TrafficClass, c.RemoteSite, c.TunnelID)
-	}
-	return b.String()
-}
-
 // Seen is the non-expiring record of an edge's last connection.
 type Seen struct {
 	AgentVersion string    `json:"agent_version"`
@@ -166,6 +150,8 @@ type Config struct {
 	SummaryPeriod time.Duration
 	// Now is the clock (time.Now); tests move their own.
 	Now func() time.Time
+	// Logger: nil discards.
+	Logger *slog.Logger
 }
 
 // Change tells a subscriber that a report held in memory changed.
@@ -175,18 +161,34 @@ type Change struct {
 	StateChanged bool
 }
 
-// Registry reads and writes edge status.
+// Registry reads and writes edge status. Run must be running for the
+// process lease to be kept alive and for the reads to use the watched
+// copy of etcd (without Run they read etcd on every call).
 //
-// Lock order: Session.mu before Registry.mu. Registry.mu is never held
-// across a store call; Session.mu is (one session's calls are serial).
+// Lock order: Session.mu, then leaseMu, then Registry.mu or cache.mu
+// (never both). Registry.mu and cache.mu are never held across a store
+// call; Session.mu is (one session's calls are serial), and so is leaseMu
+// (grants are serial).
 type Registry struct {
-	st      *store.Store
-	now     func() time.Time
-	summary time.Duration
+	st         *store.Store
+	log        *slog.Logger
+	now        func() time.Time
+	summary    time.Duration
+	sweepEvery time.Duration // how often Run looks for silent sessions
+
+	leaseMu sync.Mutex
+	// lease is the process lease, 0 while there is none (not granted yet,
+	// or lost). Written under leaseMu; Report reads it without.
+	lease atomic.Int64
+	// stopKeeping ends the keep-alive of the current lease early, when a
+	// write finds it gone before the keep-alive does (leaseMu).
+	stopKeeping context.CancelFunc
 
 	mu   sync.Mutex
 	live map[string]live // by site: sessions of this process
 	subs map[chan Change]struct{}
+
+	cache *cache
 }
 
 // live is the latest report of a session held by this process.
@@ -197,7 +199,11 @@ type live struct {
 
 // New returns a Registry.
 func New(st *store.Store, cfg Config) *Registry {
-	r := &Registry{st: st, now: cfg.Now, summary: cfg.SummaryPeriod, live: map[string]live{}, subs: map[chan Change]struct{}{}}
+	r := &Registry{st: st, log: cfg.Logger, now: cfg.Now, summary: cfg.SummaryPeriod, sweepEvery: LeaseTTL / 5,
+		live: map[string]live{}, subs: map[chan Change]struct{}{}, cache: newCache()}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -254,36 +260,37 @@ func (r *Registry) forget(s *Session) {
 	}
 }
 
-// Session is one connected edge's reporting session; it owns a lease.
+// Session is one connected edge's reporting session.
 type Session struct {
-	r     *Registry
-	site  string
-	lease int64
+	r    *Registry
+	site string
 
 	mu        sync.Mutex
 	closed    bool
-	heardFP   string    // fingerprint of the last report received
-	writtenFP string    // ... and of the last one written to etcd
+	heardFP   uint64    // fingerprint of the last report received
+	heardAt   time.Time // ... and when
+	writtenFP uint64    // ... of the last one written to etcd
 	writtenAt time.Time // when that was
-	seen      Seen
-	seenRev   int64 // mod revision of the seen record Connect wrote
+	// writtenLease is the lease of that write, liveRev the revision it
+	// made; 0 when etcd holds no report of this session (none written yet,
+	// or deleted because the edge fell silent).
+	writtenLease int64
+	liveRev      int64
+	seen         Seen
+	seenRev      int64 // mod revision of the seen record Connect wrote
 }
 
-// Connect starts a session for site: it grants the lease and records the
-// connection; the edge shows as up at once.
+// Connect starts a session for site: it records the connection; the edge
+// shows as up at once.
 func (r *Registry) Connect(ctx context.Context, site, agentVersion string) (*Session, error) {
-	lease, err := r.st.Grant(ctx, LeaseTTL)
-	if err != nil {
-		return nil, err
-	}
 	now := r.now().UTC()
-	s := &Session{r: r, site: site, lease: lease, seen: Seen{AgentVersion: agentVersion, ConnectedAt: now, LastSeen: now}}
+	s := &Session{r: r, site: site, seen: Seen{AgentVersion: agentVersion, ConnectedAt: now, LastSeen: now}}
 	raw, _ := json.Marshal(s.seen)
 	_, rev, err := r.st.Txn(ctx, nil, []store.Op{store.Put(seenDir+site, raw)})
 	if err != nil {
-		r.st.Revoke(ctx, lease)
 		return nil, err
 	}
+	r.cache.put(seenDir+site, raw, rev)
 	s.seenRev = rev
 	if err := s.Report(ctx, Report{AgentVersion: agentVersion}); err != nil {
 		s.Close(ctx)
@@ -293,9 +300,10 @@ func (r *Registry) Connect(ctx context.Context, site, agentVersion string) (*Ses
 }
 
 // Report records a status report. It becomes what the reads return at
-// once, renews the lease, and is written to etcd when its fingerprint
-// differs from the last one written or the last write is older than the
-// summary period.
+// once, and is written to etcd when its fingerprint differs from the last
+// one written, the last write is older than the summary period, or the
+// last write's lease is gone. Otherwise it neither touches etcd nor
+// allocates.
 func (s *Session) Report(ctx context.Context, rep Report) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -309,26 +317,61 @@ func (s *Session) Report(ctx context.Context, rep Report) error {
 	now := s.r.now().UTC()
 	rep.UpdatedAt = now
 	fp := Fingerprint(rep)
-	changed := fp != s.heardFP
-	s.heardFP = fp
+	changed := fp != s.heardFP || s.heardAt.IsZero()
+	s.heardFP, s.heardAt = fp, now
 	// Memory first: a reader woken by the etcd write below (a watch) must
 	// find this report already.
 	s.r.publish(s, rep, changed)
-	// Writing with the lease does not renew it; only a keep-alive does.
-	if err := s.r.st.KeepAlive(ctx, s.lease); err != nil {
-		return fmt.Errorf("renew the report lease of %s: %w", s.site, err)
-	}
-	if fp == s.writtenFP && now.Sub(s.writtenAt) < s.r.summary {
+	if lease := s.r.lease.Load(); lease != 0 && lease == s.writtenLease &&
+		fp == s.writtenFP && now.Sub(s.writtenAt) < s.r.summary {
 		return nil
 	}
+	return s.writeLocked(ctx, rep, fp, now)
+}
+
+// writeLocked writes rep under the process lease. A write that finds the
+// lease gone (expired before the keep-alive noticed) tries once more under
+// a new one.
+func (s *Session) writeLocked(ctx context.Context, rep Report, fp uint64, now time.Time) error {
 	raw, err := json.Marshal(rep)
 	if err != nil {
 		return fmt.Errorf("encode report of %s: %w", s.site, err)
 	}
-	if _, _, err := s.r.st.Txn(ctx, nil, []store.Op{store.PutWithLease(liveDir+s.site, raw, s.lease)}); err != nil {
-		return fmt.Errorf("store report of %s: %w", s.site, err)
+	for attempt := 0; ; attempt++ {
+		lease, err := s.r.leaseID(ctx)
+		if err != nil {
+			return fmt.Errorf("store report of %s: %w", s.site, err)
+		}
+		_, rev, err := s.r.st.Txn(ctx, nil, []store.Op{store.PutWithLease(liveDir+s.site, raw, lease)})
+		if err != nil {
+			if attempt == 0 && store.LeaseNotFound(err) {
+				s.r.leaseLost(lease, err)
+				continue
+			}
+			return fmt.Errorf("store report of %s: %w", s.site, err)
+		}
+		s.r.cache.put(liveDir+s.site, raw, rev)
+		s.writtenFP, s.writtenAt, s.writtenLease, s.liveRev = fp, now, lease, rev
+		return nil
 	}
-	s.writtenFP, s.writtenAt = fp, now
+}
+
+// deleteLiveLocked deletes the report this session wrote, unless a newer
+// session (of this or another replica) has written the key since, or
+// nothing of this session is stored.
+func (s *Session) deleteLiveLocked(ctx context.Context) error {
+	if s.liveRev == 0 {
+		return nil
+	}
+	key := liveDir + s.site
+	ok, rev, err := s.r.st.Txn(ctx, []store.Cmp{store.Unchanged(key, s.liveRev)}, []store.Op{store.Delete(key)})
+	if err != nil {
+		return err
+	}
+	if ok {
+		s.r.cache.del(key, rev)
+	}
+	s.writtenLease, s.liveRev = 0, 0
 	return nil
 }
 
@@ -348,63 +391,87 @@ func (s *Session) Close(ctx context.Context) error {
 	raw, _ := json.Marshal(s.seen)
 	// Only over the record Connect wrote: a newer session of the site owns
 	// a newer one, and a deleted site's (Forget) must stay deleted.
-	_, _, err := s.r.st.Txn(ctx, []store.Cmp{store.Unchanged(seenDir+s.site, s.seenRev)}, []store.Op{store.Put(seenDir+s.site, raw)})
-	if rerr := s.r.st.Revoke(ctx, s.lease); err == nil {
-		err = rerr
+	ok, rev, err := s.r.st.Txn(ctx, []store.Cmp{store.Unchanged(seenDir+s.site, s.seenRev)}, []store.Op{store.Put(seenDir+s.site, raw)})
+	if err == nil && ok {
+		s.r.cache.put(seenDir+s.site, raw, rev)
+	}
+	if derr := s.deleteLiveLocked(ctx); err == nil {
+		err = derr
 	}
 	return err
+}
+
+// expireIfSilent deletes the stored report of a session whose edge has
+// not reported for LeaseTTL: what a lease per session did on its own. The
+// edge's next report writes it again.
+func (s *Session) expireIfSilent(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.r.now().Sub(s.heardAt) < LeaseTTL {
+		return nil
+	}
+	return s.deleteLiveLocked(ctx)
 }
 
 // All returns the status of every site that has one (never-seen sites are
 // absent from the map): etcd's, with the reports of the sessions this
 // process holds taken from memory.
 func (r *Registry) All(ctx context.Context) (map[string]Status, error) {
-	kvs, _, err := r.st.List(ctx, "health/", 0)
-	if err != nil {
-		return nil, err
+	if !r.cache.ready() {
+		return r.allFromStore(ctx)
 	}
 	out := map[string]Status{}
-	for _, kv := range kvs {
-		switch {
-		case strings.HasPrefix(kv.Key, liveDir):
-			var rep Report
-			if err := json.Unmarshal(kv.Value, &rep); err != nil {
-				return nil, fmt.Errorf("stored report %s: %w", kv.Key, err)
-			}
-			out[rep.Site] = upStatus(out[rep.Site], rep)
-		case strings.HasPrefix(kv.Key, seenDir):
-			site := strings.TrimPrefix(kv.Key, seenDir)
-			var seen Seen
-			if err := json.Unmarshal(kv.Value, &seen); err != nil {
-				return nil, fmt.Errorf("stored seen %s: %w", kv.Key, err)
-			}
-			st := out[site]
-			if st.State != Up {
-				st.State, st.Agent, st.LastSeen = Down, seen.AgentVersion, seen.LastSeen
-			}
-			out[site] = st
-		}
+	r.freshInto(out)
+	if err := r.cache.fill(out); err != nil {
+		return nil, err
 	}
+	return out, nil
+}
+
+// freshInto sets the sites whose session this process holds, with a fresh
+// report, as up.
+func (r *Registry) freshInto(out map[string]Status) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
 	for site, l := range r.live {
 		if fresh(l, now) {
-			out[site] = upStatus(out[site], l.rep)
+			out[site] = upStatus(Status{}, l.rep)
 		}
+	}
+}
+
+// allFromStore is All reading etcd, for a Registry whose Run has not read
+// it yet (or never will: a read-only registry).
+func (r *Registry) allFromStore(ctx context.Context) (map[string]Status, error) {
+	kvs, _, err := r.st.List(ctx, "health/", 0)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Status{}
+	r.freshInto(out)
+	c := newCache()
+	c.load(kvs, 0)
+	if err := c.fill(out); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
 // fresh reports whether a report held in memory still speaks for its edge.
-// An edge whose stream stays open but which stopped reporting lets the
-// lease expire; etcd then says what every replica says (down), instead of
-// this process showing the last report forever.
+// An edge whose stream stays open but which stopped reporting has its
+// stored report deleted by Run after LeaseTTL; etcd then says what every
+// replica says (down), instead of this process showing the last report
+// forever.
 func fresh(l live, now time.Time) bool { return now.Sub(l.rep.UpdatedAt) < LeaseTTL }
 
 func upStatus(st Status, rep Report) Status {
 	st.State, st.Report, st.Agent, st.LastSeen = Up, rep, rep.AgentVersion, rep.UpdatedAt
 	return st
+}
+
+func downStatus(seen Seen) Status {
+	return Status{State: Down, Agent: seen.AgentVersion, LastSeen: seen.LastSeen}
 }
 
 // Get returns one site's status; a session of this process answers from
@@ -416,7 +483,10 @@ func (r *Registry) Get(ctx context.Context, site string) (Status, error) {
 	if ok && fresh(l, r.now()) {
 		return upStatus(Status{}, l.rep), nil
 	}
-	all, err := r.All(ctx)
+	if r.cache.ready() {
+		return r.cache.status(site)
+	}
+	all, err := r.allFromStore(ctx)
 	if err != nil {
 		return Status{}, err
 	}
@@ -429,6 +499,10 @@ func (r *Registry) Get(ctx context.Context, site string) (Status, error) {
 
 // Forget removes a deleted site's status.
 func (r *Registry) Forget(ctx context.Context, site string) error {
-	_, _, err := r.st.Txn(ctx, nil, []store.Op{store.Delete(liveDir + site), store.Delete(seenDir + site)})
+	_, rev, err := r.st.Txn(ctx, nil, []store.Op{store.Delete(liveDir + site), store.Delete(seenDir + site)})
+	if err == nil {
+		r.cache.del(liveDir+site, rev)
+		r.cache.del(seenDir+site, rev)
+	}
 	return err
 }

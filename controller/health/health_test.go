@@ -105,7 +105,20 @@ func newFixture(t *testing.T) *fixture {
 	srv := etcdtest.Start(t)
 	st := srv.NewStore()
 	c := &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
-	return &fixture{srv: srv, st: st, clock: c, reg: health.New(st, health.Config{SummaryPeriod: 30 * time.Second, Now: c.Now})}
+	reg := health.New(st, health.Config{SummaryPeriod: 30 * time.Second, Now: c.Now})
+	// The sweep of silent sessions runs only when a test calls it: the
+	// test clock jumps, the sweep's ticker does not.
+	reg.SetSweepEvery(time.Hour)
+	run(t, reg)
+	return &fixture{srv: srv, st: st, clock: c, reg: reg}
+}
+
+// run runs reg until the test ends.
+func run(t *testing.T, reg *health.Registry) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { reg.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 // revision is etcd's current revision: it grows by one per write.

@@ -110,6 +110,10 @@ type Topology struct {
 	Routing Routing `json:"routing,omitempty"`
 	// PathPolicy: probing, failover and SLA steering (see policy.go).
 	PathPolicy PathPolicy `json:"path_policy,omitzero"`
+	// TransitPrefixes (hub-and-spoke): summaries every spoke routes via its
+	// first hub instead of one route per other spoke's LAN, so a spoke's
+	// desired state does not grow with the network.
+	TransitPrefixes []netip.Prefix `json:"transit_prefixes,omitempty"`
 }
 
 // Defaults of the seed recipe: IKEv2 AES/SHA-256/DH14 for 8 h, ESP AES-GCM
@@ -336,6 +340,22 @@ func (t Topology) Validate(sites []Site) error {
 	if err := t.PathPolicy.Validate(); err != nil {
 		return err
 	}
+	for i, p := range t.TransitPrefixes {
+		field := fmt.Sprintf("topology.transit_prefixes[%d]", i)
+		if _, err := ParsePrefix(field, p.String()); err != nil {
+			return err
+		}
+		for j := range i {
+			if t.TransitPrefixes[j].Overlaps(p) {
+				return invalid(field, "%s overlaps %s", p, t.TransitPrefixes[j])
+			}
+		}
+	}
+	for _, s := range sites {
+		if err := t.CheckTransit(s); err != nil {
+			return err
+		}
+	}
 	if t.Mode == ModeHubAndSpoke && !slices.ContainsFunc(sites, Site.Hub) {
 		return fmt.Errorf("%w: topology.mode: hub-and-spoke needs at least one site with role hub (none of the %d sites is)", ErrPrecondition, len(sites))
 	}
@@ -345,4 +365,57 @@ func (t Topology) Validate(sites []Site) error {
 // SortSites orders sites by name, the order every derived list follows.
 func SortSites(sites []Site) {
 	slices.SortFunc(sites, func(a, b Site) int { return strings.Compare(a.Name, b.Name) })
+}
+
+// CheckSite checks the clashes CheckSites finds between one new or changed
+// site and the others (which are assumed consistent among themselves), in
+// time linear in their number: a change to one site of a large network
+// does not re-check every pair. others may contain s's previous version
+// (same name), which is skipped.
+func CheckSite(s Site, others []Site, tunnelPool netip.Prefix) error {
+	for i, p := range s.LANPrefixes {
+		if tunnelPool.IsValid() && p.Overlaps(tunnelPool) {
+			return fmt.Errorf("%w: site.lan_prefixes[%d]: %s overlaps the tunnel pool %s", ErrConflict, i, p, tunnelPool)
+		}
+	}
+	for _, o := range others {
+		if o.Name == s.Name {
+			continue
+		}
+		for i, t := range s.Transports {
+			if !t.Addr.IsValid() {
+				continue
+			}
+			for _, ot := range o.Transports {
+				if ot.Addr == t.Addr {
+					return fmt.Errorf("%w: site.transports[%d].address: %s is already used by site %q", ErrConflict, i, t.Addr, o.Name)
+				}
+			}
+		}
+		if s.ASN != 0 && s.ASN == o.ASN {
+			return fmt.Errorf("%w: site.asn: %d is already used by site %q", ErrConflict, s.ASN, o.Name)
+		}
+		for i, p := range s.LANPrefixes {
+			for _, op := range o.LANPrefixes {
+				if op.Overlaps(p) {
+					return fmt.Errorf("%w: site.lan_prefixes[%d]: %s overlaps %s of site %q", ErrConflict, i, p, op, o.Name)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// CheckTransit refuses a site whose transport address lies inside a
+// transit prefix: spokes would route the GRE packets to that address into
+// a tunnel (recursive routing), and the edge refuses such a state.
+func (t Topology) CheckTransit(s Site) error {
+	for _, p := range t.TransitPrefixes {
+		for i, tr := range s.Transports {
+			if tr.Addr.IsValid() && p.Contains(tr.Addr) {
+				return fmt.Errorf("%w: site %q transports[%d].address %s is inside topology.transit_prefixes %s (tunnels would be routed into themselves)", ErrConflict, s.Name, i, tr.Addr, p)
+			}
+		}
+	}
+	return nil
 }

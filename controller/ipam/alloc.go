@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/meshwan/meshwan/controller/store"
 )
@@ -22,11 +23,17 @@ type Allocator struct {
 	st   *store.Store
 	dir  string
 	size int
+
+	mu sync.Mutex
+	// seen holds indexes found taken in the store after a lost race that
+	// the caller's used set did not show (another replica's allocation not
+	// yet in the caller's view), so a retry does not try them again.
+	seen map[int]bool
 }
 
 // NewAllocator returns an allocator of size entries under dir ("ipam/tunnel/").
 func NewAllocator(st *store.Store, dir string, size int) *Allocator {
-	return &Allocator{st: st, dir: dir, size: size}
+	return &Allocator{st: st, dir: dir, size: size, seen: map[int]bool{}}
 }
 
 // Key is the store key recording index i.
@@ -128,4 +135,123 @@ func (a *Allocator) take(ctx context.Context, owner string, used map[int]bool, n
 		}
 	}
 	return -1, fmt.Errorf("%w: gave up after %d attempts", ErrExhausted, maxAttempts)
+}
+
+// BatchOptions shapes TakeBatch's transactions.
+type BatchOptions struct {
+	// PerTxn owners per transaction (default 40: with a put-if-absent guard
+	// and a record per owner this stays under etcd's default limit of 128
+	// operations per transaction).
+	PerTxn int
+	// InFlight transactions at once (default 4): etcd commits concurrent
+	// transactions in one fsync, so a few in flight multiply the rate.
+	InFlight int
+}
+
+// TakeBatch takes one free index per owner, lowest free first, where free
+// means absent from used (the caller's view of the taken set). Owners are
+// grouped PerTxn to a transaction; each index is taken put-if-absent
+// together with what with(owner, i) adds, so two allocators racing for an
+// index can never both win. It returns the indexes that committed and the
+// highest revision written. When a transaction's guards fail it takes
+// nothing, the indexes found taken in the store are remembered, and
+// TakeBatch returns ErrGuardFailed once the other transactions are done:
+// the caller refreshes its view and calls again for what is missing.
+func (a *Allocator) TakeBatch(ctx context.Context, owners []string, used map[int]bool, with func(owner string, i int) ([]store.Cmp, []store.Op), o BatchOptions) (map[string]int, int64, error) {
+	if o.PerTxn <= 0 {
+		o.PerTxn = 40
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 4
+	}
+	a.mu.Lock()
+	taken := func(i int) bool { return used[i] || a.seen[i] }
+	idx := make([]int, 0, len(owners))
+	for i := 0; i < a.size && len(idx) < len(owners); i++ {
+		if !taken(i) {
+			idx = append(idx, i)
+		}
+	}
+	a.mu.Unlock()
+	if len(idx) < len(owners) {
+		return nil, 0, fmt.Errorf("%w: %d more entries of %s needed, %d free of %d", ErrExhausted, len(owners), strings.TrimSuffix(a.dir, "/"), len(idx), a.size)
+	}
+	var (
+		mu      sync.Mutex
+		got     = make(map[string]int, len(owners))
+		rev     int64
+		firstEr error
+		failed  bool
+	)
+	sem := make(chan struct{}, o.InFlight)
+	var wg sync.WaitGroup
+	for start := 0; start < len(owners); start += o.PerTxn {
+		end := min(start+o.PerTxn, len(owners))
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return got, rev, ctx.Err()
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			var cmps []store.Cmp
+			var ops []store.Op
+			for k := start; k < end; k++ {
+				cmps = append(cmps, store.Absent(a.Key(idx[k])))
+				ops = append(ops, store.Put(a.Key(idx[k]), []byte(owners[k])))
+				if with != nil {
+					c, w := with(owners[k], idx[k])
+					cmps, ops = append(cmps, c...), append(ops, w...)
+				}
+			}
+			ok, r, err := a.st.Txn(ctx, cmps, ops)
+			if ok && err == nil {
+				mu.Lock()
+				for k := start; k < end; k++ {
+					got[owners[k]] = idx[k]
+				}
+				rev = max(rev, r)
+				mu.Unlock()
+				return
+			}
+			if err == nil {
+				// Learn which indexes are taken so the retry skips them.
+				for k := start; k < end; k++ {
+					if _, exists, gerr := a.st.Get(ctx, a.Key(idx[k])); gerr == nil && exists {
+						a.mu.Lock()
+						a.seen[idx[k]] = true
+						a.mu.Unlock()
+					}
+				}
+			}
+			mu.Lock()
+			failed = true
+			if err != nil && firstEr == nil {
+				firstEr = err
+			}
+			rev = max(rev, r)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if firstEr != nil {
+		return got, rev, firstEr
+	}
+	if failed {
+		return got, rev, ErrGuardFailed
+	}
+	return got, rev, nil
+}
+
+// Forget drops remembered taken indexes the caller's view now explains or
+// that were released (call with the current used set after a refresh).
+func (a *Allocator) Forget(used map[int]bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range a.seen {
+		if used[i] {
+			delete(a.seen, i)
+		}
+	}
 }

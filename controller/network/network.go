@@ -51,17 +51,19 @@ type Network struct {
 	log   *slog.Logger
 	tuns  *ipam.Allocator
 	asns  *ipam.Allocator
+	v     *view
+	wg    sync.WaitGroup
 	recMu sync.Mutex // one reconcile at a time in this process
 	now   func() time.Time
 }
 
-// New returns a Network.
+// New returns a Network; Start loads its view of the store.
 func New(cfg Config) *Network {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Network{
+	n := &Network{
 		cfg:  cfg,
 		st:   cfg.Store,
 		log:  log,
@@ -69,53 +71,82 @@ func New(cfg Config) *Network {
 		asns: ipam.NewAllocator(cfg.Store, asnIPAM, cfg.ASNs.Size()),
 		now:  time.Now,
 	}
+	n.v = newView(n)
+	return n
 }
 
-// Snapshot reads the whole network at one revision.
-func (n *Network) Snapshot(ctx context.Context) (*Snapshot, error) { return n.snapshot(ctx) }
+// Snapshot returns a copy of the whole network at one revision.
+func (n *Network) Snapshot(context.Context) (*Snapshot, error) { return n.v.copySnapshot(), nil }
+
+// Read runs fn on the live view, under its read lock: fn must be quick and
+// must not keep s or anything it holds past its return.
+func (n *Network) Read(fn func(s *Snapshot)) {
+	n.v.mu.RLock()
+	defer n.v.mu.RUnlock()
+	fn(&n.v.snap)
+}
 
 // maxIntentAttempts bounds the optimistic-concurrency retries of one change.
 const maxIntentAttempts = 20
 
 // change runs one intent change: fn validates the proposed intent against
-// a fresh snapshot and returns the writes; they commit only if no other
-// intent change happened since the snapshot. asnFor, when set, asks for an
-// ASN from the pool to be reserved in the same transaction.
+// the view and returns the writes; they commit only if no other intent
+// change happened since the view's revision (the intent/rev guard). Then
+// the sites the change touches are reconciled. A lost race waits for the
+// view to catch up and runs fn again.
 func (n *Network) change(ctx context.Context, fn func(s *Snapshot) (changeOps, error)) error {
 	for range maxIntentAttempts {
-		snap, err := n.snapshot(ctx)
+		var c changeOps
+		var err error
+		var guardRev int64
+		var asnUsed map[int]bool
+		n.v.mu.RLock()
+		c, err = fn(&n.v.snap)
+		guardRev = n.v.snap.intentRev
+		if err == nil && c.allocASNFor != "" {
+			asnUsed = map[int]bool{}
+			for _, s := range n.v.snap.Sites {
+				if n.cfg.ASNs.Contains(s.ASN) {
+					asnUsed[int(s.ASN-n.cfg.ASNs.First)] = true
+				}
+			}
+		}
+		n.v.mu.RUnlock()
 		if err != nil {
 			return err
 		}
-		c, err := fn(snap)
-		if err != nil {
-			return err
-		}
-		guard := []store.Cmp{store.Unchanged(intentRev, snap.intentRev)}
-		ops := append(c.ops, store.Put(intentRev, []byte(strconv.FormatInt(snap.Revision, 10))))
+		guard := []store.Cmp{store.Unchanged(intentRev, guardRev)}
+		ops := append(c.ops, store.Put(intentRev, nil))
+		var ok bool
+		var rev int64
 		if c.allocASNFor == "" {
-			ok, _, err := n.st.Txn(ctx, guard, ops)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				continue
-			}
+			ok, rev, err = n.st.Txn(ctx, guard, ops)
 		} else {
-			_, err := n.asns.Allocate(ctx, c.allocASNFor, func(i int) ([]store.Cmp, []store.Op) {
+			var got map[string]int
+			got, rev, err = n.asns.TakeBatch(ctx, []string{c.allocASNFor}, asnUsed, func(_ string, i int) ([]store.Cmp, []store.Op) {
 				site := c.site
 				site.ASN = n.cfg.ASNs.First + uint32(i)
 				raw, _ := json.Marshal(site)
 				return guard, append(slices.Clone(ops), store.Put(sitesDir+site.Name, raw))
-			})
+			}, ipam.BatchOptions{PerTxn: 1, InFlight: 1})
+			ok = len(got) == 1
 			if errors.Is(err, ipam.ErrGuardFailed) {
-				continue
-			}
-			if err != nil {
-				return err
+				err = nil
 			}
 		}
-		return n.Reconcile(ctx)
+		if err != nil {
+			return err
+		}
+		if err := n.v.waitRev(ctx, rev); err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if c.all {
+			return n.Reconcile(ctx)
+		}
+		return n.ReconcileSites(ctx, c.sites...)
 	}
 	return ErrRetry
 }
@@ -126,26 +157,74 @@ type changeOps struct {
 	// the same transaction; site is then written by the allocation.
 	allocASNFor string
 	site        intent.Site
+	// sites to reconcile after the change, or all of them.
+	sites []string
+	all   bool
 }
 
-// checkCapacity refuses an intent whose tunnels would not fit the pool.
-func (n *Network) checkCapacity(sites []intent.Site, t intent.Topology) error {
-	need := len(topology.Derive(sites, t))
+// candidates lists the sites DeriveFor needs to look at for site: every
+// site, or only the hubs for a spoke of a hub-and-spoke topology. Called
+// with the view locked.
+func (v *view) candidates(site intent.Site) []intent.Site {
+	s := &v.snap
+	if s.Topology.Mode == intent.ModeHubAndSpoke && !site.Hub() {
+		out := make([]intent.Site, 0, len(v.hubs))
+		for h := range v.hubs {
+			out = append(out, s.Sites[h])
+		}
+		return out
+	}
+	out := make([]intent.Site, 0, len(s.Sites))
+	for _, o := range s.Sites {
+		out = append(out, o)
+	}
+	return out
+}
+
+// linksFor derives the tunnels site needs under topology t, against the
+// view's sites with site in place of its stored version. Called with the
+// view locked.
+func (v *view) linksFor(site intent.Site, t intent.Topology) []topology.Link {
+	if t.Mode == "" {
+		return nil
+	}
+	return topology.DeriveFor(site, v.candidates(site), t.WithDefaults())
+}
+
+// checkSiteChange validates one site's creation or update against the
+// view in time linear in the number of sites: clashes with the others,
+// transit prefixes, the topology's needs, and the pool's capacity (the
+// tunnels the network has minus the site's old ones plus its new ones).
+// Called with the view locked.
+func (n *Network) checkSiteChange(s *Snapshot, site intent.Site, old *intent.Site) error {
+	others := make([]intent.Site, 0, len(s.Sites))
+	hasHub := site.Hub()
+	for _, o := range s.Sites {
+		others = append(others, o)
+		hasHub = hasHub || (o.Hub() && o.Name != site.Name)
+	}
+	if err := intent.CheckSite(site, others, n.cfg.TunnelPool.Prefix()); err != nil {
+		return err
+	}
+	if err := s.rawTopology.CheckTransit(site); err != nil {
+		return err
+	}
+	if s.rawTopology.Mode == intent.ModeHubAndSpoke && !hasHub {
+		return fmt.Errorf("%w: topology.mode: hub-and-spoke needs at least one site with role hub", intent.ErrPrecondition)
+	}
+	need := len(s.Tunnels) + len(n.v.linksFor(site, s.rawTopology))
+	if old != nil {
+		need -= len(n.v.bySite[old.Name])
+	}
+	return n.checkNeed(need)
+}
+
+func (n *Network) checkNeed(need int) error {
 	if need > n.cfg.TunnelPool.Size() {
 		return fmt.Errorf("%w: tunnel pool %s holds %d /30s but this change needs %d tunnels (use a larger --tunnel-pool)",
 			ipam.ErrExhausted, n.cfg.TunnelPool.Prefix(), n.cfg.TunnelPool.Size(), need)
 	}
 	return nil
-}
-
-func (n *Network) checkIntent(s *Snapshot, sites []intent.Site, t intent.Topology) error {
-	if err := intent.CheckSites(sites, n.cfg.TunnelPool.Prefix()); err != nil {
-		return err
-	}
-	if err := t.Validate(sites); err != nil {
-		return err
-	}
-	return n.checkCapacity(sites, t)
 }
 
 func asnKey(r ipam.ASNRange, asn uint32) string {
@@ -161,19 +240,18 @@ func (n *Network) CreateSite(ctx context.Context, site intent.Site) (intent.Site
 		if _, ok := s.Sites[site.Name]; ok {
 			return changeOps{}, fmt.Errorf("%w: site.name: a site named %q already exists", intent.ErrExists, site.Name)
 		}
-		sites := append(s.SiteList(), site)
-		if err := n.checkIntent(s, sites, s.rawTopology); err != nil {
+		if err := n.checkSiteChange(s, site, nil); err != nil {
 			return changeOps{}, err
 		}
 		if site.ASN == 0 {
-			return changeOps{allocASNFor: site.Name, site: site}, nil
+			return changeOps{allocASNFor: site.Name, site: site, sites: []string{site.Name}}, nil
 		}
 		raw, _ := json.Marshal(site)
 		ops := []store.Op{store.Put(sitesDir+site.Name, raw)}
 		if n.cfg.ASNs.Contains(site.ASN) {
 			ops = append(ops, store.Put(asnKey(n.cfg.ASNs, site.ASN), []byte(site.Name)))
 		}
-		return changeOps{ops: ops}, nil
+		return changeOps{ops: ops, sites: []string{site.Name}}, nil
 	})
 	if err != nil {
 		return intent.Site{}, err
@@ -198,17 +276,14 @@ func (n *Network) UpdateSite(ctx context.Context, site intent.Site) (intent.Site
 		if site.ASN != old.ASN {
 			return changeOps{}, fmt.Errorf("%w: site.asn: cannot change from %d to %d; delete and re-create the site to renumber", intent.ErrPrecondition, old.ASN, site.ASN)
 		}
-		sites := s.SiteList()
-		for i := range sites {
-			if sites[i].Name == site.Name {
-				sites[i] = site
-			}
-		}
-		if err := n.checkIntent(s, sites, s.rawTopology); err != nil {
+		if err := n.checkSiteChange(s, site, &old); err != nil {
 			return changeOps{}, err
 		}
 		raw, _ := json.Marshal(site)
-		return changeOps{ops: []store.Op{store.Put(sitesDir+site.Name, raw)}}, nil
+		c := changeOps{ops: []store.Op{store.Put(sitesDir+site.Name, raw)}, sites: []string{site.Name}}
+		// A role change moves the site's place in every spoke's links.
+		c.all = old.Role != site.Role
+		return c, nil
 	})
 	if err != nil {
 		return intent.Site{}, err
@@ -224,8 +299,7 @@ func (n *Network) DeleteSite(ctx context.Context, name string) error {
 		if !ok {
 			return changeOps{}, fmt.Errorf("%w: site %q", intent.ErrNotFound, name)
 		}
-		sites := slices.DeleteFunc(s.SiteList(), func(x intent.Site) bool { return x.Name == name })
-		if s.rawTopology.Mode == intent.ModeHubAndSpoke && old.Hub() && !slices.ContainsFunc(sites, intent.Site.Hub) {
+		if s.rawTopology.Mode == intent.ModeHubAndSpoke && old.Hub() && len(n.v.hubs) == 1 {
 			return changeOps{}, fmt.Errorf("%w: site %q is the last hub of a hub-and-spoke topology; add another hub or change the topology first", intent.ErrPrecondition, name)
 		}
 		ops := []store.Op{store.Delete(sitesDir + name), store.Delete(observedDir + name)}
@@ -235,7 +309,7 @@ func (n *Network) DeleteSite(ctx context.Context, name string) error {
 		if n.cfg.EdgeKey != nil {
 			ops = append(ops, store.Delete(n.cfg.EdgeKey(name)))
 		}
-		return changeOps{ops: ops}, nil
+		return changeOps{ops: ops, sites: []string{name}}, nil
 	})
 }
 
@@ -266,18 +340,8 @@ func (n *Network) SiteExists(ctx context.Context, name string) (bool, error) {
 
 // ListSites returns every site, sorted by name.
 func (n *Network) ListSites(ctx context.Context) ([]intent.Site, error) {
-	kvs, _, err := n.st.List(ctx, sitesDir, 0)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]intent.Site, 0, len(kvs))
-	for _, kv := range kvs {
-		var s intent.Site
-		if err := json.Unmarshal(kv.Value, &s); err != nil {
-			return nil, fmt.Errorf("stored site %s: %w", kv.Key, err)
-		}
-		out = append(out, s)
-	}
+	var out []intent.Site
+	n.Read(func(s *Snapshot) { out = s.SiteList() })
 	return out, nil
 }
 
@@ -294,14 +358,24 @@ func (n *Network) GetTopology(ctx context.Context) (intent.Topology, error) {
 	return t.WithDefaults(), nil
 }
 
-// SetTopology replaces the topology.
+// SetTopology replaces the topology. It derives the whole network once
+// (capacity); a topology change touches every site anyway.
 func (n *Network) SetTopology(ctx context.Context, t intent.Topology) (intent.Topology, error) {
 	err := n.change(ctx, func(s *Snapshot) (changeOps, error) {
-		if err := n.checkIntent(s, s.SiteList(), t); err != nil {
+		sites := s.SiteList()
+		if err := t.Validate(sites); err != nil {
+			return changeOps{}, err
+		}
+		for i, p := range t.TransitPrefixes {
+			if p.Overlaps(n.cfg.TunnelPool.Prefix()) {
+				return changeOps{}, fmt.Errorf("%w: topology.transit_prefixes[%d]: %s overlaps the tunnel pool %s", intent.ErrConflict, i, p, n.cfg.TunnelPool.Prefix())
+			}
+		}
+		if err := n.checkNeed(len(topology.Derive(sites, t.WithDefaults()))); err != nil {
 			return changeOps{}, err
 		}
 		raw, _ := json.Marshal(t)
-		return changeOps{ops: []store.Op{store.Put(topologyKey, raw)}}, nil
+		return changeOps{ops: []store.Op{store.Put(topologyKey, raw)}, all: true}, nil
 	})
 	if err != nil {
 		return intent.Topology{}, err
@@ -312,36 +386,42 @@ func (n *Network) SetTopology(ctx context.Context, t intent.Topology) (intent.To
 // ListTunnels returns the tunnels (all, or those with an end at site),
 // sorted by id.
 func (n *Network) ListTunnels(ctx context.Context, site string) ([]TunnelView, error) {
-	snap, err := n.snapshot(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if site != "" {
-		if _, ok := snap.Sites[site]; !ok {
-			return nil, fmt.Errorf("%w: site %q", intent.ErrNotFound, site)
-		}
-	}
 	var out []TunnelView
-	for _, t := range snap.Tunnels {
-		if site == "" || t.A.Site == site || t.B.Site == site {
-			out = append(out, snap.view(t))
+	var err error
+	n.Read(func(s *Snapshot) {
+		if site == "" {
+			out = make([]TunnelView, 0, len(s.Tunnels))
+			for _, t := range s.Tunnels {
+				out = append(out, s.view(t))
+			}
+			return
 		}
-	}
+		if _, ok := s.Sites[site]; !ok {
+			err = fmt.Errorf("%w: site %q", intent.ErrNotFound, site)
+			return
+		}
+		for id := range n.v.bySite[site] {
+			out = append(out, s.view(s.Tunnels[id]))
+		}
+	})
 	slices.SortFunc(out, func(a, b TunnelView) int { return strings.Compare(a.ID, b.ID) })
-	return out, nil
+	return out, err
 }
 
 // GetTunnel returns one tunnel.
 func (n *Network) GetTunnel(ctx context.Context, id string) (TunnelView, error) {
-	snap, err := n.snapshot(ctx)
-	if err != nil {
-		return TunnelView{}, err
-	}
-	t, ok := snap.Tunnels[id]
+	var out TunnelView
+	var ok bool
+	n.Read(func(s *Snapshot) {
+		var t Tunnel
+		if t, ok = s.Tunnels[id]; ok {
+			out = s.view(t)
+		}
+	})
 	if !ok {
 		return TunnelView{}, fmt.Errorf("%w: tunnel %q", intent.ErrNotFound, id)
 	}
-	return snap.view(t), nil
+	return out, nil
 }
 
 // TunnelView is a tunnel with its ends resolved against the sites. It

@@ -37,6 +37,11 @@ func newFixture(t *testing.T, pool string) *fixture {
 	asns, _ := ipam.ParseASNRange("4200000000-4200099999")
 	sealer, _ := secrets.NewSealer(bytes.Repeat([]byte{42}, 32))
 	n := network.New(network.Config{Store: st, TunnelPool: p, ASNs: asns, Sealer: sealer})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); n.Wait() })
 	return &fixture{srv: srv, st: st, net: n}
 }
 

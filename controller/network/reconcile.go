@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/meshwan/meshwan/controller/ipam"
 	"github.com/meshwan/meshwan/controller/secrets"
@@ -17,17 +19,26 @@ import (
 // operations (each tunnel takes two deletes and one guard).
 const releaseBatch = 40
 
-// Reconcile makes the stored tunnels match what the intent derives: it
-// removes the tunnels no longer wanted (releasing their /30s) and then
-// creates the missing ones, each with a fresh /30 and PSK. It is safe to run
-// concurrently in several replicas: every write is guarded, and a lost race
-// only means somebody else did the work. Running it on an unchanged intent
-// writes nothing.
-func (n *Network) Reconcile(ctx context.Context) error {
+// Reconcile makes the stored tunnels match what the intent derives, for
+// the whole network: it removes the tunnels no longer wanted (releasing
+// their /30s) and then creates the missing ones, each with a fresh /30 and
+// PSK. It is safe to run concurrently in several replicas: every write is
+// guarded, and a lost race only means somebody else did the work. Running
+// it on an unchanged intent writes nothing.
+func (n *Network) Reconcile(ctx context.Context) error { return n.reconcile(ctx, nil, true) }
+
+// ReconcileSites is Reconcile for the tunnels with an end at the named
+// sites only (existing or just deleted): the work of one site's change,
+// proportional to that site's tunnels, not to the network.
+func (n *Network) ReconcileSites(ctx context.Context, sites ...string) error {
+	return n.reconcile(ctx, sites, false)
+}
+
+func (n *Network) reconcile(ctx context.Context, sites []string, all bool) error {
 	n.recMu.Lock()
 	defer n.recMu.Unlock()
 	for attempt := 0; ; attempt++ {
-		retry, err := n.reconcileOnce(ctx)
+		retry, err := n.reconcileOnce(ctx, sites, all)
 		if err != nil || !retry {
 			return err
 		}
@@ -37,61 +48,106 @@ func (n *Network) Reconcile(ctx context.Context) error {
 	}
 }
 
-func (n *Network) reconcileOnce(ctx context.Context) (retry bool, err error) {
-	snap, err := n.snapshot(ctx)
-	if err != nil {
-		return false, err
+// plan computes, from the view, the links to create and the tunnels to
+// remove; used is the taken /30 indexes when there is something to add.
+func (n *Network) plan(sites []string, all bool) (add []topology.Link, remove []Tunnel, used map[int]bool) {
+	n.v.mu.RLock()
+	defer n.v.mu.RUnlock()
+	s := &n.v.snap
+	if all {
+		var ids []string
+		add, ids = topology.Diff(topology.Derive(s.SiteList(), s.Topology), s.Tunnels)
+		for _, id := range ids {
+			remove = append(remove, s.Tunnels[id])
+		}
+	} else {
+		want := map[string]bool{}
+		gone := map[string]bool{}
+		for _, name := range sites {
+			if site, ok := s.Sites[name]; ok {
+				for _, l := range n.v.linksFor(site, s.Topology) {
+					if want[l.ID] {
+						continue
+					}
+					want[l.ID] = true
+					if _, have := s.Tunnels[l.ID]; !have {
+						add = append(add, l)
+					}
+				}
+			}
+			for id := range n.v.bySite[name] {
+				if !want[id] && !gone[id] {
+					gone[id] = true
+					remove = append(remove, s.Tunnels[id])
+				}
+			}
+		}
+		slices.SortFunc(add, func(a, b topology.Link) int { return strings.Compare(a.ID, b.ID) })
+		slices.SortFunc(remove, func(a, b Tunnel) int { return strings.Compare(a.ID, b.ID) })
 	}
-	want := topology.Derive(snap.SiteList(), snap.Topology)
-	add, remove := topology.Diff(want, snap.Tunnels)
+	if len(add) > 0 {
+		used = make(map[int]bool, len(s.Tunnels))
+		for _, t := range s.Tunnels {
+			used[t.Index] = true
+		}
+	}
+	return add, remove, used
+}
+
+func (n *Network) reconcileOnce(ctx context.Context, sites []string, all bool) (retry bool, err error) {
+	add, remove, used := n.plan(sites, all)
+	var lastRev int64
 	for start := 0; start < len(remove); start += releaseBatch {
 		var cmps []store.Cmp
 		var ops []store.Op
-		for _, id := range remove[start:min(start+releaseBatch, len(remove))] {
-			t := snap.Tunnels[id]
-			cmps = append(cmps, store.Unchanged(tunnelsDir+id, t.modRev))
-			ops = append(ops, store.Delete(tunnelsDir+id), store.Delete(n.tuns.Key(t.Index)))
+		for _, t := range remove[start:min(start+releaseBatch, len(remove))] {
+			cmps = append(cmps, store.Unchanged(tunnelsDir+t.ID, t.modRev))
+			ops = append(ops, store.Delete(tunnelsDir+t.ID), store.Delete(n.tuns.Key(t.Index)))
 		}
-		ok, _, err := n.st.Txn(ctx, cmps, ops)
+		ok, rev, err := n.st.Txn(ctx, cmps, ops)
 		if err != nil {
 			return false, fmt.Errorf("remove tunnels: %w", err)
 		}
+		lastRev = max(lastRev, rev)
 		if !ok {
-			return true, nil // changed under us: start over from a fresh snapshot
+			// Changed under us: start over from a view that has seen it.
+			return true, n.v.waitRev(ctx, rev)
 		}
 	}
 	if len(remove) > 0 {
 		n.log.Info("tunnels removed", "count", len(remove))
 	}
-	if len(add) == 0 {
-		return false, nil
-	}
-	ids := make([]string, len(add))
-	byID := make(map[string]topology.Link, len(add))
-	for i, l := range add {
-		ids[i] = l.ID
-		byID[l.ID] = l
-	}
-	now := n.now().UTC()
-	got, err := n.tuns.AllocateMany(ctx, ids, func(id string) ipam.Guarded {
-		return func(i int) ([]store.Cmp, []store.Op) {
+	if len(add) > 0 {
+		ids := make([]string, len(add))
+		byID := make(map[string]topology.Link, len(add))
+		for i, l := range add {
+			ids[i] = l.ID
+			byID[l.ID] = l
+		}
+		now := n.now().UTC()
+		got, rev, err := n.tuns.TakeBatch(ctx, ids, used, func(id string, i int) ([]store.Cmp, []store.Op) {
 			l := byID[id]
 			t := Tunnel{ID: id, A: l.A, B: l.B, Index: i, Prefix: n.cfg.TunnelPool.At(i), CreatedAt: now,
 				SealedPSK: n.cfg.Sealer.Seal(secrets.NewPSK(), pskContext(id))}
 			raw, _ := json.Marshal(t)
 			return []store.Cmp{store.Absent(tunnelsDir + id)}, []store.Op{store.Put(tunnelsDir+id, raw)}
+		}, ipam.BatchOptions{})
+		lastRev = max(lastRev, rev)
+		if len(got) > 0 {
+			n.log.Info("tunnels created", "count", len(got))
 		}
-	})
-	if len(got) > 0 {
-		n.log.Info("tunnels created", "count", len(got))
+		if errors.Is(err, ipam.ErrGuardFailed) {
+			// Another replica took an index or created a tunnel first.
+			return true, n.v.waitRev(ctx, lastRev)
+		}
+		if err != nil {
+			return false, fmt.Errorf("allocate tunnel /30s: %w", err)
+		}
+		n.tuns.Forget(used)
 	}
-	if errors.Is(err, ipam.ErrGuardFailed) {
-		return true, nil // another replica created one of them first
-	}
-	if err != nil {
-		return false, fmt.Errorf("allocate tunnel /30s: %w", err)
-	}
-	return false, nil
+	// Return only once this process's view shows the result, so whoever
+	// waits for the reconcile (an admin call, the push) reads it.
+	return false, n.v.waitRev(ctx, lastRev)
 }
 
 // pskContext binds a sealed PSK to its tunnel.

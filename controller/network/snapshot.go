@@ -1,16 +1,11 @@
 package network
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/ipam"
-	"github.com/meshwan/meshwan/controller/store"
 	"github.com/meshwan/meshwan/controller/topology"
 )
 
@@ -63,21 +58,6 @@ type Snapshot struct {
 	siteRevs    map[string]int64
 }
 
-// Converged reports whether the stored tunnels are exactly those the
-// intent derives, i.e. no reconcile is pending.
-func (s *Snapshot) Converged() bool {
-	want := topology.Derive(s.SiteList(), s.Topology)
-	if len(want) != len(s.Tunnels) {
-		return false
-	}
-	for _, l := range want {
-		if _, ok := s.Tunnels[l.ID]; !ok {
-			return false
-		}
-	}
-	return true
-}
-
 // SiteList returns the sites sorted by name.
 func (s *Snapshot) SiteList() []intent.Site {
 	out := make([]intent.Site, 0, len(s.Sites))
@@ -100,51 +80,4 @@ func (s *Snapshot) Underlay(e topology.End) netip.Addr {
 		return tr.Addr
 	}
 	return s.Observed[e.Site][e.Transport]
-}
-
-func (n *Network) snapshot(ctx context.Context) (*Snapshot, error) {
-	snap := &Snapshot{Sites: map[string]intent.Site{}, Tunnels: map[string]Tunnel{}, Observed: map[string]map[string]netip.Addr{}, siteRevs: map[string]int64{}}
-	// Read only what the network is made of (not the frequently changing
-	// health reports), every prefix at the revision of the first read.
-	var kvs []store.KV
-	for _, prefix := range WatchPrefixes {
-		part, rev, err := n.st.List(ctx, prefix, snap.Revision)
-		if err != nil {
-			return nil, err
-		}
-		snap.Revision = rev
-		kvs = append(kvs, part...)
-	}
-	for _, kv := range kvs {
-		switch {
-		case strings.HasPrefix(kv.Key, sitesDir):
-			var s intent.Site
-			if err := json.Unmarshal(kv.Value, &s); err != nil {
-				return nil, fmt.Errorf("stored site %s: %w", kv.Key, err)
-			}
-			snap.Sites[s.Name] = s
-			snap.siteRevs[s.Name] = kv.ModRevision
-		case kv.Key == topologyKey:
-			if err := json.Unmarshal(kv.Value, &snap.rawTopology); err != nil {
-				return nil, fmt.Errorf("stored topology: %w", err)
-			}
-		case kv.Key == intentRev:
-			snap.intentRev = kv.ModRevision
-		case strings.HasPrefix(kv.Key, tunnelsDir):
-			var t Tunnel
-			if err := json.Unmarshal(kv.Value, &t); err != nil {
-				return nil, fmt.Errorf("stored tunnel %s: %w", kv.Key, err)
-			}
-			t.modRev = kv.ModRevision
-			snap.Tunnels[t.ID] = t
-		case strings.HasPrefix(kv.Key, observedDir):
-			var m map[string]netip.Addr
-			if err := json.Unmarshal(kv.Value, &m); err != nil {
-				return nil, fmt.Errorf("stored observed addresses %s: %w", kv.Key, err)
-			}
-			snap.Observed[strings.TrimPrefix(kv.Key, observedDir)] = m
-		}
-	}
-	snap.Topology = snap.rawTopology.WithDefaults()
-	return snap, nil
 }

@@ -1,204 +1,387 @@
-// Package push owns the delivery of desired state to connected edges. One
-// Hub per controller process watches the store; on every change it reads one
-// snapshot, computes the desired state of each subscribed site from it, and
-// hands a subscriber a new version only when the content of its own state
-// changed. A slow subscriber never blocks the hub: each subscription holds
-// only the latest undelivered state.
+// Package push owns the delivery of desired state to connected edges.
+//
+// One Hub per controller process listens to the network view's changes
+// (network.Listener: which sites and tunnels changed) and rebuilds, for
+// each subscribed site the change touches, only what changed: the site's
+// header and the touched tunnels (a whole state only for a topology
+// change, a hub change, or a small spoke state). Each Subscription keeps
+// the state its edge should hold ("current", with a hash per tunnel) and
+// what it was last sent; Next turns the difference into one update: a full
+// state for an edge that holds nothing known, or a delta (only added,
+// changed and removed tunnels) for an edge that applies deltas. Updates
+// coalesce: however many changes happen while an edge is slow, it gets one
+// update with their sum. A slow subscriber never blocks the hub.
+//
+// A site's state is withheld while its tunnels are not all allocated
+// (network.Built.Ready): an edge never gets a half-done change.
 package push
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"log/slog"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/network"
-	"github.com/meshwan/meshwan/controller/store"
 )
 
-// Update is what a subscriber receives: a new desired state, or Err when
-// the site can no longer be served (deleted).
+// Update is what a subscriber sends its edge: a new desired state (all of
+// it, or a delta), or Err when the site can no longer be served (deleted).
 type Update struct {
+	// State's Tunnels are every tunnel (full) or the added and changed
+	// ones (delta); every other field is complete either way.
 	State network.DesiredState
-	Err   error
+	Delta bool
+	// BaseHash is the content hash the delta applies to (delta only).
+	BaseHash []byte
+	// Removed lists the ids of tunnels removed (delta only).
+	Removed []string
+	// Hash identifies the complete content after this update.
+	Hash []byte
+	Err  error
+}
+
+type entry struct {
+	t    network.EdgeTunnel
+	hash [32]byte
 }
 
 // Subscription is one edge's feed.
 type Subscription struct {
-	site string
-	ch   chan Update
-	hash [32]byte
-	h    *Hub
+	site   string
+	deltas bool
+	h      *Hub
+	notify chan struct{}
+
+	mu      sync.Mutex
+	version int64 // view revision of the newest build applied
+	ready   bool
+	gone    bool
+	hdr     network.DesiredState // Tunnels nil
+	hdrHash [32]byte
+	cur     map[string]entry
+	acc     [32]byte // XOR of cur's tunnel hashes
+	// sent is what the edge holds (tunnel hashes by id) and sentHash its
+	// content hash; sentOK is false while the edge holds nothing known.
+	sent     map[string][32]byte
+	sentHash [32]byte
+	sentOK   bool
 }
 
-// C delivers updates; it holds at most the latest one.
-func (s *Subscription) C() <-chan Update { return s.ch }
+// C is signalled when Next may have an update.
+func (s *Subscription) C() <-chan struct{} { return s.notify }
 
 // Close stops the feed.
 func (s *Subscription) Close() {
 	s.h.mu.Lock()
-	delete(s.h.subs, s)
+	if m := s.h.subs[s.site]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(s.h.subs, s.site)
+		}
+	}
 	s.h.mu.Unlock()
+}
+
+func (s *Subscription) poke() {
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
 }
 
 // Hub fans desired state out to subscriptions.
 type Hub struct {
 	net  *network.Network
-	st   *store.Store
 	log  *slog.Logger
-	mu   sync.Mutex // guards subs and each sub's hash
-	subs map[*Subscription]bool
-	kick chan struct{}
-	// pendingSince is when the hub first saw an intent whose tunnels were
-	// not reconciled yet (zero when converged); only Run's goroutine uses it.
-	pendingSince time.Time
+	lis  *network.Listener
+	mu   sync.Mutex // guards subs
+	subs map[string]map[*Subscription]struct{}
 }
 
-// maxPending bounds how long edges wait for a reconcile to finish before
-// they are sent the intermediate state anyway.
-const maxPending = 5 * time.Second
-
-// New returns a Hub; Run drives it.
-func New(n *network.Network, st *store.Store, log *slog.Logger) *Hub {
+// New returns a Hub; Run drives it. It starts listening to the view at
+// once, so no change after New is missed.
+func New(n *network.Network, log *slog.Logger) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{net: n, st: st, log: log, subs: map[*Subscription]bool{}, kick: make(chan struct{}, 1)}
+	return &Hub{net: n, log: log, lis: n.Listen(), subs: map[string]map[*Subscription]struct{}{}}
 }
 
-// Subscribe registers site and queues its current desired state.
-func (h *Hub) Subscribe(ctx context.Context, site string) (*Subscription, error) {
-	s := &Subscription{site: site, ch: make(chan Update, 1), h: h}
-	snap, err := h.net.Snapshot(ctx)
-	if err != nil {
-		return nil, err
-	}
-	d, err := h.net.DesiredState(snap, site)
-	if err != nil {
-		return nil, err
-	}
+// Subscribe registers site's edge. held is the content hash of the state
+// the edge holds (Hello.state_hash, may be empty): when it is the current
+// one nothing is sent until something changes. deltas says the edge
+// applies deltas.
+func (h *Hub) Subscribe(ctx context.Context, site string, held []byte, deltas bool) (*Subscription, error) {
+	s := &Subscription{site: site, deltas: deltas, h: h, notify: make(chan struct{}, 1)}
+	// Register first: a change from here on reaches s through Run, and
+	// builds apply in view-revision order, so the build below can never
+	// overwrite a newer one.
 	h.mu.Lock()
-	s.hash = contentHash(d)
-	s.ch <- Update{State: d}
-	h.subs[s] = true
+	if h.subs[site] == nil {
+		h.subs[site] = map[*Subscription]struct{}{}
+	}
+	h.subs[site][s] = struct{}{}
 	h.mu.Unlock()
-	// A change between the snapshot and the registration would be missed
-	// without this extra pass.
-	h.Kick()
+	b, err := h.net.Build(site, nil)
+	if err == nil && b.Missing {
+		err = fmt.Errorf("%w: site %q", intent.ErrNotFound, site)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.mu.Lock()
+	s.apply(b)
+	if len(held) == 32 && s.ready && [32]byte(held) == s.content() {
+		s.markSent()
+	}
+	s.mu.Unlock()
+	s.poke()
 	return s, nil
 }
 
-// Kick asks for a recomputation (coalesced).
-func (h *Hub) Kick() {
-	select {
-	case h.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Run watches the store and recomputes on every change until ctx ends.
-// Changes arriving within debounce of each other are handled once.
+// Run applies the view's changes to the subscriptions until ctx ends.
 func (h *Hub) Run(ctx context.Context) {
-	const debounce = 50 * time.Millisecond
-	var watches []<-chan int64
-	for _, p := range network.WatchPrefixes {
-		watches = append(watches, h.st.Watch(ctx, p))
-	}
-	merged := make(chan struct{}, 1)
-	var wg sync.WaitGroup
-	for _, w := range watches {
-		wg.Go(func() {
-			for range w {
-				select {
-				case merged <- struct{}{}:
-				default:
-				}
-			}
-		})
-	}
-	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-merged:
-		case <-h.kick:
+		case <-h.lis.C():
 		}
+		// Let a burst of changes (one reconcile's transactions) arrive, so
+		// the edges get one update for it.
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(debounce):
+		case <-time.After(10 * time.Millisecond):
 		}
-		if err := h.recompute(ctx); err != nil && ctx.Err() == nil {
-			h.log.Warn("desired state recomputation failed", "err", err)
-			time.AfterFunc(time.Second, h.Kick)
-		}
+		h.update(ctx, h.lis.Take())
 	}
 }
 
-func (h *Hub) recompute(ctx context.Context) error {
+// work is one site to rebuild: only the tunnel ids in only, or everything
+// (only == nil).
+type work struct {
+	site string
+	only map[string]bool
+	subs []*Subscription
+}
+
+func (h *Hub) update(ctx context.Context, d network.Dirty) {
+	legacyTransit := false
+	h.net.Read(func(s *network.Snapshot) {
+		legacyTransit = s.Topology.Mode == intent.ModeHubAndSpoke && len(s.Topology.TransitPrefixes) == 0
+	})
+	all := d.All || d.Hubs || (legacyTransit && len(d.Sites) > 0)
 	h.mu.Lock()
-	n := len(h.subs)
+	var jobs []work
+	if all {
+		for site, m := range h.subs {
+			jobs = append(jobs, work{site: site, subs: subsOf(m)})
+		}
+	} else {
+		only := map[string]map[string]bool{}
+		full := map[string]bool{}
+		mark := func(site, id string) {
+			if _, ok := h.subs[site]; !ok {
+				return
+			}
+			if only[site] == nil {
+				only[site] = map[string]bool{}
+			}
+			only[site][id] = true
+		}
+		for site := range d.Sites {
+			full[site] = true
+		}
+		for id, ends := range d.Tunnels {
+			mark(ends[0], id)
+			mark(ends[1], id)
+		}
+		h.mu.Unlock()
+		// A changed site record or address changes its peers' tunnels to it.
+		peerIDs := map[string][]string{}
+		for site := range d.Sites {
+			peerIDs[site] = h.net.TunnelsOf(site)
+		}
+		h.mu.Lock()
+		for site, ids := range peerIDs {
+			for _, id := range ids {
+				a, b, ok := strings.Cut(id, "~")
+				if !ok {
+					continue
+				}
+				for _, end := range []string{a, b} {
+					if name, _, _ := strings.Cut(end, "."); name != site {
+						mark(name, id)
+					}
+				}
+			}
+		}
+		for site, m := range h.subs {
+			switch {
+			case full[site]:
+				jobs = append(jobs, work{site: site, subs: subsOf(m)})
+			case only[site] != nil:
+				jobs = append(jobs, work{site: site, only: only[site], subs: subsOf(m)})
+			}
+		}
+	}
 	h.mu.Unlock()
-	if n == 0 {
-		return nil
+	// Builds read the view under its read lock and may run in parallel.
+	ch := make(chan work)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), max(1, len(jobs)/64+1)) {
+		wg.Go(func() {
+			for j := range ch {
+				b, err := h.net.Build(j.site, j.only)
+				if err != nil {
+					h.log.Error("desired state build failed", "site", j.site, "err", err)
+					continue
+				}
+				for _, s := range j.subs {
+					s.mu.Lock()
+					s.apply(b)
+					send := s.gone || (s.ready && (!s.sentOK || s.content() != s.sentHash))
+					s.mu.Unlock()
+					if send {
+						s.poke()
+					}
+				}
+			}
+		})
 	}
-	snap, err := h.net.Snapshot(ctx)
-	if err != nil {
-		return err
-	}
-	// An intent change is written before its tunnels are (re)allocated.
-	// Sending the state in between would make edges apply a half-done
-	// change (a new peer without its tunnel); the reconcile's own writes
-	// wake the hub again, so wait for them, within reason.
-	if !snap.Converged() {
-		if h.pendingSince.IsZero() {
-			h.pendingSince = time.Now()
-		}
-		if time.Since(h.pendingSince) < maxPending {
-			time.AfterFunc(time.Second, h.Kick)
-			return nil
+	for _, j := range jobs {
+		select {
+		case ch <- j:
+		case <-ctx.Done():
 		}
 	}
-	h.pendingSince = time.Time{}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for s := range h.subs {
-		d, err := h.net.DesiredState(snap, s.site)
-		if errors.Is(err, intent.ErrNotFound) {
-			deliver(s.ch, Update{Err: err})
-			delete(h.subs, s)
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		hash := contentHash(d)
-		if hash == s.hash {
-			continue
-		}
-		s.hash = hash
-		deliver(s.ch, Update{State: d})
-	}
-	return nil
+	close(ch)
+	wg.Wait()
 }
 
-// deliver replaces an undelivered update with the newer one.
-func deliver(ch chan Update, u Update) {
-	select {
-	case <-ch:
-	default:
+func subsOf(m map[*Subscription]struct{}) []*Subscription {
+	out := make([]*Subscription, 0, len(m))
+	for s := range m {
+		out = append(out, s)
 	}
-	ch <- u
+	return out
 }
 
-// contentHash identifies a desired state's content, ignoring its version.
-func contentHash(d network.DesiredState) [32]byte {
-	d.Version = 0
-	raw, _ := json.Marshal(d)
+func hashJSON(v any) [32]byte {
+	raw, _ := json.Marshal(v)
 	return sha256.Sum256(raw)
+}
+
+func xor(a *[32]byte, b [32]byte) {
+	for i := range a {
+		a[i] ^= b[i]
+	}
+}
+
+// apply folds a build into current. Called with s.mu held.
+func (s *Subscription) apply(b network.Built) {
+	if b.Missing {
+		s.gone = true
+		return
+	}
+	if b.State.Version < s.version {
+		return // an older build finished after a newer one
+	}
+	s.version = b.State.Version
+	s.ready = b.Ready
+	s.hdr = b.State
+	s.hdr.Tunnels = nil
+	s.hdrHash = hashJSON(s.hdr.Site) // Version excluded: content only
+	xor(&s.hdrHash, hashJSON(s.hdr.Topology))
+	if b.Full {
+		s.cur = make(map[string]entry, len(b.State.Tunnels))
+		s.acc = [32]byte{}
+	}
+	for _, t := range b.State.Tunnels {
+		e := entry{t: t, hash: hashJSON(t)}
+		if old, ok := s.cur[t.ID]; ok {
+			xor(&s.acc, old.hash)
+		}
+		s.cur[t.ID] = e
+		xor(&s.acc, e.hash)
+	}
+	for _, id := range b.Gone {
+		if old, ok := s.cur[id]; ok {
+			xor(&s.acc, old.hash)
+			delete(s.cur, id)
+		}
+	}
+}
+
+// content is the hash of the complete current state.
+func (s *Subscription) content() [32]byte {
+	var buf [64]byte
+	copy(buf[:32], s.hdrHash[:])
+	copy(buf[32:], s.acc[:])
+	return sha256.Sum256(buf[:])
+}
+
+// markSent records that the edge holds current. Called with s.mu held.
+func (s *Subscription) markSent() {
+	s.sent = make(map[string][32]byte, len(s.cur))
+	for id, e := range s.cur {
+		s.sent[id] = e.hash
+	}
+	s.sentHash = s.content()
+	s.sentOK = true
+}
+
+// Next returns the update that brings the edge from what it was sent to
+// current, and records it as sent; ok is false when there is nothing to
+// send (nothing changed, or the state is not ready).
+func (s *Subscription) Next() (u Update, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone {
+		return Update{Err: fmt.Errorf("%w: site %q", intent.ErrNotFound, s.site)}, true
+	}
+	if !s.ready {
+		return Update{}, false
+	}
+	hash := s.content()
+	if s.sentOK && hash == s.sentHash {
+		return Update{}, false
+	}
+	u = Update{State: s.hdr, Hash: hash[:]}
+	if !s.sentOK || !s.deltas {
+		for _, e := range s.cur {
+			u.State.Tunnels = append(u.State.Tunnels, e.t)
+		}
+		s.markSent()
+	} else {
+		base := s.sentHash
+		u.Delta, u.BaseHash = true, base[:]
+		for id, e := range s.cur {
+			if h, ok := s.sent[id]; !ok || h != e.hash {
+				u.State.Tunnels = append(u.State.Tunnels, e.t)
+				s.sent[id] = e.hash
+			}
+		}
+		for id := range s.sent {
+			if _, ok := s.cur[id]; !ok {
+				u.Removed = append(u.Removed, id)
+				delete(s.sent, id)
+			}
+		}
+		slices.Sort(u.Removed)
+		s.sentHash = hash
+	}
+	slices.SortFunc(u.State.Tunnels, func(a, b network.EdgeTunnel) int { return cmp.Compare(a.ID, b.ID) })
+	return u, true
 }

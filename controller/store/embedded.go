@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
 )
 
 // Embedded is an in-process single-member etcd server, the default state
@@ -21,6 +21,7 @@ import (
 // etcd already listening on 2379.
 type Embedded struct {
 	etcd     *embed.Etcd
+	log      *slog.Logger
 	Endpoint string
 }
 
@@ -28,8 +29,9 @@ type Embedded struct {
 type EmbeddedOptions struct {
 	// UnsafeNoFsync trades durability for speed; only tests set it.
 	UnsafeNoFsync bool
-	// Logger receives etcd's own logs; nil discards them.
-	Logger *zap.Logger
+	// Logger receives etcd's own logs (the server's, and those of the
+	// clients Client opens) at warn level and above; nil discards them.
+	Logger *slog.Logger
 }
 
 // StartEmbedded starts etcd with its data under dir and waits until it
@@ -62,11 +64,9 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 	// Full-mesh reconciliation batches many puts per transaction.
 	cfg.MaxTxnOps = 1024
 	cfg.Logger = "zap"
-	lg := opts.Logger
-	if lg == nil {
-		lg = zap.NewNop()
-	}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(ZapLogger(opts.Logger, slog.LevelWarn))
+	// Its metrics (etcd_server_*, etcd_mvcc_*, etcd_disk_*) are registered
+	// with prometheus's default registry, which the controller serves.
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd in %s: %w", dir, err)
@@ -83,12 +83,12 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 		e.Close()
 		return nil, errors.New("embedded etcd did not become ready within 2m")
 	}
-	return &Embedded{etcd: e, Endpoint: client.String()}, nil
+	return &Embedded{etcd: e, log: opts.Logger, Endpoint: client.String()}, nil
 }
 
 // Client opens a new client to the embedded server.
 func (e *Embedded) Client() (*clientv3.Client, error) {
-	return NewClient([]string{e.Endpoint})
+	return NewClient([]string{e.Endpoint}, e.log)
 }
 
 // Err reports a fatal server error.
@@ -98,11 +98,12 @@ func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 func (e *Embedded) Close() { e.etcd.Close() }
 
 // NewClient connects to etcd endpoints (host:port, http(s)://..., unix://...).
-func NewClient(endpoints []string) (*clientv3.Client, error) {
+// The client's own logs go to log at warn level and above (nil discards).
+func NewClient(endpoints []string, log *slog.Logger) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 10 * time.Second,
-		Logger:      zap.NewNop(),
+		Logger:      ZapLogger(log, slog.LevelWarn),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %v: %w", endpoints, err)

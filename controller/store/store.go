@@ -167,14 +167,6 @@ func (s *Store) Grant(ctx context.Context, ttl time.Duration) (int64, error) {
 	return int64(resp.ID), nil
 }
 
-// KeepAlive renews a lease once.
-func (s *Store) KeepAlive(ctx context.Context, lease int64) error {
-	if _, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(lease)); err != nil {
-		return fmt.Errorf("etcd lease keep-alive: %w", err)
-	}
-	return nil
-}
-
 // Revoke ends a lease now, deleting its keys.
 func (s *Store) Revoke(ctx context.Context, lease int64) error {
 	if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(lease)); err != nil {
@@ -236,4 +228,93 @@ func notify(ctx context.Context, ch chan int64, rev int64) {
 			}
 		}
 	}
+}
+
+// Event is one change seen by WatchFrom: a put (Value set) or a delete.
+type Event struct {
+	Key         string
+	Value       []byte
+	ModRevision int64
+	Deleted     bool
+}
+
+// Batch is the changes of one or more store revisions, in order, ending
+// at Revision. Reset means the watch could not resume where it stopped
+// (history compacted): the receiver must re-read everything at Revision
+// or later; Events is then empty.
+type Batch struct {
+	Revision int64
+	Events   []Event
+	Reset    bool
+}
+
+// WatchFrom sends every change under prefix after revision rev, in
+// revision order, until ctx ends; then it closes the channel. It resumes a
+// broken watch at the next unseen revision; when that revision has been
+// compacted away it sends a Batch with Reset and continues from the
+// current revision. The channel is unbuffered: a slow receiver slows the
+// watch (etcd buffers), it never loses events.
+func (s *Store) WatchFrom(ctx context.Context, prefix string, rev int64) <-chan Batch {
+	out := make(chan Batch)
+	go func() { // owned by ctx
+		defer close(out)
+		next := rev + 1
+		for ctx.Err() == nil {
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			wch := s.cli.Watch(wctx, s.abs(prefix), clientv3.WithPrefix(), clientv3.WithRev(next), clientv3.WithProgressNotify())
+			compacted := false
+			for resp := range wch {
+				if resp.CompactRevision != 0 {
+					compacted = true
+					break
+				}
+				if resp.Err() != nil {
+					break
+				}
+				if len(resp.Events) == 0 {
+					continue
+				}
+				b := Batch{Revision: resp.Header.Revision, Events: make([]Event, 0, len(resp.Events))}
+				for _, ev := range resp.Events {
+					e := Event{Key: s.rel(ev.Kv.Key), ModRevision: ev.Kv.ModRevision}
+					if ev.Type == clientv3.EventTypeDelete {
+						e.Deleted = true
+					} else {
+						e.Value = ev.Kv.Value
+					}
+					b.Events = append(b.Events, e)
+				}
+				if last := resp.Events[len(resp.Events)-1].Kv.ModRevision; last+1 > next {
+					next = last + 1
+				}
+				select {
+				case out <- b:
+				case <-ctx.Done():
+					cancel()
+					return
+				}
+			}
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			if compacted {
+				resp, err := s.cli.Get(ctx, s.abs(prefix), clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(1))
+				if err == nil {
+					next = resp.Header.Revision + 1
+					select {
+					case out <- Batch{Revision: resp.Header.Revision, Reset: true}:
+					case <-ctx.Done():
+						return
+					}
+					continue
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return out
 }

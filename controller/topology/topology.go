@@ -105,3 +105,28 @@ func Diff[V any](want []Link, have map[string]V) (add []Link, remove []string) {
 	slices.SortFunc(remove, cmp.Compare)
 	return add, remove
 }
+
+// DeriveFor returns the links of Derive(all sites, t) that have an end at
+// site, sorted by id, looking only at candidates: every other site for a
+// full mesh, and for hub-and-spoke the hubs suffice when site is a spoke
+// (a spoke connects to nothing else). It is what lets the controller
+// reconcile and validate one site's change without deriving the whole
+// network.
+func DeriveFor(site intent.Site, candidates []intent.Site, t intent.Topology) []Link {
+	var links []Link
+	for _, o := range candidates {
+		if o.Name == site.Name || !connected(t.Mode, site, o) {
+			continue
+		}
+		a, b := site, o
+		if b.Name < a.Name {
+			a, b = b, a
+		}
+		if b.Hub() && !a.Hub() {
+			a, b = b, a
+		}
+		links = append(links, pairLinks(a, b, t.Match)...)
+	}
+	slices.SortFunc(links, func(x, y Link) int { return strings.Compare(x.ID, y.ID) })
+	return links
+}

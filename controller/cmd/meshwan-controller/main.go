@@ -23,7 +23,7 @@ func main() {
 	flag.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded etcd, master key, admin token and CA certificate")
 	flag.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd endpoints; empty runs an embedded etcd in --data-dir")
 	flag.StringVar(&cfg.GRPCListen, "grpc-listen", ":7400", "gRPC listen address (edges and admin API, TLS)")
-	flag.StringVar(&cfg.HTTPListen, "http-listen", ":8080", "HTTP listen address (REST under /v1, /metrics, /healthz, dashboard)")
+	flag.StringVar(&cfg.HTTPListen, "http-listen", ":8080", "HTTP listen address (REST under /v1, /metrics, /healthz, dashboard, /debug/pprof/ with --pprof)")
 	flag.StringVar(&cfg.TunnelPool, "tunnel-pool", "10.255.0.0/16", "IPv4 prefix the tunnel /30s are allocated from")
 	flag.StringVar(&cfg.ASNPool, "asn-pool", "4200000000-4200099999", "range site ASNs are allocated from")
 	flag.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "file holding the master key that seals PSKs and the CA key (default DATA-DIR/master.key; created 0600 if absent)")
@@ -31,7 +31,8 @@ func main() {
 	flag.StringVar(&tlsNames, "tls-san", "", "extra comma-separated DNS names or IPs for the controller's TLS certificate (the address edges dial)")
 	flag.BoolVar(&cfg.DashboardNoAuth, "dashboard-no-auth", false, "serve the dashboard without login (lab only: anyone reaching --http-listen can see and change the network through it)")
 	flag.DurationVar(&cfg.ReportSummaryPeriod, "report-summary-period", health.DefaultSummaryPeriod, "how often a connected edge's report is written to etcd while only its figures (RTT, loss, counters) change; state changes are written at once")
-	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.BoolVar(&cfg.PProf, "pprof", false, "serve Go's profiles under /debug/pprof/ on --http-listen (admin token required)")
+	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error (the embedded etcd's own logs: warn and above)")
 	flag.Parse()
 
 	var level slog.Level
