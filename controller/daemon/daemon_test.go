@@ -35,6 +35,8 @@ type env struct {
 	d     *daemon.Daemon
 	admin pb.AdminServiceClient
 	ctx   context.Context
+	// dataDir holds the embedded etcd (etcd/etcd.sock).
+	dataDir string
 }
 
 func start(t *testing.T, pool string) *env { return startWith(t, pool, nil) }
@@ -58,7 +60,7 @@ func startWith(t *testing.T, pool string, tweak func(*daemon.Config)) *env {
 	t.Cleanup(d.Close)
 	conn := dial(t, d, nil)
 	actx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+d.AdminToken)
-	return &env{d: d, admin: pb.NewAdminServiceClient(conn), ctx: actx}
+	return &env{d: d, admin: pb.NewAdminServiceClient(conn), ctx: actx, dataDir: cfg.DataDir}
 }
 
 // dial connects over TLS, verifying the controller against its CA,
