@@ -39,7 +39,7 @@ type Tunnel struct {
 	// several transports usually list the same RemoteLANs, and the kernel
 	// keeps one route per (prefix, metric), so give them different metrics
 	// for primary/backup. When they are equal the link package breaks the
-	// tie by link name order (see link.PlanRoutes). 0 is a valid metric.
+	// tie by tunnel id order (see link.PlanRoutes). 0 is a valid metric.
 	RouteMetric uint32
 	// PSK is the IKE pre-shared key (32 random bytes). Never log it.
 	PSK []byte

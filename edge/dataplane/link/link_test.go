@@ -428,19 +428,21 @@ func TestStatus(t *testing.T) {
 }
 
 func TestPlanRoutes(t *testing.T) {
-	a := tunnel("t1", "mw-b-lte-inet", "198.51.100.1", "10.255.0.1/30", "10.255.0.2", "10.1.0.0/16", "10.1.0.0/16")
-	b := tunnel("t2", "mw-b-inet-inet", "198.51.100.2", "10.255.0.5/30", "10.255.0.6", "10.1.0.0/16")
+	a := tunnel("b.lte~a.inet", "mw-00000001", "198.51.100.1", "10.255.0.1/30", "10.255.0.2", "10.1.0.0/16", "10.1.0.0/16")
+	b := tunnel("b.inet~a.inet", "mw-00000002", "198.51.100.2", "10.255.0.5/30", "10.255.0.6", "10.1.0.0/16")
 	c := tunnel("t3", "mw-b-mpls-mpls", "198.51.100.3", "10.255.0.9/30", "10.255.0.10", "10.1.0.0/16", "10.4.0.0/16")
 	c.RouteMetric = 1
 	var got []string
 	for _, r := range PlanRoutes(desired(a, b, c)) {
 		got = append(got, r.String())
 	}
-	// Same metric 0 for t1 and t2: link-name order makes t2 primary; t3
-	// asked for 1, which is taken, so it gets 2; t1's duplicate is dropped.
+	// Same metric 0 for the lte and inet tunnels: tunnel-id order (site,
+	// then transport) makes inet primary, although its link name (from
+	// the /30) sorts after; t3 asked for 1, which is taken, so it gets 2;
+	// lte's duplicate is dropped.
 	want := []string{
-		"10.1.0.0/16 via 10.255.0.6 dev mw-b-inet-inet metric 0",
-		"10.1.0.0/16 via 10.255.0.2 dev mw-b-lte-inet metric 1",
+		"10.1.0.0/16 via 10.255.0.6 dev mw-00000002 metric 0",
+		"10.1.0.0/16 via 10.255.0.2 dev mw-00000001 metric 1",
 		"10.1.0.0/16 via 10.255.0.10 dev mw-b-mpls-mpls metric 2",
 		"10.4.0.0/16 via 10.255.0.10 dev mw-b-mpls-mpls metric 1",
 	}

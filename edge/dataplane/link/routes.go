@@ -31,9 +31,12 @@ func (r Route) String() string {
 // Invariant: no two planned routes share (Dst, Metric), since the kernel
 // keeps one route per (prefix, metric, table) and RouteReplace would make
 // the tunnels overwrite each other. Tunnels listing the same prefix are
-// ordered by (RouteMetric, LinkName) and a metric already taken is bumped
-// to one above the previous: equal metrics become primary/backup by link
-// name. The result is sorted by (Dst, Metric).
+// ordered by (RouteMetric, TunnelID) and a metric already taken is bumped
+// to one above the previous: equal metrics become primary/backup by tunnel
+// id, i.e. by site and then transport name ("b.inet1~a.inet1" before
+// "b.inet2~a.inet2"), the same on both ends and independent of the link
+// names (which follow the /30s, i.e. allocation order). The result is
+// sorted by (Dst, Metric).
 func PlanRoutes(d dataplane.Desired) []Route {
 	var rs []Route
 	for _, t := range d.Tunnels {
@@ -43,11 +46,11 @@ func PlanRoutes(d dataplane.Desired) []Route {
 	}
 	slices.SortFunc(rs, func(a, b Route) int {
 		return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()),
-			cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.Link, b.Link))
+			cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.TunnelID, b.TunnelID))
 	})
 	// A tunnel listing a prefix twice gets one route (the sort made the
 	// copies adjacent); then bump taken metrics.
-	rs = slices.CompactFunc(rs, func(a, b Route) bool { return a.Dst == b.Dst && a.Link == b.Link })
+	rs = slices.CompactFunc(rs, func(a, b Route) bool { return a.Dst == b.Dst && a.TunnelID == b.TunnelID })
 	for i := 1; i < len(rs); i++ {
 		if rs[i].Dst == rs[i-1].Dst && rs[i].Metric <= rs[i-1].Metric {
 			rs[i].Metric = rs[i-1].Metric + 1
