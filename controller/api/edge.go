@@ -142,8 +142,11 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 			if u.Err != nil {
 				return status.Error(codes.PermissionDenied, fmt.Sprintf("site %q no longer exists", site))
 			}
-			msg := desiredToPB(u.State)
-			msg.StateHash = u.Hash
+			msg := &pb.DesiredState{Version: u.State.Version, Site: site, BaseHash: u.Hash, StateHash: u.Hash}
+			if !u.Unchanged {
+				msg = desiredToPB(u.State)
+				msg.StateHash = u.Hash
+			}
 			if u.Delta {
 				msg.BaseHash, msg.RemovedTunnels = u.BaseHash, u.Removed
 			}

@@ -46,7 +46,10 @@ type Update struct {
 	Removed []string
 	// Hash identifies the complete content after this update.
 	Hash []byte
-	Err  error
+	// Unchanged confirms that the edge's held state (Hello.state_hash) is
+	// current; nothing else is set.
+	Unchanged bool
+	Err       error
 }
 
 type entry struct {
@@ -74,6 +77,9 @@ type Subscription struct {
 	sent     map[string][32]byte
 	sentHash [32]byte
 	sentOK   bool
+	// confirm: the edge's held state was found current at Subscribe; the
+	// next Next says so (once) if nothing changed meanwhile.
+	confirm bool
 }
 
 // C is signalled when Next may have an update.
@@ -143,6 +149,7 @@ func (h *Hub) Subscribe(ctx context.Context, site string, held []byte, deltas bo
 	s.apply(b)
 	if len(held) == 32 && s.ready && [32]byte(held) == s.content() {
 		s.markSent()
+		s.confirm = true
 	}
 	s.mu.Unlock()
 	s.poke()
@@ -356,8 +363,13 @@ func (s *Subscription) Next() (u Update, ok bool) {
 	}
 	hash := s.content()
 	if s.sentOK && hash == s.sentHash {
+		if s.confirm {
+			s.confirm = false
+			return Update{State: network.DesiredState{Version: s.version, Site: s.hdr.Site}, Unchanged: true, Hash: hash[:]}, true
+		}
 		return Update{}, false
 	}
+	s.confirm = false
 	u = Update{State: s.hdr, Hash: hash[:]}
 	if !s.sentOK || !s.deltas {
 		for _, e := range s.cur {

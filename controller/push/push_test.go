@@ -216,13 +216,17 @@ func TestCurrentEdgeIsNotSentItsStateAgain(t *testing.T) {
 	held := next(t, s).Hash
 	s.Close()
 
-	// A reconnect claiming the current hash gets nothing; claiming another
-	// gets a full state; an edge without deltas always gets full states.
+	// A reconnect claiming the current hash gets only a confirmation (no
+	// tunnels, no header) and then nothing; claiming another gets a full
+	// state; an edge without deltas always gets full states.
 	again, err := f.hub.Subscribe(ctx, "s001", held, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer again.Close()
+	if u := next(t, again); !u.Unchanged || !bytes.Equal(u.Hash, held) || len(u.State.Tunnels) != 0 {
+		t.Fatalf("reconnect with the current hash: unchanged=%v hash ok=%v tunnels=%v", u.Unchanged, bytes.Equal(u.Hash, held), ids(u))
+	}
 	marker, err := f.hub.Subscribe(ctx, "s002", nil, true)
 	if err != nil {
 		t.Fatal(err)

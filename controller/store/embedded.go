@@ -61,8 +61,12 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 	cfg.AdvertisePeerUrls = []url.URL{peer}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
 	cfg.UnsafeNoFsync = opts.UnsafeNoFsync
-	// Full-mesh reconciliation batches many puts per transaction.
-	cfg.MaxTxnOps = 1024
+	// Full-mesh reconciliation batches many puts per transaction, and
+	// ApplyNetwork commits a whole network file (every site, the topology
+	// and the ASNs) in one: raise etcd's defaults of 128 operations and
+	// 1.5 MiB per request.
+	cfg.MaxTxnOps = 16384
+	cfg.MaxRequestBytes = 32 << 20
 	cfg.Logger = "zap"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(ZapLogger(opts.Logger, slog.LevelWarn))
 	// Its metrics (etcd_server_*, etcd_mvcc_*, etcd_disk_*) are registered

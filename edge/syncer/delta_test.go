@@ -57,6 +57,11 @@ func TestFoldAppliesDeltasToTheHeldState(t *testing.T) {
 		t.Errorf("folded state refused: %v", err)
 	}
 	s.held = &st
+	// "What you hold is current" keeps the held state as it is.
+	same, err := s.fold(&pb.DesiredState{Version: 9, BaseHash: []byte("h2"), StateHash: []byte("h2")})
+	if err != nil || same.Version != 2 || len(same.Desired.Tunnels) != 3 {
+		t.Errorf("confirmation: version %d, %d tunnels, %v; want the held state (version 2, 3 tunnels)", same.Version, len(same.Desired.Tunnels), err)
+	}
 	if _, err := s.fold(&pb.DesiredState{Version: 3, BaseHash: []byte("h1")}); !errors.Is(err, errBase) {
 		t.Errorf("delta on a state not held: %v, want errBase", err)
 	}

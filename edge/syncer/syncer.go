@@ -298,6 +298,14 @@ var errBase = errors.New("desired-state delta does not apply to the state held")
 // full state as is, a delta applied to the held state (whose hash must be
 // the delta's base).
 func (s *Syncer) fold(d *pb.DesiredState) (State, error) {
+	if b := d.GetBaseHash(); len(b) > 0 && bytes.Equal(b, d.GetStateHash()) {
+		// "What you hold is current": keep it as it is (same version, so
+		// the agent only re-applies it, like a resync).
+		if s.held == nil || !bytes.Equal(s.held.Hash, b) {
+			return State{}, fmt.Errorf("%w (version %d)", errBase, d.GetVersion())
+		}
+		return *s.held, nil
+	}
 	st, err := FromPB(d)
 	if err != nil {
 		return State{}, err

@@ -704,6 +704,250 @@ func (x *RevokeEnrollmentTokenRequest) GetId() string {
 	return ""
 }
 
+// ApplyNetworkRequest declares the whole network (sites and topology), as a
+// network file does. The controller validates it as a whole and commits it
+// in one transaction, or refuses it and changes nothing.
+type ApplyNetworkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sites is every site the network should have. A site's asn 0 keeps an
+	// existing site's ASN or allocates one for a new site.
+	Sites    []*Site   `protobuf:"bytes,1,rep,name=sites,proto3" json:"sites,omitempty"`
+	Topology *Topology `protobuf:"bytes,2,opt,name=topology,proto3" json:"topology,omitempty"`
+	// prune deletes the existing sites that are not in sites; without it
+	// they are kept (and listed in sites_not_in_request).
+	Prune bool `protobuf:"varint,3,opt,name=prune,proto3" json:"prune,omitempty"`
+	// dry_run validates and returns the plan without changing anything.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyNetworkRequest) Reset() {
+	*x = ApplyNetworkRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyNetworkRequest) ProtoMessage() {}
+
+func (x *ApplyNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyNetworkRequest.ProtoReflect.Descriptor instead.
+func (*ApplyNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ApplyNetworkRequest) GetSites() []*Site {
+	if x != nil {
+		return x.Sites
+	}
+	return nil
+}
+
+func (x *ApplyNetworkRequest) GetTopology() *Topology {
+	if x != nil {
+		return x.Topology
+	}
+	return nil
+}
+
+func (x *ApplyNetworkRequest) GetPrune() bool {
+	if x != nil {
+		return x.Prune
+	}
+	return false
+}
+
+func (x *ApplyNetworkRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// SiteUpdate names a changed site and the fields that change.
+type SiteUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Fields        []string               `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"` // role, transports, lan_prefixes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteUpdate) Reset() {
+	*x = SiteUpdate{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteUpdate) ProtoMessage() {}
+
+func (x *SiteUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteUpdate.ProtoReflect.Descriptor instead.
+func (*SiteUpdate) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SiteUpdate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SiteUpdate) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+// ApplyNetworkResponse is the plan: what the request changes (or, with
+// dry_run, would change). Lists are sorted.
+type ApplyNetworkResponse struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SitesCreated []string               `protobuf:"bytes,1,rep,name=sites_created,json=sitesCreated,proto3" json:"sites_created,omitempty"`
+	SitesUpdated []*SiteUpdate          `protobuf:"bytes,2,rep,name=sites_updated,json=sitesUpdated,proto3" json:"sites_updated,omitempty"`
+	SitesDeleted []string               `protobuf:"bytes,3,rep,name=sites_deleted,json=sitesDeleted,proto3" json:"sites_deleted,omitempty"`
+	// sites_not_in_request exist, are not in the request and are kept
+	// (prune is false).
+	SitesNotInRequest []string `protobuf:"bytes,4,rep,name=sites_not_in_request,json=sitesNotInRequest,proto3" json:"sites_not_in_request,omitempty"`
+	// topology_changes names the topology fields that change (mode, mtu, ...).
+	TopologyChanges []string `protobuf:"bytes,5,rep,name=topology_changes,json=topologyChanges,proto3" json:"topology_changes,omitempty"`
+	TunnelsAdded    []string `protobuf:"bytes,6,rep,name=tunnels_added,json=tunnelsAdded,proto3" json:"tunnels_added,omitempty"` // tunnel ids
+	TunnelsRemoved  []string `protobuf:"bytes,7,rep,name=tunnels_removed,json=tunnelsRemoved,proto3" json:"tunnels_removed,omitempty"`
+	// tunnels_kept counts the tunnels that stay, with their /30 and PSK.
+	TunnelsKept uint32 `protobuf:"varint,8,opt,name=tunnels_kept,json=tunnelsKept,proto3" json:"tunnels_kept,omitempty"`
+	// changed is false when the network already matches the request.
+	Changed       bool `protobuf:"varint,9,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyNetworkResponse) Reset() {
+	*x = ApplyNetworkResponse{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyNetworkResponse) ProtoMessage() {}
+
+func (x *ApplyNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyNetworkResponse.ProtoReflect.Descriptor instead.
+func (*ApplyNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ApplyNetworkResponse) GetSitesCreated() []string {
+	if x != nil {
+		return x.SitesCreated
+	}
+	return nil
+}
+
+func (x *ApplyNetworkResponse) GetSitesUpdated() []*SiteUpdate {
+	if x != nil {
+		return x.SitesUpdated
+	}
+	return nil
+}
+
+func (x *ApplyNetworkResponse) GetSitesDeleted() []string {
+	if x != nil {
+		return x.SitesDeleted
+	}
+	return nil
+}
+
+func (x *ApplyNetworkResponse) GetSitesNotInRequest() []string {
+	if x != nil {
+		return x.SitesNotInRequest
+	}
+	return nil
+}
+
+func (x *ApplyNetworkResponse) GetTopologyChanges() []string {
+	if x != nil {
+		return x.TopologyChanges
+	}
+	return nil
+}
+
+func (x *ApplyNetworkResponse) GetTunnelsAdded() []string {
+	if x != nil {
+		return x.TunnelsAdded
+	}
+	return nil
+}
+
+func (x *ApplyNetworkResponse) GetTunnelsRemoved() []string {
+	if x != nil {
+		return x.TunnelsRemoved
+	}
+	return nil
+}
+
+func (x *ApplyNetworkResponse) GetTunnelsKept() uint32 {
+	if x != nil {
+		return x.TunnelsKept
+	}
+	return 0
+}
+
+func (x *ApplyNetworkResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
 var File_meshwan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshwan_v1_admin_proto_rawDesc = "" +
@@ -739,7 +983,26 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"\x1cListEnrollmentTokensResponse\x123\n" +
 	"\x06tokens\x18\x01 \x03(\v2\x1b.meshwan.v1.EnrollmentTokenR\x06tokens\".\n" +
 	"\x1cRevokeEnrollmentTokenRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id2\xa0\a\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x9e\x01\n" +
+	"\x13ApplyNetworkRequest\x12&\n" +
+	"\x05sites\x18\x01 \x03(\v2\x10.meshwan.v1.SiteR\x05sites\x120\n" +
+	"\btopology\x18\x02 \x01(\v2\x14.meshwan.v1.TopologyR\btopology\x12\x14\n" +
+	"\x05prune\x18\x03 \x01(\bR\x05prune\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"8\n" +
+	"\n" +
+	"SiteUpdate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06fields\x18\x02 \x03(\tR\x06fields\"\x84\x03\n" +
+	"\x14ApplyNetworkResponse\x12#\n" +
+	"\rsites_created\x18\x01 \x03(\tR\fsitesCreated\x12;\n" +
+	"\rsites_updated\x18\x02 \x03(\v2\x16.meshwan.v1.SiteUpdateR\fsitesUpdated\x12#\n" +
+	"\rsites_deleted\x18\x03 \x03(\tR\fsitesDeleted\x12/\n" +
+	"\x14sites_not_in_request\x18\x04 \x03(\tR\x11sitesNotInRequest\x12)\n" +
+	"\x10topology_changes\x18\x05 \x03(\tR\x0ftopologyChanges\x12#\n" +
+	"\rtunnels_added\x18\x06 \x03(\tR\ftunnelsAdded\x12'\n" +
+	"\x0ftunnels_removed\x18\a \x03(\tR\x0etunnelsRemoved\x12!\n" +
+	"\ftunnels_kept\x18\b \x01(\rR\vtunnelsKept\x12\x18\n" +
+	"\achanged\x18\t \x01(\bR\achanged2\xf3\a\n" +
 	"\fAdminService\x12=\n" +
 	"\n" +
 	"CreateSite\x12\x1d.meshwan.v1.CreateSiteRequest\x1a\x10.meshwan.v1.Site\x127\n" +
@@ -755,7 +1018,8 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"\tGetTunnel\x12\x1c.meshwan.v1.GetTunnelRequest\x1a\x12.meshwan.v1.Tunnel\x12^\n" +
 	"\x15CreateEnrollmentToken\x12(.meshwan.v1.CreateEnrollmentTokenRequest\x1a\x1b.meshwan.v1.EnrollmentToken\x12i\n" +
 	"\x14ListEnrollmentTokens\x12'.meshwan.v1.ListEnrollmentTokensRequest\x1a(.meshwan.v1.ListEnrollmentTokensResponse\x12^\n" +
-	"\x15RevokeEnrollmentToken\x12(.meshwan.v1.RevokeEnrollmentTokenRequest\x1a\x1b.meshwan.v1.EnrollmentTokenB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
+	"\x15RevokeEnrollmentToken\x12(.meshwan.v1.RevokeEnrollmentTokenRequest\x1a\x1b.meshwan.v1.EnrollmentToken\x12Q\n" +
+	"\fApplyNetwork\x12\x1f.meshwan.v1.ApplyNetworkRequest\x1a .meshwan.v1.ApplyNetworkResponseB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
 
 var (
 	file_meshwan_v1_admin_proto_rawDescOnce sync.Once
@@ -769,7 +1033,7 @@ func file_meshwan_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_admin_proto_rawDescData
 }
 
-var file_meshwan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_meshwan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_meshwan_v1_admin_proto_goTypes = []any{
 	(*CreateSiteRequest)(nil),            // 0: meshwan.v1.CreateSiteRequest
 	(*GetSiteRequest)(nil),               // 1: meshwan.v1.GetSiteRequest
@@ -787,47 +1051,55 @@ var file_meshwan_v1_admin_proto_goTypes = []any{
 	(*ListEnrollmentTokensRequest)(nil),  // 13: meshwan.v1.ListEnrollmentTokensRequest
 	(*ListEnrollmentTokensResponse)(nil), // 14: meshwan.v1.ListEnrollmentTokensResponse
 	(*RevokeEnrollmentTokenRequest)(nil), // 15: meshwan.v1.RevokeEnrollmentTokenRequest
-	(*Site)(nil),                         // 16: meshwan.v1.Site
-	(*Topology)(nil),                     // 17: meshwan.v1.Topology
-	(*Tunnel)(nil),                       // 18: meshwan.v1.Tunnel
-	(*EnrollmentToken)(nil),              // 19: meshwan.v1.EnrollmentToken
+	(*ApplyNetworkRequest)(nil),          // 16: meshwan.v1.ApplyNetworkRequest
+	(*SiteUpdate)(nil),                   // 17: meshwan.v1.SiteUpdate
+	(*ApplyNetworkResponse)(nil),         // 18: meshwan.v1.ApplyNetworkResponse
+	(*Site)(nil),                         // 19: meshwan.v1.Site
+	(*Topology)(nil),                     // 20: meshwan.v1.Topology
+	(*Tunnel)(nil),                       // 21: meshwan.v1.Tunnel
+	(*EnrollmentToken)(nil),              // 22: meshwan.v1.EnrollmentToken
 }
 var file_meshwan_v1_admin_proto_depIdxs = []int32{
-	16, // 0: meshwan.v1.CreateSiteRequest.site:type_name -> meshwan.v1.Site
-	16, // 1: meshwan.v1.ListSitesResponse.sites:type_name -> meshwan.v1.Site
-	16, // 2: meshwan.v1.UpdateSiteRequest.site:type_name -> meshwan.v1.Site
-	17, // 3: meshwan.v1.SetTopologyRequest.topology:type_name -> meshwan.v1.Topology
-	18, // 4: meshwan.v1.ListTunnelsResponse.tunnels:type_name -> meshwan.v1.Tunnel
-	19, // 5: meshwan.v1.ListEnrollmentTokensResponse.tokens:type_name -> meshwan.v1.EnrollmentToken
-	0,  // 6: meshwan.v1.AdminService.CreateSite:input_type -> meshwan.v1.CreateSiteRequest
-	1,  // 7: meshwan.v1.AdminService.GetSite:input_type -> meshwan.v1.GetSiteRequest
-	2,  // 8: meshwan.v1.AdminService.ListSites:input_type -> meshwan.v1.ListSitesRequest
-	4,  // 9: meshwan.v1.AdminService.UpdateSite:input_type -> meshwan.v1.UpdateSiteRequest
-	5,  // 10: meshwan.v1.AdminService.DeleteSite:input_type -> meshwan.v1.DeleteSiteRequest
-	7,  // 11: meshwan.v1.AdminService.GetTopology:input_type -> meshwan.v1.GetTopologyRequest
-	8,  // 12: meshwan.v1.AdminService.SetTopology:input_type -> meshwan.v1.SetTopologyRequest
-	9,  // 13: meshwan.v1.AdminService.ListTunnels:input_type -> meshwan.v1.ListTunnelsRequest
-	11, // 14: meshwan.v1.AdminService.GetTunnel:input_type -> meshwan.v1.GetTunnelRequest
-	12, // 15: meshwan.v1.AdminService.CreateEnrollmentToken:input_type -> meshwan.v1.CreateEnrollmentTokenRequest
-	13, // 16: meshwan.v1.AdminService.ListEnrollmentTokens:input_type -> meshwan.v1.ListEnrollmentTokensRequest
-	15, // 17: meshwan.v1.AdminService.RevokeEnrollmentToken:input_type -> meshwan.v1.RevokeEnrollmentTokenRequest
-	16, // 18: meshwan.v1.AdminService.CreateSite:output_type -> meshwan.v1.Site
-	16, // 19: meshwan.v1.AdminService.GetSite:output_type -> meshwan.v1.Site
-	3,  // 20: meshwan.v1.AdminService.ListSites:output_type -> meshwan.v1.ListSitesResponse
-	16, // 21: meshwan.v1.AdminService.UpdateSite:output_type -> meshwan.v1.Site
-	6,  // 22: meshwan.v1.AdminService.DeleteSite:output_type -> meshwan.v1.DeleteSiteResponse
-	17, // 23: meshwan.v1.AdminService.GetTopology:output_type -> meshwan.v1.Topology
-	17, // 24: meshwan.v1.AdminService.SetTopology:output_type -> meshwan.v1.Topology
-	10, // 25: meshwan.v1.AdminService.ListTunnels:output_type -> meshwan.v1.ListTunnelsResponse
-	18, // 26: meshwan.v1.AdminService.GetTunnel:output_type -> meshwan.v1.Tunnel
-	19, // 27: meshwan.v1.AdminService.CreateEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
-	14, // 28: meshwan.v1.AdminService.ListEnrollmentTokens:output_type -> meshwan.v1.ListEnrollmentTokensResponse
-	19, // 29: meshwan.v1.AdminService.RevokeEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
-	18, // [18:30] is the sub-list for method output_type
-	6,  // [6:18] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	19, // 0: meshwan.v1.CreateSiteRequest.site:type_name -> meshwan.v1.Site
+	19, // 1: meshwan.v1.ListSitesResponse.sites:type_name -> meshwan.v1.Site
+	19, // 2: meshwan.v1.UpdateSiteRequest.site:type_name -> meshwan.v1.Site
+	20, // 3: meshwan.v1.SetTopologyRequest.topology:type_name -> meshwan.v1.Topology
+	21, // 4: meshwan.v1.ListTunnelsResponse.tunnels:type_name -> meshwan.v1.Tunnel
+	22, // 5: meshwan.v1.ListEnrollmentTokensResponse.tokens:type_name -> meshwan.v1.EnrollmentToken
+	19, // 6: meshwan.v1.ApplyNetworkRequest.sites:type_name -> meshwan.v1.Site
+	20, // 7: meshwan.v1.ApplyNetworkRequest.topology:type_name -> meshwan.v1.Topology
+	17, // 8: meshwan.v1.ApplyNetworkResponse.sites_updated:type_name -> meshwan.v1.SiteUpdate
+	0,  // 9: meshwan.v1.AdminService.CreateSite:input_type -> meshwan.v1.CreateSiteRequest
+	1,  // 10: meshwan.v1.AdminService.GetSite:input_type -> meshwan.v1.GetSiteRequest
+	2,  // 11: meshwan.v1.AdminService.ListSites:input_type -> meshwan.v1.ListSitesRequest
+	4,  // 12: meshwan.v1.AdminService.UpdateSite:input_type -> meshwan.v1.UpdateSiteRequest
+	5,  // 13: meshwan.v1.AdminService.DeleteSite:input_type -> meshwan.v1.DeleteSiteRequest
+	7,  // 14: meshwan.v1.AdminService.GetTopology:input_type -> meshwan.v1.GetTopologyRequest
+	8,  // 15: meshwan.v1.AdminService.SetTopology:input_type -> meshwan.v1.SetTopologyRequest
+	9,  // 16: meshwan.v1.AdminService.ListTunnels:input_type -> meshwan.v1.ListTunnelsRequest
+	11, // 17: meshwan.v1.AdminService.GetTunnel:input_type -> meshwan.v1.GetTunnelRequest
+	12, // 18: meshwan.v1.AdminService.CreateEnrollmentToken:input_type -> meshwan.v1.CreateEnrollmentTokenRequest
+	13, // 19: meshwan.v1.AdminService.ListEnrollmentTokens:input_type -> meshwan.v1.ListEnrollmentTokensRequest
+	15, // 20: meshwan.v1.AdminService.RevokeEnrollmentToken:input_type -> meshwan.v1.RevokeEnrollmentTokenRequest
+	16, // 21: meshwan.v1.AdminService.ApplyNetwork:input_type -> meshwan.v1.ApplyNetworkRequest
+	19, // 22: meshwan.v1.AdminService.CreateSite:output_type -> meshwan.v1.Site
+	19, // 23: meshwan.v1.AdminService.GetSite:output_type -> meshwan.v1.Site
+	3,  // 24: meshwan.v1.AdminService.ListSites:output_type -> meshwan.v1.ListSitesResponse
+	19, // 25: meshwan.v1.AdminService.UpdateSite:output_type -> meshwan.v1.Site
+	6,  // 26: meshwan.v1.AdminService.DeleteSite:output_type -> meshwan.v1.DeleteSiteResponse
+	20, // 27: meshwan.v1.AdminService.GetTopology:output_type -> meshwan.v1.Topology
+	20, // 28: meshwan.v1.AdminService.SetTopology:output_type -> meshwan.v1.Topology
+	10, // 29: meshwan.v1.AdminService.ListTunnels:output_type -> meshwan.v1.ListTunnelsResponse
+	21, // 30: meshwan.v1.AdminService.GetTunnel:output_type -> meshwan.v1.Tunnel
+	22, // 31: meshwan.v1.AdminService.CreateEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
+	14, // 32: meshwan.v1.AdminService.ListEnrollmentTokens:output_type -> meshwan.v1.ListEnrollmentTokensResponse
+	22, // 33: meshwan.v1.AdminService.RevokeEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
+	18, // 34: meshwan.v1.AdminService.ApplyNetwork:output_type -> meshwan.v1.ApplyNetworkResponse
+	22, // [22:35] is the sub-list for method output_type
+	9,  // [9:22] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_admin_proto_init() }
@@ -842,7 +1114,7 @@ func file_meshwan_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_admin_proto_rawDesc), len(file_meshwan_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

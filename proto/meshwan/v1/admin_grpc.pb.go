@@ -31,6 +31,7 @@ const (
 	AdminService_CreateEnrollmentToken_FullMethodName = "/meshwan.v1.AdminService/CreateEnrollmentToken"
 	AdminService_ListEnrollmentTokens_FullMethodName  = "/meshwan.v1.AdminService/ListEnrollmentTokens"
 	AdminService_RevokeEnrollmentToken_FullMethodName = "/meshwan.v1.AdminService/RevokeEnrollmentToken"
+	AdminService_ApplyNetwork_FullMethodName          = "/meshwan.v1.AdminService/ApplyNetwork"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -54,6 +55,10 @@ type AdminServiceClient interface {
 	CreateEnrollmentToken(ctx context.Context, in *CreateEnrollmentTokenRequest, opts ...grpc.CallOption) (*EnrollmentToken, error)
 	ListEnrollmentTokens(ctx context.Context, in *ListEnrollmentTokensRequest, opts ...grpc.CallOption) (*ListEnrollmentTokensResponse, error)
 	RevokeEnrollmentToken(ctx context.Context, in *RevokeEnrollmentTokenRequest, opts ...grpc.CallOption) (*EnrollmentToken, error)
+	// ApplyNetwork makes the network match a whole declaration (sites and
+	// topology) all-or-nothing, and returns the plan; with dry_run it only
+	// returns the plan.
+	ApplyNetwork(ctx context.Context, in *ApplyNetworkRequest, opts ...grpc.CallOption) (*ApplyNetworkResponse, error)
 }
 
 type adminServiceClient struct {
@@ -184,6 +189,16 @@ func (c *adminServiceClient) RevokeEnrollmentToken(ctx context.Context, in *Revo
 	return out, nil
 }
 
+func (c *adminServiceClient) ApplyNetwork(ctx context.Context, in *ApplyNetworkRequest, opts ...grpc.CallOption) (*ApplyNetworkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyNetworkResponse)
+	err := c.cc.Invoke(ctx, AdminService_ApplyNetwork_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -205,6 +220,10 @@ type AdminServiceServer interface {
 	CreateEnrollmentToken(context.Context, *CreateEnrollmentTokenRequest) (*EnrollmentToken, error)
 	ListEnrollmentTokens(context.Context, *ListEnrollmentTokensRequest) (*ListEnrollmentTokensResponse, error)
 	RevokeEnrollmentToken(context.Context, *RevokeEnrollmentTokenRequest) (*EnrollmentToken, error)
+	// ApplyNetwork makes the network match a whole declaration (sites and
+	// topology) all-or-nothing, and returns the plan; with dry_run it only
+	// returns the plan.
+	ApplyNetwork(context.Context, *ApplyNetworkRequest) (*ApplyNetworkResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -250,6 +269,9 @@ func (UnimplementedAdminServiceServer) ListEnrollmentTokens(context.Context, *Li
 }
 func (UnimplementedAdminServiceServer) RevokeEnrollmentToken(context.Context, *RevokeEnrollmentTokenRequest) (*EnrollmentToken, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeEnrollmentToken not implemented")
+}
+func (UnimplementedAdminServiceServer) ApplyNetwork(context.Context, *ApplyNetworkRequest) (*ApplyNetworkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApplyNetwork not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -488,6 +510,24 @@ func _AdminService_RevokeEnrollmentToken_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ApplyNetwork_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyNetworkRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ApplyNetwork(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ApplyNetwork_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ApplyNetwork(ctx, req.(*ApplyNetworkRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -542,6 +582,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeEnrollmentToken",
 			Handler:    _AdminService_RevokeEnrollmentToken_Handler,
+		},
+		{
+			MethodName: "ApplyNetwork",
+			Handler:    _AdminService_ApplyNetwork_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

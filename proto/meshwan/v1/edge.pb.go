@@ -408,6 +408,10 @@ type DesiredState struct {
 	RemovedTunnels []string `protobuf:"bytes,11,rep,name=removed_tunnels,json=removedTunnels,proto3" json:"removed_tunnels,omitempty"`
 	// state_hash identifies the complete content after this message
 	// (version excluded); the edge keeps it and sends it in Hello.
+	// A message whose base_hash equals its state_hash confirms that the
+	// state the edge holds is current (the answer to a Hello whose
+	// state_hash matched): it carries nothing else, and the edge keeps what
+	// it holds.
 	StateHash     []byte `protobuf:"bytes,12,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
