@@ -92,3 +92,10 @@ bench-failover: vm-prepare ## opt-in failover benchmark in the VM lab (~20 min):
 	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/test/e2e.test ./e2e
 	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	e2e/vm/run.sh --timeout 5400 --out $(BENCH_OUT) -- e2e/bench.sh
+
+SCALE_OUT ?= $(CURDIR)/bin/bench-scale
+.PHONY: bench-scale
+bench-scale: ## fleet-scale benchmark (~10 min): simulated edges against a controller process at N=1000 and N=5000, then a 9,900-tunnel full mesh; prints the tables for docs/benchmarks.md
+	$(GO) build -o $(BIN)/ ./controller/cmd/meshwan-controller ./e2e/cmd/meshwan-sim
+	rm -rf $(SCALE_OUT) && mkdir -p $(SCALE_OUT)
+	$(BIN)/meshwan-sim --controller-bin $(BIN)/meshwan-controller --edges 1000,5000 --work-dir $(SCALE_OUT) --out $(SCALE_OUT)/tables.md

@@ -31,6 +31,11 @@ type Edge struct {
 	Log        *slog.Logger
 	// OnEvent, when set, hears edge connects and disconnects.
 	OnEvent func(what string)
+	// Closing, when closed, ends every Sync stream with Unavailable: a
+	// stopping controller lets its edges go at once (they reconnect to
+	// the next one) instead of making the server wait for streams that
+	// never end on their own.
+	Closing <-chan struct{}
 }
 
 func (e *Edge) event(what string) {
@@ -129,6 +134,8 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 	}()
 	for {
 		select {
+		case <-e.Closing:
+			return status.Error(codes.Unavailable, "controller shutting down; reconnect")
 		case err := <-recvErr:
 			if ctx.Err() != nil || status.Code(err) == codes.Canceled || errors.Is(err, io.EOF) {
 				return nil

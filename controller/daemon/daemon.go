@@ -81,6 +81,8 @@ type Daemon struct {
 	closers []func()
 	grpc    *grpc.Server
 	http    *http.Server
+	// closing is closed by Close first, to end the Sync streams.
+	closing chan struct{}
 	errc    chan error
 }
 
@@ -173,7 +175,8 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	d.Hub = push.New(d.Net, log)
 	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Log: log, OnChange: d.Events.Add}
-	edge := &api.Edge{Net: d.Net, Enrollment: d.Enroll, Health: d.Health, Hub: d.Hub, Log: log, OnEvent: d.Events.Add}
+	d.closing = make(chan struct{})
+	edge := &api.Edge{Net: d.Net, Enrollment: d.Enroll, Health: d.Health, Hub: d.Hub, Log: log, OnEvent: d.Events.Add, Closing: d.closing}
 
 	d.dash = &dashboardSource{d: d, st: st, ctx: runCtx}
 	dash, err := web.New(web.Config{Source: d.dash,
@@ -289,6 +292,7 @@ func (d *Daemon) reconcileLoop(ctx context.Context, l *network.Listener) {
 func (d *Daemon) Close() {
 	if d.grpc != nil {
 		stopped := make(chan struct{})
+		close(d.closing) // Sync streams end now; unary calls finish
 		go func() { d.grpc.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:

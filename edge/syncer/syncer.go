@@ -119,6 +119,9 @@ type Config struct {
 	// message received and whether it was a delta (for metrics and the
 	// fleet simulator).
 	OnReceive func(bytes int, delta bool)
+	// OnStream, when set, hears the stream come up (err nil) and go down
+	// (with the error), for metrics and the fleet simulator.
+	OnStream func(up bool, err error)
 }
 
 // Syncer keeps the stream.
@@ -207,6 +210,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 		// controller restart.
 		wait := time.Duration(rand.Int64N(int64(backoff))) + s.cfg.MinBackoff/2
 		s.log.Warn("controller stream lost, reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
+		if s.cfg.OnStream != nil {
+			s.cfg.OnStream(false, err)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -268,6 +274,9 @@ func (s *Syncer) session(ctx context.Context) error {
 		}
 	}()
 	s.log.Info("controller stream up", "controller", s.cfg.Controller)
+	if s.cfg.OnStream != nil {
+		s.cfg.OnStream(true, nil)
+	}
 	tick := time.NewTicker(s.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
