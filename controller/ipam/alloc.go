@@ -158,23 +158,58 @@ type BatchOptions struct {
 // TakeBatch returns ErrGuardFailed once the other transactions are done:
 // the caller refreshes its view and calls again for what is missing.
 func (a *Allocator) TakeBatch(ctx context.Context, owners []string, used map[int]bool, with func(owner string, i int) ([]store.Cmp, []store.Op), o BatchOptions) (map[string]int, int64, error) {
-	if o.PerTxn <= 0 {
-		o.PerTxn = 40
-	}
-	if o.InFlight <= 0 {
-		o.InFlight = 4
-	}
 	a.mu.Lock()
-	taken := func(i int) bool { return used[i] || a.seen[i] }
 	idx := make([]int, 0, len(owners))
 	for i := 0; i < a.size && len(idx) < len(owners); i++ {
-		if !taken(i) {
+		if !used[i] && !a.seen[i] {
 			idx = append(idx, i)
 		}
 	}
 	a.mu.Unlock()
 	if len(idx) < len(owners) {
 		return nil, 0, fmt.Errorf("%w: %d more entries of %s needed, %d free of %d", ErrExhausted, len(owners), strings.TrimSuffix(a.dir, "/"), len(idx), a.size)
+	}
+	return a.takeIdx(ctx, owners, idx, with, o)
+}
+
+// TakeFree is TakeBatch with the free indexes given, lowest first (the
+// caller keeps the taken set and finds free ones without a scan). Indexes
+// this allocator has seen taken are skipped; when fewer than owners remain
+// it returns ErrGuardFailed: the caller refreshes its view and asks again.
+func (a *Allocator) TakeFree(ctx context.Context, owners []string, free []int, with func(owner string, i int) ([]store.Cmp, []store.Op), o BatchOptions) (map[string]int, int64, error) {
+	a.mu.Lock()
+	idx := make([]int, 0, len(owners))
+	for _, i := range free {
+		if len(idx) == len(owners) {
+			break
+		}
+		if !a.seen[i] {
+			idx = append(idx, i)
+		}
+	}
+	a.mu.Unlock()
+	if len(idx) < len(owners) {
+		return nil, 0, ErrGuardFailed
+	}
+	return a.takeIdx(ctx, owners, idx, with, o)
+}
+
+// Seen reports whether index i was found taken after a lost race and is
+// not known to the caller's view yet (callers skip it when listing free
+// indexes).
+func (a *Allocator) Seen(i int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.seen[i]
+}
+
+// takeIdx writes owners[k] -> idx[k], PerTxn to a transaction.
+func (a *Allocator) takeIdx(ctx context.Context, owners []string, idx []int, with func(owner string, i int) ([]store.Cmp, []store.Op), o BatchOptions) (map[string]int, int64, error) {
+	if o.PerTxn <= 0 {
+		o.PerTxn = 40
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 4
 	}
 	var (
 		mu      sync.Mutex
@@ -244,13 +279,15 @@ func (a *Allocator) TakeBatch(ctx context.Context, owners []string, used map[int
 	return got, rev, nil
 }
 
-// Forget drops remembered taken indexes the caller's view now explains or
-// that were released (call with the current used set after a refresh).
-func (a *Allocator) Forget(used map[int]bool) {
+// Forget drops remembered taken indexes that the caller's view now
+// explains (used reports an index taken in the view). An index released
+// before the view ever showed it stays remembered until the process ends:
+// a small leak, only after lost races with another replica.
+func (a *Allocator) Forget(used func(int) bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for i := range a.seen {
-		if used[i] {
+		if used(i) {
 			delete(a.seen, i)
 		}
 	}

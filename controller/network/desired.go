@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/meshwan/meshwan/controller/intent"
+	"github.com/meshwan/meshwan/controller/topology"
 )
 
 // EdgeTunnel is one tunnel as one of its ends must build it.
@@ -158,8 +159,37 @@ func (n *Network) TunnelsOf(site string) []string {
 }
 
 // ready reports whether every tunnel the intent derives for site is
-// stored. Called with the view locked.
+// stored. For a hub of a hub-and-spoke topology that is: no spoke waits
+// for a reconcile (a spoke's links are exactly its links to the hubs, so
+// spokes that all have theirs give every hub its links to them) and the
+// hub's links to the other hubs are stored. This is conservative (a spoke
+// waiting only for another hub's tunnel holds this hub back until the
+// reconcile, a moment) and costs O(hubs) instead of a derivation of the
+// hub's links. Called with the view locked.
 func (v *view) ready(site intent.Site) bool {
+	if v.snap.Topology.Mode != intent.ModeHubAndSpoke || !site.Hub() {
+		return v.exact(site)
+	}
+	if len(v.unready) > 0 {
+		return false
+	}
+	ids := v.bySite[site.Name]
+	for h := range v.hubs {
+		if h == site.Name {
+			continue
+		}
+		for _, l := range topology.DeriveFor(site, []intent.Site{v.snap.Sites[h]}, v.snap.Topology) {
+			if _, ok := ids[l.ID]; !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// exact reports whether site's stored tunnels are exactly those the intent
+// derives for it. Called with the view locked.
+func (v *view) exact(site intent.Site) bool {
 	links := v.linksFor(site, v.snap.Topology)
 	ids := v.bySite[site.Name]
 	if len(links) != len(ids) {

@@ -99,17 +99,12 @@ func (n *Network) change(ctx context.Context, fn func(s *Snapshot) (changeOps, e
 		var c changeOps
 		var err error
 		var guardRev int64
-		var asnUsed map[int]bool
+		var asnFree []int
 		n.v.mu.RLock()
 		c, err = fn(&n.v.snap)
 		guardRev = n.v.snap.intentRev
 		if err == nil && c.allocASNFor != "" {
-			asnUsed = map[int]bool{}
-			for _, s := range n.v.snap.Sites {
-				if n.cfg.ASNs.Contains(s.ASN) {
-					asnUsed[int(s.ASN-n.cfg.ASNs.First)] = true
-				}
-			}
+			asnFree = n.v.asnIdx.free(1, n.cfg.ASNs.Size(), n.asns.Seen)
 		}
 		n.v.mu.RUnlock()
 		if err != nil {
@@ -122,8 +117,11 @@ func (n *Network) change(ctx context.Context, fn func(s *Snapshot) (changeOps, e
 		if c.allocASNFor == "" {
 			ok, rev, err = n.st.Txn(ctx, guard, ops)
 		} else {
+			if len(asnFree) == 0 {
+				return fmt.Errorf("%w: every ASN of the pool %d-%d is in use", ipam.ErrExhausted, n.cfg.ASNs.First, n.cfg.ASNs.First+uint32(n.cfg.ASNs.Size())-1)
+			}
 			var got map[string]int
-			got, rev, err = n.asns.TakeBatch(ctx, []string{c.allocASNFor}, asnUsed, func(_ string, i int) ([]store.Cmp, []store.Op) {
+			got, rev, err = n.asns.TakeFree(ctx, []string{c.allocASNFor}, asnFree, func(_ string, i int) ([]store.Cmp, []store.Op) {
 				site := c.site
 				site.ASN = n.cfg.ASNs.First + uint32(i)
 				raw, _ := json.Marshal(site)
@@ -446,3 +444,7 @@ func (s *Snapshot) view(t Tunnel) TunnelView {
 		BEnd:   EndView{End: t.B, Underlay: s.Underlay(t.B), Inner: t.BInner(), ASN: s.Sites[t.B.Site].ASN},
 	}
 }
+
+// SiteKey is the store key of a site's intent record (enrollment guards its
+// transactions on it).
+func SiteKey(name string) string { return sitesDir + name }

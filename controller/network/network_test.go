@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -26,7 +27,7 @@ type fixture struct {
 	net *network.Network
 }
 
-func newFixture(t *testing.T, pool string) *fixture {
+func newFixture(t testing.TB, pool string) *fixture {
 	t.Helper()
 	srv := etcdtest.Start(t)
 	st := srv.NewStore()
@@ -475,5 +476,65 @@ func TestPathPolicyStoredAndSent(t *testing.T) {
 	kv, _, _ := f.st.Get(ctx, "intent/topology")
 	if bytes.Contains(kv.Value, []byte("probe_interval")) || !bytes.Contains(kv.Value, []byte(`"ports":["5004-5005"]`)) {
 		t.Errorf("stored topology: %s", kv.Value)
+	}
+}
+
+// TestBuildWithholdsUnfinishedStates: a site written to the intent whose
+// tunnels are not allocated yet (a change whose reconcile has not run)
+// makes the states that depend on it not ready — the new spoke's and the
+// hub's — while an unrelated spoke stays ready; the reconcile makes them
+// ready again.
+func TestBuildWithholdsUnfinishedStates(t *testing.T) {
+	f := newFixture(t, "10.255.0.0/16")
+	ctx := context.Background()
+	for i, role := range []intent.Role{intent.RoleHub, intent.RoleSpoke, intent.RoleSpoke} {
+		if _, err := f.net.CreateSite(ctx, mkSite(i, role)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeHubAndSpoke}); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(site string) bool {
+		t.Helper()
+		b, err := f.net.Build(site, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Ready
+	}
+	for _, s := range []string{"site00", "site01", "site02"} {
+		if !ready(s) {
+			t.Fatalf("%s not ready after the reconcile", s)
+		}
+	}
+	// Behind the API's back: the record without its reconcile.
+	raw, _ := json.Marshal(mkSite(3, intent.RoleSpoke))
+	ok, rev, err := f.st.Txn(ctx, nil, []store.Op{store.Put("intent/sites/site03", raw)})
+	if err != nil || !ok {
+		t.Fatal(err)
+	}
+	waitView(t, f, rev)
+	if ready("site03") || ready("site00") {
+		t.Error("the new spoke or the hub is ready before the new spoke's tunnel exists")
+	}
+	if !ready("site01") {
+		t.Error("an unrelated spoke is held back")
+	}
+	if err := f.net.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !ready("site03") || !ready("site00") {
+		t.Error("not ready after the reconcile")
+	}
+}
+
+// waitView waits until the network's view has applied revision rev.
+func waitView(t *testing.T, f *fixture, rev int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.net.WaitRevision(ctx, rev); err != nil {
+		t.Fatal(err)
 	}
 }

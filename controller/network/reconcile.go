@@ -49,8 +49,8 @@ func (n *Network) reconcile(ctx context.Context, sites []string, all bool) error
 }
 
 // plan computes, from the view, the links to create and the tunnels to
-// remove; used is the taken /30 indexes when there is something to add.
-func (n *Network) plan(sites []string, all bool) (add []topology.Link, remove []Tunnel, used map[int]bool) {
+// remove, and free /30 indexes for the links to create (lowest first).
+func (n *Network) plan(sites []string, all bool) (add []topology.Link, remove []Tunnel, free []int) {
 	n.v.mu.RLock()
 	defer n.v.mu.RUnlock()
 	s := &n.v.snap
@@ -86,16 +86,16 @@ func (n *Network) plan(sites []string, all bool) (add []topology.Link, remove []
 		slices.SortFunc(remove, func(a, b Tunnel) int { return strings.Compare(a.ID, b.ID) })
 	}
 	if len(add) > 0 {
-		used = make(map[int]bool, len(s.Tunnels))
-		for _, t := range s.Tunnels {
-			used[t.Index] = true
-		}
+		free = n.v.tunIdx.free(len(add), n.cfg.TunnelPool.Size(), n.tuns.Seen)
 	}
-	return add, remove, used
+	return add, remove, free
 }
 
 func (n *Network) reconcileOnce(ctx context.Context, sites []string, all bool) (retry bool, err error) {
-	add, remove, used := n.plan(sites, all)
+	add, remove, free := n.plan(sites, all)
+	if len(free) < len(add) {
+		return false, fmt.Errorf("allocate tunnel /30s: %w: %d needed, %d free in %s", ipam.ErrExhausted, len(add), len(free), n.cfg.TunnelPool.Prefix())
+	}
 	var lastRev int64
 	for start := 0; start < len(remove); start += releaseBatch {
 		var cmps []store.Cmp
@@ -125,7 +125,7 @@ func (n *Network) reconcileOnce(ctx context.Context, sites []string, all bool) (
 			byID[l.ID] = l
 		}
 		now := n.now().UTC()
-		got, rev, err := n.tuns.TakeBatch(ctx, ids, used, func(id string, i int) ([]store.Cmp, []store.Op) {
+		got, rev, err := n.tuns.TakeFree(ctx, ids, free, func(id string, i int) ([]store.Cmp, []store.Op) {
 			l := byID[id]
 			t := Tunnel{ID: id, A: l.A, B: l.B, Index: i, Prefix: n.cfg.TunnelPool.At(i), CreatedAt: now,
 				SealedPSK: n.cfg.Sealer.Seal(secrets.NewPSK(), pskContext(id))}
@@ -143,7 +143,7 @@ func (n *Network) reconcileOnce(ctx context.Context, sites []string, all bool) (
 		if err != nil {
 			return false, fmt.Errorf("allocate tunnel /30s: %w", err)
 		}
-		n.tuns.Forget(used)
+		n.Read(func(*Snapshot) { n.tuns.Forget(n.v.tunIdx.has) })
 	}
 	// Return only once this process's view shows the result, so whoever
 	// waits for the reconcile (an admin call, the push) reads it.

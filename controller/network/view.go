@@ -33,6 +33,15 @@ type view struct {
 	bySite map[string]map[string]struct{}
 	hubs   map[string]struct{}
 	psk    map[string][]byte
+	// tunIdx and asnIdx are the taken /30 and ASN pool indexes, so that
+	// an allocation finds free ones without scanning the pool.
+	tunIdx, asnIdx indexSet
+	// unready (hub-and-spoke only) holds the spokes whose stored tunnels
+	// are not exactly those the intent derives for them (a reconcile is
+	// pending), kept for the sites each batch touches: a hub's readiness
+	// then costs a look at this set and at the hub pairs, not a
+	// derivation of its thousands of links (see ready).
+	unready map[string]bool
 	// advanced is closed (and replaced) whenever snap.Revision grows.
 	advanced  chan struct{}
 	listeners []*Listener
@@ -177,6 +186,7 @@ func (v *view) load(ctx context.Context) error {
 	v.bySite = map[string]map[string]struct{}{}
 	v.hubs = map[string]struct{}{}
 	v.psk = map[string][]byte{}
+	v.tunIdx, v.asnIdx = newIndexSet(), newIndexSet()
 	var d Dirty
 	for _, kv := range kvs {
 		if err := v.put(kv.Key, kv.Value, kv.ModRevision, &d); err != nil {
@@ -184,6 +194,7 @@ func (v *view) load(ctx context.Context) error {
 		}
 	}
 	v.snap.Topology = v.snap.rawTopology.WithDefaults()
+	v.recheck(Dirty{All: true})
 	v.advance()
 	for _, l := range v.listeners {
 		l.add(Dirty{Revision: snap.Revision, All: true})
@@ -211,6 +222,7 @@ func (v *view) apply(b store.Batch) {
 	if b.Revision > v.snap.Revision {
 		v.snap.Revision = b.Revision
 	}
+	v.recheck(d)
 	v.advance()
 	if d.empty() {
 		return
@@ -235,6 +247,10 @@ func (v *view) put(key string, value []byte, modRev int64, d *Dirty) error {
 			return fmt.Errorf("stored site %s: %w", key, err)
 		}
 		old, had := s.Sites[site.Name]
+		if had {
+			v.asn(old, false)
+		}
+		v.asn(site, true)
 		s.Sites[site.Name] = site
 		s.siteRevs[site.Name] = modRev
 		if site.Hub() {
@@ -263,7 +279,11 @@ func (v *view) put(key string, value []byte, modRev int64, d *Dirty) error {
 		if err != nil {
 			return fmt.Errorf("stored tunnel %s: PSK: %w", key, err)
 		}
+		if old, ok := s.Tunnels[t.ID]; ok {
+			v.tunIdx.remove(old.Index)
+		}
 		s.Tunnels[t.ID] = t
+		v.tunIdx.add(t.Index)
 		v.psk[t.ID] = psk
 		v.index(t.A.Site, t.ID, true)
 		v.index(t.B.Site, t.ID, true)
@@ -286,6 +306,9 @@ func (v *view) del(key string, d *Dirty) {
 	case strings.HasPrefix(key, sitesDir):
 		name := strings.TrimPrefix(key, sitesDir)
 		old, had := s.Sites[name]
+		if had {
+			v.asn(old, false)
+		}
 		delete(s.Sites, name)
 		delete(s.siteRevs, name)
 		delete(v.hubs, name)
@@ -303,6 +326,7 @@ func (v *view) del(key string, d *Dirty) {
 			return
 		}
 		delete(s.Tunnels, id)
+		v.tunIdx.remove(t.Index)
 		delete(v.psk, id)
 		v.index(t.A.Site, id, false)
 		v.index(t.B.Site, id, false)
@@ -348,6 +372,10 @@ func (v *view) index(site, id string, add bool) {
 	}
 }
 
+// WaitRevision blocks until this process's view has applied store
+// revision rev (read-your-writes for a write made outside Network).
+func (n *Network) WaitRevision(ctx context.Context, rev int64) error { return n.v.waitRev(ctx, rev) }
+
 // waitRev blocks until the view has applied revision rev.
 func (v *view) waitRev(ctx context.Context, rev int64) error {
 	for {
@@ -376,4 +404,89 @@ func (v *view) copySnapshot() *Snapshot {
 	s.Observed = maps.Clone(s.Observed)
 	s.siteRevs = maps.Clone(s.siteRevs)
 	return &s
+}
+
+// asn records site's ASN as taken (or released) when it is in the pool.
+func (v *view) asn(site intent.Site, taken bool) {
+	r := v.n.cfg.ASNs
+	if !r.Contains(site.ASN) {
+		return
+	}
+	if taken {
+		v.asnIdx.add(int(site.ASN - r.First))
+	} else {
+		v.asnIdx.remove(int(site.ASN - r.First))
+	}
+}
+
+// indexSet is a set of taken pool indexes with a hint below which every
+// index is taken, so that listing the lowest free ones costs about what
+// is listed, not the pool's size, while allocation fills the pool densely.
+type indexSet struct {
+	used map[int]bool
+	low  int // every index below low is taken
+}
+
+func newIndexSet() indexSet { return indexSet{used: map[int]bool{}} }
+
+func (x *indexSet) add(i int) {
+	x.used[i] = true
+	for x.used[x.low] {
+		x.low++
+	}
+}
+
+func (x *indexSet) remove(i int) {
+	delete(x.used, i)
+	x.low = min(x.low, i)
+}
+
+func (x *indexSet) has(i int) bool { return x.used[i] }
+
+// free lists up to k free indexes below size, lowest first, skipping
+// those skip reports.
+func (x *indexSet) free(k, size int, skip func(int) bool) []int {
+	out := make([]int, 0, k)
+	for i := x.low; i < size && len(out) < k; i++ {
+		if !x.used[i] && !skip(i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// recheck updates unready for the spokes d touches. Called with mu held
+// for writing.
+func (v *view) recheck(d Dirty) {
+	s := &v.snap
+	if s.Topology.Mode != intent.ModeHubAndSpoke {
+		v.unready = map[string]bool{}
+		return
+	}
+	check := func(name string) {
+		site, ok := s.Sites[name]
+		if !ok || site.Hub() {
+			delete(v.unready, name)
+			return
+		}
+		if v.exact(site) {
+			delete(v.unready, name)
+		} else {
+			v.unready[name] = true
+		}
+	}
+	if d.All || d.Hubs || v.unready == nil {
+		v.unready = map[string]bool{}
+		for name := range s.Sites {
+			check(name)
+		}
+		return
+	}
+	for name := range d.Intent {
+		check(name)
+	}
+	for _, ends := range d.Tunnels {
+		check(ends[0])
+		check(ends[1])
+	}
 }

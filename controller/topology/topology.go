@@ -44,16 +44,32 @@ func Derive(sites []intent.Site, t intent.Topology) []Link {
 	sites = slices.Clone(sites)
 	intent.SortSites(sites)
 	var links []Link
-	for i := range sites {
-		for j := i + 1; j < len(sites); j++ {
-			a, b := sites[i], sites[j]
-			if !connected(t.Mode, a, b) {
+	pair := func(i, j int) { // i < j
+		a, b := sites[i], sites[j]
+		if b.Hub() && !a.Hub() {
+			a, b = b, a
+		}
+		links = append(links, pairLinks(a, b, t.Match)...)
+	}
+	switch t.Mode {
+	case intent.ModeFullMesh:
+		for i := range sites {
+			for j := i + 1; j < len(sites); j++ {
+				pair(i, j)
+			}
+		}
+	case intent.ModeHubAndSpoke:
+		// Only pairs with a hub: O(hubs x sites), not all pairs.
+		for h := range sites {
+			if !sites[h].Hub() {
 				continue
 			}
-			if b.Hub() && !a.Hub() {
-				a, b = b, a
+			for j := range sites {
+				if j == h || (sites[j].Hub() && j < h) {
+					continue // a hub pair is made once, from its first hub
+				}
+				pair(min(h, j), max(h, j))
 			}
-			links = append(links, pairLinks(a, b, t.Match)...)
 		}
 	}
 	slices.SortFunc(links, func(x, y Link) int { return strings.Compare(x.ID, y.ID) })

@@ -32,6 +32,9 @@ type ScaleConfig struct {
 	MeshSites int
 	Command   string // printed with every table
 	Logger    *slog.Logger
+	// ControllerArgs are extra flags for the controller (e.g. --pprof to
+	// profile it during a run).
+	ControllerArgs []string
 }
 
 // ErrRefusals is returned by RunScale when an edge refused a state.
@@ -96,7 +99,7 @@ func freshController(ctx context.Context, cfg ScaleConfig, name string) (*Proces
 		return nil, nil, err
 	}
 	p, err := StartProcess(ctx, ProcessConfig{Bin: cfg.ControllerBin, DataDir: filepath.Join(dir, "data"),
-		GRPCListen: g, HTTPListen: h, TunnelPool: "10.128.0.0/10", Log: logf})
+		GRPCListen: g, HTTPListen: h, TunnelPool: "10.128.0.0/10", Log: logf, Args: cfg.ControllerArgs})
 	if err != nil {
 		logf.Close()
 		return nil, nil, err

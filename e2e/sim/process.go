@@ -40,6 +40,8 @@ type ProcessConfig struct {
 	TunnelPool             string
 	// Log receives the controller's stderr.
 	Log io.Writer
+	// Args are extra controller flags.
+	Args []string
 }
 
 // Process is a controller running as a child process, so that its CPU and
@@ -67,8 +69,9 @@ func (p *Process) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(p.cfg.Bin, "--data-dir", p.cfg.DataDir, "--grpc-listen", p.cfg.GRPCListen,
-		"--http-listen", p.cfg.HTTPListen, "--tunnel-pool", p.cfg.TunnelPool)
+	args := append([]string{"--data-dir", p.cfg.DataDir, "--grpc-listen", p.cfg.GRPCListen,
+		"--http-listen", p.cfg.HTTPListen, "--tunnel-pool", p.cfg.TunnelPool}, p.cfg.Args...)
+	cmd := exec.Command(p.cfg.Bin, args...)
 	cmd.Stderr = pw
 	cmd.Stdout = pw
 	// A simulator killed mid-run must not leave a controller behind.

@@ -35,6 +35,10 @@ func main() {
 	flag.IntVar(&cfg.MeshSites, "mesh-sites", 100, "sites of the full-mesh allocation scenario (0 skips it)")
 	flag.StringVar(&out, "out", "", "also append the tables to this file")
 	flag.StringVar(&logLevel, "log-level", "info", "progress log level on stderr")
+	flag.Func("controller-arg", "extra controller flag (repeatable), e.g. --controller-arg=--pprof", func(s string) error {
+		cfg.ControllerArgs = append(cfg.ControllerArgs, s)
+		return nil
+	})
 	flag.Parse()
 
 	var level slog.Level
