@@ -85,7 +85,7 @@ func setup(t *testing.T, sites ...string) *env {
 
 // setupLab builds the lab cfg describes (Dir and EdgeBin are filled in)
 // and starts the controller.
-func setupLab(t *testing.T, cfg lab.Config) *env {
+func setupLab(t *testing.T, cfg lab.Config, tweaks ...func(*daemon.Config)) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	t.Cleanup(cancel)
 	dir := t.TempDir()
@@ -115,6 +115,9 @@ func setupLab(t *testing.T, cfg lab.Config) *env {
 	// Not under MESHWAN_LAB_OUT: etcd's unix socket cannot live on 9p.
 	e.cfg = daemon.Config{DataDir: filepath.Join(t.TempDir(), "controller"), GRPCListen: lab.ControllerAddr.String() + ":7400", HTTPListen: "127.0.0.1:0",
 		TunnelPool: "10.255.0.0/16", ASNPool: "4200000000-4200099999"}
+	for _, tw := range tweaks {
+		tw(&e.cfg)
+	}
 	e.startController()
 	return e
 }

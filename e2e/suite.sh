@@ -17,5 +17,5 @@ for t in "$bin"/*.test; do
 	fi
 done
 echo "=== end-to-end scenarios"
-(cd e2e && "$bin/e2e.test" -test.v -test.timeout 18m) || fail=1
+(cd e2e && "$bin/e2e.test" -test.v -test.timeout 25m) || fail=1
 exit $fail

@@ -66,6 +66,14 @@ func summarize(st *State) {
 		default:
 			s.SitesNeverSeen++
 		}
+		if c := site.Cert; c != nil && (c.ExpiresSoon || c.Expired || c.Revoked) {
+			s.CertsExpiringSoon++
+		}
+	}
+	for _, d := range st.Devices {
+		if d.State == "pending" {
+			s.DevicesPending++
+		}
 	}
 	for _, t := range st.Tunnels {
 		switch t.State {

@@ -91,3 +91,15 @@ func TestMergeEvents(t *testing.T) {
 		t.Errorf("merged %v", got)
 	}
 }
+
+func TestSummaryCountsDevicesAndCertificates(t *testing.T) {
+	st := State{
+		Sites: []Site{{Name: "a", State: SiteUp, Cert: &Cert{ExpiresSoon: true}}, {Name: "b", State: SiteUp, Cert: &Cert{}},
+			{Name: "c", State: SiteDown, Cert: &Cert{Revoked: true}}, {Name: "d", State: SiteNeverSeen}},
+		Devices: []Device{{ID: "1", State: "pending"}, {ID: "2", State: "pending"}, {ID: "3", State: "enrolled"}},
+	}
+	summarize(&st)
+	if st.Summary.DevicesPending != 2 || st.Summary.CertsExpiringSoon != 2 {
+		t.Errorf("summary %+v, want 2 devices pending and 2 certificates flagged", st.Summary)
+	}
+}

@@ -55,6 +55,9 @@ type State struct {
 	// Events are the source's recent events; the server adds the tunnel
 	// state changes it observes.
 	Events []Event `json:"events"`
+	// Devices are the boxes that claimed with a fleet claim token (pending
+	// approval, approved in advance, enrolled, rejected).
+	Devices []Device `json:"devices"`
 	// Summary is set by the server.
 	Summary Summary `json:"summary"`
 }
@@ -80,6 +83,34 @@ type Site struct {
 	LastSeen       *time.Time `json:"last_seen,omitempty"`
 	// BGPPeers are the BGP sessions the edge reports (routing BGP only).
 	BGPPeers []BGPPeer `json:"bgp_peers,omitempty"`
+	// Cert is the site's current edge certificate; nil before enrollment.
+	Cert *Cert `json:"cert,omitempty"`
+}
+
+// Cert is a site's edge certificate.
+type Cert struct {
+	NotAfter time.Time `json:"not_after"`
+	// ExpiresSoon: less than a quarter of its lifetime left. The edge
+	// renews at two thirds, so this means it has not: it is offline, or
+	// its renewal is refused.
+	ExpiresSoon bool   `json:"expires_soon"`
+	Expired     bool   `json:"expired"`
+	Revoked     bool   `json:"revoked"`
+	DeviceID    string `json:"device_id,omitempty"`
+}
+
+// Device is a box that claimed with a fleet claim token.
+type Device struct {
+	ID    string `json:"id"`
+	State string `json:"state"` // pending, approved, enrolled, rejected
+	Site  string `json:"site,omitempty"`
+	// KeySHA256 is the hex SHA-256 of the device's public key, to compare
+	// with what the box logs.
+	KeySHA256  string     `json:"key_sha256,omitempty"`
+	Hostname   string     `json:"hostname,omitempty"`
+	RemoteAddr string     `json:"remote_addr,omitempty"`
+	LastSeen   *time.Time `json:"last_seen,omitempty"`
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
 }
 
 // BGPPeer is one BGP session of a site's edge.
@@ -177,4 +208,9 @@ type Summary struct {
 	TunnelsDegraded int `json:"tunnels_degraded"`
 	TunnelsDown     int `json:"tunnels_down"`
 	TunnelsUnknown  int `json:"tunnels_unknown"`
+	// DevicesPending counts devices waiting for approval.
+	DevicesPending int `json:"devices_pending"`
+	// CertsExpiringSoon counts sites whose certificate expires soon, has
+	// expired or was revoked.
+	CertsExpiringSoon int `json:"certs_expiring_soon"`
 }

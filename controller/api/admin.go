@@ -7,6 +7,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -143,7 +144,16 @@ func (a *Admin) GetTunnel(ctx context.Context, req *pb.GetTunnelRequest) (*pb.Tu
 }
 
 func (a *Admin) CreateEnrollmentToken(ctx context.Context, req *pb.CreateEnrollmentTokenRequest) (*pb.EnrollmentToken, error) {
-	t, secret, err := a.Enroll.CreateToken(ctx, req.GetSite(), time.Duration(req.GetTtlSeconds())*time.Second)
+	create := a.Enroll.CreateToken
+	if req.GetClaim() {
+		if req.GetSite() != "" {
+			return nil, toStatus(a.Log, "CreateEnrollmentToken", fmt.Errorf("%w: site: a claim token is not bound to a site (approve each device to a site)", enroll.ErrInvalid))
+		}
+		create = func(ctx context.Context, _ string, ttl time.Duration) (enroll.Token, string, error) {
+			return a.Enroll.CreateClaimToken(ctx, ttl)
+		}
+	}
+	t, secret, err := create(ctx, req.GetSite(), time.Duration(req.GetTtlSeconds())*time.Second)
 	if err != nil {
 		return nil, toStatus(a.Log, "CreateEnrollmentToken", err)
 	}
@@ -172,4 +182,58 @@ func (a *Admin) RevokeEnrollmentToken(ctx context.Context, req *pb.RevokeEnrollm
 	}
 	a.Log.Info("enrollment token revoked", "token_id", t.ID)
 	return tokenToPB(t, ""), nil
+}
+
+func (a *Admin) ListDevices(ctx context.Context, _ *pb.ListDevicesRequest) (*pb.ListDevicesResponse, error) {
+	ds, err := a.Enroll.Devices(ctx)
+	if err != nil {
+		return nil, toStatus(a.Log, "ListDevices", err)
+	}
+	out := &pb.ListDevicesResponse{}
+	for _, d := range ds {
+		out.Devices = append(out.Devices, deviceToPB(d))
+	}
+	return out, nil
+}
+
+func (a *Admin) ApproveDevice(ctx context.Context, req *pb.ApproveDeviceRequest) (*pb.Device, error) {
+	d, err := a.Enroll.ApproveDevice(ctx, req.GetDeviceId(), req.GetSite())
+	if err != nil {
+		return nil, toStatus(a.Log, "ApproveDevice", err)
+	}
+	a.Log.Info("device approved", "device_id", d.ID, "site", d.Site)
+	a.changed("device " + d.ID + " approved as " + d.Site)
+	return deviceToPB(d), nil
+}
+
+func (a *Admin) RejectDevice(ctx context.Context, req *pb.RejectDeviceRequest) (*pb.Device, error) {
+	d, err := a.Enroll.RejectDevice(ctx, req.GetDeviceId())
+	if err != nil {
+		return nil, toStatus(a.Log, "RejectDevice", err)
+	}
+	a.Log.Info("device rejected", "device_id", d.ID)
+	a.changed("device " + d.ID + " rejected")
+	return deviceToPB(d), nil
+}
+
+func (a *Admin) ListSiteIdentities(ctx context.Context, _ *pb.ListSiteIdentitiesRequest) (*pb.ListSiteIdentitiesResponse, error) {
+	es, err := a.Enroll.Identities(ctx)
+	if err != nil {
+		return nil, toStatus(a.Log, "ListSiteIdentities", err)
+	}
+	out := &pb.ListSiteIdentitiesResponse{}
+	for _, e := range es {
+		out.Identities = append(out.Identities, identityToPB(e))
+	}
+	return out, nil
+}
+
+func (a *Admin) RevokeSiteIdentity(ctx context.Context, req *pb.RevokeSiteIdentityRequest) (*pb.SiteIdentity, error) {
+	e, err := a.Enroll.Revoke(ctx, req.GetSite())
+	if err != nil {
+		return nil, toStatus(a.Log, "RevokeSiteIdentity", err)
+	}
+	a.Log.Info("site identity revoked", "site", e.Site, "serial", e.Serial)
+	a.changed("identity of site " + e.Site + " revoked")
+	return identityToPB(e), nil
 }

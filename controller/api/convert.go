@@ -352,7 +352,29 @@ func tunnelToPB(t network.TunnelView) *pb.Tunnel {
 
 func tokenToPB(t enroll.Token, secret string) *pb.EnrollmentToken {
 	return &pb.EnrollmentToken{Id: t.ID, Site: t.Site, CreatedAt: timestamppb.New(t.CreatedAt), ExpiresAt: timestamppb.New(t.ExpiresAt),
-		Used: t.Used(), Revoked: t.Revoked, Secret: secret}
+		Used: t.Used(), Revoked: t.Revoked, Secret: secret, Claim: t.Claim}
+}
+
+func tsOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+var deviceStates = map[string]pb.DeviceState{
+	enroll.DevicePending: pb.DeviceState_DEVICE_STATE_PENDING, enroll.DeviceApproved: pb.DeviceState_DEVICE_STATE_APPROVED,
+	enroll.DeviceEnrolled: pb.DeviceState_DEVICE_STATE_ENROLLED, enroll.DeviceRejected: pb.DeviceState_DEVICE_STATE_REJECTED,
+}
+
+func deviceToPB(d enroll.Device) *pb.Device {
+	return &pb.Device{DeviceId: d.ID, State: deviceStates[d.State], Site: d.Site, PublicKeySha256: d.KeyHash, Hostname: d.Hostname,
+		ClaimTokenId: d.TokenID, RemoteAddress: d.RemoteAddr, FirstSeen: tsOrNil(d.FirstSeen), LastSeen: tsOrNil(d.LastSeen), ExpiresAt: tsOrNil(d.ExpiresAt)}
+}
+
+func identityToPB(e enroll.Edge) *pb.SiteIdentity {
+	return &pb.SiteIdentity{Site: e.Site, Serial: e.Serial, NotAfter: tsOrNil(e.NotAfter), EnrolledAt: tsOrNil(e.EnrolledAt),
+		RenewedAt: tsOrNil(e.RenewedAt), Revoked: e.Revoked, DeviceId: e.DeviceID}
 }
 
 func desiredToPB(d network.DesiredState) *pb.DesiredState {

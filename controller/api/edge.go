@@ -55,6 +55,38 @@ func (e *Edge) Enroll(ctx context.Context, req *pb.EnrollRequest) (*pb.EnrollRes
 	return &pb.EnrollResponse{Site: site, CertificatePem: cert, CaPem: e.Enrollment.CA().PEM}, nil
 }
 
+// Renew issues a new certificate to the caller's site (mTLS).
+func (e *Edge) Renew(ctx context.Context, req *pb.RenewRequest) (*pb.RenewResponse, error) {
+	site, cert, err := e.Enrollment.Renew(ctx, peerCert(ctx), req.GetCsrPem())
+	if err != nil {
+		e.Log.Warn("renewal refused", "err", err)
+		return nil, toStatus(e.Log, "Renew", err)
+	}
+	e.Log.Info("edge certificate renewed", "site", site)
+	e.event("edge " + site + " renewed its certificate")
+	return &pb.RenewResponse{Site: site, CertificatePem: cert, CaPem: e.Enrollment.CA().PEM}, nil
+}
+
+// Claim is zero-touch onboarding (see enroll.Service.Claim).
+func (e *Edge) Claim(ctx context.Context, req *pb.ClaimRequest) (*pb.ClaimResponse, error) {
+	var remote string
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		remote = p.Addr.String()
+	}
+	r, err := e.Enrollment.Claim(ctx, enroll.ClaimRequest{Token: req.GetClaimToken(), DeviceID: req.GetDeviceId(),
+		Hostname: req.GetHostname(), RemoteAddr: remote, CSRPEM: req.GetCsrPem()})
+	if err != nil {
+		e.Log.Warn("claim refused", "device_id", req.GetDeviceId(), "err", err)
+		return nil, toStatus(e.Log, "Claim", err)
+	}
+	if r.Pending {
+		return &pb.ClaimResponse{State: pb.ClaimState_CLAIM_STATE_PENDING, RetryAfterSeconds: uint32(max(1, r.RetryAfter/time.Second))}, nil
+	}
+	e.Log.Info("device claimed its site", "device_id", req.GetDeviceId(), "site", r.Site)
+	e.event("device " + req.GetDeviceId() + " enrolled as " + r.Site)
+	return &pb.ClaimResponse{State: pb.ClaimState_CLAIM_STATE_APPROVED, Site: r.Site, CertificatePem: r.CertPEM, CaPem: e.Enrollment.CA().PEM}, nil
+}
+
 // peerCert returns the verified client certificate of the call, if any.
 func peerCert(ctx context.Context) *x509.Certificate {
 	p, ok := peer.FromContext(ctx)
@@ -74,7 +106,10 @@ const helloTimeout = 30 * time.Second
 func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	site, err := e.Enrollment.Authenticate(ctx, peerCert(ctx))
+	// ended hears, from a watch on the site's enrollment record, that this
+	// certificate stopped being accepted (revoked, superseded by a renewal
+	// or re-enrollment, site deleted): the stream then ends at once.
+	site, ended, err := e.Enrollment.AuthenticateStream(ctx, peerCert(ctx))
 	if err != nil {
 		return toStatus(e.Log, "Sync", err)
 	}
@@ -134,6 +169,9 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 	}()
 	for {
 		select {
+		case err := <-ended:
+			log.Info("edge identity no longer valid, closing stream", "err", err)
+			return toStatus(e.Log, "Sync", err)
 		case <-e.Closing:
 			return status.Error(codes.Unavailable, "controller shutting down; reconnect")
 		case err := <-recvErr:

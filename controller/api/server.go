@@ -67,15 +67,16 @@ func (a Auth) Middleware(next http.Handler) http.Handler {
 }
 
 // NewGRPCServer returns the controller's gRPC server: TLS with the CA's
-// server certificate, client certificates verified when presented (edges),
-// AdminService and EdgeService, the standard health service and
-// reflection.
-func NewGRPCServer(cert tls.Certificate, ca *enroll.CA, auth Auth, admin *Admin, edge *Edge) (*grpc.Server, *health.Server) {
+// server certificate (cert is asked at every handshake, so a rotated
+// certificate applies to new connections without a restart), client
+// certificates verified when presented (edges), AdminService and
+// EdgeService, the standard health service and reflection.
+func NewGRPCServer(cert func() *tls.Certificate, ca *enroll.CA, auth Auth, admin *Admin, edge *Edge) (*grpc.Server, *health.Server) {
 	tlsCfg := &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.Pool(),
-		MinVersion:   tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert(), nil },
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		ClientCAs:      ca.Pool(),
+		MinVersion:     tls.VersionTLS13,
 	}
 	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)), grpc.ChainUnaryInterceptor(auth.unary))
 	pb.RegisterAdminServiceServer(s, admin)

@@ -80,7 +80,7 @@ controller's machine from the directory holding its data dir, it needs nothing.`
 	pf.StringVar(&a.conn.TokenFile, "token-file", "", "file holding the admin token (env MESHWAN_TOKEN_FILE; default "+DefaultTokenFile+")")
 	pf.StringVar(&a.context, "context", "", "context of the config file to use (default: its current-context)")
 	pf.StringVar(&a.config, "config", "", "config file with named contexts (env MESHWAN_CONFIG; default ~/.config/meshwan/config.yaml)")
-	root.AddCommand(a.sitesCmd(), a.tunnelsCmd(), a.topologyCmd(), a.tokensCmd(), a.statusCmd(), a.planCmd(), a.applyCmd())
+	root.AddCommand(a.sitesCmd(), a.tunnelsCmd(), a.topologyCmd(), a.tokensCmd(), a.devicesCmd(), a.identitiesCmd(), a.statusCmd(), a.planCmd(), a.applyCmd())
 	return root
 }
 
@@ -312,16 +312,24 @@ func (a *App) tokensCmd() *cobra.Command {
 		Example: "  meshwanctl tokens create --site remote"}
 	var site string
 	var ttl time.Duration
-	create := &cobra.Command{Use: "create", Short: "Create a one-time enrollment token and print the meshwan-edge command", Args: cobra.NoArgs,
-		Example: "  meshwanctl tokens create --site remote --ttl 2h",
+	var claim bool
+	create := &cobra.Command{Use: "create", Short: "Create a one-time enrollment token (or a fleet claim token) and print the meshwan-edge setup", Args: cobra.NoArgs,
+		Example: "  meshwanctl tokens create --site remote --ttl 2h\n  meshwanctl tokens create --claim --ttl 8760h",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.admin()
 			if err != nil {
 				return err
 			}
-			t, err := c.CreateEnrollmentToken(cmd.Context(), &pb.CreateEnrollmentTokenRequest{Site: site, TtlSeconds: uint32(ttl.Seconds())})
+			secs := uint32(ttl.Seconds())
+			if claim && !cmd.Flags().Changed("ttl") {
+				secs = 0 // the controller's claim default (365 days)
+			}
+			t, err := c.CreateEnrollmentToken(cmd.Context(), &pb.CreateEnrollmentTokenRequest{Site: site, TtlSeconds: secs, Claim: claim})
 			if err != nil {
 				return apiErr(err)
+			}
+			if t.GetClaim() {
+				return emit(a.Out, a.output, t, func(w io.Writer) { claimTokenText(w, t) })
 			}
 			return emit(a.Out, a.output, t, func(w io.Writer) {
 				fmt.Fprintf(w, "token %s for site %s, expires %s\n", t.GetId(), orDash(t.GetSite()), t.GetExpiresAt().AsTime().UTC().Format(time.RFC3339))
@@ -329,7 +337,8 @@ func (a *App) tokensCmd() *cobra.Command {
 			})
 		}}
 	create.Flags().StringVar(&site, "site", "", "site the token is bound to (recommended)")
-	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token stays valid (60s to 720h)")
+	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token stays valid (60s to 720h; claim tokens: default 8760h, at most 5 years)")
+	create.Flags().BoolVar(&claim, "claim", false, "a fleet claim token for zero-touch images: many devices, each approved with 'devices approve'")
 	create.RegisterFlagCompletionFunc("site", a.completeSites)
 	list := &cobra.Command{Use: "list", Short: "List enrollment tokens (never their secrets)", Args: cobra.NoArgs,
 		Example: "  meshwanctl tokens list",

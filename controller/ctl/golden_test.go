@@ -75,7 +75,32 @@ func TestGoldenTables(t *testing.T) {
 			{Id: "a1b2", Site: "remote", CreatedAt: timestamppb.New(at), ExpiresAt: timestamppb.New(at.Add(24 * time.Hour))},
 			{Id: "c3d4", Site: "hq", CreatedAt: timestamppb.New(at), ExpiresAt: timestamppb.New(at.Add(time.Hour)), Used: true},
 			{Id: "e5f6", CreatedAt: timestamppb.New(at), ExpiresAt: timestamppb.New(at.Add(time.Minute))},
+			{Id: "f7a8", Claim: true, CreatedAt: timestamppb.New(at), ExpiresAt: timestamppb.New(at.AddDate(1, 0, 0))},
 		}, at.Add(2*time.Hour))
+	}))
+	golden(t, "claim-token.txt", render(func(w *bytes.Buffer) {
+		at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+		claimTokenText(w, &pb.EnrollmentToken{Id: "f7a8", Claim: true, Secret: "f7a8.0123456789abcdef", CaSha256: "9f86d081884c7d65", ExpiresAt: timestamppb.New(at.AddDate(1, 0, 0))})
+	}))
+	golden(t, "devices.txt", render(func(w *bytes.Buffer) {
+		now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+		devicesTable(w, []*pb.Device{
+			{DeviceId: "machine-0a1b2c", State: pb.DeviceState_DEVICE_STATE_PENDING, Hostname: "edge-img", PublicKeySha256: "4e1f0c8d2b7a99aa0011223344556677",
+				LastSeen: timestamppb.New(now.Add(-12 * time.Second)), ExpiresAt: timestamppb.New(now.Add(23*time.Hour + 59*time.Minute))},
+			{DeviceId: "serial-FGT60F123", State: pb.DeviceState_DEVICE_STATE_APPROVED, Site: "br7"},
+			{DeviceId: "serial-X1", State: pb.DeviceState_DEVICE_STATE_ENROLLED, Site: "br2", Hostname: "br2-rtr", PublicKeySha256: "aa", LastSeen: timestamppb.New(now.Add(-3 * time.Hour))},
+			{DeviceId: "serial-BAD", State: pb.DeviceState_DEVICE_STATE_REJECTED},
+		}, now)
+	}))
+	golden(t, "identities.txt", render(func(w *bytes.Buffer) {
+		now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+		year := 365 * 24 * time.Hour
+		identitiesTable(w, []*pb.SiteIdentity{
+			{Site: "br1", Serial: "7f3a", EnrolledAt: timestamppb.New(now.Add(-100 * 24 * time.Hour)), NotAfter: timestamppb.New(now.Add(year - 100*24*time.Hour))},
+			{Site: "br2", Serial: "1c2d", DeviceId: "serial-X1", EnrolledAt: timestamppb.New(now.Add(-330 * 24 * time.Hour)), NotAfter: timestamppb.New(now.Add(35 * 24 * time.Hour))},
+			{Site: "br3", Serial: "99", EnrolledAt: timestamppb.New(now.Add(-year - time.Hour)), NotAfter: timestamppb.New(now.Add(-time.Hour))},
+			{Site: "hq", Serial: "ab", Revoked: true, EnrolledAt: timestamppb.New(now.Add(-time.Hour)), NotAfter: timestamppb.New(now.Add(year))},
+		}, now)
 	}))
 	golden(t, "topology.txt", render(func(w *bytes.Buffer) {
 		topologyTable(w, &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE, TransportMatch: pb.TransportMatch_TRANSPORT_MATCH_SAME_NAME, Mtu: 1400,

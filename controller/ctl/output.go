@@ -185,7 +185,11 @@ func tokenState(t *pb.EnrollmentToken, now time.Time) string {
 func tokensTable(w io.Writer, ts []*pb.EnrollmentToken, now time.Time) {
 	var rows [][]string
 	for _, t := range ts {
-		rows = append(rows, []string{t.GetId(), orDash(t.GetSite()), t.GetCreatedAt().AsTime().UTC().Format(time.RFC3339),
+		site := orDash(t.GetSite())
+		if t.GetClaim() {
+			site = "(claim)"
+		}
+		rows = append(rows, []string{t.GetId(), site, t.GetCreatedAt().AsTime().UTC().Format(time.RFC3339),
 			t.GetExpiresAt().AsTime().UTC().Format(time.RFC3339), tokenState(t, now)})
 	}
 	table(w, []string{"ID", "SITE", "CREATED", "EXPIRES", "STATE"}, rows)
@@ -336,4 +340,11 @@ func fleetText(w io.Writer, f Fleet) {
 		rows = append(rows, []string{p.Tunnel, p.Site, fmt.Sprintf("%.1f", p.LossPct), fmt.Sprintf("%.1f", p.RTTMs), p.State})
 	}
 	table(w, []string{"TUNNEL", "MEASURED AT", "LOSS %", "RTT MS", "STATE"}, rows)
+}
+
+// claimTokenText prints a claim token as the edge image's config file.
+func claimTokenText(w io.Writer, t *pb.EnrollmentToken) {
+	fmt.Fprintf(w, "claim token %s, expires %s (revoke: meshwanctl tokens revoke %s)\n", t.GetId(), t.GetExpiresAt().AsTime().UTC().Format(time.RFC3339), t.GetId())
+	fmt.Fprintf(w, "bake into the image as /etc/meshwan/edge.yaml:\n  controller: CONTROLLER:7400\n  claim-token: %s\n  ca-hash: %s\n", t.GetSecret(), t.GetCaSha256())
+	fmt.Fprintf(w, "then approve each box: meshwanctl devices list; meshwanctl devices approve DEVICE-ID --site SITE\n")
 }

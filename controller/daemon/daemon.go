@@ -8,6 +8,7 @@ package daemon
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/api"
@@ -60,6 +62,15 @@ type Config struct {
 	DashboardNoAuth bool
 	// PProf serves Go's profiles under /debug/pprof/ (admin token needed).
 	PProf bool
+	// EdgeCertValidity is the lifetime of edge certificates (0: 1 year);
+	// edges renew at 2/3 of it.
+	EdgeCertValidity time.Duration
+	// ServerCertValidity is the lifetime of the controller's own TLS
+	// certificate (0: 1 year); it is re-issued at 2/3 of it.
+	ServerCertValidity time.Duration
+	// PendingDeviceTTL: a claimed device not approved is forgotten this
+	// long after its last claim (0: 24 h).
+	PendingDeviceTTL time.Duration
 }
 
 // Daemon is a running controller.
@@ -74,13 +85,14 @@ type Daemon struct {
 	Enroll     *enroll.Service
 	Events     *Events
 
-	dash    *dashboardSource
-	log     *slog.Logger
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closers []func()
-	grpc    *grpc.Server
-	http    *http.Server
+	dash       *dashboardSource
+	serverCert atomic.Pointer[tls.Certificate]
+	log        *slog.Logger
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closers    []func()
+	grpc       *grpc.Server
+	http       *http.Server
 	// closing is closed by Close first, to end the Sync streams.
 	closing chan struct{}
 	errc    chan error
@@ -167,7 +179,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 
 	d.Net = network.New(network.Config{Store: st, TunnelPool: pool, ASNs: asns, Sealer: sealer, Logger: log, EdgeKey: enroll.EdgeKey})
 	d.Health = health.New(st, health.Config{SummaryPeriod: cfg.ReportSummaryPeriod, Logger: log})
-	d.Enroll = enroll.NewService(st, ca, d.Net.SiteExists)
+	d.Enroll = enroll.NewService(st, ca, enroll.Config{SiteKey: network.SiteKey, EdgeCertValidity: cfg.EdgeCertValidity, PendingTTL: cfg.PendingDeviceTTL})
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
 	if err := d.Net.Start(runCtx); err != nil {
@@ -189,13 +201,19 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 
 	names, ips := tlsNames(cfg.TLSNames)
-	cert, err := ca.IssueServer(names, ips)
-	if err != nil {
+	issue := func() error {
+		cert, err := ca.IssueServer(names, ips, cfg.ServerCertValidity)
+		if err == nil {
+			d.serverCert.Store(&cert)
+		}
+		return err
+	}
+	if err := issue(); err != nil {
 		return nil, err
 	}
 	// Browser requests authenticate with the dashboard's session cookie.
 	auth := api.Auth{Token: d.AdminToken, Session: dash.Authorized}
-	gs, hs := api.NewGRPCServer(cert, ca, auth, admin, edge)
+	gs, hs := api.NewGRPCServer(d.serverCert.Load, ca, auth, admin, edge)
 	d.grpc = gs
 	glis, err := net.Listen("tcp", cfg.GRPCListen)
 	if err != nil {
@@ -238,8 +256,14 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		hlis.Close()
 		return nil, fmt.Errorf("initial reconcile: %w", err)
 	}
+	d.wg.Go(func() { d.rotateServerCert(runCtx, issue) })
 	d.wg.Go(func() { d.Health.Run(runCtx) })
 	d.wg.Go(func() { d.Hub.Run(runCtx) })
+	d.wg.Go(func() {
+		if err := d.Enroll.Run(runCtx); err != nil && runCtx.Err() == nil {
+			d.errc <- fmt.Errorf("enrollment watch: %w", err)
+		}
+	})
 	recon := d.Net.Listen()
 	d.wg.Go(func() { d.reconcileLoop(runCtx, recon) })
 	d.wg.Go(func() { dash.Run(runCtx) })
@@ -287,6 +311,35 @@ func (d *Daemon) reconcileLoop(ctx context.Context, l *network.Listener) {
 		}
 	}
 }
+
+// rotateServerCert re-issues the controller's TLS certificate at 2/3 of
+// its lifetime (retrying every minute on failure); new handshakes get the
+// new one, established connections keep theirs.
+func (d *Daemon) rotateServerCert(ctx context.Context, issue func() error) {
+	for {
+		c := d.serverCert.Load()
+		life := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)
+		wait := time.Until(c.Leaf.NotBefore.Add(life * 2 / 3))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(wait, time.Second)):
+		}
+		if err := issue(); err != nil {
+			d.log.Error("rotate the controller's TLS certificate", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Minute):
+			}
+			continue
+		}
+		d.log.Info("controller TLS certificate rotated", "not_after", d.serverCert.Load().Leaf.NotAfter)
+	}
+}
+
+// ServerCertNotAfter is when the controller's current TLS certificate expires.
+func (d *Daemon) ServerCertNotAfter() time.Time { return d.serverCert.Load().Leaf.NotAfter }
 
 // Close stops everything Start started, in reverse order.
 func (d *Daemon) Close() {

@@ -44,7 +44,7 @@ var (
 
 // dashboardWatch lists the store prefixes whose changes the dashboard shows:
 // what changes desired state, and what edges report.
-var dashboardWatch = append(slices.Clone(network.WatchPrefixes), "health/")
+var dashboardWatch = append(slices.Clone(network.WatchPrefixes), "health/", "enroll/edges/", "enroll/devices/")
 
 // figuresEvery paces the refreshes for reports whose state did not change
 // (only RTT, jitter, loss or counters moved): edges report every second, so
@@ -160,8 +160,43 @@ func (s *dashboardSource) State(ctx context.Context) (web.State, error) {
 	if a, ok := s.d.GRPCAddr.(*net.TCPAddr); ok {
 		out.GRPCPort = a.Port
 	}
+	certs, err := s.d.Enroll.Identities(ctx)
+	if err != nil {
+		return web.State{}, err
+	}
+	devices, err := s.d.Enroll.Devices(ctx)
+	if err != nil {
+		return web.State{}, err
+	}
+	now := time.Now()
+	byName := map[string]*web.Cert{}
+	for _, e := range certs {
+		if e.NotAfter.IsZero() {
+			continue // issued before expiry dates were recorded
+		}
+		start := e.EnrolledAt
+		if !e.RenewedAt.IsZero() {
+			start = e.RenewedAt
+		}
+		byName[e.Site] = &web.Cert{NotAfter: e.NotAfter, Revoked: e.Revoked, DeviceID: e.DeviceID, Expired: !now.Before(e.NotAfter),
+			ExpiresSoon: e.NotAfter.Sub(now) < e.NotAfter.Sub(start)/4}
+	}
 	for _, site := range snap.SiteList() {
-		out.Sites = append(out.Sites, dashboardSite(snap, site, status[site.Name]))
+		ws := dashboardSite(snap, site, status[site.Name])
+		ws.Cert = byName[site.Name]
+		out.Sites = append(out.Sites, ws)
+	}
+	for _, d := range devices {
+		wd := web.Device{ID: d.ID, State: d.State, Site: d.Site, KeySHA256: d.KeyHash, Hostname: d.Hostname, RemoteAddr: d.RemoteAddr}
+		if !d.LastSeen.IsZero() {
+			t := d.LastSeen
+			wd.LastSeen = &t
+		}
+		if !d.ExpiresAt.IsZero() {
+			t := d.ExpiresAt
+			wd.ExpiresAt = &t
+		}
+		out.Devices = append(out.Devices, wd)
 	}
 	ids := make([]string, 0, len(snap.Tunnels))
 	for id := range snap.Tunnels {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/health"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -49,6 +50,9 @@ type collector struct {
 	d                     *Daemon
 	sites, tunnels, edges *prometheus.Desc
 	dashboardBuilds       *prometheus.Desc
+	edgeCertExpiry        *prometheus.Desc
+	serverCertExpiry      *prometheus.Desc
+	devices               *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -59,6 +63,11 @@ func newCollector(d *Daemon) *collector {
 		edges:   prometheus.NewDesc("meshwan_edges", "Sites by edge state.", []string{"state"}, nil),
 		dashboardBuilds: prometheus.NewDesc("meshwan_dashboard_builds_total",
 			"Times the dashboard's network model was built (only for a connected browser or a request).", nil, nil),
+		edgeCertExpiry: prometheus.NewDesc("meshwan_edge_cert_expiry_timestamp_seconds",
+			"When the current certificate of each site's edge expires (Unix time); revoked identities are left out.", []string{"site"}, nil),
+		serverCertExpiry: prometheus.NewDesc("meshwan_controller_cert_expiry_timestamp_seconds",
+			"When this controller's TLS certificate expires (Unix time); it is rotated at 2/3 of its lifetime.", nil, nil),
+		devices: prometheus.NewDesc("meshwan_devices", "Claimed devices by state (pending, approved, enrolled, rejected).", []string{"state"}, nil),
 	}
 }
 
@@ -67,6 +76,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.tunnels
 	ch <- c.edges
 	ch <- c.dashboardBuilds
+	ch <- c.edgeCertExpiry
+	ch <- c.serverCertExpiry
+	ch <- c.devices
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -75,6 +87,25 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if c.d.serverCert.Load() != nil {
+		ch <- prometheus.MustNewConstMetric(c.serverCertExpiry, prometheus.GaugeValue, float64(c.d.ServerCertNotAfter().Unix()))
+	}
+	if ids, err := c.d.Enroll.Identities(ctx); err == nil {
+		for _, e := range ids {
+			if !e.Revoked && !e.NotAfter.IsZero() {
+				ch <- prometheus.MustNewConstMetric(c.edgeCertExpiry, prometheus.GaugeValue, float64(e.NotAfter.Unix()), e.Site)
+			}
+		}
+	}
+	if ds, err := c.d.Enroll.Devices(ctx); err == nil {
+		n := map[string]int{enroll.DevicePending: 0, enroll.DeviceApproved: 0, enroll.DeviceEnrolled: 0, enroll.DeviceRejected: 0}
+		for _, d := range ds {
+			n[d.State]++
+		}
+		for st, v := range n {
+			ch <- prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(v), st)
+		}
+	}
 	snap, err := c.d.Net.Snapshot(ctx)
 	if err != nil {
 		return

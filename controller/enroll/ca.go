@@ -131,6 +131,11 @@ func openCA(raw []byte, sealer *secrets.Sealer) (*CA, error) {
 	return &CA{Cert: cert, key: key, PEM: s.CertPEM}, nil
 }
 
+// backdate is how far before now a certificate starts, for peers whose
+// clock is behind: an hour, but at most a twentieth of a short lifetime,
+// so "renew at 2/3 of the lifetime" stays in the future.
+func backdate(validity time.Duration) time.Duration { return min(time.Hour, validity/20) }
+
 func randSerial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
@@ -151,8 +156,12 @@ func (ca *CA) Pool() *x509.CertPool {
 }
 
 // IssueServer issues the controller's own TLS certificate for the given
-// DNS names and IPs. It is re-issued at every start and never stored.
-func (ca *CA) IssueServer(dnsNames []string, ips []net.IP) (tls.Certificate, error) {
+// DNS names and IPs, valid for validity (0: one year). It is issued at
+// every start and rotated before it expires (see ServerCert); never stored.
+func (ca *CA) IssueServer(dnsNames []string, ips []net.IP, validity time.Duration) (tls.Certificate, error) {
+	if validity <= 0 {
+		validity = 365 * 24 * time.Hour
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
@@ -161,8 +170,8 @@ func (ca *CA) IssueServer(dnsNames []string, ips []net.IP) (tls.Certificate, err
 	tmpl := &x509.Certificate{
 		SerialNumber: randSerial(),
 		Subject:      pkix.Name{CommonName: "meshwan-controller", Organization: []string{"meshwan"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.AddDate(1, 0, 0),
+		NotBefore:    now.Add(-backdate(validity)),
+		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     dnsNames,
@@ -172,21 +181,37 @@ func (ca *CA) IssueServer(dnsNames []string, ips []net.IP) (tls.Certificate, err
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key}, nil
+	leaf, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }
 
-// signEdge issues a client certificate for site from a PEM CSR.
-func (ca *CA) signEdge(csrPEM []byte, site string, validity time.Duration) (certPEM []byte, serial string, err error) {
+// parseCSR decodes and checks a PEM CSR.
+func parseCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
 	block, _ := pem.Decode(csrPEM)
 	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, "", fmt.Errorf("%w: csr_pem: not a PEM certificate request", ErrBadCSR)
+		return nil, fmt.Errorf("%w: csr_pem: not a PEM certificate request", ErrBadCSR)
 	}
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: csr_pem: %v", ErrBadCSR, err)
+		return nil, fmt.Errorf("%w: csr_pem: %v", ErrBadCSR, err)
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, "", fmt.Errorf("%w: csr_pem: signature: %v", ErrBadCSR, err)
+		return nil, fmt.Errorf("%w: csr_pem: signature: %v", ErrBadCSR, err)
+	}
+	return csr, nil
+}
+
+// keyHash is the hex SHA-256 of a CSR's public key (SubjectPublicKeyInfo).
+func keyHash(csr *x509.CertificateRequest) string {
+	h := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(h[:])
+}
+
+// signEdge issues a client certificate for site from a PEM CSR.
+func (ca *CA) signEdge(csrPEM []byte, site string, validity time.Duration) (certPEM []byte, serial string, notAfter time.Time, err error) {
+	csr, err := parseCSR(csrPEM)
+	if err != nil {
+		return nil, "", time.Time{}, err
 	}
 	now := time.Now()
 	sn := randSerial()
@@ -195,14 +220,14 @@ func (ca *CA) signEdge(csrPEM []byte, site string, validity time.Duration) (cert
 		// The site comes from the token (or the checked request), never
 		// from the CSR's own subject.
 		Subject:     pkix.Name{CommonName: site, OrganizationalUnit: []string{EdgeCertOU}, Organization: []string{"meshwan"}},
-		NotBefore:   now.Add(-time.Hour),
+		NotBefore:   now.Add(-backdate(validity)),
 		NotAfter:    now.Add(validity),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.key)
 	if err != nil {
-		return nil, "", fmt.Errorf("sign edge certificate: %w", err)
+		return nil, "", time.Time{}, fmt.Errorf("sign edge certificate: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), sn.Text(16), nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), sn.Text(16), tmpl.NotAfter.UTC().Truncate(time.Second), nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshwan/meshwan/controller/etcdtest"
 	"github.com/meshwan/meshwan/controller/secrets"
+	"github.com/meshwan/meshwan/controller/store"
 )
 
 func newService(t *testing.T) *Service {
@@ -27,8 +28,15 @@ func newService(t *testing.T) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewService(st, ca, func(_ context.Context, name string) (bool, error) { return name == "hq" || name == "br1", nil })
+	for _, name := range []string{"hq", "br1"} {
+		if _, _, err := st.Txn(context.Background(), nil, []store.Op{store.Put(siteKey(name), []byte("{}"))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return NewService(st, ca, Config{SiteKey: siteKey})
 }
+
+func siteKey(name string) string { return "intent/sites/" + name }
 
 func csr(t *testing.T) []byte {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

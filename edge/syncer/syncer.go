@@ -22,6 +22,7 @@ import (
 	"github.com/meshwan/meshwan/edge/identity"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -122,6 +123,12 @@ type Config struct {
 	// OnStream, when set, hears the stream come up (err nil) and go down
 	// (with the error), for metrics and the fleet simulator.
 	OnStream func(up bool, err error)
+	// Renew, when set, renews the certificate (identity.Renew): the
+	// Syncer calls it at the identity's RenewAt (2/3 of its lifetime),
+	// then reconnects with the new identity. The data plane is not
+	// touched, and the controller, seeing the state hash the edge holds,
+	// resends nothing.
+	Renew func(ctx context.Context, id *identity.Identity) (*identity.Identity, error)
 }
 
 // Syncer keeps the stream.
@@ -132,7 +139,14 @@ type Syncer struct {
 	reports chan Report
 	mu      sync.Mutex
 	last    *Report
-	conn    *grpc.ClientConn
+	// conn, id, gen, renewing and endSession are guarded by mu. gen counts
+	// identity swaps; renewing is set while a renewal is in flight, when
+	// the controller may already refuse the old certificate.
+	conn       *grpc.ClientConn
+	id         *identity.Identity
+	gen        int
+	renewing   bool
+	endSession context.CancelFunc
 	// held is the newest state received (the base of the next delta);
 	// only the session's receive goroutine and session setup touch it,
 	// never at the same time.
@@ -156,17 +170,85 @@ func New(cfg Config) (*Syncer, error) {
 	if cfg.Applied == nil {
 		cfg.Applied = func() int64 { return 0 }
 	}
-	host := cfg.Controller
-	if i := strings.LastIndex(host, ":"); i > 0 {
-		host = host[:i]
-	}
-	conn, err := grpc.NewClient(cfg.Controller,
-		grpc.WithTransportCredentials(credentials.NewTLS(cfg.Identity.TLSConfig(host))),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}))
+	conn, err := dial(cfg, cfg.Identity)
 	if err != nil {
 		return nil, err
 	}
-	return &Syncer{cfg: cfg, log: cfg.Logger, updates: make(chan State, 1), reports: make(chan Report, 1), conn: conn, held: cfg.Initial}, nil
+	return &Syncer{cfg: cfg, log: cfg.Logger, updates: make(chan State, 1), reports: make(chan Report, 1), conn: conn, id: cfg.Identity, held: cfg.Initial}, nil
+}
+
+// dial connects to cfg.Controller as id. The connection's own reconnect
+// backoff starts at MinBackoff with ±20 % jitter (gRPC's default starts at
+// 1 s and grows by 1.6): after a controller restart, a stream retry finds
+// the connection up again within about a second instead of waiting out
+// gRPC's growing delay, and a fleet still spreads its reconnects.
+func dial(cfg Config, id *identity.Identity) (*grpc.ClientConn, error) {
+	return grpc.NewClient(cfg.Controller,
+		grpc.WithTransportCredentials(credentials.NewTLS(id.TLSConfig(identity.Host(cfg.Controller)))),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: cfg.MinBackoff, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.MaxBackoff},
+			MinConnectTimeout: 20 * time.Second,
+		}))
+}
+
+// Identity returns the identity in use.
+func (s *Syncer) Identity() *identity.Identity {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.id
+}
+
+// renewLoop renews the certificate at 2/3 of its lifetime, retrying a
+// failed renewal after a tenth of the time left (between 1 s and 1 min).
+func (s *Syncer) renewLoop(ctx context.Context) {
+	var retryAt time.Time
+	for {
+		id := s.Identity()
+		at := id.RenewAt()
+		if retryAt.After(at) {
+			at = retryAt
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(at)):
+		}
+		s.mu.Lock()
+		s.renewing = true
+		s.mu.Unlock()
+		nid, err := s.cfg.Renew(ctx, id)
+		if err != nil {
+			s.mu.Lock()
+			s.renewing = false
+			s.mu.Unlock()
+			left := time.Until(id.NotAfter())
+			retryAt = time.Now().Add(min(max(left/10, time.Second), time.Minute))
+			s.log.Error("certificate renewal failed", "err", err, "not_after", id.NotAfter(), "retry_at", retryAt)
+			continue
+		}
+		conn, err := dial(s.cfg, nid)
+		if err != nil {
+			s.mu.Lock()
+			s.renewing = false
+			s.mu.Unlock()
+			s.log.Error("dial with the renewed certificate", "err", err)
+			retryAt = time.Now().Add(time.Second)
+			continue
+		}
+		retryAt = time.Time{}
+		s.mu.Lock()
+		old := s.conn
+		s.conn, s.id, s.renewing = conn, nid, false
+		s.gen++
+		end := s.endSession
+		s.mu.Unlock()
+		if end != nil {
+			end() // reconnect with the new certificate
+		}
+		old.Close()
+		s.log.Info("certificate renewed", "site", nid.Site, "not_after", nid.NotAfter())
+	}
 }
 
 // Updates delivers desired states; it holds only the latest undelivered one.
@@ -191,13 +273,32 @@ var ErrPermanent = errors.New("controller refuses this edge")
 // controller says this edge's certificate is no longer valid or its site is
 // gone; otherwise it only returns ctx's error.
 func (s *Syncer) Run(ctx context.Context) error {
-	defer s.conn.Close()
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		s.mu.Lock()
+		s.conn.Close()
+		s.mu.Unlock()
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if s.cfg.Renew != nil {
+		wg.Go(func() { s.renewLoop(ctx) })
+	}
 	backoff := s.cfg.MinBackoff
 	for {
 		started := time.Now()
+		s.mu.Lock()
+		gen := s.gen
+		s.mu.Unlock()
 		err := s.session(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if s.swapped(ctx, gen) {
+			// The certificate was renewed (the controller may have ended
+			// the old stream as superseded first): reconnect at once.
+			continue
 		}
 		switch status.Code(err) {
 		case codes.Unauthenticated, codes.PermissionDenied:
@@ -222,10 +323,32 @@ func (s *Syncer) Run(ctx context.Context) error {
 	}
 }
 
+// swapped reports whether the identity changed since generation gen,
+// waiting for a renewal in flight to finish first.
+func (s *Syncer) swapped(ctx context.Context, gen int) bool {
+	for {
+		s.mu.Lock()
+		renewing, cur := s.renewing, s.gen
+		s.mu.Unlock()
+		if !renewing {
+			return cur != gen
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 func (s *Syncer) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := pb.NewEdgeServiceClient(s.conn).Sync(ctx)
+	s.mu.Lock()
+	conn := s.conn
+	s.endSession = cancel
+	s.mu.Unlock()
+	stream, err := pb.NewEdgeServiceClient(conn).Sync(ctx)
 	if err != nil {
 		return err
 	}

@@ -3,8 +3,10 @@ package browsertest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -46,12 +48,22 @@ func (p *probeSource) State(context.Context) (web.State, error) {
 
 func (p *probeSource) Changes() (<-chan struct{}, func()) { return p.changes, func() {} }
 
+// changed signals a change without blocking, as the controller's source
+// does: the server reads Changes only while a browser stream is open
+// (web.Server builds the model on demand), and coalesces what it missed.
+func (p *probeSource) changed() {
+	select {
+	case p.changes <- struct{}{}:
+	default:
+	}
+}
+
 // setState changes the tunnel's reported state.
 func (p *probeSource) setState(state string) {
 	p.mu.Lock()
 	p.state = state
 	p.mu.Unlock()
-	p.changes <- struct{}{}
+	p.changed()
 }
 
 // serveProbe serves the dashboard over src until the test ends and returns
@@ -89,7 +101,7 @@ func (p *probeSource) setRTT(t *testing.T, base string, v float64) {
 	p.mu.Lock()
 	p.rtt = v
 	p.mu.Unlock()
-	p.changes <- struct{}{}
+	p.changed()
 	waitRTT(t, base, v)
 }
 
@@ -129,14 +141,32 @@ func TestProbeResultsAndChart(t *testing.T) {
 	}
 	do(t, b.root, "open the history", chromedp.Click(chromedp.CSS(`tr[data-tunnel-id="a.inet~b.inet"] td.state`)))
 	waitJS(t, b.root, "the RTT, jitter and loss lines", `["rtt", "jitter", "loss"].every(k => document.querySelector("#tunnel-detail svg.chart path.chart-" + k) !== null)`)
-	// One point per sample: 10, 12, 30, 18 ms.
+	// One point per history sample. The server builds the model on
+	// demand (each request, the browser's stream), so a build after a
+	// history period adds a sample of the unchanged figures: the samples
+	// are 10, 12, 30, 18 ms, each possibly repeated, in that order.
+	var resp struct{ Samples []web.Sample }
+	code, body := request(t, http.DefaultClient, "GET", base+"/api/history?tunnel=a.inet~b.inet", "", nil)
+	if code != 200 || json.Unmarshal([]byte(body), &resp) != nil {
+		t.Fatalf("GET /api/history: %d %s", code, body)
+	}
+	hist := resp.Samples
+	var rtts []float64
+	for _, sm := range hist {
+		if sm.RTTMillis != nil && (len(rtts) == 0 || rtts[len(rtts)-1] != *sm.RTTMillis) {
+			rtts = append(rtts, *sm.RTTMillis)
+		}
+	}
+	if !slices.Equal(rtts, []float64{10, 12, 30, 18}) {
+		t.Errorf("history RTTs %v, want 10, 12, 30, 18 in order", rtts)
+	}
 	for _, line := range []string{"rtt", "jitter", "loss"} {
-		if n := eval[int](t, b.root, `document.querySelector("#tunnel-detail svg.chart path.chart-`+line+`").getAttribute("d").split(/[ML]/).filter(Boolean).length`); n != 4 {
-			t.Errorf("%s line has %d points, want 4", line, n)
+		if n := eval[int](t, b.root, `document.querySelector("#tunnel-detail svg.chart path.chart-`+line+`").getAttribute("d").split(/[ML]/).filter(Boolean).length`); n != len(hist) {
+			t.Errorf("%s line has %d points, want one per sample (%d)", line, n, len(hist))
 		}
 	}
 	label := eval[string](t, b.root, `document.querySelector("#tunnel-detail svg.chart").getAttribute("aria-label")`)
-	for _, want := range []string{"4 samples", "latest RTT 18 ms", "latest jitter 1.8 ms", "latest loss 0.9 %"} {
+	for _, want := range []string{fmt.Sprintf("%d samples", len(hist)), "latest RTT 18 ms", "latest jitter 1.8 ms", "latest loss 0.9 %"} {
 		if !strings.Contains(label, want) {
 			t.Errorf("chart label %q lacks %q", label, want)
 		}

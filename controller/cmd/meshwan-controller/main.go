@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/meshwan/meshwan/controller/daemon"
 	"github.com/meshwan/meshwan/controller/health"
@@ -31,6 +32,9 @@ func main() {
 	flag.StringVar(&tlsNames, "tls-san", "", "extra comma-separated DNS names or IPs for the controller's TLS certificate (the address edges dial)")
 	flag.BoolVar(&cfg.DashboardNoAuth, "dashboard-no-auth", false, "serve the dashboard without login (lab only: anyone reaching --http-listen can see and change the network through it)")
 	flag.DurationVar(&cfg.ReportSummaryPeriod, "report-summary-period", health.DefaultSummaryPeriod, "how often a connected edge's report is written to etcd while only its figures (RTT, loss, counters) change; state changes are written at once")
+	flag.DurationVar(&cfg.EdgeCertValidity, "edge-cert-validity", 365*24*time.Hour, "lifetime of edge certificates; edges renew at 2/3 of it")
+	flag.DurationVar(&cfg.ServerCertValidity, "server-cert-validity", 365*24*time.Hour, "lifetime of the controller's TLS certificate; re-issued at 2/3 of it without a restart")
+	flag.DurationVar(&cfg.PendingDeviceTTL, "pending-device-ttl", 24*time.Hour, "how long a claimed device waiting for approval is remembered after its last claim")
 	flag.BoolVar(&cfg.PProf, "pprof", false, "serve Go's profiles under /debug/pprof/ on --http-listen (admin token required)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error (the embedded etcd's own logs: warn and above)")
 	flag.Parse()

@@ -23,6 +23,7 @@ import (
 	"net/netip"
 
 	"github.com/meshwan/meshwan/edge/agent"
+	"github.com/meshwan/meshwan/edge/config"
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
@@ -37,6 +38,8 @@ import (
 	"github.com/vishvananda/netns"
 )
 
+const defaultConfig = "/etc/meshwan/edge.yaml"
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
@@ -48,6 +51,7 @@ type flags struct {
 	lanPeers                                  string
 	logLevel                                  string
 	metricsListen, probeListen                string
+	claimToken, deviceID                      string
 }
 
 func main() {
@@ -66,7 +70,15 @@ func main() {
 	flag.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:7403", "serve Prometheus metrics on this address (/metrics); empty disables")
 	flag.StringVar(&f.probeListen, "probe-listen", "0.0.0.0:7402", "UDP address the probe reflector answers on (the far ends probe port 7402)")
+	flag.StringVar(&f.claimToken, "claim-token", "", "fleet claim token (zero-touch: the box waits until an admin approves its device id)")
+	flag.StringVar(&f.deviceID, "device-id", "", "device identity presented with --claim-token (default: hardware serial, else machine-id)")
+	configPath := flag.String("config", defaultConfig, "configuration file with the same settings as the flags (keys are flag names); flags given here win")
 	flag.Parse()
+	explicit := false
+	flag.Visit(func(fl *flag.Flag) { explicit = explicit || fl.Name == "config" })
+	if err := config.Apply(flag.CommandLine, *configPath, explicit); err != nil {
+		fatal(2, "%v", err)
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
@@ -171,9 +183,29 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 
 	id, err := identity.Load(f.stateDir)
-	if errors.Is(err, identity.ErrNotEnrolled) {
+	if errors.Is(err, identity.ErrNotEnrolled) && f.token == "" && f.claimToken != "" {
+		dev := f.deviceID
+		if dev == "" {
+			if dev, err = identity.DeviceID("/"); err != nil {
+				return err
+			}
+		}
+		host, _ := os.Hostname()
+		log.Info("claiming: waiting for an admin to approve this device", "device_id", dev, "controller", f.controller)
+		pending := 0
+		id, err = identity.Claim(ctx, f.stateDir, identity.ClaimOptions{Controller: f.controller, ClaimToken: f.claimToken, DeviceID: dev,
+			Hostname: host, CAHash: f.caHash, Insecure: f.insecure, OnPending: func() {
+				if pending++; pending == 1 {
+					log.Info("device pending approval", "device_id", dev, "public_key_sha256", identity.KeyFingerprint(f.stateDir))
+				}
+			}})
+		if err != nil {
+			return err
+		}
+		log.Info("claimed", "site", id.Site, "device_id", dev)
+	} else if errors.Is(err, identity.ErrNotEnrolled) {
 		if f.token == "" {
-			return fmt.Errorf("not enrolled yet (no identity in %s): pass --token and --ca-hash", f.stateDir)
+			return fmt.Errorf("not enrolled yet (no identity in %s): pass --token and --ca-hash, or --claim-token and --ca-hash", f.stateDir)
 		}
 		enrollCtx, enrollCancel := context.WithTimeout(ctx, time.Minute)
 		id, err = identity.Enroll(enrollCtx, f.stateDir, identity.EnrollOptions{Controller: f.controller, Token: f.token, Site: f.site, CAHash: f.caHash, Insecure: f.insecure})
@@ -192,7 +224,10 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if st, ok, err := a.LoadCache(); err == nil && ok {
 		initial = &st
 	}
-	s, err := syncer.New(syncer.Config{Controller: f.controller, Identity: id, AgentVersion: version, Applied: a.Applied, Initial: initial, Logger: log})
+	renew := func(ctx context.Context, cur *identity.Identity) (*identity.Identity, error) {
+		return identity.Renew(ctx, f.stateDir, f.controller, cur)
+	}
+	s, err := syncer.New(syncer.Config{Controller: f.controller, Identity: id, AgentVersion: version, Applied: a.Applied, Initial: initial, Logger: log, Renew: renew})
 	if err != nil {
 		return err
 	}
@@ -202,6 +237,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		if err := agent.RegisterMetrics(reg, paths); err != nil {
 			return err
 		}
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshwan_edge_cert_expiry_timestamp_seconds",
+			Help: "When this edge's certificate expires (Unix time); it is renewed at 2/3 of its lifetime."},
+			func() float64 { return float64(s.Identity().NotAfter().Unix()) }))
 		ln, err := net.Listen("tcp", f.metricsListen)
 		if err != nil {
 			return fmt.Errorf("--metrics-listen: %w", err)
@@ -226,7 +264,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	err = <-errc
 	cancel()
 	if errors.Is(err, syncer.ErrPermanent) {
-		return fmt.Errorf("%w; re-enroll with a new token", err)
+		return fmt.Errorf("%w; re-enroll: remove %s/edge.crt and start with a new --token (or --claim-token)", err, f.stateDir)
 	}
 	return err
 }

@@ -530,8 +530,13 @@ type CreateEnrollmentTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// site binds the token to one site (recommended). The site must exist.
 	Site string `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
-	// ttl_seconds is how long the token stays valid; 0 means 24 hours.
-	TtlSeconds    uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// ttl_seconds is how long the token stays valid; 0 means 24 hours
+	// (a claim token: 365 days).
+	TtlSeconds uint32 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// claim makes a fleet claim token: not bound to a site, usable by many
+	// devices (rate-limited), revocable; devices claiming with it wait for
+	// approval (ApproveDevice).
+	Claim         bool `protobuf:"varint,3,opt,name=claim,proto3" json:"claim,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -578,6 +583,13 @@ func (x *CreateEnrollmentTokenRequest) GetTtlSeconds() uint32 {
 		return x.TtlSeconds
 	}
 	return 0
+}
+
+func (x *CreateEnrollmentTokenRequest) GetClaim() bool {
+	if x != nil {
+		return x.Claim
+	}
+	return false
 }
 
 type ListEnrollmentTokensRequest struct {
@@ -948,6 +960,306 @@ func (x *ApplyNetworkResponse) GetChanged() bool {
 	return false
 }
 
+type ListDevicesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDevicesRequest) Reset() {
+	*x = ListDevicesRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDevicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDevicesRequest) ProtoMessage() {}
+
+func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
+func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+type ListDevicesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devices       []*Device              `protobuf:"bytes,1,rep,name=devices,proto3" json:"devices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDevicesResponse) Reset() {
+	*x = ListDevicesResponse{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDevicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDevicesResponse) ProtoMessage() {}
+
+func (x *ListDevicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDevicesResponse.ProtoReflect.Descriptor instead.
+func (*ListDevicesResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ListDevicesResponse) GetDevices() []*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+type ApproveDeviceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Site          string                 `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveDeviceRequest) Reset() {
+	*x = ApproveDeviceRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveDeviceRequest) ProtoMessage() {}
+
+func (x *ApproveDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveDeviceRequest.ProtoReflect.Descriptor instead.
+func (*ApproveDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ApproveDeviceRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *ApproveDeviceRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+type RejectDeviceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectDeviceRequest) Reset() {
+	*x = RejectDeviceRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectDeviceRequest) ProtoMessage() {}
+
+func (x *RejectDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectDeviceRequest.ProtoReflect.Descriptor instead.
+func (*RejectDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RejectDeviceRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+type ListSiteIdentitiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSiteIdentitiesRequest) Reset() {
+	*x = ListSiteIdentitiesRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSiteIdentitiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSiteIdentitiesRequest) ProtoMessage() {}
+
+func (x *ListSiteIdentitiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSiteIdentitiesRequest.ProtoReflect.Descriptor instead.
+func (*ListSiteIdentitiesRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+type ListSiteIdentitiesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Identities    []*SiteIdentity        `protobuf:"bytes,1,rep,name=identities,proto3" json:"identities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSiteIdentitiesResponse) Reset() {
+	*x = ListSiteIdentitiesResponse{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSiteIdentitiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSiteIdentitiesResponse) ProtoMessage() {}
+
+func (x *ListSiteIdentitiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSiteIdentitiesResponse.ProtoReflect.Descriptor instead.
+func (*ListSiteIdentitiesResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListSiteIdentitiesResponse) GetIdentities() []*SiteIdentity {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
+type RevokeSiteIdentityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSiteIdentityRequest) Reset() {
+	*x = RevokeSiteIdentityRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSiteIdentityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSiteIdentityRequest) ProtoMessage() {}
+
+func (x *RevokeSiteIdentityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSiteIdentityRequest.ProtoReflect.Descriptor instead.
+func (*RevokeSiteIdentityRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RevokeSiteIdentityRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
 var File_meshwan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshwan_v1_admin_proto_rawDesc = "" +
@@ -974,11 +1286,12 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"\x13ListTunnelsResponse\x12,\n" +
 	"\atunnels\x18\x01 \x03(\v2\x12.meshwan.v1.TunnelR\atunnels\"\"\n" +
 	"\x10GetTunnelRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"S\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"i\n" +
 	"\x1cCreateEnrollmentTokenRequest\x12\x12\n" +
 	"\x04site\x18\x01 \x01(\tR\x04site\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
-	"ttlSeconds\"\x1d\n" +
+	"ttlSeconds\x12\x14\n" +
+	"\x05claim\x18\x03 \x01(\bR\x05claim\"\x1d\n" +
 	"\x1bListEnrollmentTokensRequest\"S\n" +
 	"\x1cListEnrollmentTokensResponse\x123\n" +
 	"\x06tokens\x18\x01 \x03(\v2\x1b.meshwan.v1.EnrollmentTokenR\x06tokens\".\n" +
@@ -1002,7 +1315,22 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"\rtunnels_added\x18\x06 \x03(\tR\ftunnelsAdded\x12'\n" +
 	"\x0ftunnels_removed\x18\a \x03(\tR\x0etunnelsRemoved\x12!\n" +
 	"\ftunnels_kept\x18\b \x01(\rR\vtunnelsKept\x12\x18\n" +
-	"\achanged\x18\t \x01(\bR\achanged2\xf3\a\n" +
+	"\achanged\x18\t \x01(\bR\achanged\"\x14\n" +
+	"\x12ListDevicesRequest\"C\n" +
+	"\x13ListDevicesResponse\x12,\n" +
+	"\adevices\x18\x01 \x03(\v2\x12.meshwan.v1.DeviceR\adevices\"G\n" +
+	"\x14ApproveDeviceRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x12\n" +
+	"\x04site\x18\x02 \x01(\tR\x04site\"2\n" +
+	"\x13RejectDeviceRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\"\x1b\n" +
+	"\x19ListSiteIdentitiesRequest\"V\n" +
+	"\x1aListSiteIdentitiesResponse\x128\n" +
+	"\n" +
+	"identities\x18\x01 \x03(\v2\x18.meshwan.v1.SiteIdentityR\n" +
+	"identities\"/\n" +
+	"\x19RevokeSiteIdentityRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site2\x8b\v\n" +
 	"\fAdminService\x12=\n" +
 	"\n" +
 	"CreateSite\x12\x1d.meshwan.v1.CreateSiteRequest\x1a\x10.meshwan.v1.Site\x127\n" +
@@ -1019,7 +1347,12 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"\x15CreateEnrollmentToken\x12(.meshwan.v1.CreateEnrollmentTokenRequest\x1a\x1b.meshwan.v1.EnrollmentToken\x12i\n" +
 	"\x14ListEnrollmentTokens\x12'.meshwan.v1.ListEnrollmentTokensRequest\x1a(.meshwan.v1.ListEnrollmentTokensResponse\x12^\n" +
 	"\x15RevokeEnrollmentToken\x12(.meshwan.v1.RevokeEnrollmentTokenRequest\x1a\x1b.meshwan.v1.EnrollmentToken\x12Q\n" +
-	"\fApplyNetwork\x12\x1f.meshwan.v1.ApplyNetworkRequest\x1a .meshwan.v1.ApplyNetworkResponseB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
+	"\fApplyNetwork\x12\x1f.meshwan.v1.ApplyNetworkRequest\x1a .meshwan.v1.ApplyNetworkResponse\x12N\n" +
+	"\vListDevices\x12\x1e.meshwan.v1.ListDevicesRequest\x1a\x1f.meshwan.v1.ListDevicesResponse\x12E\n" +
+	"\rApproveDevice\x12 .meshwan.v1.ApproveDeviceRequest\x1a\x12.meshwan.v1.Device\x12C\n" +
+	"\fRejectDevice\x12\x1f.meshwan.v1.RejectDeviceRequest\x1a\x12.meshwan.v1.Device\x12c\n" +
+	"\x12ListSiteIdentities\x12%.meshwan.v1.ListSiteIdentitiesRequest\x1a&.meshwan.v1.ListSiteIdentitiesResponse\x12U\n" +
+	"\x12RevokeSiteIdentity\x12%.meshwan.v1.RevokeSiteIdentityRequest\x1a\x18.meshwan.v1.SiteIdentityB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
 
 var (
 	file_meshwan_v1_admin_proto_rawDescOnce sync.Once
@@ -1033,7 +1366,7 @@ func file_meshwan_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_admin_proto_rawDescData
 }
 
-var file_meshwan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_meshwan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_meshwan_v1_admin_proto_goTypes = []any{
 	(*CreateSiteRequest)(nil),            // 0: meshwan.v1.CreateSiteRequest
 	(*GetSiteRequest)(nil),               // 1: meshwan.v1.GetSiteRequest
@@ -1054,52 +1387,73 @@ var file_meshwan_v1_admin_proto_goTypes = []any{
 	(*ApplyNetworkRequest)(nil),          // 16: meshwan.v1.ApplyNetworkRequest
 	(*SiteUpdate)(nil),                   // 17: meshwan.v1.SiteUpdate
 	(*ApplyNetworkResponse)(nil),         // 18: meshwan.v1.ApplyNetworkResponse
-	(*Site)(nil),                         // 19: meshwan.v1.Site
-	(*Topology)(nil),                     // 20: meshwan.v1.Topology
-	(*Tunnel)(nil),                       // 21: meshwan.v1.Tunnel
-	(*EnrollmentToken)(nil),              // 22: meshwan.v1.EnrollmentToken
+	(*ListDevicesRequest)(nil),           // 19: meshwan.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),          // 20: meshwan.v1.ListDevicesResponse
+	(*ApproveDeviceRequest)(nil),         // 21: meshwan.v1.ApproveDeviceRequest
+	(*RejectDeviceRequest)(nil),          // 22: meshwan.v1.RejectDeviceRequest
+	(*ListSiteIdentitiesRequest)(nil),    // 23: meshwan.v1.ListSiteIdentitiesRequest
+	(*ListSiteIdentitiesResponse)(nil),   // 24: meshwan.v1.ListSiteIdentitiesResponse
+	(*RevokeSiteIdentityRequest)(nil),    // 25: meshwan.v1.RevokeSiteIdentityRequest
+	(*Site)(nil),                         // 26: meshwan.v1.Site
+	(*Topology)(nil),                     // 27: meshwan.v1.Topology
+	(*Tunnel)(nil),                       // 28: meshwan.v1.Tunnel
+	(*EnrollmentToken)(nil),              // 29: meshwan.v1.EnrollmentToken
+	(*Device)(nil),                       // 30: meshwan.v1.Device
+	(*SiteIdentity)(nil),                 // 31: meshwan.v1.SiteIdentity
 }
 var file_meshwan_v1_admin_proto_depIdxs = []int32{
-	19, // 0: meshwan.v1.CreateSiteRequest.site:type_name -> meshwan.v1.Site
-	19, // 1: meshwan.v1.ListSitesResponse.sites:type_name -> meshwan.v1.Site
-	19, // 2: meshwan.v1.UpdateSiteRequest.site:type_name -> meshwan.v1.Site
-	20, // 3: meshwan.v1.SetTopologyRequest.topology:type_name -> meshwan.v1.Topology
-	21, // 4: meshwan.v1.ListTunnelsResponse.tunnels:type_name -> meshwan.v1.Tunnel
-	22, // 5: meshwan.v1.ListEnrollmentTokensResponse.tokens:type_name -> meshwan.v1.EnrollmentToken
-	19, // 6: meshwan.v1.ApplyNetworkRequest.sites:type_name -> meshwan.v1.Site
-	20, // 7: meshwan.v1.ApplyNetworkRequest.topology:type_name -> meshwan.v1.Topology
+	26, // 0: meshwan.v1.CreateSiteRequest.site:type_name -> meshwan.v1.Site
+	26, // 1: meshwan.v1.ListSitesResponse.sites:type_name -> meshwan.v1.Site
+	26, // 2: meshwan.v1.UpdateSiteRequest.site:type_name -> meshwan.v1.Site
+	27, // 3: meshwan.v1.SetTopologyRequest.topology:type_name -> meshwan.v1.Topology
+	28, // 4: meshwan.v1.ListTunnelsResponse.tunnels:type_name -> meshwan.v1.Tunnel
+	29, // 5: meshwan.v1.ListEnrollmentTokensResponse.tokens:type_name -> meshwan.v1.EnrollmentToken
+	26, // 6: meshwan.v1.ApplyNetworkRequest.sites:type_name -> meshwan.v1.Site
+	27, // 7: meshwan.v1.ApplyNetworkRequest.topology:type_name -> meshwan.v1.Topology
 	17, // 8: meshwan.v1.ApplyNetworkResponse.sites_updated:type_name -> meshwan.v1.SiteUpdate
-	0,  // 9: meshwan.v1.AdminService.CreateSite:input_type -> meshwan.v1.CreateSiteRequest
-	1,  // 10: meshwan.v1.AdminService.GetSite:input_type -> meshwan.v1.GetSiteRequest
-	2,  // 11: meshwan.v1.AdminService.ListSites:input_type -> meshwan.v1.ListSitesRequest
-	4,  // 12: meshwan.v1.AdminService.UpdateSite:input_type -> meshwan.v1.UpdateSiteRequest
-	5,  // 13: meshwan.v1.AdminService.DeleteSite:input_type -> meshwan.v1.DeleteSiteRequest
-	7,  // 14: meshwan.v1.AdminService.GetTopology:input_type -> meshwan.v1.GetTopologyRequest
-	8,  // 15: meshwan.v1.AdminService.SetTopology:input_type -> meshwan.v1.SetTopologyRequest
-	9,  // 16: meshwan.v1.AdminService.ListTunnels:input_type -> meshwan.v1.ListTunnelsRequest
-	11, // 17: meshwan.v1.AdminService.GetTunnel:input_type -> meshwan.v1.GetTunnelRequest
-	12, // 18: meshwan.v1.AdminService.CreateEnrollmentToken:input_type -> meshwan.v1.CreateEnrollmentTokenRequest
-	13, // 19: meshwan.v1.AdminService.ListEnrollmentTokens:input_type -> meshwan.v1.ListEnrollmentTokensRequest
-	15, // 20: meshwan.v1.AdminService.RevokeEnrollmentToken:input_type -> meshwan.v1.RevokeEnrollmentTokenRequest
-	16, // 21: meshwan.v1.AdminService.ApplyNetwork:input_type -> meshwan.v1.ApplyNetworkRequest
-	19, // 22: meshwan.v1.AdminService.CreateSite:output_type -> meshwan.v1.Site
-	19, // 23: meshwan.v1.AdminService.GetSite:output_type -> meshwan.v1.Site
-	3,  // 24: meshwan.v1.AdminService.ListSites:output_type -> meshwan.v1.ListSitesResponse
-	19, // 25: meshwan.v1.AdminService.UpdateSite:output_type -> meshwan.v1.Site
-	6,  // 26: meshwan.v1.AdminService.DeleteSite:output_type -> meshwan.v1.DeleteSiteResponse
-	20, // 27: meshwan.v1.AdminService.GetTopology:output_type -> meshwan.v1.Topology
-	20, // 28: meshwan.v1.AdminService.SetTopology:output_type -> meshwan.v1.Topology
-	10, // 29: meshwan.v1.AdminService.ListTunnels:output_type -> meshwan.v1.ListTunnelsResponse
-	21, // 30: meshwan.v1.AdminService.GetTunnel:output_type -> meshwan.v1.Tunnel
-	22, // 31: meshwan.v1.AdminService.CreateEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
-	14, // 32: meshwan.v1.AdminService.ListEnrollmentTokens:output_type -> meshwan.v1.ListEnrollmentTokensResponse
-	22, // 33: meshwan.v1.AdminService.RevokeEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
-	18, // 34: meshwan.v1.AdminService.ApplyNetwork:output_type -> meshwan.v1.ApplyNetworkResponse
-	22, // [22:35] is the sub-list for method output_type
-	9,  // [9:22] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	30, // 9: meshwan.v1.ListDevicesResponse.devices:type_name -> meshwan.v1.Device
+	31, // 10: meshwan.v1.ListSiteIdentitiesResponse.identities:type_name -> meshwan.v1.SiteIdentity
+	0,  // 11: meshwan.v1.AdminService.CreateSite:input_type -> meshwan.v1.CreateSiteRequest
+	1,  // 12: meshwan.v1.AdminService.GetSite:input_type -> meshwan.v1.GetSiteRequest
+	2,  // 13: meshwan.v1.AdminService.ListSites:input_type -> meshwan.v1.ListSitesRequest
+	4,  // 14: meshwan.v1.AdminService.UpdateSite:input_type -> meshwan.v1.UpdateSiteRequest
+	5,  // 15: meshwan.v1.AdminService.DeleteSite:input_type -> meshwan.v1.DeleteSiteRequest
+	7,  // 16: meshwan.v1.AdminService.GetTopology:input_type -> meshwan.v1.GetTopologyRequest
+	8,  // 17: meshwan.v1.AdminService.SetTopology:input_type -> meshwan.v1.SetTopologyRequest
+	9,  // 18: meshwan.v1.AdminService.ListTunnels:input_type -> meshwan.v1.ListTunnelsRequest
+	11, // 19: meshwan.v1.AdminService.GetTunnel:input_type -> meshwan.v1.GetTunnelRequest
+	12, // 20: meshwan.v1.AdminService.CreateEnrollmentToken:input_type -> meshwan.v1.CreateEnrollmentTokenRequest
+	13, // 21: meshwan.v1.AdminService.ListEnrollmentTokens:input_type -> meshwan.v1.ListEnrollmentTokensRequest
+	15, // 22: meshwan.v1.AdminService.RevokeEnrollmentToken:input_type -> meshwan.v1.RevokeEnrollmentTokenRequest
+	16, // 23: meshwan.v1.AdminService.ApplyNetwork:input_type -> meshwan.v1.ApplyNetworkRequest
+	19, // 24: meshwan.v1.AdminService.ListDevices:input_type -> meshwan.v1.ListDevicesRequest
+	21, // 25: meshwan.v1.AdminService.ApproveDevice:input_type -> meshwan.v1.ApproveDeviceRequest
+	22, // 26: meshwan.v1.AdminService.RejectDevice:input_type -> meshwan.v1.RejectDeviceRequest
+	23, // 27: meshwan.v1.AdminService.ListSiteIdentities:input_type -> meshwan.v1.ListSiteIdentitiesRequest
+	25, // 28: meshwan.v1.AdminService.RevokeSiteIdentity:input_type -> meshwan.v1.RevokeSiteIdentityRequest
+	26, // 29: meshwan.v1.AdminService.CreateSite:output_type -> meshwan.v1.Site
+	26, // 30: meshwan.v1.AdminService.GetSite:output_type -> meshwan.v1.Site
+	3,  // 31: meshwan.v1.AdminService.ListSites:output_type -> meshwan.v1.ListSitesResponse
+	26, // 32: meshwan.v1.AdminService.UpdateSite:output_type -> meshwan.v1.Site
+	6,  // 33: meshwan.v1.AdminService.DeleteSite:output_type -> meshwan.v1.DeleteSiteResponse
+	27, // 34: meshwan.v1.AdminService.GetTopology:output_type -> meshwan.v1.Topology
+	27, // 35: meshwan.v1.AdminService.SetTopology:output_type -> meshwan.v1.Topology
+	10, // 36: meshwan.v1.AdminService.ListTunnels:output_type -> meshwan.v1.ListTunnelsResponse
+	28, // 37: meshwan.v1.AdminService.GetTunnel:output_type -> meshwan.v1.Tunnel
+	29, // 38: meshwan.v1.AdminService.CreateEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
+	14, // 39: meshwan.v1.AdminService.ListEnrollmentTokens:output_type -> meshwan.v1.ListEnrollmentTokensResponse
+	29, // 40: meshwan.v1.AdminService.RevokeEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
+	18, // 41: meshwan.v1.AdminService.ApplyNetwork:output_type -> meshwan.v1.ApplyNetworkResponse
+	20, // 42: meshwan.v1.AdminService.ListDevices:output_type -> meshwan.v1.ListDevicesResponse
+	30, // 43: meshwan.v1.AdminService.ApproveDevice:output_type -> meshwan.v1.Device
+	30, // 44: meshwan.v1.AdminService.RejectDevice:output_type -> meshwan.v1.Device
+	24, // 45: meshwan.v1.AdminService.ListSiteIdentities:output_type -> meshwan.v1.ListSiteIdentitiesResponse
+	31, // 46: meshwan.v1.AdminService.RevokeSiteIdentity:output_type -> meshwan.v1.SiteIdentity
+	29, // [29:47] is the sub-list for method output_type
+	11, // [11:29] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_admin_proto_init() }
@@ -1114,7 +1468,7 @@ func file_meshwan_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_admin_proto_rawDesc), len(file_meshwan_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

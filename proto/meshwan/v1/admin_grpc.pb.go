@@ -32,6 +32,11 @@ const (
 	AdminService_ListEnrollmentTokens_FullMethodName  = "/meshwan.v1.AdminService/ListEnrollmentTokens"
 	AdminService_RevokeEnrollmentToken_FullMethodName = "/meshwan.v1.AdminService/RevokeEnrollmentToken"
 	AdminService_ApplyNetwork_FullMethodName          = "/meshwan.v1.AdminService/ApplyNetwork"
+	AdminService_ListDevices_FullMethodName           = "/meshwan.v1.AdminService/ListDevices"
+	AdminService_ApproveDevice_FullMethodName         = "/meshwan.v1.AdminService/ApproveDevice"
+	AdminService_RejectDevice_FullMethodName          = "/meshwan.v1.AdminService/RejectDevice"
+	AdminService_ListSiteIdentities_FullMethodName    = "/meshwan.v1.AdminService/ListSiteIdentities"
+	AdminService_RevokeSiteIdentity_FullMethodName    = "/meshwan.v1.AdminService/RevokeSiteIdentity"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -59,6 +64,20 @@ type AdminServiceClient interface {
 	// topology) all-or-nothing, and returns the plan; with dry_run it only
 	// returns the plan.
 	ApplyNetwork(ctx context.Context, in *ApplyNetworkRequest, opts ...grpc.CallOption) (*ApplyNetworkResponse, error)
+	// ListDevices lists devices that claimed with a fleet claim token and
+	// devices approved in advance (pending ones expire).
+	ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error)
+	// ApproveDevice assigns a device to a site. A device id not seen yet is
+	// approved in advance: it gets its certificate on its first claim.
+	ApproveDevice(ctx context.Context, in *ApproveDeviceRequest, opts ...grpc.CallOption) (*Device, error)
+	// RejectDevice refuses a device's claims from now on.
+	RejectDevice(ctx context.Context, in *RejectDeviceRequest, opts ...grpc.CallOption) (*Device, error)
+	// ListSiteIdentities lists every site's current edge certificate.
+	ListSiteIdentities(ctx context.Context, in *ListSiteIdentitiesRequest, opts ...grpc.CallOption) (*ListSiteIdentitiesResponse, error)
+	// RevokeSiteIdentity revokes a site's edge certificate: its open Sync
+	// streams close within a second, renewal is refused; the site needs a
+	// new enrollment (token or claim).
+	RevokeSiteIdentity(ctx context.Context, in *RevokeSiteIdentityRequest, opts ...grpc.CallOption) (*SiteIdentity, error)
 }
 
 type adminServiceClient struct {
@@ -199,6 +218,56 @@ func (c *adminServiceClient) ApplyNetwork(ctx context.Context, in *ApplyNetworkR
 	return out, nil
 }
 
+func (c *adminServiceClient) ListDevices(ctx context.Context, in *ListDevicesRequest, opts ...grpc.CallOption) (*ListDevicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDevicesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDevices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ApproveDevice(ctx context.Context, in *ApproveDeviceRequest, opts ...grpc.CallOption) (*Device, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Device)
+	err := c.cc.Invoke(ctx, AdminService_ApproveDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RejectDevice(ctx context.Context, in *RejectDeviceRequest, opts ...grpc.CallOption) (*Device, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Device)
+	err := c.cc.Invoke(ctx, AdminService_RejectDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListSiteIdentities(ctx context.Context, in *ListSiteIdentitiesRequest, opts ...grpc.CallOption) (*ListSiteIdentitiesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSiteIdentitiesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListSiteIdentities_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeSiteIdentity(ctx context.Context, in *RevokeSiteIdentityRequest, opts ...grpc.CallOption) (*SiteIdentity, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SiteIdentity)
+	err := c.cc.Invoke(ctx, AdminService_RevokeSiteIdentity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -224,6 +293,20 @@ type AdminServiceServer interface {
 	// topology) all-or-nothing, and returns the plan; with dry_run it only
 	// returns the plan.
 	ApplyNetwork(context.Context, *ApplyNetworkRequest) (*ApplyNetworkResponse, error)
+	// ListDevices lists devices that claimed with a fleet claim token and
+	// devices approved in advance (pending ones expire).
+	ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error)
+	// ApproveDevice assigns a device to a site. A device id not seen yet is
+	// approved in advance: it gets its certificate on its first claim.
+	ApproveDevice(context.Context, *ApproveDeviceRequest) (*Device, error)
+	// RejectDevice refuses a device's claims from now on.
+	RejectDevice(context.Context, *RejectDeviceRequest) (*Device, error)
+	// ListSiteIdentities lists every site's current edge certificate.
+	ListSiteIdentities(context.Context, *ListSiteIdentitiesRequest) (*ListSiteIdentitiesResponse, error)
+	// RevokeSiteIdentity revokes a site's edge certificate: its open Sync
+	// streams close within a second, renewal is refused; the site needs a
+	// new enrollment (token or claim).
+	RevokeSiteIdentity(context.Context, *RevokeSiteIdentityRequest) (*SiteIdentity, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -272,6 +355,21 @@ func (UnimplementedAdminServiceServer) RevokeEnrollmentToken(context.Context, *R
 }
 func (UnimplementedAdminServiceServer) ApplyNetwork(context.Context, *ApplyNetworkRequest) (*ApplyNetworkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ApplyNetwork not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDevices(context.Context, *ListDevicesRequest) (*ListDevicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDevices not implemented")
+}
+func (UnimplementedAdminServiceServer) ApproveDevice(context.Context, *ApproveDeviceRequest) (*Device, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveDevice not implemented")
+}
+func (UnimplementedAdminServiceServer) RejectDevice(context.Context, *RejectDeviceRequest) (*Device, error) {
+	return nil, status.Error(codes.Unimplemented, "method RejectDevice not implemented")
+}
+func (UnimplementedAdminServiceServer) ListSiteIdentities(context.Context, *ListSiteIdentitiesRequest) (*ListSiteIdentitiesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSiteIdentities not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeSiteIdentity(context.Context, *RevokeSiteIdentityRequest) (*SiteIdentity, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeSiteIdentity not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -528,6 +626,96 @@ func _AdminService_ApplyNetwork_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListDevices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDevicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDevices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDevices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDevices(ctx, req.(*ListDevicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ApproveDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ApproveDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ApproveDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ApproveDevice(ctx, req.(*ApproveDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RejectDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RejectDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RejectDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RejectDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RejectDevice(ctx, req.(*RejectDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListSiteIdentities_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSiteIdentitiesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListSiteIdentities(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListSiteIdentities_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListSiteIdentities(ctx, req.(*ListSiteIdentitiesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeSiteIdentity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeSiteIdentityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeSiteIdentity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeSiteIdentity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeSiteIdentity(ctx, req.(*RevokeSiteIdentityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -586,6 +774,26 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ApplyNetwork",
 			Handler:    _AdminService_ApplyNetwork_Handler,
+		},
+		{
+			MethodName: "ListDevices",
+			Handler:    _AdminService_ListDevices_Handler,
+		},
+		{
+			MethodName: "ApproveDevice",
+			Handler:    _AdminService_ApproveDevice_Handler,
+		},
+		{
+			MethodName: "RejectDevice",
+			Handler:    _AdminService_RejectDevice_Handler,
+		},
+		{
+			MethodName: "ListSiteIdentities",
+			Handler:    _AdminService_ListSiteIdentities_Handler,
+		},
+		{
+			MethodName: "RevokeSiteIdentity",
+			Handler:    _AdminService_RevokeSiteIdentity_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -21,6 +21,311 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ClaimState int32
+
+const (
+	ClaimState_CLAIM_STATE_UNSPECIFIED ClaimState = 0
+	// CLAIM_STATE_PENDING: waiting for an admin.
+	ClaimState_CLAIM_STATE_PENDING ClaimState = 1
+	// CLAIM_STATE_APPROVED: certificate_pem and ca_pem are set.
+	ClaimState_CLAIM_STATE_APPROVED ClaimState = 2
+)
+
+// Enum value maps for ClaimState.
+var (
+	ClaimState_name = map[int32]string{
+		0: "CLAIM_STATE_UNSPECIFIED",
+		1: "CLAIM_STATE_PENDING",
+		2: "CLAIM_STATE_APPROVED",
+	}
+	ClaimState_value = map[string]int32{
+		"CLAIM_STATE_UNSPECIFIED": 0,
+		"CLAIM_STATE_PENDING":     1,
+		"CLAIM_STATE_APPROVED":    2,
+	}
+)
+
+func (x ClaimState) Enum() *ClaimState {
+	p := new(ClaimState)
+	*p = x
+	return p
+}
+
+func (x ClaimState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ClaimState) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshwan_v1_edge_proto_enumTypes[0].Descriptor()
+}
+
+func (ClaimState) Type() protoreflect.EnumType {
+	return &file_meshwan_v1_edge_proto_enumTypes[0]
+}
+
+func (x ClaimState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ClaimState.Descriptor instead.
+func (ClaimState) EnumDescriptor() ([]byte, []int) {
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{0}
+}
+
+type RenewRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// csr_pem is a PEM PKCS#10 request for a new key of the edge.
+	CsrPem        []byte `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_meshwan_v1_edge_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_edge_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RenewRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type RenewResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Site           string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	CertificatePem []byte                 `protobuf:"bytes,2,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	CaPem          []byte                 `protobuf:"bytes,3,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RenewResponse) Reset() {
+	*x = RenewResponse{}
+	mi := &file_meshwan_v1_edge_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewResponse) ProtoMessage() {}
+
+func (x *RenewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_edge_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
+func (*RenewResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RenewResponse) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *RenewResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *RenewResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+type ClaimRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// claim_token is a fleet claim token ("<id>.<secret>").
+	ClaimToken string `protobuf:"bytes,1,opt,name=claim_token,json=claimToken,proto3" json:"claim_token,omitempty"`
+	// device_id is the device's identity: a hardware serial or machine-id.
+	DeviceId string `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// csr_pem is a PEM PKCS#10 request; the device must keep presenting the
+	// same key until it is approved.
+	CsrPem []byte `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	// hostname is informative (shown to the admin).
+	Hostname      string `protobuf:"bytes,4,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimRequest) Reset() {
+	*x = ClaimRequest{}
+	mi := &file_meshwan_v1_edge_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimRequest) ProtoMessage() {}
+
+func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_edge_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
+func (*ClaimRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ClaimRequest) GetClaimToken() string {
+	if x != nil {
+		return x.ClaimToken
+	}
+	return ""
+}
+
+func (x *ClaimRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *ClaimRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *ClaimRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+type ClaimResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	State             ClaimState             `protobuf:"varint,1,opt,name=state,proto3,enum=meshwan.v1.ClaimState" json:"state,omitempty"`
+	Site              string                 `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
+	CertificatePem    []byte                 `protobuf:"bytes,3,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	CaPem             []byte                 `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	RetryAfterSeconds uint32                 `protobuf:"varint,5,opt,name=retry_after_seconds,json=retryAfterSeconds,proto3" json:"retry_after_seconds,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ClaimResponse) Reset() {
+	*x = ClaimResponse{}
+	mi := &file_meshwan_v1_edge_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimResponse) ProtoMessage() {}
+
+func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_edge_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
+func (*ClaimResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ClaimResponse) GetState() ClaimState {
+	if x != nil {
+		return x.State
+	}
+	return ClaimState_CLAIM_STATE_UNSPECIFIED
+}
+
+func (x *ClaimResponse) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *ClaimResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *ClaimResponse) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *ClaimResponse) GetRetryAfterSeconds() uint32 {
+	if x != nil {
+		return x.RetryAfterSeconds
+	}
+	return 0
+}
+
 type EnrollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// token is the enrollment token's secret ("<id>.<secret>").
@@ -35,7 +340,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_meshwan_v1_edge_proto_msgTypes[0]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +352,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_edge_proto_msgTypes[0]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +365,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{0}
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EnrollRequest) GetToken() string {
@@ -96,7 +401,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_meshwan_v1_edge_proto_msgTypes[1]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -108,7 +413,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_edge_proto_msgTypes[1]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -121,7 +426,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{1}
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EnrollResponse) GetSite() string {
@@ -158,7 +463,7 @@ type SyncRequest struct {
 
 func (x *SyncRequest) Reset() {
 	*x = SyncRequest{}
-	mi := &file_meshwan_v1_edge_proto_msgTypes[2]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +475,7 @@ func (x *SyncRequest) String() string {
 func (*SyncRequest) ProtoMessage() {}
 
 func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_edge_proto_msgTypes[2]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +488,7 @@ func (x *SyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
 func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{2}
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SyncRequest) GetMsg() isSyncRequest_Msg {
@@ -251,7 +556,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_meshwan_v1_edge_proto_msgTypes[3]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +568,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_edge_proto_msgTypes[3]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +581,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{3}
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Hello) GetAgentVersion() string {
@@ -326,7 +631,7 @@ type EdgeReport struct {
 
 func (x *EdgeReport) Reset() {
 	*x = EdgeReport{}
-	mi := &file_meshwan_v1_edge_proto_msgTypes[4]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +643,7 @@ func (x *EdgeReport) String() string {
 func (*EdgeReport) ProtoMessage() {}
 
 func (x *EdgeReport) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_edge_proto_msgTypes[4]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +656,7 @@ func (x *EdgeReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeReport.ProtoReflect.Descriptor instead.
 func (*EdgeReport) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{4}
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EdgeReport) GetAppliedVersion() int64 {
@@ -419,7 +724,7 @@ type DesiredState struct {
 
 func (x *DesiredState) Reset() {
 	*x = DesiredState{}
-	mi := &file_meshwan_v1_edge_proto_msgTypes[5]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +736,7 @@ func (x *DesiredState) String() string {
 func (*DesiredState) ProtoMessage() {}
 
 func (x *DesiredState) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_edge_proto_msgTypes[5]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +749,7 @@ func (x *DesiredState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredState.ProtoReflect.Descriptor instead.
 func (*DesiredState) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{5}
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DesiredState) GetVersion() int64 {
@@ -554,7 +859,7 @@ type EdgeTunnel struct {
 
 func (x *EdgeTunnel) Reset() {
 	*x = EdgeTunnel{}
-	mi := &file_meshwan_v1_edge_proto_msgTypes[6]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +871,7 @@ func (x *EdgeTunnel) String() string {
 func (*EdgeTunnel) ProtoMessage() {}
 
 func (x *EdgeTunnel) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_edge_proto_msgTypes[6]
+	mi := &file_meshwan_v1_edge_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +884,7 @@ func (x *EdgeTunnel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeTunnel.ProtoReflect.Descriptor instead.
 func (*EdgeTunnel) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{6}
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EdgeTunnel) GetId() string {
@@ -664,7 +969,25 @@ var File_meshwan_v1_edge_proto protoreflect.FileDescriptor
 const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"\n" +
 	"\x15meshwan/v1/edge.proto\x12\n" +
-	"meshwan.v1\x1a\x16meshwan/v1/types.proto\"R\n" +
+	"meshwan.v1\x1a\x16meshwan/v1/types.proto\"'\n" +
+	"\fRenewRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"c\n" +
+	"\rRenewResponse\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12'\n" +
+	"\x0fcertificate_pem\x18\x02 \x01(\fR\x0ecertificatePem\x12\x15\n" +
+	"\x06ca_pem\x18\x03 \x01(\fR\x05caPem\"\x81\x01\n" +
+	"\fClaimRequest\x12\x1f\n" +
+	"\vclaim_token\x18\x01 \x01(\tR\n" +
+	"claimToken\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x17\n" +
+	"\acsr_pem\x18\x03 \x01(\fR\x06csrPem\x12\x1a\n" +
+	"\bhostname\x18\x04 \x01(\tR\bhostname\"\xc1\x01\n" +
+	"\rClaimResponse\x12,\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x16.meshwan.v1.ClaimStateR\x05state\x12\x12\n" +
+	"\x04site\x18\x02 \x01(\tR\x04site\x12'\n" +
+	"\x0fcertificate_pem\x18\x03 \x01(\fR\x0ecertificatePem\x12\x15\n" +
+	"\x06ca_pem\x18\x04 \x01(\fR\x05caPem\x12.\n" +
+	"\x13retry_after_seconds\x18\x05 \x01(\rR\x11retryAfterSeconds\"R\n" +
 	"\rEnrollRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x12\x17\n" +
@@ -725,10 +1048,17 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"remote_asn\x18\t \x01(\rR\tremoteAsn\x12.\n" +
 	"\x13remote_lan_prefixes\x18\n" +
 	" \x03(\tR\x11remoteLanPrefixes\x12\x10\n" +
-	"\x03psk\x18\v \x01(\fR\x03psk2\x8d\x01\n" +
+	"\x03psk\x18\v \x01(\fR\x03psk*\\\n" +
+	"\n" +
+	"ClaimState\x12\x1b\n" +
+	"\x17CLAIM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13CLAIM_STATE_PENDING\x10\x01\x12\x18\n" +
+	"\x14CLAIM_STATE_APPROVED\x10\x022\x89\x02\n" +
 	"\vEdgeService\x12?\n" +
 	"\x06Enroll\x12\x19.meshwan.v1.EnrollRequest\x1a\x1a.meshwan.v1.EnrollResponse\x12=\n" +
-	"\x04Sync\x12\x17.meshwan.v1.SyncRequest\x1a\x18.meshwan.v1.DesiredState(\x010\x01B7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
+	"\x04Sync\x12\x17.meshwan.v1.SyncRequest\x1a\x18.meshwan.v1.DesiredState(\x010\x01\x12<\n" +
+	"\x05Renew\x12\x18.meshwan.v1.RenewRequest\x1a\x19.meshwan.v1.RenewResponse\x12<\n" +
+	"\x05Claim\x12\x18.meshwan.v1.ClaimRequest\x1a\x19.meshwan.v1.ClaimResponseB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
 
 var (
 	file_meshwan_v1_edge_proto_rawDescOnce sync.Once
@@ -742,43 +1072,54 @@ func file_meshwan_v1_edge_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_edge_proto_rawDescData
 }
 
-var file_meshwan_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_meshwan_v1_edge_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_meshwan_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_meshwan_v1_edge_proto_goTypes = []any{
-	(*EnrollRequest)(nil),  // 0: meshwan.v1.EnrollRequest
-	(*EnrollResponse)(nil), // 1: meshwan.v1.EnrollResponse
-	(*SyncRequest)(nil),    // 2: meshwan.v1.SyncRequest
-	(*Hello)(nil),          // 3: meshwan.v1.Hello
-	(*EdgeReport)(nil),     // 4: meshwan.v1.EdgeReport
-	(*DesiredState)(nil),   // 5: meshwan.v1.DesiredState
-	(*EdgeTunnel)(nil),     // 6: meshwan.v1.EdgeTunnel
-	(*Transport)(nil),      // 7: meshwan.v1.Transport
-	(*TunnelStatus)(nil),   // 8: meshwan.v1.TunnelStatus
-	(*BGPPeerStatus)(nil),  // 9: meshwan.v1.BGPPeerStatus
-	(*ClassPath)(nil),      // 10: meshwan.v1.ClassPath
-	(*IPsecPolicy)(nil),    // 11: meshwan.v1.IPsecPolicy
-	(RoutingMode)(0),       // 12: meshwan.v1.RoutingMode
-	(*PathPolicy)(nil),     // 13: meshwan.v1.PathPolicy
+	(ClaimState)(0),        // 0: meshwan.v1.ClaimState
+	(*RenewRequest)(nil),   // 1: meshwan.v1.RenewRequest
+	(*RenewResponse)(nil),  // 2: meshwan.v1.RenewResponse
+	(*ClaimRequest)(nil),   // 3: meshwan.v1.ClaimRequest
+	(*ClaimResponse)(nil),  // 4: meshwan.v1.ClaimResponse
+	(*EnrollRequest)(nil),  // 5: meshwan.v1.EnrollRequest
+	(*EnrollResponse)(nil), // 6: meshwan.v1.EnrollResponse
+	(*SyncRequest)(nil),    // 7: meshwan.v1.SyncRequest
+	(*Hello)(nil),          // 8: meshwan.v1.Hello
+	(*EdgeReport)(nil),     // 9: meshwan.v1.EdgeReport
+	(*DesiredState)(nil),   // 10: meshwan.v1.DesiredState
+	(*EdgeTunnel)(nil),     // 11: meshwan.v1.EdgeTunnel
+	(*Transport)(nil),      // 12: meshwan.v1.Transport
+	(*TunnelStatus)(nil),   // 13: meshwan.v1.TunnelStatus
+	(*BGPPeerStatus)(nil),  // 14: meshwan.v1.BGPPeerStatus
+	(*ClassPath)(nil),      // 15: meshwan.v1.ClassPath
+	(*IPsecPolicy)(nil),    // 16: meshwan.v1.IPsecPolicy
+	(RoutingMode)(0),       // 17: meshwan.v1.RoutingMode
+	(*PathPolicy)(nil),     // 18: meshwan.v1.PathPolicy
 }
 var file_meshwan_v1_edge_proto_depIdxs = []int32{
-	3,  // 0: meshwan.v1.SyncRequest.hello:type_name -> meshwan.v1.Hello
-	4,  // 1: meshwan.v1.SyncRequest.report:type_name -> meshwan.v1.EdgeReport
-	7,  // 2: meshwan.v1.Hello.transports:type_name -> meshwan.v1.Transport
-	8,  // 3: meshwan.v1.EdgeReport.tunnels:type_name -> meshwan.v1.TunnelStatus
-	9,  // 4: meshwan.v1.EdgeReport.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
-	10, // 5: meshwan.v1.EdgeReport.class_paths:type_name -> meshwan.v1.ClassPath
-	11, // 6: meshwan.v1.DesiredState.ipsec:type_name -> meshwan.v1.IPsecPolicy
-	6,  // 7: meshwan.v1.DesiredState.tunnels:type_name -> meshwan.v1.EdgeTunnel
-	12, // 8: meshwan.v1.DesiredState.routing:type_name -> meshwan.v1.RoutingMode
-	13, // 9: meshwan.v1.DesiredState.path_policy:type_name -> meshwan.v1.PathPolicy
-	0,  // 10: meshwan.v1.EdgeService.Enroll:input_type -> meshwan.v1.EnrollRequest
-	2,  // 11: meshwan.v1.EdgeService.Sync:input_type -> meshwan.v1.SyncRequest
-	1,  // 12: meshwan.v1.EdgeService.Enroll:output_type -> meshwan.v1.EnrollResponse
-	5,  // 13: meshwan.v1.EdgeService.Sync:output_type -> meshwan.v1.DesiredState
-	12, // [12:14] is the sub-list for method output_type
-	10, // [10:12] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	0,  // 0: meshwan.v1.ClaimResponse.state:type_name -> meshwan.v1.ClaimState
+	8,  // 1: meshwan.v1.SyncRequest.hello:type_name -> meshwan.v1.Hello
+	9,  // 2: meshwan.v1.SyncRequest.report:type_name -> meshwan.v1.EdgeReport
+	12, // 3: meshwan.v1.Hello.transports:type_name -> meshwan.v1.Transport
+	13, // 4: meshwan.v1.EdgeReport.tunnels:type_name -> meshwan.v1.TunnelStatus
+	14, // 5: meshwan.v1.EdgeReport.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
+	15, // 6: meshwan.v1.EdgeReport.class_paths:type_name -> meshwan.v1.ClassPath
+	16, // 7: meshwan.v1.DesiredState.ipsec:type_name -> meshwan.v1.IPsecPolicy
+	11, // 8: meshwan.v1.DesiredState.tunnels:type_name -> meshwan.v1.EdgeTunnel
+	17, // 9: meshwan.v1.DesiredState.routing:type_name -> meshwan.v1.RoutingMode
+	18, // 10: meshwan.v1.DesiredState.path_policy:type_name -> meshwan.v1.PathPolicy
+	5,  // 11: meshwan.v1.EdgeService.Enroll:input_type -> meshwan.v1.EnrollRequest
+	7,  // 12: meshwan.v1.EdgeService.Sync:input_type -> meshwan.v1.SyncRequest
+	1,  // 13: meshwan.v1.EdgeService.Renew:input_type -> meshwan.v1.RenewRequest
+	3,  // 14: meshwan.v1.EdgeService.Claim:input_type -> meshwan.v1.ClaimRequest
+	6,  // 15: meshwan.v1.EdgeService.Enroll:output_type -> meshwan.v1.EnrollResponse
+	10, // 16: meshwan.v1.EdgeService.Sync:output_type -> meshwan.v1.DesiredState
+	2,  // 17: meshwan.v1.EdgeService.Renew:output_type -> meshwan.v1.RenewResponse
+	4,  // 18: meshwan.v1.EdgeService.Claim:output_type -> meshwan.v1.ClaimResponse
+	15, // [15:19] is the sub-list for method output_type
+	11, // [11:15] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_edge_proto_init() }
@@ -787,7 +1128,7 @@ func file_meshwan_v1_edge_proto_init() {
 		return
 	}
 	file_meshwan_v1_types_proto_init()
-	file_meshwan_v1_edge_proto_msgTypes[2].OneofWrappers = []any{
+	file_meshwan_v1_edge_proto_msgTypes[6].OneofWrappers = []any{
 		(*SyncRequest_Hello)(nil),
 		(*SyncRequest_Report)(nil),
 	}
@@ -796,13 +1137,14 @@ func file_meshwan_v1_edge_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_edge_proto_rawDesc), len(file_meshwan_v1_edge_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   7,
+			NumEnums:      1,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_meshwan_v1_edge_proto_goTypes,
 		DependencyIndexes: file_meshwan_v1_edge_proto_depIdxs,
+		EnumInfos:         file_meshwan_v1_edge_proto_enumTypes,
 		MessageInfos:      file_meshwan_v1_edge_proto_msgTypes,
 	}.Build()
 	File_meshwan_v1_edge_proto = out.File

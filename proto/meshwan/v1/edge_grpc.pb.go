@@ -21,6 +21,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	EdgeService_Enroll_FullMethodName = "/meshwan.v1.EdgeService/Enroll"
 	EdgeService_Sync_FullMethodName   = "/meshwan.v1.EdgeService/Sync"
+	EdgeService_Renew_FullMethodName  = "/meshwan.v1.EdgeService/Renew"
+	EdgeService_Claim_FullMethodName  = "/meshwan.v1.EdgeService/Claim"
 )
 
 // EdgeServiceClient is the client API for EdgeService service.
@@ -36,6 +38,18 @@ type EdgeServiceClient interface {
 	// then status reports; the controller sends the site's full desired state
 	// at once and again whenever it changes.
 	Sync(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SyncRequest, DesiredState], error)
+	// Renew exchanges the edge's current certificate (the mTLS client
+	// certificate of the call) and a CSR for a new key for a new
+	// certificate of the same site. Refused for revoked, superseded or
+	// deleted identities. The old certificate stops being accepted: its open
+	// Sync stream ends with Unauthenticated.
+	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error)
+	// Claim is zero-touch onboarding: a device holding only a fleet claim
+	// token presents its device id and a CSR. Until an admin approves it (or
+	// a device id was approved in advance) the answer is PENDING and the
+	// device asks again after retry_after_seconds; once approved the answer
+	// carries its certificate. Rejected devices get PermissionDenied.
+	Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error)
 }
 
 type edgeServiceClient struct {
@@ -69,6 +83,26 @@ func (c *edgeServiceClient) Sync(ctx context.Context, opts ...grpc.CallOption) (
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EdgeService_SyncClient = grpc.BidiStreamingClient[SyncRequest, DesiredState]
 
+func (c *edgeServiceClient) Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewResponse)
+	err := c.cc.Invoke(ctx, EdgeService_Renew_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *edgeServiceClient) Claim(ctx context.Context, in *ClaimRequest, opts ...grpc.CallOption) (*ClaimResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClaimResponse)
+	err := c.cc.Invoke(ctx, EdgeService_Claim_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EdgeServiceServer is the server API for EdgeService service.
 // All implementations must embed UnimplementedEdgeServiceServer
 // for forward compatibility.
@@ -82,6 +116,18 @@ type EdgeServiceServer interface {
 	// then status reports; the controller sends the site's full desired state
 	// at once and again whenever it changes.
 	Sync(grpc.BidiStreamingServer[SyncRequest, DesiredState]) error
+	// Renew exchanges the edge's current certificate (the mTLS client
+	// certificate of the call) and a CSR for a new key for a new
+	// certificate of the same site. Refused for revoked, superseded or
+	// deleted identities. The old certificate stops being accepted: its open
+	// Sync stream ends with Unauthenticated.
+	Renew(context.Context, *RenewRequest) (*RenewResponse, error)
+	// Claim is zero-touch onboarding: a device holding only a fleet claim
+	// token presents its device id and a CSR. Until an admin approves it (or
+	// a device id was approved in advance) the answer is PENDING and the
+	// device asks again after retry_after_seconds; once approved the answer
+	// carries its certificate. Rejected devices get PermissionDenied.
+	Claim(context.Context, *ClaimRequest) (*ClaimResponse, error)
 	mustEmbedUnimplementedEdgeServiceServer()
 }
 
@@ -97,6 +143,12 @@ func (UnimplementedEdgeServiceServer) Enroll(context.Context, *EnrollRequest) (*
 }
 func (UnimplementedEdgeServiceServer) Sync(grpc.BidiStreamingServer[SyncRequest, DesiredState]) error {
 	return status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedEdgeServiceServer) Renew(context.Context, *RenewRequest) (*RenewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Renew not implemented")
+}
+func (UnimplementedEdgeServiceServer) Claim(context.Context, *ClaimRequest) (*ClaimResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Claim not implemented")
 }
 func (UnimplementedEdgeServiceServer) mustEmbedUnimplementedEdgeServiceServer() {}
 func (UnimplementedEdgeServiceServer) testEmbeddedByValue()                     {}
@@ -144,6 +196,42 @@ func _EdgeService_Sync_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type EdgeService_SyncServer = grpc.BidiStreamingServer[SyncRequest, DesiredState]
 
+func _EdgeService_Renew_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EdgeServiceServer).Renew(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EdgeService_Renew_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EdgeServiceServer).Renew(ctx, req.(*RenewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _EdgeService_Claim_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClaimRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EdgeServiceServer).Claim(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EdgeService_Claim_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EdgeServiceServer).Claim(ctx, req.(*ClaimRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EdgeService_ServiceDesc is the grpc.ServiceDesc for EdgeService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -154,6 +242,14 @@ var EdgeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Enroll",
 			Handler:    _EdgeService_Enroll_Handler,
+		},
+		{
+			MethodName: "Renew",
+			Handler:    _EdgeService_Renew_Handler,
+		},
+		{
+			MethodName: "Claim",
+			Handler:    _EdgeService_Claim_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

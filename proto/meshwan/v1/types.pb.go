@@ -330,6 +330,65 @@ func (TunnelState) EnumDescriptor() ([]byte, []int) {
 	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
+type DeviceState int32
+
+const (
+	DeviceState_DEVICE_STATE_UNSPECIFIED DeviceState = 0
+	// DEVICE_STATE_PENDING: claimed, waiting for an admin; expires.
+	DeviceState_DEVICE_STATE_PENDING DeviceState = 1
+	// DEVICE_STATE_APPROVED: assigned to a site; gets its certificate on
+	// its next claim (approved in advance when never seen).
+	DeviceState_DEVICE_STATE_APPROVED DeviceState = 2
+	// DEVICE_STATE_ENROLLED: received its certificate.
+	DeviceState_DEVICE_STATE_ENROLLED DeviceState = 3
+	DeviceState_DEVICE_STATE_REJECTED DeviceState = 4
+)
+
+// Enum value maps for DeviceState.
+var (
+	DeviceState_name = map[int32]string{
+		0: "DEVICE_STATE_UNSPECIFIED",
+		1: "DEVICE_STATE_PENDING",
+		2: "DEVICE_STATE_APPROVED",
+		3: "DEVICE_STATE_ENROLLED",
+		4: "DEVICE_STATE_REJECTED",
+	}
+	DeviceState_value = map[string]int32{
+		"DEVICE_STATE_UNSPECIFIED": 0,
+		"DEVICE_STATE_PENDING":     1,
+		"DEVICE_STATE_APPROVED":    2,
+		"DEVICE_STATE_ENROLLED":    3,
+		"DEVICE_STATE_REJECTED":    4,
+	}
+)
+
+func (x DeviceState) Enum() *DeviceState {
+	p := new(DeviceState)
+	*p = x
+	return p
+}
+
+func (x DeviceState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeviceState) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshwan_v1_types_proto_enumTypes[6].Descriptor()
+}
+
+func (DeviceState) Type() protoreflect.EnumType {
+	return &file_meshwan_v1_types_proto_enumTypes[6]
+}
+
+func (x DeviceState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeviceState.Descriptor instead.
+func (DeviceState) EnumDescriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
 // Transport is one WAN uplink of a site (an internet line, MPLS, LTE ...).
 type Transport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1555,7 +1614,11 @@ type EnrollmentToken struct {
 	Secret string `protobuf:"bytes,7,opt,name=secret,proto3" json:"secret,omitempty"`
 	// ca_sha256 is the hex SHA-256 of the controller CA certificate (DER):
 	// meshwan-edge --ca-hash pins it on first contact, before it has the CA.
-	CaSha256      string `protobuf:"bytes,8,opt,name=ca_sha256,json=caSha256,proto3" json:"ca_sha256,omitempty"`
+	CaSha256 string `protobuf:"bytes,8,opt,name=ca_sha256,json=caSha256,proto3" json:"ca_sha256,omitempty"`
+	// claim marks a fleet claim token (many devices, approval needed).
+	Claim bool `protobuf:"varint,9,opt,name=claim,proto3" json:"claim,omitempty"`
+	// claims counts the claims made with a claim token.
+	Claims        uint64 `protobuf:"varint,10,opt,name=claims,proto3" json:"claims,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1642,6 +1705,233 @@ func (x *EnrollmentToken) GetSecret() string {
 func (x *EnrollmentToken) GetCaSha256() string {
 	if x != nil {
 		return x.CaSha256
+	}
+	return ""
+}
+
+func (x *EnrollmentToken) GetClaim() bool {
+	if x != nil {
+		return x.Claim
+	}
+	return false
+}
+
+func (x *EnrollmentToken) GetClaims() uint64 {
+	if x != nil {
+		return x.Claims
+	}
+	return 0
+}
+
+// Device is a box that claimed with a fleet claim token.
+type Device struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	State    DeviceState            `protobuf:"varint,2,opt,name=state,proto3,enum=meshwan.v1.DeviceState" json:"state,omitempty"`
+	Site     string                 `protobuf:"bytes,3,opt,name=site,proto3" json:"site,omitempty"`
+	// public_key_sha256 is the hex SHA-256 of the device's public key
+	// (SubjectPublicKeyInfo), to compare with what the box shows locally.
+	PublicKeySha256 string                 `protobuf:"bytes,4,opt,name=public_key_sha256,json=publicKeySha256,proto3" json:"public_key_sha256,omitempty"`
+	Hostname        string                 `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	ClaimTokenId    string                 `protobuf:"bytes,6,opt,name=claim_token_id,json=claimTokenId,proto3" json:"claim_token_id,omitempty"`
+	RemoteAddress   string                 `protobuf:"bytes,7,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
+	FirstSeen       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	// expires_at: a pending device is forgotten then.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Device) Reset() {
+	*x = Device{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Device) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Device) ProtoMessage() {}
+
+func (x *Device) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Device.ProtoReflect.Descriptor instead.
+func (*Device) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Device) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Device) GetState() DeviceState {
+	if x != nil {
+		return x.State
+	}
+	return DeviceState_DEVICE_STATE_UNSPECIFIED
+}
+
+func (x *Device) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *Device) GetPublicKeySha256() string {
+	if x != nil {
+		return x.PublicKeySha256
+	}
+	return ""
+}
+
+func (x *Device) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Device) GetClaimTokenId() string {
+	if x != nil {
+		return x.ClaimTokenId
+	}
+	return ""
+}
+
+func (x *Device) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+func (x *Device) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *Device) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *Device) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// SiteIdentity is a site's current edge certificate.
+type SiteIdentity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	Serial        string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	EnrolledAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
+	RenewedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=renewed_at,json=renewedAt,proto3" json:"renewed_at,omitempty"`
+	Revoked       bool                   `protobuf:"varint,6,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,7,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SiteIdentity) Reset() {
+	*x = SiteIdentity{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SiteIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SiteIdentity) ProtoMessage() {}
+
+func (x *SiteIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SiteIdentity.ProtoReflect.Descriptor instead.
+func (*SiteIdentity) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SiteIdentity) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *SiteIdentity) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *SiteIdentity) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *SiteIdentity) GetEnrolledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EnrolledAt
+	}
+	return nil
+}
+
+func (x *SiteIdentity) GetRenewedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RenewedAt
+	}
+	return nil
+}
+
+func (x *SiteIdentity) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *SiteIdentity) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
 	}
 	return ""
 }
@@ -1772,7 +2062,7 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\vremote_site\x18\x02 \x01(\tR\n" +
 	"remoteSite\x12\x1b\n" +
 	"\ttunnel_id\x18\x03 \x01(\tR\btunnelId\x12\x1b\n" +
-	"\tmeets_sla\x18\x04 \x01(\bR\bmeetsSla\"\x8e\x02\n" +
+	"\tmeets_sla\x18\x04 \x01(\bR\bmeetsSla\"\xbc\x02\n" +
 	"\x0fEnrollmentToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x129\n" +
@@ -1783,7 +2073,34 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\x04used\x18\x05 \x01(\bR\x04used\x12\x18\n" +
 	"\arevoked\x18\x06 \x01(\bR\arevoked\x12\x16\n" +
 	"\x06secret\x18\a \x01(\tR\x06secret\x12\x1b\n" +
-	"\tca_sha256\x18\b \x01(\tR\bcaSha256*M\n" +
+	"\tca_sha256\x18\b \x01(\tR\bcaSha256\x12\x14\n" +
+	"\x05claim\x18\t \x01(\bR\x05claim\x12\x16\n" +
+	"\x06claims\x18\n" +
+	" \x01(\x04R\x06claims\"\xac\x03\n" +
+	"\x06Device\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12-\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x17.meshwan.v1.DeviceStateR\x05state\x12\x12\n" +
+	"\x04site\x18\x03 \x01(\tR\x04site\x12*\n" +
+	"\x11public_key_sha256\x18\x04 \x01(\tR\x0fpublicKeySha256\x12\x1a\n" +
+	"\bhostname\x18\x05 \x01(\tR\bhostname\x12$\n" +
+	"\x0eclaim_token_id\x18\x06 \x01(\tR\fclaimTokenId\x12%\n" +
+	"\x0eremote_address\x18\a \x01(\tR\rremoteAddress\x129\n" +
+	"\n" +
+	"first_seen\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x129\n" +
+	"\n" +
+	"expires_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xa2\x02\n" +
+	"\fSiteIdentity\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x127\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12;\n" +
+	"\venrolled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"enrolledAt\x129\n" +
+	"\n" +
+	"renewed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trenewedAt\x12\x18\n" +
+	"\arevoked\x18\x06 \x01(\bR\arevoked\x12\x1b\n" +
+	"\tdevice_id\x18\a \x01(\tR\bdeviceId*M\n" +
 	"\bSiteRole\x12\x19\n" +
 	"\x15SITE_ROLE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSITE_ROLE_SPOKE\x10\x01\x12\x11\n" +
@@ -1809,7 +2126,13 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\x18TUNNEL_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTUNNEL_STATE_UP\x10\x01\x12\x19\n" +
 	"\x15TUNNEL_STATE_DEGRADED\x10\x02\x12\x15\n" +
-	"\x11TUNNEL_STATE_DOWN\x10\x03B7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
+	"\x11TUNNEL_STATE_DOWN\x10\x03*\x96\x01\n" +
+	"\vDeviceState\x12\x1c\n" +
+	"\x18DEVICE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14DEVICE_STATE_PENDING\x10\x01\x12\x19\n" +
+	"\x15DEVICE_STATE_APPROVED\x10\x02\x12\x19\n" +
+	"\x15DEVICE_STATE_ENROLLED\x10\x03\x12\x19\n" +
+	"\x15DEVICE_STATE_REJECTED\x10\x04B7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
 
 var (
 	file_meshwan_v1_types_proto_rawDescOnce sync.Once
@@ -1823,8 +2146,8 @@ func file_meshwan_v1_types_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_types_proto_rawDescData
 }
 
-var file_meshwan_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_meshwan_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_meshwan_v1_types_proto_goTypes = []any{
 	(SiteRole)(0),                 // 0: meshwan.v1.SiteRole
 	(EdgeState)(0),                // 1: meshwan.v1.EdgeState
@@ -1832,49 +2155,59 @@ var file_meshwan_v1_types_proto_goTypes = []any{
 	(TransportMatch)(0),           // 3: meshwan.v1.TransportMatch
 	(RoutingMode)(0),              // 4: meshwan.v1.RoutingMode
 	(TunnelState)(0),              // 5: meshwan.v1.TunnelState
-	(*Transport)(nil),             // 6: meshwan.v1.Transport
-	(*Site)(nil),                  // 7: meshwan.v1.Site
-	(*SiteStatus)(nil),            // 8: meshwan.v1.SiteStatus
-	(*BGPPeerStatus)(nil),         // 9: meshwan.v1.BGPPeerStatus
-	(*IPsecPolicy)(nil),           // 10: meshwan.v1.IPsecPolicy
-	(*Topology)(nil),              // 11: meshwan.v1.Topology
-	(*PathPolicy)(nil),            // 12: meshwan.v1.PathPolicy
-	(*SLAClass)(nil),              // 13: meshwan.v1.SLAClass
-	(*TrafficClass)(nil),          // 14: meshwan.v1.TrafficClass
-	(*TunnelEnd)(nil),             // 15: meshwan.v1.TunnelEnd
-	(*Tunnel)(nil),                // 16: meshwan.v1.Tunnel
-	(*TunnelStatus)(nil),          // 17: meshwan.v1.TunnelStatus
-	(*ClassPath)(nil),             // 18: meshwan.v1.ClassPath
-	(*EnrollmentToken)(nil),       // 19: meshwan.v1.EnrollmentToken
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(DeviceState)(0),              // 6: meshwan.v1.DeviceState
+	(*Transport)(nil),             // 7: meshwan.v1.Transport
+	(*Site)(nil),                  // 8: meshwan.v1.Site
+	(*SiteStatus)(nil),            // 9: meshwan.v1.SiteStatus
+	(*BGPPeerStatus)(nil),         // 10: meshwan.v1.BGPPeerStatus
+	(*IPsecPolicy)(nil),           // 11: meshwan.v1.IPsecPolicy
+	(*Topology)(nil),              // 12: meshwan.v1.Topology
+	(*PathPolicy)(nil),            // 13: meshwan.v1.PathPolicy
+	(*SLAClass)(nil),              // 14: meshwan.v1.SLAClass
+	(*TrafficClass)(nil),          // 15: meshwan.v1.TrafficClass
+	(*TunnelEnd)(nil),             // 16: meshwan.v1.TunnelEnd
+	(*Tunnel)(nil),                // 17: meshwan.v1.Tunnel
+	(*TunnelStatus)(nil),          // 18: meshwan.v1.TunnelStatus
+	(*ClassPath)(nil),             // 19: meshwan.v1.ClassPath
+	(*EnrollmentToken)(nil),       // 20: meshwan.v1.EnrollmentToken
+	(*Device)(nil),                // 21: meshwan.v1.Device
+	(*SiteIdentity)(nil),          // 22: meshwan.v1.SiteIdentity
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_meshwan_v1_types_proto_depIdxs = []int32{
 	0,  // 0: meshwan.v1.Site.role:type_name -> meshwan.v1.SiteRole
-	6,  // 1: meshwan.v1.Site.transports:type_name -> meshwan.v1.Transport
-	8,  // 2: meshwan.v1.Site.status:type_name -> meshwan.v1.SiteStatus
+	7,  // 1: meshwan.v1.Site.transports:type_name -> meshwan.v1.Transport
+	9,  // 2: meshwan.v1.Site.status:type_name -> meshwan.v1.SiteStatus
 	1,  // 3: meshwan.v1.SiteStatus.state:type_name -> meshwan.v1.EdgeState
-	20, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
-	17, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
-	9,  // 6: meshwan.v1.SiteStatus.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
-	18, // 7: meshwan.v1.SiteStatus.class_paths:type_name -> meshwan.v1.ClassPath
+	23, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
+	18, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
+	10, // 6: meshwan.v1.SiteStatus.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
+	19, // 7: meshwan.v1.SiteStatus.class_paths:type_name -> meshwan.v1.ClassPath
 	2,  // 8: meshwan.v1.Topology.mode:type_name -> meshwan.v1.TopologyMode
 	3,  // 9: meshwan.v1.Topology.transport_match:type_name -> meshwan.v1.TransportMatch
-	10, // 10: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
+	11, // 10: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
 	4,  // 11: meshwan.v1.Topology.routing:type_name -> meshwan.v1.RoutingMode
-	12, // 12: meshwan.v1.Topology.path_policy:type_name -> meshwan.v1.PathPolicy
-	13, // 13: meshwan.v1.PathPolicy.sla_classes:type_name -> meshwan.v1.SLAClass
-	14, // 14: meshwan.v1.PathPolicy.traffic_classes:type_name -> meshwan.v1.TrafficClass
-	15, // 15: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
-	15, // 16: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
-	20, // 17: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
+	13, // 12: meshwan.v1.Topology.path_policy:type_name -> meshwan.v1.PathPolicy
+	14, // 13: meshwan.v1.PathPolicy.sla_classes:type_name -> meshwan.v1.SLAClass
+	15, // 14: meshwan.v1.PathPolicy.traffic_classes:type_name -> meshwan.v1.TrafficClass
+	16, // 15: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
+	16, // 16: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
+	23, // 17: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
 	5,  // 18: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
-	20, // 19: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	20, // 20: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	23, // 19: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	23, // 20: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	6,  // 21: meshwan.v1.Device.state:type_name -> meshwan.v1.DeviceState
+	23, // 22: meshwan.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
+	23, // 23: meshwan.v1.Device.last_seen:type_name -> google.protobuf.Timestamp
+	23, // 24: meshwan.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 25: meshwan.v1.SiteIdentity.not_after:type_name -> google.protobuf.Timestamp
+	23, // 26: meshwan.v1.SiteIdentity.enrolled_at:type_name -> google.protobuf.Timestamp
+	23, // 27: meshwan.v1.SiteIdentity.renewed_at:type_name -> google.protobuf.Timestamp
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_types_proto_init() }
@@ -1887,8 +2220,8 @@ func file_meshwan_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_types_proto_rawDesc), len(file_meshwan_v1_types_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   14,
+			NumEnums:      7,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

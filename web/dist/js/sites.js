@@ -16,13 +16,14 @@ export function renderSitesTable(container, state) {
       h("td", { class: "mono small" }, (s.lan_prefixes || []).join(", ")),
       h("td", { class: "num" }, bad ? h("span", { class: "warn-text" }, `${mine.length} (${bad} not up)`) : String(mine.length)),
       h("td", {}, s.agent_version || "—"),
-      h("td", {}, s.state === "up" ? "connected" : relTime(s.last_seen)));
+      h("td", {}, s.state === "up" ? "connected" : relTime(s.last_seen)),
+      h("td", { "data-cert": s.name }, certText(s.cert)));
   });
   container.replaceChildren(h("table", { class: "data" },
     h("caption", { class: "visually-hidden" }, "Sites"),
-    h("thead", {}, h("tr", {}, ["Site", "Role", "Edge", "Transports", "LAN prefixes", "Tunnels", "Agent", "Last seen"]
+    h("thead", {}, h("tr", {}, ["Site", "Role", "Edge", "Transports", "LAN prefixes", "Tunnels", "Agent", "Last seen", "Certificate"]
       .map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No sites yet.")))));
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No sites yet.")))));
 }
 
 /**
@@ -51,7 +52,9 @@ export function renderSitePage(container, state, name, renderTunnels) {
           h("dt", {}, "Agent version"), h("dd", { "data-field": "agent_version" }, site.agent_version || "—"),
           h("dt", {}, "Applied version"), h("dd", {}, site.applied_version ? String(site.applied_version) : "—"),
           h("dt", {}, "Last seen"), h("dd", {}, site.state === "up" ? "connected now" : relTime(site.last_seen)),
-          h("dt", {}, "ASN"), h("dd", {}, String(site.asn)))),
+          h("dt", {}, "ASN"), h("dd", {}, String(site.asn)),
+          h("dt", {}, "Certificate"), h("dd", { "data-field": "cert" }, certText(site.cert)),
+          ...(site.cert && site.cert.device_id ? [h("dt", {}, "Device"), h("dd", { class: "mono" }, site.cert.device_id)] : []))),
       h("section", { class: "card", "aria-labelledby": "site-transports" },
         h("h2", { id: "site-transports" }, "Transports"),
         h("table", { class: "data compact" },
@@ -93,4 +96,20 @@ function bgpTable(site, tunnels, state) {
     h("caption", { class: "visually-hidden" }, `BGP sessions of ${site.name}`),
     h("thead", {}, h("tr", {}, ["Neighbor", "Remote AS", "Local address", "Neighbor address", "Transport", "Tunnel", "BGP session", "Prefixes in / out"].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No tunnels, so no sessions."))));
+}
+
+/**
+ * certText says when a site's edge certificate expires, flagged when it
+ * expires soon (the edge renews at 2/3 of the lifetime, so a quarter left
+ * means it has not), has expired or was revoked.
+ */
+export function certText(c) {
+  if (!c) return "not enrolled";
+  if (c.revoked) return h("span", { class: "warn-text" }, "revoked");
+  const at = new Date(c.not_after);
+  const label = at.toLocaleString();
+  if (c.expired) return h("span", { class: "warn-text", title: label }, "EXPIRED");
+  const days = Math.floor((at - Date.now()) / 86400000);
+  const text = days >= 2 ? `expires in ${days} days` : `expires ${label}`;
+  return c.expires_soon ? h("span", { class: "warn-text", title: label }, `${text} (not renewed)`) : h("span", { title: label }, text);
 }

@@ -58,3 +58,7 @@ export const logout = () => request("POST", "/api/logout", undefined, { needsSes
 export const history = (id) => request("GET", `/api/history?tunnel=${encodeURIComponent(id)}`);
 export const createEnrollmentToken = (site, ttlSeconds) =>
   request("POST", "/v1/enrollment-tokens", { site, ttl_seconds: ttlSeconds });
+export const approveDevice = (id, site) =>
+  request("POST", `/v1/devices/${encodeURIComponent(id)}:approve`, { site });
+export const rejectDevice = (id) =>
+  request("POST", `/v1/devices/${encodeURIComponent(id)}:reject`, {});

@@ -1,7 +1,7 @@
 // Onboarding: create an enrollment token for a site and show the exact
 // meshwan-edge command to run on its edge.
 
-import { h, stateLabels } from "./util.js";
+import { h, stateLabels, relTime } from "./util.js";
 import * as api from "./api.js";
 
 const $ = (id) => document.getElementById(id);
@@ -21,8 +21,9 @@ export class Onboarding {
     $("copy-command").addEventListener("click", () => this.copy());
   }
 
-  /** render keeps the site list current, never-seen sites first. */
+  /** render keeps the site list and the devices current. */
   render(state) {
+    this.renderDevices(state);
     const select = $("token-site");
     const keep = select.value;
     const order = { never_seen: 0, down: 1, up: 2 };
@@ -32,6 +33,51 @@ export class Onboarding {
     $("token-create").disabled = sites.length === 0;
     if (!sites.length) $("token-error").textContent = "Declare a site first: there is none to enroll.";
     else if ($("token-error").textContent.startsWith("Declare")) $("token-error").textContent = "";
+  }
+
+  /**
+   * renderDevices lists the claimed devices; a pending one gets a site
+   * choice (sites without an edge first) and Approve / Reject buttons.
+   */
+  renderDevices(state) {
+    const box = $("devices");
+    if (box.contains(document.activeElement) && document.activeElement.tagName === "SELECT") return; // do not reset a choice in progress
+    const devices = state.devices || [];
+    const free = (state.sites || []).filter((s) => !s.cert || s.cert.revoked).map((s) => s.name);
+    const rows = devices.map((d) => {
+      let action = "—";
+      if (d.state === "pending") {
+        const select = h("select", { "aria-label": `Site for ${d.id}`, "data-device-site": d.id },
+          ...free.map((n) => h("option", { value: n }, n)));
+        const approve = h("button", { type: "button", class: "primary", "data-approve": d.id, disabled: free.length ? null : "" }, "Approve");
+        const reject = h("button", { type: "button", "data-reject": d.id }, "Reject");
+        approve.addEventListener("click", () => this.decide(d.id, select.value));
+        reject.addEventListener("click", () => this.decide(d.id, null));
+        action = h("span", { class: "device-actions" }, select, approve, reject);
+      }
+      return h("tr", { "data-device": d.id, class: `device-${d.state}` },
+        h("th", { scope: "row", class: "mono" }, d.id),
+        h("td", {}, d.state),
+        h("td", {}, d.site || "—"),
+        h("td", {}, d.hostname || "—"),
+        h("td", { class: "mono small", title: d.key_sha256 || "" }, (d.key_sha256 || "—").slice(0, 16)),
+        h("td", {}, d.last_seen ? relTime(d.last_seen) : "—"),
+        h("td", {}, action));
+    });
+    box.replaceChildren(h("table", { class: "data compact" },
+      h("caption", { class: "visually-hidden" }, "Claimed devices"),
+      h("thead", {}, h("tr", {}, ["Device", "State", "Site", "Hostname", "Key (SHA-256)", "Last seen", ""].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No device has claimed yet.")))));
+  }
+
+  async decide(id, site) {
+    $("device-error").textContent = "";
+    try {
+      if (site) await api.approveDevice(id, site);
+      else await api.rejectDevice(id);
+    } catch (err) {
+      $("device-error").textContent = `Could not ${site ? "approve" : "reject"} ${id}: ${err.message}`;
+    }
   }
 
   async create() {

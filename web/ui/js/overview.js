@@ -26,7 +26,12 @@ export function renderSummary(container, state) {
         stat("tunnels_up", s.tunnels_up || 0, "up", "up"),
         stat("tunnels_degraded", s.tunnels_degraded || 0, "degraded", "degraded"),
         stat("tunnels_down", s.tunnels_down || 0, "down", "down"),
-        stat("tunnels_unknown", s.tunnels_unknown || 0, "not reported", "unknown"))));
+        stat("tunnels_unknown", s.tunnels_unknown || 0, "not reported", "unknown"))),
+    h("section", { class: "card summary", "aria-labelledby": "sum-identity" },
+      h("h2", { id: "sum-identity" }, "Onboarding & certificates"),
+      h("div", { class: "stats" },
+        h("a", { href: "#/onboard" }, stat("devices_pending", s.devices_pending || 0, "devices pending approval", "degraded")),
+        h("a", { href: "#/sites" }, stat("certs_expiring_soon", s.certs_expiring_soon || 0, "certificates expiring / revoked", "down")))));
 }
 
 export function renderEvents(list, events) {
