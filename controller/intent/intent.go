@@ -407,10 +407,20 @@ func CheckSite(s Site, others []Site, tunnelPool netip.Prefix) error {
 }
 
 // CheckTransit refuses a site whose transport address lies inside a
-// transit prefix: spokes would route the GRE packets to that address into
-// a tunnel (recursive routing), and the edge refuses such a state.
+// transit prefix (spokes would route the GRE packets to that address into
+// a tunnel: recursive routing) or whose LAN contains a transit prefix
+// (the summary would pull part of that LAN into a tunnel): the edge
+// refuses both (dataplane.Desired.Validate).
 func (t Topology) CheckTransit(s Site) error {
 	for _, p := range t.TransitPrefixes {
+		for i, l := range s.LANPrefixes {
+			// A summary may contain a LAN (the LAN is more specific and
+			// stays local); one equal to or inside a LAN would take part
+			// of that LAN into a tunnel, and the edge refuses it.
+			if l.Bits() <= p.Bits() && l.Contains(p.Addr()) {
+				return fmt.Errorf("%w: site %q lan_prefixes[%d] %s contains topology.transit_prefixes %s (a transit summary must be wider than every LAN it overlaps)", ErrConflict, s.Name, i, l, p)
+			}
+		}
 		for i, tr := range s.Transports {
 			if tr.Addr.IsValid() && p.Contains(tr.Addr) {
 				return fmt.Errorf("%w: site %q transports[%d].address %s is inside topology.transit_prefixes %s (tunnels would be routed into themselves)", ErrConflict, s.Name, i, tr.Addr, p)
