@@ -396,7 +396,7 @@ func scenarioRestart(ctx context.Context, p *Process, admin *Admin, fleet *Fleet
 	ratio := float64(u.HWM) / float64(steadyRSS)
 	t.Add("controller RSS steady before (scenario 4)", "%s", kb(steadyRSS))
 	t.Goal("controller peak RSS after the restart (VmHWM)", fmt.Sprintf("%s (%.2f×)", kb(u.HWM), ratio), "≤ 2× steady", ratio <= 2)
-	t.Notes = append(t.Notes, "An edge is current when it received a desired state after the old controller had exited and has taken it: the controller sends every (re)connecting edge the state it serves, so that message is from the new controller. WaitConverged then checks every edge's tunnels against ListTunnels.")
+	t.Notes = append(t.Notes, "An edge is current when it received a desired-state message after the old controller had exited and has taken it: the controller answers every (re)connecting edge (its state, a delta, or a one-line confirmation when the edge already holds the current state), so that message is from the new controller. WaitConverged then checks every edge's tunnels against ListTunnels.")
 	return t, nil
 }
 

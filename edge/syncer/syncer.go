@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -314,12 +315,48 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if s.cfg.OnStream != nil {
 			s.cfg.OnStream(false, err)
 		}
-		select {
-		case <-ctx.Done():
+		s.mu.Lock()
+		conn := s.conn
+		s.mu.Unlock()
+		if conn.GetState() == connectivity.Ready {
+			// The stream failed on a working connection: wait it out.
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+		} else if s.waitReady(ctx, conn, wait) {
+			// The connection itself was down (a controller restarting or
+			// unreachable) and gRPC has it up again: retry now, after a
+			// little jitter, instead of also waiting out our own timer
+			// (two backoffs would stack: an edge that retried while the
+			// controller was down would wait seconds after it is back).
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(rand.Int64N(int64(s.cfg.MinBackoff)/4 + 1))):
+			}
+		} else if ctx.Err() != nil {
 			return ctx.Err()
-		case <-time.After(wait):
 		}
 		backoff = min(backoff*2, s.cfg.MaxBackoff)
+	}
+}
+
+// waitReady asks conn to connect and reports whether it became ready
+// within d.
+func (s *Syncer) waitReady(ctx context.Context, conn *grpc.ClientConn, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	conn.Connect()
+	for {
+		st := conn.GetState()
+		if st == connectivity.Ready {
+			return true
+		}
+		if !conn.WaitForStateChange(ctx, st) {
+			return false
+		}
 	}
 }
 
