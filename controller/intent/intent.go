@@ -212,7 +212,7 @@ func ParsePrefix(field, s string) (netip.Prefix, error) {
 }
 
 // Validate checks one site on its own (names, roles, transports, prefixes).
-// It does not look at other sites: see CheckSites.
+// It does not look at other sites: see CheckSite.
 func (s Site) Validate() error {
 	if err := ValidateName("site.name", s.Name); err != nil {
 		return err
@@ -249,55 +249,6 @@ func (s Site) Validate() error {
 			if s.LANPrefixes[j].Overlaps(p) {
 				return invalid(field, "%s overlaps %s of the same site", p, s.LANPrefixes[j])
 			}
-		}
-	}
-	return nil
-}
-
-// CheckSites checks the clashes between sites that make a network unusable:
-// duplicate names, LAN prefixes that overlap between sites (routing would be
-// ambiguous), the same public address on two sites (tunnels could not be
-// told apart), duplicate ASNs, and LAN prefixes inside the tunnel pool.
-// The first problem found is returned, naming the site and field.
-func CheckSites(sites []Site, tunnelPool netip.Prefix) error {
-	names := map[string]bool{}
-	addrs := map[netip.Addr]string{}
-	asns := map[uint32]string{}
-	type owned struct {
-		p    netip.Prefix
-		site string
-	}
-	var prefixes []owned
-	for _, s := range sites {
-		if names[s.Name] {
-			return fmt.Errorf("%w: site.name: a site named %q already exists", ErrExists, s.Name)
-		}
-		names[s.Name] = true
-		for i, t := range s.Transports {
-			if !t.Addr.IsValid() {
-				continue
-			}
-			if other, ok := addrs[t.Addr]; ok {
-				return fmt.Errorf("%w: site.transports[%d].address: %s is already used by site %q", ErrConflict, i, t.Addr, other)
-			}
-			addrs[t.Addr] = s.Name
-		}
-		if s.ASN != 0 {
-			if other, ok := asns[s.ASN]; ok {
-				return fmt.Errorf("%w: site.asn: %d is already used by site %q", ErrConflict, s.ASN, other)
-			}
-			asns[s.ASN] = s.Name
-		}
-		for i, p := range s.LANPrefixes {
-			if tunnelPool.IsValid() && p.Overlaps(tunnelPool) {
-				return fmt.Errorf("%w: site.lan_prefixes[%d]: %s overlaps the tunnel pool %s", ErrConflict, i, p, tunnelPool)
-			}
-			for _, o := range prefixes {
-				if o.p.Overlaps(p) {
-					return fmt.Errorf("%w: site.lan_prefixes[%d]: %s overlaps %s of site %q", ErrConflict, i, p, o.p, o.site)
-				}
-			}
-			prefixes = append(prefixes, owned{p, s.Name})
 		}
 	}
 	return nil
@@ -367,10 +318,15 @@ func SortSites(sites []Site) {
 	slices.SortFunc(sites, func(a, b Site) int { return strings.Compare(a.Name, b.Name) })
 }
 
-// CheckSite checks the clashes CheckSites finds between one new or changed
-// site and the others (which are assumed consistent among themselves), in
-// time linear in their number: a change to one site of a large network
-// does not re-check every pair. others may contain s's previous version
+// CheckSite checks the clashes that make a network unusable between one
+// new or changed site and the others (which are assumed consistent among
+// themselves): duplicate names are the caller's check; LAN prefixes that
+// overlap between sites (routing would be ambiguous), the same public
+// address on two sites (tunnels could not be told apart), duplicate ASNs,
+// and LAN prefixes inside the tunnel pool. It runs in time linear in the
+// number of sites: a change to one site of a large network does not
+// re-check every pair. The first problem found is returned, naming the
+// field and the other site. others may contain s's previous version
 // (same name), which is skipped.
 func CheckSite(s Site, others []Site, tunnelPool netip.Prefix) error {
 	for i, p := range s.LANPrefixes {

@@ -83,15 +83,3 @@ func (r ASNRange) Size() int { return int(r.Last-r.First) + 1 }
 
 // Contains reports whether asn is in the range.
 func (r ASNRange) Contains(asn uint32) bool { return asn >= r.First && asn <= r.Last }
-
-// FirstFree returns the lowest index in [0,size) not in used, starting the
-// search at from (wrapping), or -1 when all are used.
-func FirstFree(used map[int]bool, size, from int) int {
-	for k := range size {
-		i := (from + k) % size
-		if !used[i] {
-			return i
-		}
-	}
-	return -1
-}

@@ -81,12 +81,3 @@ func TestASNRange(t *testing.T) {
 		}
 	}
 }
-
-func TestFirstFree(t *testing.T) {
-	used := map[int]bool{0: true, 1: true, 3: true}
-	for _, tc := range []struct{ size, from, want int }{{5, 0, 2}, {5, 3, 4}, {4, 3, 2}, {3, 0, 2}, {2, 0, -1}} {
-		if got := FirstFree(used, tc.size, tc.from); got != tc.want {
-			t.Errorf("FirstFree(size %d, from %d) = %d, want %d", tc.size, tc.from, got, tc.want)
-		}
-	}
-}
