@@ -1260,6 +1260,351 @@ func (x *RevokeSiteIdentityRequest) GetSite() string {
 	return ""
 }
 
+type CreateCredentialRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name says whose credential it is ("noc-readonly", "ci-pipeline").
+	Name string    `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role AdminRole `protobuf:"varint,2,opt,name=role,proto3,enum=meshwan.v1.AdminRole" json:"role,omitempty"`
+	// ttl_seconds: 0 means no expiry.
+	TtlSeconds    uint32 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCredentialRequest) Reset() {
+	*x = CreateCredentialRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCredentialRequest) ProtoMessage() {}
+
+func (x *CreateCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCredentialRequest.ProtoReflect.Descriptor instead.
+func (*CreateCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CreateCredentialRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateCredentialRequest) GetRole() AdminRole {
+	if x != nil {
+		return x.Role
+	}
+	return AdminRole_ADMIN_ROLE_UNSPECIFIED
+}
+
+func (x *CreateCredentialRequest) GetTtlSeconds() uint32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type CreateCredentialResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Credential *Credential            `protobuf:"bytes,1,opt,name=credential,proto3" json:"credential,omitempty"`
+	// secret is the bearer token (header authorization: Bearer <secret>).
+	// It is returned only here.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCredentialResponse) Reset() {
+	*x = CreateCredentialResponse{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCredentialResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCredentialResponse) ProtoMessage() {}
+
+func (x *CreateCredentialResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCredentialResponse.ProtoReflect.Descriptor instead.
+func (*CreateCredentialResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CreateCredentialResponse) GetCredential() *Credential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+func (x *CreateCredentialResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type ListCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsRequest) Reset() {
+	*x = ListCredentialsRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsRequest) ProtoMessage() {}
+
+func (x *ListCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*ListCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+type ListCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   []*Credential          `protobuf:"bytes,1,rep,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCredentialsResponse) Reset() {
+	*x = ListCredentialsResponse{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCredentialsResponse) ProtoMessage() {}
+
+func (x *ListCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*ListCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListCredentialsResponse) GetCredentials() []*Credential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type RevokeCredentialRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeCredentialRequest) Reset() {
+	*x = RevokeCredentialRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeCredentialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeCredentialRequest) ProtoMessage() {}
+
+func (x *RevokeCredentialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeCredentialRequest.ProtoReflect.Descriptor instead.
+func (*RevokeCredentialRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RevokeCredentialRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RotateTunnelKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tunnel_ids, site and all select the tunnels; exactly one must be set.
+	TunnelIds     []string `protobuf:"bytes,1,rep,name=tunnel_ids,json=tunnelIds,proto3" json:"tunnel_ids,omitempty"`
+	Site          string   `protobuf:"bytes,2,opt,name=site,proto3" json:"site,omitempty"`
+	All           bool     `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateTunnelKeysRequest) Reset() {
+	*x = RotateTunnelKeysRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateTunnelKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateTunnelKeysRequest) ProtoMessage() {}
+
+func (x *RotateTunnelKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateTunnelKeysRequest.ProtoReflect.Descriptor instead.
+func (*RotateTunnelKeysRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RotateTunnelKeysRequest) GetTunnelIds() []string {
+	if x != nil {
+		return x.TunnelIds
+	}
+	return nil
+}
+
+func (x *RotateTunnelKeysRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *RotateTunnelKeysRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type RotateTunnelKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TunnelIds     []string               `protobuf:"bytes,1,rep,name=tunnel_ids,json=tunnelIds,proto3" json:"tunnel_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateTunnelKeysResponse) Reset() {
+	*x = RotateTunnelKeysResponse{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateTunnelKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateTunnelKeysResponse) ProtoMessage() {}
+
+func (x *RotateTunnelKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateTunnelKeysResponse.ProtoReflect.Descriptor instead.
+func (*RotateTunnelKeysResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RotateTunnelKeysResponse) GetTunnelIds() []string {
+	if x != nil {
+		return x.TunnelIds
+	}
+	return nil
+}
+
 var File_meshwan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshwan_v1_admin_proto_rawDesc = "" +
@@ -1330,7 +1675,30 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"identities\x18\x01 \x03(\v2\x18.meshwan.v1.SiteIdentityR\n" +
 	"identities\"/\n" +
 	"\x19RevokeSiteIdentityRequest\x12\x12\n" +
-	"\x04site\x18\x01 \x01(\tR\x04site2\x8b\v\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\"y\n" +
+	"\x17CreateCredentialRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x15.meshwan.v1.AdminRoleR\x04role\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\rR\n" +
+	"ttlSeconds\"j\n" +
+	"\x18CreateCredentialResponse\x126\n" +
+	"\n" +
+	"credential\x18\x01 \x01(\v2\x16.meshwan.v1.CredentialR\n" +
+	"credential\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x18\n" +
+	"\x16ListCredentialsRequest\"S\n" +
+	"\x17ListCredentialsResponse\x128\n" +
+	"\vcredentials\x18\x01 \x03(\v2\x16.meshwan.v1.CredentialR\vcredentials\")\n" +
+	"\x17RevokeCredentialRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"^\n" +
+	"\x17RotateTunnelKeysRequest\x12\x1d\n" +
+	"\n" +
+	"tunnel_ids\x18\x01 \x03(\tR\ttunnelIds\x12\x12\n" +
+	"\x04site\x18\x02 \x01(\tR\x04site\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\"9\n" +
+	"\x18RotateTunnelKeysResponse\x12\x1d\n" +
+	"\n" +
+	"tunnel_ids\x18\x01 \x03(\tR\ttunnelIds2\xf6\r\n" +
 	"\fAdminService\x12=\n" +
 	"\n" +
 	"CreateSite\x12\x1d.meshwan.v1.CreateSiteRequest\x1a\x10.meshwan.v1.Site\x127\n" +
@@ -1352,7 +1720,11 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"\rApproveDevice\x12 .meshwan.v1.ApproveDeviceRequest\x1a\x12.meshwan.v1.Device\x12C\n" +
 	"\fRejectDevice\x12\x1f.meshwan.v1.RejectDeviceRequest\x1a\x12.meshwan.v1.Device\x12c\n" +
 	"\x12ListSiteIdentities\x12%.meshwan.v1.ListSiteIdentitiesRequest\x1a&.meshwan.v1.ListSiteIdentitiesResponse\x12U\n" +
-	"\x12RevokeSiteIdentity\x12%.meshwan.v1.RevokeSiteIdentityRequest\x1a\x18.meshwan.v1.SiteIdentityB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
+	"\x12RevokeSiteIdentity\x12%.meshwan.v1.RevokeSiteIdentityRequest\x1a\x18.meshwan.v1.SiteIdentity\x12]\n" +
+	"\x10CreateCredential\x12#.meshwan.v1.CreateCredentialRequest\x1a$.meshwan.v1.CreateCredentialResponse\x12Z\n" +
+	"\x0fListCredentials\x12\".meshwan.v1.ListCredentialsRequest\x1a#.meshwan.v1.ListCredentialsResponse\x12O\n" +
+	"\x10RevokeCredential\x12#.meshwan.v1.RevokeCredentialRequest\x1a\x16.meshwan.v1.Credential\x12]\n" +
+	"\x10RotateTunnelKeys\x12#.meshwan.v1.RotateTunnelKeysRequest\x1a$.meshwan.v1.RotateTunnelKeysResponseB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
 
 var (
 	file_meshwan_v1_admin_proto_rawDescOnce sync.Once
@@ -1366,7 +1738,7 @@ func file_meshwan_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_admin_proto_rawDescData
 }
 
-var file_meshwan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_meshwan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_meshwan_v1_admin_proto_goTypes = []any{
 	(*CreateSiteRequest)(nil),            // 0: meshwan.v1.CreateSiteRequest
 	(*GetSiteRequest)(nil),               // 1: meshwan.v1.GetSiteRequest
@@ -1394,66 +1766,86 @@ var file_meshwan_v1_admin_proto_goTypes = []any{
 	(*ListSiteIdentitiesRequest)(nil),    // 23: meshwan.v1.ListSiteIdentitiesRequest
 	(*ListSiteIdentitiesResponse)(nil),   // 24: meshwan.v1.ListSiteIdentitiesResponse
 	(*RevokeSiteIdentityRequest)(nil),    // 25: meshwan.v1.RevokeSiteIdentityRequest
-	(*Site)(nil),                         // 26: meshwan.v1.Site
-	(*Topology)(nil),                     // 27: meshwan.v1.Topology
-	(*Tunnel)(nil),                       // 28: meshwan.v1.Tunnel
-	(*EnrollmentToken)(nil),              // 29: meshwan.v1.EnrollmentToken
-	(*Device)(nil),                       // 30: meshwan.v1.Device
-	(*SiteIdentity)(nil),                 // 31: meshwan.v1.SiteIdentity
+	(*CreateCredentialRequest)(nil),      // 26: meshwan.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil),     // 27: meshwan.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),       // 28: meshwan.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),      // 29: meshwan.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),      // 30: meshwan.v1.RevokeCredentialRequest
+	(*RotateTunnelKeysRequest)(nil),      // 31: meshwan.v1.RotateTunnelKeysRequest
+	(*RotateTunnelKeysResponse)(nil),     // 32: meshwan.v1.RotateTunnelKeysResponse
+	(*Site)(nil),                         // 33: meshwan.v1.Site
+	(*Topology)(nil),                     // 34: meshwan.v1.Topology
+	(*Tunnel)(nil),                       // 35: meshwan.v1.Tunnel
+	(*EnrollmentToken)(nil),              // 36: meshwan.v1.EnrollmentToken
+	(*Device)(nil),                       // 37: meshwan.v1.Device
+	(*SiteIdentity)(nil),                 // 38: meshwan.v1.SiteIdentity
+	(AdminRole)(0),                       // 39: meshwan.v1.AdminRole
+	(*Credential)(nil),                   // 40: meshwan.v1.Credential
 }
 var file_meshwan_v1_admin_proto_depIdxs = []int32{
-	26, // 0: meshwan.v1.CreateSiteRequest.site:type_name -> meshwan.v1.Site
-	26, // 1: meshwan.v1.ListSitesResponse.sites:type_name -> meshwan.v1.Site
-	26, // 2: meshwan.v1.UpdateSiteRequest.site:type_name -> meshwan.v1.Site
-	27, // 3: meshwan.v1.SetTopologyRequest.topology:type_name -> meshwan.v1.Topology
-	28, // 4: meshwan.v1.ListTunnelsResponse.tunnels:type_name -> meshwan.v1.Tunnel
-	29, // 5: meshwan.v1.ListEnrollmentTokensResponse.tokens:type_name -> meshwan.v1.EnrollmentToken
-	26, // 6: meshwan.v1.ApplyNetworkRequest.sites:type_name -> meshwan.v1.Site
-	27, // 7: meshwan.v1.ApplyNetworkRequest.topology:type_name -> meshwan.v1.Topology
+	33, // 0: meshwan.v1.CreateSiteRequest.site:type_name -> meshwan.v1.Site
+	33, // 1: meshwan.v1.ListSitesResponse.sites:type_name -> meshwan.v1.Site
+	33, // 2: meshwan.v1.UpdateSiteRequest.site:type_name -> meshwan.v1.Site
+	34, // 3: meshwan.v1.SetTopologyRequest.topology:type_name -> meshwan.v1.Topology
+	35, // 4: meshwan.v1.ListTunnelsResponse.tunnels:type_name -> meshwan.v1.Tunnel
+	36, // 5: meshwan.v1.ListEnrollmentTokensResponse.tokens:type_name -> meshwan.v1.EnrollmentToken
+	33, // 6: meshwan.v1.ApplyNetworkRequest.sites:type_name -> meshwan.v1.Site
+	34, // 7: meshwan.v1.ApplyNetworkRequest.topology:type_name -> meshwan.v1.Topology
 	17, // 8: meshwan.v1.ApplyNetworkResponse.sites_updated:type_name -> meshwan.v1.SiteUpdate
-	30, // 9: meshwan.v1.ListDevicesResponse.devices:type_name -> meshwan.v1.Device
-	31, // 10: meshwan.v1.ListSiteIdentitiesResponse.identities:type_name -> meshwan.v1.SiteIdentity
-	0,  // 11: meshwan.v1.AdminService.CreateSite:input_type -> meshwan.v1.CreateSiteRequest
-	1,  // 12: meshwan.v1.AdminService.GetSite:input_type -> meshwan.v1.GetSiteRequest
-	2,  // 13: meshwan.v1.AdminService.ListSites:input_type -> meshwan.v1.ListSitesRequest
-	4,  // 14: meshwan.v1.AdminService.UpdateSite:input_type -> meshwan.v1.UpdateSiteRequest
-	5,  // 15: meshwan.v1.AdminService.DeleteSite:input_type -> meshwan.v1.DeleteSiteRequest
-	7,  // 16: meshwan.v1.AdminService.GetTopology:input_type -> meshwan.v1.GetTopologyRequest
-	8,  // 17: meshwan.v1.AdminService.SetTopology:input_type -> meshwan.v1.SetTopologyRequest
-	9,  // 18: meshwan.v1.AdminService.ListTunnels:input_type -> meshwan.v1.ListTunnelsRequest
-	11, // 19: meshwan.v1.AdminService.GetTunnel:input_type -> meshwan.v1.GetTunnelRequest
-	12, // 20: meshwan.v1.AdminService.CreateEnrollmentToken:input_type -> meshwan.v1.CreateEnrollmentTokenRequest
-	13, // 21: meshwan.v1.AdminService.ListEnrollmentTokens:input_type -> meshwan.v1.ListEnrollmentTokensRequest
-	15, // 22: meshwan.v1.AdminService.RevokeEnrollmentToken:input_type -> meshwan.v1.RevokeEnrollmentTokenRequest
-	16, // 23: meshwan.v1.AdminService.ApplyNetwork:input_type -> meshwan.v1.ApplyNetworkRequest
-	19, // 24: meshwan.v1.AdminService.ListDevices:input_type -> meshwan.v1.ListDevicesRequest
-	21, // 25: meshwan.v1.AdminService.ApproveDevice:input_type -> meshwan.v1.ApproveDeviceRequest
-	22, // 26: meshwan.v1.AdminService.RejectDevice:input_type -> meshwan.v1.RejectDeviceRequest
-	23, // 27: meshwan.v1.AdminService.ListSiteIdentities:input_type -> meshwan.v1.ListSiteIdentitiesRequest
-	25, // 28: meshwan.v1.AdminService.RevokeSiteIdentity:input_type -> meshwan.v1.RevokeSiteIdentityRequest
-	26, // 29: meshwan.v1.AdminService.CreateSite:output_type -> meshwan.v1.Site
-	26, // 30: meshwan.v1.AdminService.GetSite:output_type -> meshwan.v1.Site
-	3,  // 31: meshwan.v1.AdminService.ListSites:output_type -> meshwan.v1.ListSitesResponse
-	26, // 32: meshwan.v1.AdminService.UpdateSite:output_type -> meshwan.v1.Site
-	6,  // 33: meshwan.v1.AdminService.DeleteSite:output_type -> meshwan.v1.DeleteSiteResponse
-	27, // 34: meshwan.v1.AdminService.GetTopology:output_type -> meshwan.v1.Topology
-	27, // 35: meshwan.v1.AdminService.SetTopology:output_type -> meshwan.v1.Topology
-	10, // 36: meshwan.v1.AdminService.ListTunnels:output_type -> meshwan.v1.ListTunnelsResponse
-	28, // 37: meshwan.v1.AdminService.GetTunnel:output_type -> meshwan.v1.Tunnel
-	29, // 38: meshwan.v1.AdminService.CreateEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
-	14, // 39: meshwan.v1.AdminService.ListEnrollmentTokens:output_type -> meshwan.v1.ListEnrollmentTokensResponse
-	29, // 40: meshwan.v1.AdminService.RevokeEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
-	18, // 41: meshwan.v1.AdminService.ApplyNetwork:output_type -> meshwan.v1.ApplyNetworkResponse
-	20, // 42: meshwan.v1.AdminService.ListDevices:output_type -> meshwan.v1.ListDevicesResponse
-	30, // 43: meshwan.v1.AdminService.ApproveDevice:output_type -> meshwan.v1.Device
-	30, // 44: meshwan.v1.AdminService.RejectDevice:output_type -> meshwan.v1.Device
-	24, // 45: meshwan.v1.AdminService.ListSiteIdentities:output_type -> meshwan.v1.ListSiteIdentitiesResponse
-	31, // 46: meshwan.v1.AdminService.RevokeSiteIdentity:output_type -> meshwan.v1.SiteIdentity
-	29, // [29:47] is the sub-list for method output_type
-	11, // [11:29] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	37, // 9: meshwan.v1.ListDevicesResponse.devices:type_name -> meshwan.v1.Device
+	38, // 10: meshwan.v1.ListSiteIdentitiesResponse.identities:type_name -> meshwan.v1.SiteIdentity
+	39, // 11: meshwan.v1.CreateCredentialRequest.role:type_name -> meshwan.v1.AdminRole
+	40, // 12: meshwan.v1.CreateCredentialResponse.credential:type_name -> meshwan.v1.Credential
+	40, // 13: meshwan.v1.ListCredentialsResponse.credentials:type_name -> meshwan.v1.Credential
+	0,  // 14: meshwan.v1.AdminService.CreateSite:input_type -> meshwan.v1.CreateSiteRequest
+	1,  // 15: meshwan.v1.AdminService.GetSite:input_type -> meshwan.v1.GetSiteRequest
+	2,  // 16: meshwan.v1.AdminService.ListSites:input_type -> meshwan.v1.ListSitesRequest
+	4,  // 17: meshwan.v1.AdminService.UpdateSite:input_type -> meshwan.v1.UpdateSiteRequest
+	5,  // 18: meshwan.v1.AdminService.DeleteSite:input_type -> meshwan.v1.DeleteSiteRequest
+	7,  // 19: meshwan.v1.AdminService.GetTopology:input_type -> meshwan.v1.GetTopologyRequest
+	8,  // 20: meshwan.v1.AdminService.SetTopology:input_type -> meshwan.v1.SetTopologyRequest
+	9,  // 21: meshwan.v1.AdminService.ListTunnels:input_type -> meshwan.v1.ListTunnelsRequest
+	11, // 22: meshwan.v1.AdminService.GetTunnel:input_type -> meshwan.v1.GetTunnelRequest
+	12, // 23: meshwan.v1.AdminService.CreateEnrollmentToken:input_type -> meshwan.v1.CreateEnrollmentTokenRequest
+	13, // 24: meshwan.v1.AdminService.ListEnrollmentTokens:input_type -> meshwan.v1.ListEnrollmentTokensRequest
+	15, // 25: meshwan.v1.AdminService.RevokeEnrollmentToken:input_type -> meshwan.v1.RevokeEnrollmentTokenRequest
+	16, // 26: meshwan.v1.AdminService.ApplyNetwork:input_type -> meshwan.v1.ApplyNetworkRequest
+	19, // 27: meshwan.v1.AdminService.ListDevices:input_type -> meshwan.v1.ListDevicesRequest
+	21, // 28: meshwan.v1.AdminService.ApproveDevice:input_type -> meshwan.v1.ApproveDeviceRequest
+	22, // 29: meshwan.v1.AdminService.RejectDevice:input_type -> meshwan.v1.RejectDeviceRequest
+	23, // 30: meshwan.v1.AdminService.ListSiteIdentities:input_type -> meshwan.v1.ListSiteIdentitiesRequest
+	25, // 31: meshwan.v1.AdminService.RevokeSiteIdentity:input_type -> meshwan.v1.RevokeSiteIdentityRequest
+	26, // 32: meshwan.v1.AdminService.CreateCredential:input_type -> meshwan.v1.CreateCredentialRequest
+	28, // 33: meshwan.v1.AdminService.ListCredentials:input_type -> meshwan.v1.ListCredentialsRequest
+	30, // 34: meshwan.v1.AdminService.RevokeCredential:input_type -> meshwan.v1.RevokeCredentialRequest
+	31, // 35: meshwan.v1.AdminService.RotateTunnelKeys:input_type -> meshwan.v1.RotateTunnelKeysRequest
+	33, // 36: meshwan.v1.AdminService.CreateSite:output_type -> meshwan.v1.Site
+	33, // 37: meshwan.v1.AdminService.GetSite:output_type -> meshwan.v1.Site
+	3,  // 38: meshwan.v1.AdminService.ListSites:output_type -> meshwan.v1.ListSitesResponse
+	33, // 39: meshwan.v1.AdminService.UpdateSite:output_type -> meshwan.v1.Site
+	6,  // 40: meshwan.v1.AdminService.DeleteSite:output_type -> meshwan.v1.DeleteSiteResponse
+	34, // 41: meshwan.v1.AdminService.GetTopology:output_type -> meshwan.v1.Topology
+	34, // 42: meshwan.v1.AdminService.SetTopology:output_type -> meshwan.v1.Topology
+	10, // 43: meshwan.v1.AdminService.ListTunnels:output_type -> meshwan.v1.ListTunnelsResponse
+	35, // 44: meshwan.v1.AdminService.GetTunnel:output_type -> meshwan.v1.Tunnel
+	36, // 45: meshwan.v1.AdminService.CreateEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
+	14, // 46: meshwan.v1.AdminService.ListEnrollmentTokens:output_type -> meshwan.v1.ListEnrollmentTokensResponse
+	36, // 47: meshwan.v1.AdminService.RevokeEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
+	18, // 48: meshwan.v1.AdminService.ApplyNetwork:output_type -> meshwan.v1.ApplyNetworkResponse
+	20, // 49: meshwan.v1.AdminService.ListDevices:output_type -> meshwan.v1.ListDevicesResponse
+	37, // 50: meshwan.v1.AdminService.ApproveDevice:output_type -> meshwan.v1.Device
+	37, // 51: meshwan.v1.AdminService.RejectDevice:output_type -> meshwan.v1.Device
+	24, // 52: meshwan.v1.AdminService.ListSiteIdentities:output_type -> meshwan.v1.ListSiteIdentitiesResponse
+	38, // 53: meshwan.v1.AdminService.RevokeSiteIdentity:output_type -> meshwan.v1.SiteIdentity
+	27, // 54: meshwan.v1.AdminService.CreateCredential:output_type -> meshwan.v1.CreateCredentialResponse
+	29, // 55: meshwan.v1.AdminService.ListCredentials:output_type -> meshwan.v1.ListCredentialsResponse
+	40, // 56: meshwan.v1.AdminService.RevokeCredential:output_type -> meshwan.v1.Credential
+	32, // 57: meshwan.v1.AdminService.RotateTunnelKeys:output_type -> meshwan.v1.RotateTunnelKeysResponse
+	36, // [36:58] is the sub-list for method output_type
+	14, // [14:36] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_admin_proto_init() }
@@ -1468,7 +1860,7 @@ func file_meshwan_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_admin_proto_rawDesc), len(file_meshwan_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,10 @@ const (
 	AdminService_RejectDevice_FullMethodName          = "/meshwan.v1.AdminService/RejectDevice"
 	AdminService_ListSiteIdentities_FullMethodName    = "/meshwan.v1.AdminService/ListSiteIdentities"
 	AdminService_RevokeSiteIdentity_FullMethodName    = "/meshwan.v1.AdminService/RevokeSiteIdentity"
+	AdminService_CreateCredential_FullMethodName      = "/meshwan.v1.AdminService/CreateCredential"
+	AdminService_ListCredentials_FullMethodName       = "/meshwan.v1.AdminService/ListCredentials"
+	AdminService_RevokeCredential_FullMethodName      = "/meshwan.v1.AdminService/RevokeCredential"
+	AdminService_RotateTunnelKeys_FullMethodName      = "/meshwan.v1.AdminService/RotateTunnelKeys"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -78,6 +82,18 @@ type AdminServiceClient interface {
 	// streams close within a second, renewal is refused; the site needs a
 	// new enrollment (token or claim).
 	RevokeSiteIdentity(ctx context.Context, in *RevokeSiteIdentityRequest, opts ...grpc.CallOption) (*SiteIdentity, error)
+	// CreateCredential makes an admin API credential with a role. Its secret
+	// (a bearer token) is returned once; the controller stores only a hash.
+	CreateCredential(ctx context.Context, in *CreateCredentialRequest, opts ...grpc.CallOption) (*CreateCredentialResponse, error)
+	ListCredentials(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error)
+	// RevokeCredential refuses the credential from now on (every replica).
+	RevokeCredential(ctx context.Context, in *RevokeCredentialRequest, opts ...grpc.CallOption) (*Credential, error)
+	// RotateTunnelKeys starts a make-before-break rotation of the IPsec
+	// pre-shared keys of the named tunnels (or of every tunnel of a site, or
+	// of all tunnels). Both ends first accept the new key, then use it, then
+	// drop the old one; established SAs are never torn down. Returns the
+	// tunnels whose rotation started (a tunnel already rotating is skipped).
+	RotateTunnelKeys(ctx context.Context, in *RotateTunnelKeysRequest, opts ...grpc.CallOption) (*RotateTunnelKeysResponse, error)
 }
 
 type adminServiceClient struct {
@@ -268,6 +284,46 @@ func (c *adminServiceClient) RevokeSiteIdentity(ctx context.Context, in *RevokeS
 	return out, nil
 }
 
+func (c *adminServiceClient) CreateCredential(ctx context.Context, in *CreateCredentialRequest, opts ...grpc.CallOption) (*CreateCredentialResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateCredentialResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListCredentials(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCredentialsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListCredentials_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeCredential(ctx context.Context, in *RevokeCredentialRequest, opts ...grpc.CallOption) (*Credential, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Credential)
+	err := c.cc.Invoke(ctx, AdminService_RevokeCredential_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RotateTunnelKeys(ctx context.Context, in *RotateTunnelKeysRequest, opts ...grpc.CallOption) (*RotateTunnelKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateTunnelKeysResponse)
+	err := c.cc.Invoke(ctx, AdminService_RotateTunnelKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -307,6 +363,18 @@ type AdminServiceServer interface {
 	// streams close within a second, renewal is refused; the site needs a
 	// new enrollment (token or claim).
 	RevokeSiteIdentity(context.Context, *RevokeSiteIdentityRequest) (*SiteIdentity, error)
+	// CreateCredential makes an admin API credential with a role. Its secret
+	// (a bearer token) is returned once; the controller stores only a hash.
+	CreateCredential(context.Context, *CreateCredentialRequest) (*CreateCredentialResponse, error)
+	ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error)
+	// RevokeCredential refuses the credential from now on (every replica).
+	RevokeCredential(context.Context, *RevokeCredentialRequest) (*Credential, error)
+	// RotateTunnelKeys starts a make-before-break rotation of the IPsec
+	// pre-shared keys of the named tunnels (or of every tunnel of a site, or
+	// of all tunnels). Both ends first accept the new key, then use it, then
+	// drop the old one; established SAs are never torn down. Returns the
+	// tunnels whose rotation started (a tunnel already rotating is skipped).
+	RotateTunnelKeys(context.Context, *RotateTunnelKeysRequest) (*RotateTunnelKeysResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -370,6 +438,18 @@ func (UnimplementedAdminServiceServer) ListSiteIdentities(context.Context, *List
 }
 func (UnimplementedAdminServiceServer) RevokeSiteIdentity(context.Context, *RevokeSiteIdentityRequest) (*SiteIdentity, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeSiteIdentity not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateCredential(context.Context, *CreateCredentialRequest) (*CreateCredentialResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateCredential not implemented")
+}
+func (UnimplementedAdminServiceServer) ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCredentials not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeCredential(context.Context, *RevokeCredentialRequest) (*Credential, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeCredential not implemented")
+}
+func (UnimplementedAdminServiceServer) RotateTunnelKeys(context.Context, *RotateTunnelKeysRequest) (*RotateTunnelKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateTunnelKeys not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -716,6 +796,78 @@ func _AdminService_RevokeSiteIdentity_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CreateCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateCredential(ctx, req.(*CreateCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListCredentials_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCredentialsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListCredentials(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListCredentials_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListCredentials(ctx, req.(*ListCredentialsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeCredential_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeCredentialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeCredential(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeCredential_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeCredential(ctx, req.(*RevokeCredentialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RotateTunnelKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateTunnelKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RotateTunnelKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RotateTunnelKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RotateTunnelKeys(ctx, req.(*RotateTunnelKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -794,6 +946,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeSiteIdentity",
 			Handler:    _AdminService_RevokeSiteIdentity_Handler,
+		},
+		{
+			MethodName: "CreateCredential",
+			Handler:    _AdminService_CreateCredential_Handler,
+		},
+		{
+			MethodName: "ListCredentials",
+			Handler:    _AdminService_ListCredentials_Handler,
+		},
+		{
+			MethodName: "RevokeCredential",
+			Handler:    _AdminService_RevokeCredential_Handler,
+		},
+		{
+			MethodName: "RotateTunnelKeys",
+			Handler:    _AdminService_RotateTunnelKeys_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

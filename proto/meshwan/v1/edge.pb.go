@@ -852,7 +852,15 @@ type EdgeTunnel struct {
 	RemoteAsn         uint32   `protobuf:"varint,9,opt,name=remote_asn,json=remoteAsn,proto3" json:"remote_asn,omitempty"`
 	RemoteLanPrefixes []string `protobuf:"bytes,10,rep,name=remote_lan_prefixes,json=remoteLanPrefixes,proto3" json:"remote_lan_prefixes,omitempty"`
 	// psk is the tunnel's 256-bit IKE pre-shared key.
-	Psk           []byte `protobuf:"bytes,11,opt,name=psk,proto3" json:"psk,omitempty"`
+	Psk []byte `protobuf:"bytes,11,opt,name=psk,proto3" json:"psk,omitempty"`
+	// accept_psks are keys this end also accepts from the peer but never
+	// authenticates with itself: the new key while a rotation is staged, the
+	// old one once it is committed (make-before-break).
+	AcceptPsks [][]byte `protobuf:"bytes,12,rep,name=accept_psks,json=acceptPsks,proto3" json:"accept_psks,omitempty"`
+	// psk_serial identifies this key set; the edge reports the serial it has
+	// loaded (TunnelStatus.psk_serial) and the controller advances a rotation
+	// only when both ends have.
+	PskSerial     uint64 `protobuf:"varint,13,opt,name=psk_serial,json=pskSerial,proto3" json:"psk_serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -964,6 +972,20 @@ func (x *EdgeTunnel) GetPsk() []byte {
 	return nil
 }
 
+func (x *EdgeTunnel) GetAcceptPsks() [][]byte {
+	if x != nil {
+		return x.AcceptPsks
+	}
+	return nil
+}
+
+func (x *EdgeTunnel) GetPskSerial() uint64 {
+	if x != nil {
+		return x.PskSerial
+	}
+	return 0
+}
+
 var File_meshwan_v1_edge_proto protoreflect.FileDescriptor
 
 const file_meshwan_v1_edge_proto_rawDesc = "" +
@@ -1031,7 +1053,7 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	" \x01(\fR\bbaseHash\x12'\n" +
 	"\x0fremoved_tunnels\x18\v \x03(\tR\x0eremovedTunnels\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\f \x01(\fR\tstateHash\"\x86\x03\n" +
+	"state_hash\x18\f \x01(\fR\tstateHash\"\xc6\x03\n" +
 	"\n" +
 	"EdgeTunnel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
@@ -1048,7 +1070,11 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"remote_asn\x18\t \x01(\rR\tremoteAsn\x12.\n" +
 	"\x13remote_lan_prefixes\x18\n" +
 	" \x03(\tR\x11remoteLanPrefixes\x12\x10\n" +
-	"\x03psk\x18\v \x01(\fR\x03psk*\\\n" +
+	"\x03psk\x18\v \x01(\fR\x03psk\x12\x1f\n" +
+	"\vaccept_psks\x18\f \x03(\fR\n" +
+	"acceptPsks\x12\x1d\n" +
+	"\n" +
+	"psk_serial\x18\r \x01(\x04R\tpskSerial*\\\n" +
 	"\n" +
 	"ClaimState\x12\x1b\n" +
 	"\x17CLAIM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +

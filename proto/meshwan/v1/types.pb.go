@@ -330,6 +330,63 @@ func (TunnelState) EnumDescriptor() ([]byte, []int) {
 	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
+// AdminRole is what an admin credential may do. Each role includes the
+// ones before it.
+type AdminRole int32
+
+const (
+	AdminRole_ADMIN_ROLE_UNSPECIFIED AdminRole = 0
+	// read_only: Get/List methods, the dashboard, metrics.
+	AdminRole_ADMIN_ROLE_READ_ONLY AdminRole = 1
+	// operator: also changes sites, topology, tokens, devices and keys.
+	AdminRole_ADMIN_ROLE_OPERATOR AdminRole = 2
+	// admin: also manages credentials and site identities.
+	AdminRole_ADMIN_ROLE_ADMIN AdminRole = 3
+)
+
+// Enum value maps for AdminRole.
+var (
+	AdminRole_name = map[int32]string{
+		0: "ADMIN_ROLE_UNSPECIFIED",
+		1: "ADMIN_ROLE_READ_ONLY",
+		2: "ADMIN_ROLE_OPERATOR",
+		3: "ADMIN_ROLE_ADMIN",
+	}
+	AdminRole_value = map[string]int32{
+		"ADMIN_ROLE_UNSPECIFIED": 0,
+		"ADMIN_ROLE_READ_ONLY":   1,
+		"ADMIN_ROLE_OPERATOR":    2,
+		"ADMIN_ROLE_ADMIN":       3,
+	}
+)
+
+func (x AdminRole) Enum() *AdminRole {
+	p := new(AdminRole)
+	*p = x
+	return p
+}
+
+func (x AdminRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AdminRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshwan_v1_types_proto_enumTypes[6].Descriptor()
+}
+
+func (AdminRole) Type() protoreflect.EnumType {
+	return &file_meshwan_v1_types_proto_enumTypes[6]
+}
+
+func (x AdminRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AdminRole.Descriptor instead.
+func (AdminRole) EnumDescriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
 type DeviceState int32
 
 const (
@@ -373,11 +430,11 @@ func (x DeviceState) String() string {
 }
 
 func (DeviceState) Descriptor() protoreflect.EnumDescriptor {
-	return file_meshwan_v1_types_proto_enumTypes[6].Descriptor()
+	return file_meshwan_v1_types_proto_enumTypes[7].Descriptor()
 }
 
 func (DeviceState) Type() protoreflect.EnumType {
-	return &file_meshwan_v1_types_proto_enumTypes[6]
+	return &file_meshwan_v1_types_proto_enumTypes[7]
 }
 
 func (x DeviceState) Number() protoreflect.EnumNumber {
@@ -386,7 +443,7 @@ func (x DeviceState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeviceState.Descriptor instead.
 func (DeviceState) EnumDescriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 // Transport is one WAN uplink of a site (an internet line, MPLS, LTE ...).
@@ -1274,8 +1331,16 @@ type Tunnel struct {
 	A     *TunnelEnd             `protobuf:"bytes,2,opt,name=a,proto3" json:"a,omitempty"`
 	B     *TunnelEnd             `protobuf:"bytes,3,opt,name=b,proto3" json:"b,omitempty"`
 	// prefix is the tunnel's /30 (a gets the first usable address, b the second).
-	Prefix        string                 `protobuf:"bytes,4,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Prefix    string                 `protobuf:"bytes,4,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// psk_serial grows with every change of the tunnel's key set (a new key,
+	// a rotation step); psk_rotation is the rotation phase ("" when none is
+	// under way, "staged": both ends accept the new key, "committed": both
+	// use the new key and still accept the old one) and psk_rotated_at the
+	// end of the last completed rotation.
+	PskSerial     uint64                 `protobuf:"varint,6,opt,name=psk_serial,json=pskSerial,proto3" json:"psk_serial,omitempty"`
+	PskRotation   string                 `protobuf:"bytes,7,opt,name=psk_rotation,json=pskRotation,proto3" json:"psk_rotation,omitempty"`
+	PskRotatedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=psk_rotated_at,json=pskRotatedAt,proto3" json:"psk_rotated_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1345,6 +1410,27 @@ func (x *Tunnel) GetCreatedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Tunnel) GetPskSerial() uint64 {
+	if x != nil {
+		return x.PskSerial
+	}
+	return 0
+}
+
+func (x *Tunnel) GetPskRotation() string {
+	if x != nil {
+		return x.PskRotation
+	}
+	return ""
+}
+
+func (x *Tunnel) GetPskRotatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PskRotatedAt
+	}
+	return nil
+}
+
 // TunnelStatus is what an edge reports about one of its tunnels.
 type TunnelStatus struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1368,7 +1454,9 @@ type TunnelStatus struct {
 	LossPct     float64 `protobuf:"fixed64,16,opt,name=loss_pct,json=lossPct,proto3" json:"loss_pct,omitempty"` // over the last 100 probes
 	Transitions uint64  `protobuf:"varint,17,opt,name=transitions,proto3" json:"transitions,omitempty"`         // probe state changes since the agent started
 	// usable: the tunnel carries traffic (probes up and the hold-down over).
-	Usable        bool `protobuf:"varint,18,opt,name=usable,proto3" json:"usable,omitempty"`
+	Usable bool `protobuf:"varint,18,opt,name=usable,proto3" json:"usable,omitempty"`
+	// psk_serial is the EdgeTunnel.psk_serial whose keys the edge has loaded.
+	PskSerial     uint64 `protobuf:"varint,19,opt,name=psk_serial,json=pskSerial,proto3" json:"psk_serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1529,6 +1617,13 @@ func (x *TunnelStatus) GetUsable() bool {
 	return false
 }
 
+func (x *TunnelStatus) GetPskSerial() uint64 {
+	if x != nil {
+		return x.PskSerial
+	}
+	return 0
+}
+
 // ClassPath is the tunnel an edge steers one traffic class over, towards
 // one remote site.
 type ClassPath struct {
@@ -1599,6 +1694,92 @@ func (x *ClassPath) GetMeetsSla() bool {
 	return false
 }
 
+// Credential is an admin API credential. Its secret is never returned
+// after creation.
+type Credential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Role          AdminRole              `protobuf:"varint,3,opt,name=role,proto3,enum=meshwan.v1.AdminRole" json:"role,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"` // unset: no expiry
+	Revoked       bool                   `protobuf:"varint,6,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Credential) Reset() {
+	*x = Credential{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Credential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Credential) ProtoMessage() {}
+
+func (x *Credential) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Credential.ProtoReflect.Descriptor instead.
+func (*Credential) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Credential) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Credential) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Credential) GetRole() AdminRole {
+	if x != nil {
+		return x.Role
+	}
+	return AdminRole_ADMIN_ROLE_UNSPECIFIED
+}
+
+func (x *Credential) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Credential) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Credential) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
 // EnrollmentToken lets one new edge enroll once (zero-touch onboarding).
 type EnrollmentToken struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1625,7 +1806,7 @@ type EnrollmentToken struct {
 
 func (x *EnrollmentToken) Reset() {
 	*x = EnrollmentToken{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[13]
+	mi := &file_meshwan_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1818,7 @@ func (x *EnrollmentToken) String() string {
 func (*EnrollmentToken) ProtoMessage() {}
 
 func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[13]
+	mi := &file_meshwan_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1831,7 @@ func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollmentToken.ProtoReflect.Descriptor instead.
 func (*EnrollmentToken) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EnrollmentToken) GetId() string {
@@ -1745,7 +1926,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[14]
+	mi := &file_meshwan_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1938,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[14]
+	mi := &file_meshwan_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1951,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Device) GetDeviceId() string {
@@ -1859,7 +2040,7 @@ type SiteIdentity struct {
 
 func (x *SiteIdentity) Reset() {
 	*x = SiteIdentity{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[15]
+	mi := &file_meshwan_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2052,7 @@ func (x *SiteIdentity) String() string {
 func (*SiteIdentity) ProtoMessage() {}
 
 func (x *SiteIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[15]
+	mi := &file_meshwan_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2065,7 @@ func (x *SiteIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteIdentity.ProtoReflect.Descriptor instead.
 func (*SiteIdentity) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SiteIdentity) GetSite() string {
@@ -2024,14 +2205,18 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\ttransport\x18\x02 \x01(\tR\ttransport\x12)\n" +
 	"\x10underlay_address\x18\x03 \x01(\tR\x0funderlayAddress\x12#\n" +
 	"\rinner_address\x18\x04 \x01(\tR\finnerAddress\x12\x10\n" +
-	"\x03asn\x18\x05 \x01(\rR\x03asn\"\xb5\x01\n" +
+	"\x03asn\x18\x05 \x01(\rR\x03asn\"\xb9\x02\n" +
 	"\x06Tunnel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\x01a\x18\x02 \x01(\v2\x15.meshwan.v1.TunnelEndR\x01a\x12#\n" +
 	"\x01b\x18\x03 \x01(\v2\x15.meshwan.v1.TunnelEndR\x01b\x12\x16\n" +
 	"\x06prefix\x18\x04 \x01(\tR\x06prefix\x129\n" +
 	"\n" +
-	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xa1\x04\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"psk_serial\x18\x06 \x01(\x04R\tpskSerial\x12!\n" +
+	"\fpsk_rotation\x18\a \x01(\tR\vpskRotation\x12@\n" +
+	"\x0epsk_rotated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fpskRotatedAt\"\xc0\x04\n" +
 	"\fTunnelStatus\x12\x1b\n" +
 	"\ttunnel_id\x18\x01 \x01(\tR\btunnelId\x12-\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.meshwan.v1.TunnelStateR\x05state\x12\x17\n" +
@@ -2056,13 +2241,25 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\tjitter_ms\x18\x0f \x01(\x01R\bjitterMs\x12\x19\n" +
 	"\bloss_pct\x18\x10 \x01(\x01R\alossPct\x12 \n" +
 	"\vtransitions\x18\x11 \x01(\x04R\vtransitions\x12\x16\n" +
-	"\x06usable\x18\x12 \x01(\bR\x06usable\"\x8b\x01\n" +
+	"\x06usable\x18\x12 \x01(\bR\x06usable\x12\x1d\n" +
+	"\n" +
+	"psk_serial\x18\x13 \x01(\x04R\tpskSerial\"\x8b\x01\n" +
 	"\tClassPath\x12#\n" +
 	"\rtraffic_class\x18\x01 \x01(\tR\ftrafficClass\x12\x1f\n" +
 	"\vremote_site\x18\x02 \x01(\tR\n" +
 	"remoteSite\x12\x1b\n" +
 	"\ttunnel_id\x18\x03 \x01(\tR\btunnelId\x12\x1b\n" +
-	"\tmeets_sla\x18\x04 \x01(\bR\bmeetsSla\"\xbc\x02\n" +
+	"\tmeets_sla\x18\x04 \x01(\bR\bmeetsSla\"\xeb\x01\n" +
+	"\n" +
+	"Credential\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x15.meshwan.v1.AdminRoleR\x04role\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n" +
+	"\arevoked\x18\x06 \x01(\bR\arevoked\"\xbc\x02\n" +
 	"\x0fEnrollmentToken\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04site\x18\x02 \x01(\tR\x04site\x129\n" +
@@ -2126,7 +2323,12 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\x18TUNNEL_STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fTUNNEL_STATE_UP\x10\x01\x12\x19\n" +
 	"\x15TUNNEL_STATE_DEGRADED\x10\x02\x12\x15\n" +
-	"\x11TUNNEL_STATE_DOWN\x10\x03*\x96\x01\n" +
+	"\x11TUNNEL_STATE_DOWN\x10\x03*p\n" +
+	"\tAdminRole\x12\x1a\n" +
+	"\x16ADMIN_ROLE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14ADMIN_ROLE_READ_ONLY\x10\x01\x12\x17\n" +
+	"\x13ADMIN_ROLE_OPERATOR\x10\x02\x12\x14\n" +
+	"\x10ADMIN_ROLE_ADMIN\x10\x03*\x96\x01\n" +
 	"\vDeviceState\x12\x1c\n" +
 	"\x18DEVICE_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14DEVICE_STATE_PENDING\x10\x01\x12\x19\n" +
@@ -2146,8 +2348,8 @@ func file_meshwan_v1_types_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_types_proto_rawDescData
 }
 
-var file_meshwan_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_meshwan_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_meshwan_v1_types_proto_goTypes = []any{
 	(SiteRole)(0),                 // 0: meshwan.v1.SiteRole
 	(EdgeState)(0),                // 1: meshwan.v1.EdgeState
@@ -2155,59 +2357,65 @@ var file_meshwan_v1_types_proto_goTypes = []any{
 	(TransportMatch)(0),           // 3: meshwan.v1.TransportMatch
 	(RoutingMode)(0),              // 4: meshwan.v1.RoutingMode
 	(TunnelState)(0),              // 5: meshwan.v1.TunnelState
-	(DeviceState)(0),              // 6: meshwan.v1.DeviceState
-	(*Transport)(nil),             // 7: meshwan.v1.Transport
-	(*Site)(nil),                  // 8: meshwan.v1.Site
-	(*SiteStatus)(nil),            // 9: meshwan.v1.SiteStatus
-	(*BGPPeerStatus)(nil),         // 10: meshwan.v1.BGPPeerStatus
-	(*IPsecPolicy)(nil),           // 11: meshwan.v1.IPsecPolicy
-	(*Topology)(nil),              // 12: meshwan.v1.Topology
-	(*PathPolicy)(nil),            // 13: meshwan.v1.PathPolicy
-	(*SLAClass)(nil),              // 14: meshwan.v1.SLAClass
-	(*TrafficClass)(nil),          // 15: meshwan.v1.TrafficClass
-	(*TunnelEnd)(nil),             // 16: meshwan.v1.TunnelEnd
-	(*Tunnel)(nil),                // 17: meshwan.v1.Tunnel
-	(*TunnelStatus)(nil),          // 18: meshwan.v1.TunnelStatus
-	(*ClassPath)(nil),             // 19: meshwan.v1.ClassPath
-	(*EnrollmentToken)(nil),       // 20: meshwan.v1.EnrollmentToken
-	(*Device)(nil),                // 21: meshwan.v1.Device
-	(*SiteIdentity)(nil),          // 22: meshwan.v1.SiteIdentity
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(AdminRole)(0),                // 6: meshwan.v1.AdminRole
+	(DeviceState)(0),              // 7: meshwan.v1.DeviceState
+	(*Transport)(nil),             // 8: meshwan.v1.Transport
+	(*Site)(nil),                  // 9: meshwan.v1.Site
+	(*SiteStatus)(nil),            // 10: meshwan.v1.SiteStatus
+	(*BGPPeerStatus)(nil),         // 11: meshwan.v1.BGPPeerStatus
+	(*IPsecPolicy)(nil),           // 12: meshwan.v1.IPsecPolicy
+	(*Topology)(nil),              // 13: meshwan.v1.Topology
+	(*PathPolicy)(nil),            // 14: meshwan.v1.PathPolicy
+	(*SLAClass)(nil),              // 15: meshwan.v1.SLAClass
+	(*TrafficClass)(nil),          // 16: meshwan.v1.TrafficClass
+	(*TunnelEnd)(nil),             // 17: meshwan.v1.TunnelEnd
+	(*Tunnel)(nil),                // 18: meshwan.v1.Tunnel
+	(*TunnelStatus)(nil),          // 19: meshwan.v1.TunnelStatus
+	(*ClassPath)(nil),             // 20: meshwan.v1.ClassPath
+	(*Credential)(nil),            // 21: meshwan.v1.Credential
+	(*EnrollmentToken)(nil),       // 22: meshwan.v1.EnrollmentToken
+	(*Device)(nil),                // 23: meshwan.v1.Device
+	(*SiteIdentity)(nil),          // 24: meshwan.v1.SiteIdentity
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_meshwan_v1_types_proto_depIdxs = []int32{
 	0,  // 0: meshwan.v1.Site.role:type_name -> meshwan.v1.SiteRole
-	7,  // 1: meshwan.v1.Site.transports:type_name -> meshwan.v1.Transport
-	9,  // 2: meshwan.v1.Site.status:type_name -> meshwan.v1.SiteStatus
+	8,  // 1: meshwan.v1.Site.transports:type_name -> meshwan.v1.Transport
+	10, // 2: meshwan.v1.Site.status:type_name -> meshwan.v1.SiteStatus
 	1,  // 3: meshwan.v1.SiteStatus.state:type_name -> meshwan.v1.EdgeState
-	23, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
-	18, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
-	10, // 6: meshwan.v1.SiteStatus.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
-	19, // 7: meshwan.v1.SiteStatus.class_paths:type_name -> meshwan.v1.ClassPath
+	25, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
+	19, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
+	11, // 6: meshwan.v1.SiteStatus.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
+	20, // 7: meshwan.v1.SiteStatus.class_paths:type_name -> meshwan.v1.ClassPath
 	2,  // 8: meshwan.v1.Topology.mode:type_name -> meshwan.v1.TopologyMode
 	3,  // 9: meshwan.v1.Topology.transport_match:type_name -> meshwan.v1.TransportMatch
-	11, // 10: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
+	12, // 10: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
 	4,  // 11: meshwan.v1.Topology.routing:type_name -> meshwan.v1.RoutingMode
-	13, // 12: meshwan.v1.Topology.path_policy:type_name -> meshwan.v1.PathPolicy
-	14, // 13: meshwan.v1.PathPolicy.sla_classes:type_name -> meshwan.v1.SLAClass
-	15, // 14: meshwan.v1.PathPolicy.traffic_classes:type_name -> meshwan.v1.TrafficClass
-	16, // 15: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
-	16, // 16: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
-	23, // 17: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
-	5,  // 18: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
-	23, // 19: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	23, // 20: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
-	6,  // 21: meshwan.v1.Device.state:type_name -> meshwan.v1.DeviceState
-	23, // 22: meshwan.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
-	23, // 23: meshwan.v1.Device.last_seen:type_name -> google.protobuf.Timestamp
-	23, // 24: meshwan.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
-	23, // 25: meshwan.v1.SiteIdentity.not_after:type_name -> google.protobuf.Timestamp
-	23, // 26: meshwan.v1.SiteIdentity.enrolled_at:type_name -> google.protobuf.Timestamp
-	23, // 27: meshwan.v1.SiteIdentity.renewed_at:type_name -> google.protobuf.Timestamp
-	28, // [28:28] is the sub-list for method output_type
-	28, // [28:28] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	14, // 12: meshwan.v1.Topology.path_policy:type_name -> meshwan.v1.PathPolicy
+	15, // 13: meshwan.v1.PathPolicy.sla_classes:type_name -> meshwan.v1.SLAClass
+	16, // 14: meshwan.v1.PathPolicy.traffic_classes:type_name -> meshwan.v1.TrafficClass
+	17, // 15: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
+	17, // 16: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
+	25, // 17: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
+	25, // 18: meshwan.v1.Tunnel.psk_rotated_at:type_name -> google.protobuf.Timestamp
+	5,  // 19: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
+	6,  // 20: meshwan.v1.Credential.role:type_name -> meshwan.v1.AdminRole
+	25, // 21: meshwan.v1.Credential.created_at:type_name -> google.protobuf.Timestamp
+	25, // 22: meshwan.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 23: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	25, // 24: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 25: meshwan.v1.Device.state:type_name -> meshwan.v1.DeviceState
+	25, // 26: meshwan.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
+	25, // 27: meshwan.v1.Device.last_seen:type_name -> google.protobuf.Timestamp
+	25, // 28: meshwan.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 29: meshwan.v1.SiteIdentity.not_after:type_name -> google.protobuf.Timestamp
+	25, // 30: meshwan.v1.SiteIdentity.enrolled_at:type_name -> google.protobuf.Timestamp
+	25, // 31: meshwan.v1.SiteIdentity.renewed_at:type_name -> google.protobuf.Timestamp
+	32, // [32:32] is the sub-list for method output_type
+	32, // [32:32] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_types_proto_init() }
@@ -2220,8 +2428,8 @@ func file_meshwan_v1_types_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_types_proto_rawDesc), len(file_meshwan_v1_types_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   16,
+			NumEnums:      8,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
