@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/meshwan/meshwan/controller/credentials"
 	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/ipam"
@@ -31,6 +32,10 @@ var codeTable = []struct {
 	{enroll.ErrNotFound, codes.NotFound},
 	{ipam.ErrExhausted, codes.ResourceExhausted},
 	{enroll.ErrRateLimited, codes.ResourceExhausted},
+	{errTooLarge, codes.ResourceExhausted},
+	{credentials.ErrInvalid, codes.InvalidArgument},
+	{credentials.ErrNotFound, codes.NotFound},
+	{credentials.ErrUnauthenticated, codes.Unauthenticated},
 	{enroll.ErrTokenInvalid, codes.Unauthenticated},
 	{enroll.ErrNotEnrolled, codes.Unauthenticated},
 	{errUnauthenticated, codes.Unauthenticated},
