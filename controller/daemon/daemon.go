@@ -504,3 +504,7 @@ func tlsNames(extra []string) ([]string, []net.IP) {
 	}
 	return names, ips
 }
+
+// GRPCServices lists the services and methods the gRPC server registers
+// (the authorization test checks every one against the method table).
+func (d *Daemon) GRPCServices() map[string]grpc.ServiceInfo { return d.grpc.GetServiceInfo() }
