@@ -89,12 +89,12 @@ type Daemon struct {
 	HTTPURL     string
 	AdminToken  string
 	Credentials *credentials.Service
-	CAPEM      []byte
-	Net        *network.Network
-	Health     *health.Registry
-	Hub        *push.Hub
-	Enroll     *enroll.Service
-	Events     *Events
+	CAPEM       []byte
+	Net         *network.Network
+	Health      *health.Registry
+	Hub         *push.Hub
+	Enroll      *enroll.Service
+	Events      *Events
 
 	dash       *dashboardSource
 	serverCert atomic.Pointer[tls.Certificate]
