@@ -245,3 +245,22 @@ func (inprocAddr) Network() string { return "inproc" }
 func (inprocAddr) String() string  { return "inproc:gateway" }
 
 var _ net.Addr = inprocAddr{}
+
+// TableMarkdown renders the method table for docs/api.md (between the
+// markers TestDocsListTheTable checks): one row per requirement, the
+// methods that need it.
+func TableMarkdown() string {
+	order := []Access{public, edgeCert, readOnly, operator, admin}
+	var b strings.Builder
+	b.WriteString("| needs | methods |\n| --- | --- |\n")
+	for _, need := range order {
+		var ms []string
+		for _, m := range Methods() {
+			if MethodTable[m] == need {
+				ms = append(ms, "`"+strings.TrimPrefix(m, "/")+"`")
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s |\n", need, strings.Join(ms, ", "))
+	}
+	return b.String()
+}
