@@ -105,6 +105,10 @@ func NewGateway(ctx context.Context, conn *grpc.ClientConn, auth Auth) (http.Han
 		// No client header becomes metadata (Grpc-Metadata-* included): the
 		// principal below is the only identity the server sees from here.
 		runtime.WithIncomingHeaderMatcher(func(string) (string, bool) { return "", false }),
+		// The gateway's own JSON errors quote the offending value: cut them.
+		runtime.WithErrorHandler(func(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+			runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, boundStatus(err))
+		}),
 		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
 			if p, ok := r.Context().Value(httpPrincipalKey{}).(credentials.Principal); ok {
 				return metadata.Pairs(principalHeader, encodePrincipal(p))

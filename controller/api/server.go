@@ -33,8 +33,8 @@ func NewGRPCServer(cert func() *tls.Certificate, ca *enroll.CA, auth Auth, admin
 	}
 	s := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(tlsCfg)),
 		grpc.MaxRecvMsgSize(MaxGRPCMessage),
-		grpc.ChainUnaryInterceptor(auth.unary, limitUnary),
-		grpc.ChainStreamInterceptor(auth.stream))
+		grpc.ChainUnaryInterceptor(boundUnary, auth.unary, limitUnary),
+		grpc.ChainStreamInterceptor(boundStream, auth.stream))
 	pb.RegisterAdminServiceServer(s, admin)
 	pb.RegisterEdgeServiceServer(s, edge)
 	hs := health.NewServer()
@@ -53,6 +53,17 @@ func limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc
 		}
 	}
 	return h(ctx, req)
+}
+
+// boundUnary and boundStream cut every error message leaving the server
+// (MaxErrorMessage), whichever layer made it.
+func boundUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	return resp, boundStatus(err)
+}
+
+func boundStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return boundStatus(h(srv, ss))
 }
 
 func discard(l *slog.Logger) *slog.Logger {

@@ -468,3 +468,28 @@ func TestDashboardSessionRole(t *testing.T) {
 		t.Errorf("dashboard with a session of a revoked credential: %d, want 401", code)
 	}
 }
+
+// TestErrorsNeverEchoLargeInput: whatever layer refuses a large value (the
+// JSON decoder, the intent validation), the error stays short.
+func TestErrorsNeverEchoLargeInput(t *testing.T) {
+	e := start(t, "10.255.0.0/24")
+	big := 500000
+	for _, body := range []string{
+		`{"name": ` + strings.Repeat("z", big) + `}`,
+		`{"name":"a","transports":[{"name":"inet1","address":"198.51.100.1"}],"lan_prefixes":["` + strings.Repeat("9", big) + `"]}`,
+		`{"name":"a","role":"` + strings.Repeat("Q", big) + `"}`,
+		`{"` + strings.Repeat("k", big) + `":1}`,
+	} {
+		code, out := restAs(t, e, "POST", "/v1/sites", body, e.d.AdminToken)
+		if code != 400 || len(out) > 1024 {
+			t.Errorf("REST: %d, %d-byte answer %.100q", code, len(out), out)
+		}
+	}
+	_, err := e.admin.CreateSite(e.ctx, &pb.CreateSiteRequest{Site: &pb.Site{Name: "a", LanPrefixes: []string{strings.Repeat("9", big)}}})
+	if status.Code(err) != codes.InvalidArgument || len(err.Error()) > 1024 {
+		t.Errorf("gRPC: %d-byte error %.100v", len(err.Error()), err)
+	}
+	if l, err := e.admin.ListSites(e.ctx, &pb.ListSitesRequest{}); err != nil || len(l.GetSites()) != 0 {
+		t.Errorf("sites after refused requests: %v %v", l, err)
+	}
+}

@@ -286,7 +286,10 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("--http-listen: %w", err)
 	}
 	d.HTTPAddr = hlis.Addr()
-	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// TLS handshake failures (scanners, a browser refusing the CA) go to
+	// the controller's log at debug level, not to stderr.
+	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	d.HTTPURL = "http://" + d.HTTPAddr.String()
 	if httpTLS {
 		d.HTTPURL = "https://" + d.HTTPAddr.String()
