@@ -397,9 +397,26 @@ func TestHTTPSByDefault(t *testing.T) {
 		t.Errorf("session cookie %+v, want Secure and HttpOnly", cs)
 	}
 
+	// --http-plaintext (a TLS proxy in front): plain HTTP, cookies still Secure.
 	p := startWith(t, "10.255.0.0/24", func(c *daemon.Config) { c.HTTPListen = ":0"; c.HTTPPlaintext = true })
-	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", p.d.HTTPAddr.(*net.TCPAddr).Port)); err != nil || resp.StatusCode != 200 {
+	plain := fmt.Sprintf("http://127.0.0.1:%d", p.d.HTTPAddr.(*net.TCPAddr).Port)
+	if resp, err := http.Get(plain + "/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Errorf("--http-plaintext: %v %v", resp, err)
+	}
+	req, _ = http.NewRequest("POST", plain+"/api/login", strings.NewReader(`{"token":"`+p.d.AdminToken+`"}`))
+	req.Header.Set(web.CSRFHeader, "1")
+	if resp, err := http.DefaultClient.Do(req); err != nil || len(resp.Cookies()) != 1 || !resp.Cookies()[0].Secure {
+		t.Errorf("--http-plaintext login: %v %v, want a Secure cookie", resp, err)
+	}
+	// Loopback: plain HTTP and a cookie a plain-HTTP browser keeps.
+	l := start(t, "10.255.0.0/24")
+	if !strings.HasPrefix(l.d.HTTPURL, "http://127.0.0.1:") {
+		t.Errorf("loopback HTTPURL %s", l.d.HTTPURL)
+	}
+	req, _ = http.NewRequest("POST", l.d.HTTPURL+"/api/login", strings.NewReader(`{"token":"`+l.d.AdminToken+`"}`))
+	req.Header.Set(web.CSRFHeader, "1")
+	if resp, err := http.DefaultClient.Do(req); err != nil || len(resp.Cookies()) != 1 || resp.Cookies()[0].Secure {
+		t.Errorf("loopback login: %v %v, want a cookie without Secure", resp, err)
 	}
 }
 

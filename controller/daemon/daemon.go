@@ -75,9 +75,10 @@ type Config struct {
 
 	// Admin surface (issue 11).
 	// HTTPPlaintext serves --http-listen as plain HTTP even on a
-	// non-loopback address (behind a TLS-terminating proxy). Without it
-	// the port serves HTTPS with the controller's certificate, unless
-	// HTTPListen is a loopback address (nothing off-host reaches it).
+	// non-loopback address (behind a TLS-terminating proxy; session cookies
+	// stay Secure). Without it the port serves HTTPS with the controller's
+	// certificate, unless HTTPListen is a loopback address (nothing
+	// off-host reaches it).
 	HTTPPlaintext bool
 }
 
@@ -208,7 +209,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	httpTLS := !cfg.HTTPPlaintext && !loopback(cfg.HTTPListen)
 	d.dash = &dashboardSource{d: d, st: st, ctx: runCtx}
 	dash, err := web.New(web.Config{Source: d.dash,
-		Token: d.AdminToken, NoAuth: cfg.DashboardNoAuth, Logger: log, SecureCookies: httpTLS,
+		Token: d.AdminToken, NoAuth: cfg.DashboardNoAuth, Logger: log,
+		// Secure unless the port is loopback-only: behind --http-plaintext a
+		// TLS proxy faces the browser (and a plain-HTTP browser gets no
+		// session to leak).
+		SecureCookies: !loopback(cfg.HTTPListen),
 		Login: func(tok string) (web.Identity, bool) {
 			p, err := d.Credentials.Authenticate(tok)
 			return web.Identity{ID: p.ID, Name: p.Name, Role: p.Role.String()}, err == nil
