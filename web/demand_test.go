@@ -63,7 +63,7 @@ func (c *countingSource) notify(n int) {
 
 func openStream(t *testing.T, s *Server, url string) (*bufio.Reader, func()) {
 	t.Helper()
-	value, _ := s.auth.newSession()
+	value, _ := s.auth.newSession(testIdentity)
 	req, _ := http.NewRequest("GET", url+"/api/stream", nil)
 	req.AddCookie(&http.Cookie{Name: cookieName, Value: value})
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)

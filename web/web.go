@@ -10,8 +10,9 @@
 // Endpoints (all under the handler's root):
 //
 //	GET  /                  the page and its assets (no login needed)
-//	GET  /api/session       {"authenticated", "auth_required"}
-//	POST /api/login         {"token"} -> session cookie (header X-Meshwan-CSRF: 1)
+//	GET  /api/session       {"authenticated", "auth_required", "role"}
+//	POST /api/login         {"token"} -> session cookie with the credential's
+//	                        role (header X-Meshwan-CSRF: 1)
 //	POST /api/logout        clears the cookie and ends the streams opened
 //	                        with it (header X-Meshwan-CSRF: 1)
 //	GET  /api/state         State (login needed)
@@ -43,8 +44,20 @@ var dist embed.FS
 // Config is what a Server needs.
 type Config struct {
 	Source Source
-	// Token is the admin token a login must present.
+	// Token is the bootstrap admin token. The session key is derived from
+	// it; without Login it is also the only token a login accepts (role
+	// admin).
 	Token string
+	// Login, when set, checks a token presented at login: any valid admin
+	// credential, with its role.
+	Login func(token string) (Identity, bool)
+	// Usable, when set, reports whether the credential a session was made
+	// with still authenticates (not revoked, not expired); checked on every
+	// request.
+	Usable func(id string) bool
+	// SecureCookies marks the session cookie Secure (the page is served
+	// over TLS; also set per request when it arrived over TLS).
+	SecureCookies bool
 	// NoAuth disables the login (lab only): every request is treated as
 	// logged in.
 	NoAuth bool
@@ -117,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 		ready: make(chan struct{}), subs: map[*subscriber]struct{}{}, closing: make(chan struct{}),
 	}
 	s.sampler, _ = cfg.Source.(Sampler)
-	s.auth = newAuth(cfg.Token, cfg.NoAuth, func() time.Time { return s.now() })
+	s.auth = newAuth(cfg, func() time.Time { return s.now() })
 	static, err := newStatic()
 	if err != nil {
 		return nil, err
@@ -141,6 +154,15 @@ func New(cfg Config) (*Server, error) {
 // controller's REST API accepts it in place of the bearer token. With
 // NoAuth every request with the CSRF header (any safe request) passes.
 func (s *Server) Authorized(r *http.Request) bool { return s.auth.authorized(r) }
+
+// Session is Authorized with the session's identity: the controller's REST
+// API accepts it in place of a bearer token, with the session's role.
+func (s *Server) Session(r *http.Request) (Identity, bool) {
+	if !s.auth.authorized(r) {
+		return Identity{}, false
+	}
+	return s.auth.identity(r)
+}
 
 // ServeHTTP serves the page, its assets and the /api endpoints.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

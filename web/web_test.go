@@ -56,6 +56,8 @@ func (f *fakeSource) set(st State) {
 
 const testToken = "test-admin-token-0123456789"
 
+var testIdentity = Identity{ID: "bootstrap", Role: "admin"}
+
 func twoSites(state string) State {
 	return State{
 		Topology: "full-mesh", GRPCPort: 7400,
@@ -257,7 +259,7 @@ func readEvent(t *testing.T, r *bufio.Reader) State {
 func TestStreamFollowsChanges(t *testing.T) {
 	src := newFakeSource(twoSites(TunnelUp))
 	s, ts := serve(t, src, false)
-	value, _ := s.auth.newSession()
+	value, _ := s.auth.newSession(testIdentity)
 	req, _ := http.NewRequest("GET", ts.URL+"/api/stream", nil)
 	req.AddCookie(&http.Cookie{Name: cookieName, Value: value})
 	resp, err := http.DefaultClient.Do(req)
@@ -303,8 +305,8 @@ func TestStreamFollowsChanges(t *testing.T) {
 func TestLogoutEndsStreams(t *testing.T) {
 	src := newFakeSource(twoSites(TunnelUp))
 	s, ts := serve(t, src, false)
-	mine, _ := s.auth.newSession()
-	payload := "v1." + strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10)
+	mine, _ := s.auth.newSession(testIdentity)
+	payload := "v2." + strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10) + ".admin.bootstrap"
 	other := payload + "." + base64.RawURLEncoding.EncodeToString(s.auth.mac(payload))
 	client := &http.Client{Timeout: 10 * time.Second} // a stream left open fails the test
 	open := func(value string) *bufio.Reader {

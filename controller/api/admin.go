@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/meshwan/meshwan/controller/credentials"
 	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/health"
 	"github.com/meshwan/meshwan/controller/network"
@@ -23,7 +24,9 @@ type Admin struct {
 	Net    *network.Network
 	Enroll *enroll.Service
 	Health *health.Registry
-	Log    *slog.Logger
+	// Credentials holds the admin API's credentials (Create/List/RevokeCredential).
+	Credentials *credentials.Service
+	Log         *slog.Logger
 	// OnChange, when set, is called after every successful change (the
 	// dashboard's event feed uses it).
 	OnChange func(what string)

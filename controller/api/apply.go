@@ -9,9 +9,8 @@ import (
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 )
 
-// ApplyNetwork is the thin adapter over network.ApplyNetwork. It is an
-// AdminService method, so the bearer-token check in server.go (method
-// name prefix) covers it like every other admin call.
+// ApplyNetwork is the thin adapter over network.ApplyNetwork (role
+// operator, see MethodTable).
 func (a *Admin) ApplyNetwork(ctx context.Context, req *pb.ApplyNetworkRequest) (*pb.ApplyNetworkResponse, error) {
 	sites := make([]intent.Site, 0, len(req.GetSites()))
 	for i, s := range req.GetSites() {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
+	"github.com/meshwan/meshwan/controller/credentials"
 	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/ipam"
@@ -31,6 +33,10 @@ var codeTable = []struct {
 	{enroll.ErrNotFound, codes.NotFound},
 	{ipam.ErrExhausted, codes.ResourceExhausted},
 	{enroll.ErrRateLimited, codes.ResourceExhausted},
+	{errTooLarge, codes.ResourceExhausted},
+	{credentials.ErrInvalid, codes.InvalidArgument},
+	{credentials.ErrNotFound, codes.NotFound},
+	{credentials.ErrUnauthenticated, codes.Unauthenticated},
 	{enroll.ErrTokenInvalid, codes.Unauthenticated},
 	{enroll.ErrNotEnrolled, codes.Unauthenticated},
 	{errUnauthenticated, codes.Unauthenticated},
@@ -56,12 +62,12 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return nil
 	}
 	if _, ok := status.FromError(err); ok {
-		return err
+		return boundStatus(err)
 	}
 	log = discard(log)
 	for _, e := range codeTable {
 		if errors.Is(err, e.err) {
-			return status.Error(e.code, err.Error())
+			return status.Error(e.code, boundMessage(err.Error()))
 		}
 	}
 	log.Error("internal error", "method", method, "err", err)
@@ -69,3 +75,25 @@ func toStatus(log *slog.Logger, method string, err error) error {
 }
 
 func wrapf(sentinel error, msg string) error { return fmt.Errorf("%w: %s", sentinel, msg) }
+
+// MaxErrorMessage bounds the message of every error the API returns, over
+// gRPC and REST: a message that quotes a field's value (a parser's "invalid
+// value ..." of a megabyte) is cut here, whoever produced it. Messages that
+// name fields are far shorter.
+const MaxErrorMessage = 512
+
+// boundStatus cuts err's status message to MaxErrorMessage bytes.
+func boundStatus(err error) error {
+	s, ok := status.FromError(err)
+	if !ok || len(s.Message()) <= MaxErrorMessage {
+		return err
+	}
+	return status.Error(s.Code(), boundMessage(s.Message()))
+}
+
+func boundMessage(m string) string {
+	if len(m) <= MaxErrorMessage {
+		return m
+	}
+	return fmt.Sprintf("%s... (message of %d bytes cut)", strings.ToValidUTF8(m[:MaxErrorMessage-64], ""), len(m))
+}

@@ -2,75 +2,28 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
-	"net/http"
-	"strings"
 
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/meshwan/meshwan/controller/enroll"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
+	grpccreds "google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
-
-// Auth checks the admin bearer token. The token protects AdminService on
-// gRPC and /v1 on HTTP; EdgeService authenticates edges by certificate
-// instead, and reflection and health stay open for tooling.
-type Auth struct {
-	Token string
-	// Session, when set, lets /v1 accept a browser request without the
-	// bearer header: it reports whether the request carries a valid
-	// dashboard session (and, for a state-changing method, the proof
-	// against cross-site request forgery the dashboard requires).
-	Session func(r *http.Request) bool
-}
-
-func (a Auth) check(header string) bool {
-	got, ok := strings.CutPrefix(header, "Bearer ")
-	return ok && a.Token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(a.Token)) == 1
-}
-
-const adminPrefix = "/" + "meshwan.v1.AdminService/"
-
-func (a Auth) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if strings.HasPrefix(info.FullMethod, adminPrefix) {
-		md, _ := metadata.FromIncomingContext(ctx)
-		if v := md.Get("authorization"); len(v) != 1 || !a.check(v[0]) {
-			return nil, toStatus(nil, info.FullMethod, errUnauthenticatedAdmin)
-		}
-	}
-	return h(ctx, req)
-}
-
-var errUnauthenticatedAdmin = wrapf(errUnauthenticated, "admin API: missing or wrong bearer token (header authorization: Bearer <token from --admin-token-file>)")
-
-// Middleware guards an HTTP handler with the admin token, or with the
-// dashboard session when the request has no Authorization header.
-func (a Auth) Middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		header := r.Header.Get("Authorization")
-		ok := a.check(header) || header == "" && a.Session != nil && a.Session(r)
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="meshwan"`)
-			http.Error(w, `{"code":16,"message":"`+errUnauthenticatedAdmin.Error()+`"}`, http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
 
 // NewGRPCServer returns the controller's gRPC server: TLS with the CA's
 // server certificate (cert is asked at every handshake, so a rotated
 // certificate applies to new connections without a restart), client
 // certificates verified when presented (edges), AdminService and
-// EdgeService, the standard health service and reflection.
+// EdgeService, the standard health service and reflection. Every call,
+// unary or streaming, is authorized by auth's method table (authz.go);
+// received messages are bounded by MaxGRPCMessage, and unary requests
+// other than ApplyNetwork by MaxUnaryRequest.
 func NewGRPCServer(cert func() *tls.Certificate, ca *enroll.CA, auth Auth, admin *Admin, edge *Edge) (*grpc.Server, *health.Server) {
 	tlsCfg := &tls.Config{
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cert(), nil },
@@ -78,7 +31,10 @@ func NewGRPCServer(cert func() *tls.Certificate, ca *enroll.CA, auth Auth, admin
 		ClientCAs:      ca.Pool(),
 		MinVersion:     tls.VersionTLS13,
 	}
-	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsCfg)), grpc.ChainUnaryInterceptor(auth.unary))
+	s := grpc.NewServer(grpc.Creds(grpccreds.NewTLS(tlsCfg)),
+		grpc.MaxRecvMsgSize(MaxGRPCMessage),
+		grpc.ChainUnaryInterceptor(boundUnary, auth.unary, limitUnary),
+		grpc.ChainStreamInterceptor(boundStream, auth.stream))
 	pb.RegisterAdminServiceServer(s, admin)
 	pb.RegisterEdgeServiceServer(s, edge)
 	hs := health.NewServer()
@@ -87,18 +43,27 @@ func NewGRPCServer(cert func() *tls.Certificate, ca *enroll.CA, auth Auth, admin
 	return s, hs
 }
 
-// NewGateway returns the REST/JSON handler for AdminService (mounted under
-// /v1), calling admin in-process. JSON field names are the proto names
-// (snake_case), as in the docs.
-func NewGateway(ctx context.Context, admin *Admin) (http.Handler, error) {
-	mux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true},
-		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}))
-	if err := pb.RegisterAdminServiceHandlerServer(ctx, mux, admin); err != nil {
-		return nil, err
+// limitUnary refuses a decoded unary request larger than MaxUnaryRequest
+// (ApplyNetwork may use all of MaxGRPCMessage): a 10 MB site name is
+// refused before any handler, with an error that does not quote it.
+func limitUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if m, ok := req.(proto.Message); ok && info.FullMethod != applyNetworkRPC {
+		if n := proto.Size(m); n > MaxUnaryRequest {
+			return nil, toStatus(nil, info.FullMethod, wrapf(errTooLarge, fmt.Sprintf("request of %d bytes: %s takes at most %d", n, shortMethod(info.FullMethod), MaxUnaryRequest)))
+		}
 	}
-	return mux, nil
+	return h(ctx, req)
+}
+
+// boundUnary and boundStream cut every error message leaving the server
+// (MaxErrorMessage), whichever layer made it.
+func boundUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	return resp, boundStatus(err)
+}
+
+func boundStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	return boundStatus(h(srv, ss))
 }
 
 func discard(l *slog.Logger) *slog.Logger {

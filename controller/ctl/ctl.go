@@ -80,7 +80,7 @@ controller's machine from the directory holding its data dir, it needs nothing.`
 	pf.StringVar(&a.conn.TokenFile, "token-file", "", "file holding the admin token (env MESHWAN_TOKEN_FILE; default "+DefaultTokenFile+")")
 	pf.StringVar(&a.context, "context", "", "context of the config file to use (default: its current-context)")
 	pf.StringVar(&a.config, "config", "", "config file with named contexts (env MESHWAN_CONFIG; default ~/.config/meshwan/config.yaml)")
-	root.AddCommand(a.sitesCmd(), a.tunnelsCmd(), a.topologyCmd(), a.tokensCmd(), a.devicesCmd(), a.identitiesCmd(), a.statusCmd(), a.planCmd(), a.applyCmd())
+	root.AddCommand(a.sitesCmd(), a.tunnelsCmd(), a.topologyCmd(), a.tokensCmd(), a.devicesCmd(), a.identitiesCmd(), a.credentialCmd(), a.statusCmd(), a.planCmd(), a.applyCmd())
 	return root
 }
 

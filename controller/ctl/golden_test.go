@@ -108,6 +108,20 @@ func TestGoldenTables(t *testing.T) {
 			PathPolicy:      &pb.PathPolicy{ProbeIntervalMs: 100, DownAfter: 5, UpAfter: 3, HoldDownMs: 2000, SlaClasses: []*pb.SLAClass{{Name: "realtime"}}, TrafficClasses: []*pb.TrafficClass{{Name: "voice", SlaClass: "realtime"}}},
 			TransitPrefixes: []string{"10.0.0.0/9"}})
 	}))
+	golden(t, "credentials.txt", render(func(w *bytes.Buffer) {
+		at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+		credentialsTable(w, []*pb.Credential{
+			{Id: "0a1b2c3d4e5f6071", Name: "noc", Role: pb.AdminRole_ADMIN_ROLE_READ_ONLY, CreatedAt: timestamppb.New(at), ExpiresAt: timestamppb.New(at.Add(720 * time.Hour))},
+			{Id: "1122334455667788", Name: "ci-pipeline", Role: pb.AdminRole_ADMIN_ROLE_OPERATOR, CreatedAt: timestamppb.New(at)},
+			{Id: "99aabbccddeeff00", Name: "alice@corp", Role: pb.AdminRole_ADMIN_ROLE_ADMIN, CreatedAt: timestamppb.New(at), Revoked: true},
+			{Id: "aabbccddeeff0011", Name: "temp", Role: pb.AdminRole_ADMIN_ROLE_OPERATOR, CreatedAt: timestamppb.New(at), ExpiresAt: timestamppb.New(at.Add(time.Hour))},
+		}, at.Add(2*time.Hour))
+	}))
+	golden(t, "credential-created.txt", render(func(w *bytes.Buffer) {
+		at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+		credentialCreatedText(w, &pb.CreateCredentialResponse{Secret: "0a1b2c3d4e5f6071.q83vEjRWeJBq83vEjRWeJBq83vEjRWeJBq83vEjRWeJA",
+			Credential: &pb.Credential{Id: "0a1b2c3d4e5f6071", Name: "noc", Role: pb.AdminRole_ADMIN_ROLE_READ_ONLY, CreatedAt: timestamppb.New(at), ExpiresAt: timestamppb.New(at.Add(720 * time.Hour))}})
+	}))
 	var y bytes.Buffer
 	if err := emit(&y, formatYAML, goldenTunnels[0], nil); err != nil {
 		t.Fatal(err)

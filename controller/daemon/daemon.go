@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/meshwan/meshwan/controller/api"
+	"github.com/meshwan/meshwan/controller/credentials"
 	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/health"
 	"github.com/meshwan/meshwan/controller/ipam"
@@ -71,19 +72,30 @@ type Config struct {
 	// PendingDeviceTTL: a claimed device not approved is forgotten this
 	// long after its last claim (0: 24 h).
 	PendingDeviceTTL time.Duration
+
+	// Admin surface (issue 11).
+	// HTTPPlaintext serves --http-listen as plain HTTP even on a
+	// non-loopback address (behind a TLS-terminating proxy; session cookies
+	// stay Secure). Without it the port serves HTTPS with the controller's
+	// certificate, unless HTTPListen is a loopback address (nothing
+	// off-host reaches it).
+	HTTPPlaintext bool
 }
 
 // Daemon is a running controller.
 type Daemon struct {
-	GRPCAddr   net.Addr
-	HTTPAddr   net.Addr
-	AdminToken string
-	CAPEM      []byte
-	Net        *network.Network
-	Health     *health.Registry
-	Hub        *push.Hub
-	Enroll     *enroll.Service
-	Events     *Events
+	GRPCAddr net.Addr
+	HTTPAddr net.Addr
+	// HTTPURL is the base URL of the HTTP port (https:// unless plain).
+	HTTPURL     string
+	AdminToken  string
+	Credentials *credentials.Service
+	CAPEM       []byte
+	Net         *network.Network
+	Health      *health.Registry
+	Hub         *push.Hub
+	Enroll      *enroll.Service
+	Events      *Events
 
 	dash       *dashboardSource
 	serverCert atomic.Pointer[tls.Certificate]
@@ -168,6 +180,10 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if d.AdminToken, err = loadOrCreateToken(orDefault(cfg.AdminTokenFile, filepath.Join(cfg.DataDir, "admin.token"))); err != nil {
 		return nil, err
 	}
+	d.Credentials = credentials.New(st, d.AdminToken, log)
+	if err := d.Credentials.Load(ctx); err != nil {
+		return nil, err
+	}
 	ca, err := enroll.LoadOrCreateCA(ctx, st, sealer)
 	if err != nil {
 		return nil, err
@@ -186,13 +202,23 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("load the network from the store: %w", err)
 	}
 	d.Hub = push.New(d.Net, log)
-	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Log: log, OnChange: d.Events.Add}
+	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Credentials: d.Credentials, Log: log, OnChange: d.Events.Add}
 	d.closing = make(chan struct{})
 	edge := &api.Edge{Net: d.Net, Enrollment: d.Enroll, Health: d.Health, Hub: d.Hub, Log: log, OnEvent: d.Events.Add, Closing: d.closing}
 
+	httpTLS := !cfg.HTTPPlaintext && !loopback(cfg.HTTPListen)
 	d.dash = &dashboardSource{d: d, st: st, ctx: runCtx}
 	dash, err := web.New(web.Config{Source: d.dash,
-		Token: d.AdminToken, NoAuth: cfg.DashboardNoAuth, Logger: log})
+		Token: d.AdminToken, NoAuth: cfg.DashboardNoAuth, Logger: log,
+		// Secure unless the port is loopback-only: behind --http-plaintext a
+		// TLS proxy faces the browser (and a plain-HTTP browser gets no
+		// session to leak).
+		SecureCookies: !loopback(cfg.HTTPListen),
+		Login: func(tok string) (web.Identity, bool) {
+			p, err := d.Credentials.Authenticate(tok)
+			return web.Identity{ID: p.ID, Name: p.Name, Role: p.Role.String()}, err == nil
+		},
+		Usable: d.Credentials.Usable})
 	if err != nil {
 		return nil, err
 	}
@@ -211,8 +237,16 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err := issue(); err != nil {
 		return nil, err
 	}
-	// Browser requests authenticate with the dashboard's session cookie.
-	auth := api.Auth{Token: d.AdminToken, Session: dash.Authorized}
+	// Browser requests authenticate with the dashboard's session cookie,
+	// with the role of the credential the session was made with.
+	auth := api.Auth{Authenticate: d.Credentials.Authenticate, Log: log, Session: func(r *http.Request) (credentials.Principal, bool) {
+		id, ok := dash.Session(r)
+		if !ok {
+			return credentials.Principal{}, false
+		}
+		role, err := credentials.ParseRole(id.Role)
+		return credentials.Principal{ID: id.ID, Name: "dashboard session of " + id.ID, Role: role}, err == nil
+	}}
 	gs, hs := api.NewGRPCServer(d.serverCert.Load, ca, auth, admin, edge)
 	d.grpc = gs
 	glis, err := net.Listen("tcp", cfg.GRPCListen)
@@ -221,15 +255,25 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	d.GRPCAddr = glis.Addr()
 
-	gw, err := api.NewGateway(runCtx, admin)
+	// REST reaches the gRPC server over an in-memory connection, so the
+	// same interceptors authorize it (see controller/api/gateway.go).
+	inproc := api.NewInproc()
+	gwConn, err := api.DialGateway(inproc, ca.Pool())
 	if err != nil {
+		glis.Close()
+		return nil, err
+	}
+	d.closers = append(d.closers, func() { gwConn.Close() })
+	gw, err := api.NewGateway(runCtx, gwConn, auth)
+	if err != nil {
+		glis.Close()
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", auth.Middleware(gw))
+	mux.Handle("/v1/", gw)
 	mux.Handle("/metrics", metricsHandler(d, len(cfg.EtcdEndpoints) == 0))
 	if cfg.PProf {
-		mux.Handle("/debug/pprof/", auth.Middleware(pprofHandler()))
+		mux.Handle("/debug/pprof/", auth.RequireRole(credentials.Admin, pprofHandler()))
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
@@ -247,7 +291,18 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("--http-listen: %w", err)
 	}
 	d.HTTPAddr = hlis.Addr()
-	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// TLS handshake failures (scanners, a browser refusing the CA) go to
+	// the controller's log at debug level, not to stderr.
+	d.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	d.HTTPURL = "http://" + d.HTTPAddr.String()
+	if httpTLS {
+		d.HTTPURL = "https://" + d.HTTPAddr.String()
+		d.http.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return d.serverCert.Load(), nil }}
+	} else if cfg.HTTPPlaintext && !loopback(cfg.HTTPListen) {
+		log.Warn("HTTP port serves plain HTTP (--http-plaintext): admin tokens and dashboard sessions cross the network in the clear unless a TLS proxy fronts it", "http", d.HTTPAddr.String())
+	}
 	d.http.RegisterOnShutdown(dash.CloseStreams) // event streams never go idle
 
 	// Converge tunnels left half-done by a crash before serving.
@@ -258,6 +313,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}
 	d.wg.Go(func() { d.rotateServerCert(runCtx, issue) })
 	d.wg.Go(func() { d.Health.Run(runCtx) })
+	d.wg.Go(func() {
+		if err := d.Credentials.Run(runCtx); err != nil && runCtx.Err() == nil {
+			d.errc <- fmt.Errorf("credentials watch: %w", err)
+		}
+	})
 	d.wg.Go(func() { d.Hub.Run(runCtx) })
 	d.wg.Go(func() {
 		if err := d.Enroll.Run(runCtx); err != nil && runCtx.Err() == nil {
@@ -273,12 +333,21 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		}
 	})
 	d.wg.Go(func() {
-		if err := d.http.Serve(hlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := gs.Serve(inproc); err != nil {
+			d.errc <- fmt.Errorf("grpc server (in-process, for REST): %w", err)
+		}
+	})
+	d.wg.Go(func() {
+		serve := d.http.Serve
+		if httpTLS {
+			serve = func(l net.Listener) error { return d.http.ServeTLS(l, "", "") }
+		}
+		if err := serve(hlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.errc <- fmt.Errorf("http server: %w", err)
 		}
 	})
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	log.Info("controller serving", "grpc", d.GRPCAddr.String(), "http", d.HTTPAddr.String(), "tunnel_pool", pool.Prefix().String())
+	log.Info("controller serving", "grpc", d.GRPCAddr.String(), "http", d.HTTPURL, "tunnel_pool", pool.Prefix().String())
 	return d, nil
 }
 
@@ -378,10 +447,15 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// loadOrCreateToken reads the admin token file or creates it (0600).
+// loadOrCreateToken reads the admin token file or creates it (0600). A
+// file readable by group or others is refused, like the master key: whoever
+// reads it is admin.
 func loadOrCreateToken(path string) (string, error) {
 	raw, err := os.ReadFile(path)
 	if err == nil {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			return "", fmt.Errorf("admin token %s has mode %04o: it must not be readable by group or others (chmod 600)", path, fi.Mode().Perm())
+		}
 		tok := strings.TrimSpace(string(raw))
 		if len(tok) < 16 {
 			return "", fmt.Errorf("--admin-token-file %s: token shorter than 16 characters", path)
@@ -398,6 +472,20 @@ func loadOrCreateToken(path string) (string, error) {
 		return "", fmt.Errorf("--admin-token-file: %w", err)
 	}
 	return tok, nil
+}
+
+// loopback reports whether addr (host:port) listens on a loopback address
+// only: nothing off-host can reach it. An empty host means every interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // tlsNames lists the names and addresses the server certificate covers:
@@ -424,3 +512,7 @@ func tlsNames(extra []string) ([]string, []net.IP) {
 	}
 	return names, ips
 }
+
+// GRPCServices lists the services and methods the gRPC server registers
+// (the authorization test checks every one against the method table).
+func (d *Daemon) GRPCServices() map[string]grpc.ServiceInfo { return d.grpc.GetServiceInfo() }

@@ -107,6 +107,10 @@ function start(session) {
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = !session.auth_required;
+  // A read-only session can look, not change (the API refuses it anyway):
+  // no "Add a site".
+  $("role").textContent = session.role ? session.role.replace("_", "-") : "";
+  document.querySelector('[data-nav="onboard"]').hidden = session.role === "read_only";
   if (!map) {
     map = new TopologyMap($("map"), {
       onSite: (name) => select({ kind: "site", id: name }),
