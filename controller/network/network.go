@@ -213,6 +213,11 @@ func (n *Network) checkSiteChange(s *Snapshot, site intent.Site, old *intent.Sit
 	if err := s.rawTopology.CheckTransit(site); err != nil {
 		return err
 	}
+	// An address its edge reported earlier for a transport that is
+	// dynamic (again) must not lie in a transit prefix either.
+	if err := s.rawTopology.CheckUnderlays(intent.NewIndex([]intent.Site{site}, s.Observed)); err != nil {
+		return err
+	}
 	if s.rawTopology.Mode == intent.ModeHubAndSpoke && !hasHub {
 		return fmt.Errorf("%w: topology.mode: hub-and-spoke needs at least one site with role hub", intent.ErrPrecondition)
 	}
