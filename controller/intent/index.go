@@ -7,22 +7,26 @@ import (
 	"github.com/meshwan/meshwan/edge/dataplane/validity"
 )
 
-// ref names where an indexed LAN prefix or underlay address comes from.
+// ref names where an indexed LAN prefix or underlay address comes from:
+// positions only (no strings), so that the indexes are pointer-free and
+// cheap to sort; names are resolved through Index.sites when an error is
+// written.
 type ref struct {
-	site string
-	pos  int // the site's position in the slice given to NewIndex
-	i    int // index into the site's LANPrefixes or Transports
-	// transport names the transport of an underlay; observed marks an
-	// address the site's edge reported for a dynamic transport.
-	transport string
-	observed  bool
+	pos int32 // the site's position in the slice given to NewIndex
+	i   int32 // index into the site's LANPrefixes or Transports
+	// observed marks an address the site's edge reported for a dynamic
+	// transport.
+	observed bool
 }
 
-func (r ref) describe(a netip.Addr) string {
+func (x *Index) site(r ref) string      { return x.sites[r.pos].Name }
+func (x *Index) transport(r ref) string { return x.sites[r.pos].Transports[r.i].Name }
+
+func (x *Index) describe(r ref, a netip.Addr) string {
 	if r.observed {
-		return fmt.Sprintf("%s, the address site %q's edge reports for its dynamic transport %q", a, r.site, r.transport)
+		return fmt.Sprintf("%s, the address site %q's edge reports for its dynamic transport %q", a, x.site(r), x.transport(r))
 	}
-	return fmt.Sprintf("%s, the address of site %q's transport %q", a, r.site, r.transport)
+	return fmt.Sprintf("%s, the address of site %q's transport %q", a, x.site(r), x.transport(r))
 }
 
 // Index holds the cross-site facts validation needs: every site's LAN
@@ -48,15 +52,15 @@ func NewIndex(sites []Site, observed map[string]map[string]netip.Addr) *Index {
 	var lans []validity.PrefixEntry[ref]
 	for pos, s := range sites {
 		for i, p := range s.LANPrefixes {
-			lans = append(lans, validity.PrefixEntry[ref]{Prefix: p, Val: ref{site: s.Name, pos: pos, i: i}})
+			lans = append(lans, validity.PrefixEntry[ref]{Prefix: p, Val: ref{pos: int32(pos), i: int32(i)}})
 		}
 		for i, t := range s.Transports {
 			if a, obs := x.underlay(s.Name, t); a.IsValid() {
-				x.underlays = append(x.underlays, validity.AddrEntry[ref]{Addr: a, Val: ref{site: s.Name, pos: pos, i: i, transport: t.Name, observed: obs}})
+				x.underlays = append(x.underlays, validity.AddrEntry[ref]{Addr: a, Val: ref{pos: int32(pos), i: int32(i), observed: obs}})
 			}
 		}
 		if s.ASN != 0 {
-			x.asns[s.ASN] = append(x.asns[s.ASN], ref{site: s.Name, pos: pos})
+			x.asns[s.ASN] = append(x.asns[s.ASN], ref{pos: int32(pos)})
 		}
 	}
 	x.lans = validity.NewPrefixes(lans)
@@ -68,39 +72,33 @@ func NewIndex(sites []Site, observed map[string]map[string]netip.Addr) *Index {
 // declared one, or the observed one for a dynamic transport (invalid while
 // unknown).
 func (x *Index) underlay(site string, t Transport) (netip.Addr, bool) {
+	return underlayOf(x.observed, site, t)
+}
+
+func underlayOf(observed map[string]map[string]netip.Addr, site string, t Transport) (netip.Addr, bool) {
 	if !t.Dynamic {
 		return t.Addr, false
 	}
-	return x.observed[site][t.Name], true
+	return observed[site][t.Name], true
 }
 
-// CheckSite checks the clashes that make a network unusable between s (a
-// new or changed site) and the indexed sites other than s (by name: the
-// index may hold s's previous version): LAN prefixes that overlap between
-// sites (routing would be ambiguous), a LAN containing any site's
-// underlay address, an underlay address used by another site (tunnels
-// could not be told apart) or inside another site's LAN, duplicate ASNs,
-// and LAN prefixes or underlay addresses inside the tunnel pool. s's own
-// observed addresses are checked too. s must have passed Validate. The
-// first problem found is returned, naming the field and the other site;
-// clashes wrap ErrConflict.
-func (x *Index) CheckSite(s Site, tunnelPool netip.Prefix) error {
-	return x.check(s, tunnelPool, func(r ref) bool { return r.site == s.Name })
+func conflict(field, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrConflict, field, fmt.Sprintf(format, args...))
 }
 
-// CheckEarlier checks the site at position pos of the indexed slice
-// against the sites before it (a file's order: a clash is reported at the
-// later site), ignoring others of the same name.
-func (x *Index) CheckEarlier(pos int, tunnelPool netip.Prefix) error {
-	s := x.sites[pos]
-	return x.check(s, tunnelPool, func(r ref) bool { return r.pos >= pos || r.site == s.Name })
-}
-
-func (x *Index) check(s Site, pool netip.Prefix, skip func(ref) bool) error {
-	conflict := func(field, format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrConflict, field, fmt.Sprintf(format, args...))
+// what describes one of the indexed site's own underlays.
+func (x *Index) what(u validity.AddrEntry[ref]) string {
+	if u.Val.observed {
+		return fmt.Sprintf("%s (reported by this site's edge for a dynamic transport)", u.Addr)
 	}
-	// s's own underlays as its peers will see them, observed included.
+	return u.Addr.String()
+}
+
+// checkOwn checks what needs no other site: s's prefixes and addresses
+// (observed included) against the tunnel pool, and s's observed addresses
+// against its own LANs and other transports. x indexes s alone or holds
+// s's own entries under the same name.
+func (x *Index) checkOwn(s Site, pool netip.Prefix) error {
 	type own struct {
 		i   int
 		a   netip.Addr
@@ -117,12 +115,6 @@ func (x *Index) check(s Site, pool netip.Prefix, skip func(ref) bool) error {
 		if pool.IsValid() && p.Overlaps(pool) {
 			return conflict(field, "%s overlaps the tunnel pool %s", p, pool)
 		}
-		if o, ok := x.lans.Overlapping(p, skip); ok {
-			return conflict(field, "%s overlaps %s of site %q", p, o.Prefix, o.Val.site)
-		}
-		if u, ok := x.addrs.In(p, skip); ok {
-			return conflict(field, "%s contains %s: its tunnels would be routed into themselves", p, u.Val.describe(u.Addr))
-		}
 		for _, o := range owns {
 			if o.obs && p.Contains(o.a) {
 				return conflict(field, "%s contains %s, the address this site's edge reports for its dynamic transport %q", p, o.a, s.Transports[o.i].Name)
@@ -138,22 +130,68 @@ func (x *Index) check(s Site, pool netip.Prefix, skip func(ref) bool) error {
 		if pool.IsValid() && pool.Contains(o.a) {
 			return conflict(field, "%s is inside the tunnel pool %s", what, pool)
 		}
-		if u, ok := x.addrs.Find(o.a, skip); ok {
-			return conflict(field, "%s is already used by site %q (transport %q)", what, u.Val.site, u.Val.transport)
-		}
-		if l, ok := x.lans.Containing(o.a, skip); ok {
-			return conflict(field, "%s is inside %s, a LAN prefix of site %q", what, l.Prefix, l.Val.site)
-		}
 		for _, p := range owns {
 			if p.i != o.i && p.a == o.a && (p.obs || o.obs) {
 				return conflict(field, "%s is also the address of this site's transport %q", what, s.Transports[p.i].Name)
 			}
 		}
 	}
+	return nil
+}
+
+// CheckSite checks the clashes that make a network unusable between s (a
+// new or changed site) and the indexed sites other than s (by name: the
+// index may hold s's previous version): LAN prefixes that overlap between
+// sites (routing would be ambiguous), a LAN containing any site's
+// underlay address, an underlay address used by another site (tunnels
+// could not be told apart) or inside another site's LAN, duplicate ASNs,
+// and LAN prefixes or underlay addresses inside the tunnel pool. s's own
+// observed addresses are checked too. s must have passed Validate. The
+// first problem found is returned, naming the field and the other site;
+// clashes wrap ErrConflict.
+func (x *Index) CheckSite(s Site, tunnelPool netip.Prefix) error {
+	return x.check(s, tunnelPool, func(r ref) bool { return x.site(r) == s.Name })
+}
+
+// CheckEarlier checks the site at position pos of the indexed slice
+// against the sites before it (a file's order: a clash is reported at the
+// later site), ignoring others of the same name.
+func (x *Index) CheckEarlier(pos int, tunnelPool netip.Prefix) error {
+	s := x.sites[pos]
+	return x.check(s, tunnelPool, func(r ref) bool { return int(r.pos) >= pos || x.site(r) == s.Name })
+}
+
+func (x *Index) check(s Site, pool netip.Prefix, skip func(ref) bool) error {
+	if err := x.checkOwn(s, pool); err != nil {
+		return err
+	}
+	for i, p := range s.LANPrefixes {
+		field := fmt.Sprintf("site.lan_prefixes[%d]", i)
+		if o, ok := x.lans.Overlapping(p, skip); ok {
+			return conflict(field, "%s overlaps %s of site %q", p, o.Prefix, x.site(o.Val))
+		}
+		if u, ok := x.addrs.In(p, skip); ok {
+			return conflict(field, "%s contains %s: its tunnels would be routed into themselves", p, x.describe(u.Val, u.Addr))
+		}
+	}
+	for i, t := range s.Transports {
+		a, obs := x.underlay(s.Name, t)
+		if !a.IsValid() {
+			continue
+		}
+		field := fmt.Sprintf("site.transports[%d].address", i)
+		what := x.what(validity.AddrEntry[ref]{Addr: a, Val: ref{observed: obs}})
+		if u, ok := x.addrs.Find(a, skip); ok {
+			return conflict(field, "%s is already used by site %q (transport %q)", what, x.site(u.Val), x.transport(u.Val))
+		}
+		if l, ok := x.lans.Containing(a, skip); ok {
+			return conflict(field, "%s is inside %s, a LAN prefix of site %q", what, l.Prefix, x.site(l.Val))
+		}
+	}
 	if s.ASN != 0 {
 		for _, r := range x.asns[s.ASN] {
 			if !skip(r) {
-				return conflict("site.asn", "%d is already used by site %q", s.ASN, r.site)
+				return conflict("site.asn", "%d is already used by site %q", s.ASN, x.site(r))
 			}
 		}
 	}
@@ -171,21 +209,18 @@ func (x *Index) CheckObserved(site, transport string, a netip.Addr, pool netip.P
 	if err := validity.Underlay(a); err != nil {
 		return invalid(field, "%v", err)
 	}
-	conflict := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrConflict, field, fmt.Sprintf(format, args...))
-	}
 	if pool.IsValid() && pool.Contains(a) {
-		return conflict("%s is inside the tunnel pool %s", a, pool)
+		return conflict(field, "%s is inside the tunnel pool %s", a, pool)
 	}
-	if u, ok := x.addrs.Find(a, func(r ref) bool { return r.site == site && r.transport == transport }); ok {
-		return conflict("%s is already used by site %q (transport %q)", a, u.Val.site, u.Val.transport)
+	if u, ok := x.addrs.Find(a, func(r ref) bool { return x.site(r) == site && x.transport(r) == transport }); ok {
+		return conflict(field, "%s is already used by site %q (transport %q)", a, x.site(u.Val), x.transport(u.Val))
 	}
 	if l, ok := x.lans.Containing(a, nil); ok {
-		return conflict("%s is inside %s, a LAN prefix of site %q", a, l.Prefix, l.Val.site)
+		return conflict(field, "%s is inside %s, a LAN prefix of site %q", a, l.Prefix, x.site(l.Val))
 	}
 	if len(t.TransitPrefixes) > 0 {
 		if p, ok := t.transitIndex().Containing(a, nil); ok {
-			return conflict("%s is inside topology.transit_prefixes %s", a, p.Prefix)
+			return conflict(field, "%s is inside topology.transit_prefixes %s", a, p.Prefix)
 		}
 	}
 	return nil

@@ -132,14 +132,20 @@ func TestIndexCheckSite(t *testing.T) {
 	others[0].ASN = 65001
 	x = NewIndex(others, observed)
 	for _, tc := range tests {
-		err := x.CheckSite(tc.s, pool)
-		if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), tc.field+":") || !strings.Contains(err.Error(), tc.other) {
-			t.Errorf("%s: %v, want ErrConflict naming %s and %s", tc.name, err, tc.field, tc.other)
+		// The index (a whole declaration) and the linear form (one site's
+		// change) find the same clashes.
+		for _, err := range []error{x.CheckSite(tc.s, pool), CheckSite(tc.s, others, observed, pool)} {
+			if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), tc.field+":") || !strings.Contains(err.Error(), tc.other) {
+				t.Errorf("%s: %v, want ErrConflict naming %s and %s", tc.name, err, tc.field, tc.other)
+			}
 		}
 	}
 	// The site's previous version is skipped; a good site passes.
 	if err := x.CheckSite(tsite("hq", "198.51.100.1", "10.1.0.0/16", "10.9.0.0/16"), pool); err != nil {
 		t.Errorf("updating hq: %v", err)
+	}
+	if err := CheckSite(tsite("hq", "198.51.100.1", "10.1.0.0/16", "10.9.0.0/16"), others, observed, pool); err != nil {
+		t.Errorf("updating hq (linear): %v", err)
 	}
 	if err := x.CheckSite(tsite("b", "198.51.100.2", "10.3.0.0/24"), pool); err != nil {
 		t.Errorf("a good site: %v", err)

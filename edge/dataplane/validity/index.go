@@ -23,7 +23,16 @@ type PrefixEntry[T any] struct {
 type Prefixes[T any] struct {
 	byStart []PrefixEntry[T]
 	byNet   map[netip.Prefix][]int // masked prefix -> indexes into byStart
+	// lens has bit b set when a prefix of length b is indexed: a lookup
+	// tries only the lengths present (usually one to three), which keeps
+	// the map out of the hot path of a scan of thousands of sites.
+	lens [3]uint64
 }
+
+// smallIndex: up to this many prefixes, a linear scan beats map lookups.
+const smallIndex = 8
+
+func (x *Prefixes[T]) hasLen(b int) bool { return x.lens[b/64]&(1<<(b%64)) != 0 }
 
 // NewPrefixes indexes entries (masked; invalid prefixes are left out).
 func NewPrefixes[T any](entries []PrefixEntry[T]) *Prefixes[T] {
@@ -34,9 +43,10 @@ func NewPrefixes[T any](entries []PrefixEntry[T]) *Prefixes[T] {
 			x.byStart = append(x.byStart, e)
 		}
 	}
-	slices.SortStableFunc(x.byStart, func(a, b PrefixEntry[T]) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(x.byStart, func(a, b PrefixEntry[T]) int { return comparePrefix(a.Prefix, b.Prefix) })
 	for i, e := range x.byStart {
 		x.byNet[e.Prefix] = append(x.byNet[e.Prefix], i)
+		x.lens[e.Prefix.Bits()/64] |= 1 << (e.Prefix.Bits() % 64)
 	}
 	return x
 }
@@ -55,7 +65,25 @@ func (x *Prefixes[T]) Covering(p netip.Prefix, skip func(T) bool) (PrefixEntry[T
 		return PrefixEntry[T]{}, false
 	}
 	p = p.Masked()
+	if len(x.byStart) <= smallIndex {
+		// Widest first, like the lookups below.
+		var best *PrefixEntry[T]
+		for i := range x.byStart {
+			e := &x.byStart[i]
+			if e.Prefix.Bits() <= p.Bits() && e.Prefix.Contains(p.Addr()) && (skip == nil || !skip(e.Val)) &&
+				(best == nil || e.Prefix.Bits() < best.Prefix.Bits()) {
+				best = e
+			}
+		}
+		if best != nil {
+			return *best, true
+		}
+		return PrefixEntry[T]{}, false
+	}
 	for b := 0; b <= p.Bits(); b++ {
+		if !x.hasLen(b) {
+			continue
+		}
 		q, _ := p.Addr().Prefix(b)
 		for _, i := range x.byNet[q] {
 			if skip == nil || !skip(x.byStart[i].Val) {
@@ -87,6 +115,14 @@ func (x *Prefixes[T]) Within(p netip.Prefix, skip func(T) bool) (PrefixEntry[T],
 // Overlapping returns an indexed prefix that overlaps p (covers it or lies
 // within it), for which skip is false.
 func (x *Prefixes[T]) Overlapping(p netip.Prefix, skip func(T) bool) (PrefixEntry[T], bool) {
+	if len(x.byStart) <= smallIndex && p.IsValid() {
+		for _, e := range x.byStart {
+			if e.Prefix.Overlaps(p) && (skip == nil || !skip(e.Val)) {
+				return e, true
+			}
+		}
+		return PrefixEntry[T]{}, false
+	}
 	if e, ok := x.Covering(p, skip); ok {
 		return e, true
 	}
@@ -161,7 +197,7 @@ func NewAddrs[T any](entries []AddrEntry[T]) *Addrs[T] {
 			x.sorted = append(x.sorted, e)
 		}
 	}
-	slices.SortStableFunc(x.sorted, func(a, b AddrEntry[T]) int { return a.Addr.Compare(b.Addr) })
+	slices.SortFunc(x.sorted, func(a, b AddrEntry[T]) int { return a.Addr.Compare(b.Addr) })
 	return x
 }
 
@@ -175,6 +211,14 @@ func (x *Addrs[T]) In(p netip.Prefix, skip func(T) bool) (AddrEntry[T], bool) {
 		return AddrEntry[T]{}, false
 	}
 	p = p.Masked()
+	if len(x.sorted) <= smallIndex {
+		for _, e := range x.sorted {
+			if p.Contains(e.Addr) && (skip == nil || !skip(e.Val)) {
+				return e, true
+			}
+		}
+		return AddrEntry[T]{}, false
+	}
 	i, _ := slices.BinarySearchFunc(x.sorted, p.Addr(), func(e AddrEntry[T], a netip.Addr) int { return e.Addr.Compare(a) })
 	for ; i < len(x.sorted) && p.Contains(x.sorted[i].Addr); i++ {
 		if skip == nil || !skip(x.sorted[i].Val) {
