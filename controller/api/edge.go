@@ -12,8 +12,10 @@ import (
 
 	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/health"
+	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/network"
 	"github.com/meshwan/meshwan/controller/push"
+	"github.com/meshwan/meshwan/edge/dataplane/validity"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -118,13 +120,7 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 		return err
 	}
 	if len(hello.GetTransports()) > 0 {
-		addrs := map[string]netip.Addr{}
-		for _, t := range hello.GetTransports() {
-			if a, err := netip.ParseAddr(t.GetAddress()); err == nil && a.Is4() {
-				addrs[t.GetName()] = a
-			}
-		}
-		if err := e.Net.ObserveAddresses(ctx, site, addrs); err != nil {
+		if err := e.observe(ctx, site, hello.GetTransports()); err != nil {
 			return toStatus(e.Log, "Sync", err)
 		}
 	}
@@ -201,6 +197,34 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 			log.Debug("desired state sent", "version", u.State.Version, "tunnels", len(u.State.Tunnels), "delta", u.Delta, "removed", len(u.Removed))
 		}
 	}
+}
+
+// observe stores the addresses the edge reports for its dynamic
+// transports. A refused address (unparsable, or one the peers' edges would
+// refuse: see network.ObserveAddresses) leaves the stored one unchanged
+// and does not end the stream (the edge keeps syncing); it is logged,
+// added to the dashboard's events and counted.
+func (e *Edge) observe(ctx context.Context, site string, ts []*pb.Transport) error {
+	addrs := map[string]netip.Addr{}
+	for _, t := range ts {
+		a, err := netip.ParseAddr(t.GetAddress())
+		if err != nil {
+			e.refused(site, t.GetName(), t.GetAddress(), fmt.Errorf("%w: not an IP address", intent.ErrInvalid))
+			continue
+		}
+		addrs[t.GetName()] = a
+	}
+	refused, err := e.Net.ObserveAddresses(ctx, site, addrs)
+	for _, r := range refused {
+		e.refused(site, r.Transport, r.Addr.String(), r.Err)
+	}
+	return err
+}
+
+func (e *Edge) refused(site, transport, addr string, err error) {
+	transport, addr = validity.Quote(transport), validity.Quote(addr)
+	e.Log.Warn("edge-reported address refused; the stored address is kept", "site", site, "transport", transport, "address", addr, "err", err)
+	e.event(fmt.Sprintf("edge %s reported address %s for transport %s: refused (%v)", site, addr, transport, err))
 }
 
 func recvHello(ctx context.Context, stream pb.EdgeService_SyncServer) (*pb.Hello, error) {

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshwan/meshwan/edge/dataplane/validity"
 )
 
 // Sentinel errors; callers wrap them with %w and the API maps them to
@@ -162,9 +164,11 @@ var (
 	nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 	// transportRE is shorter: a tunnel's link name carries it.
 	transportRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$`)
-	// proposalRE: strongSwan proposal syntax, e.g. aes256-sha256-modp2048.
-	proposalRE = regexp.MustCompile(`^[a-z0-9]+(-[a-z0-9]+)*(,[a-z0-9]+(-[a-z0-9]+)*)*$`)
 )
+
+// q quotes a value from the caller for an error message, at most
+// validity.MaxQuote bytes of it: errors never echo unbounded input.
+func q(s string) string { return validity.Quote(s) }
 
 func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalid, field, fmt.Sprintf(format, args...))
@@ -173,117 +177,137 @@ func invalid(field, format string, args ...any) error {
 // ValidateName checks a site name.
 func ValidateName(field, name string) error {
 	if !nameRE.MatchString(name) {
-		return invalid(field, "%q must be 1-32 lowercase letters, digits or '-', not starting or ending with '-'", name)
+		return invalid(field, "%s must be 1-32 lowercase letters, digits or '-', not starting or ending with '-'", q(name))
 	}
 	return nil
 }
 
-// ParseTransportAddr parses a transport address: an IPv4 address or "dynamic".
+// ParseTransportAddr parses a transport address: an IPv4 address usable on
+// a WAN (validity.Underlay) or "dynamic".
 func ParseTransportAddr(field, s string) (Transport, error) {
 	if s == Dynamic {
 		return Transport{Dynamic: true}, nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || !a.Is4() {
-		return Transport{}, invalid(field, "%q is not an IPv4 address or %q", s, Dynamic)
+		return Transport{}, invalid(field, "%s is not an IPv4 address or %q", q(s), Dynamic)
 	}
-	if a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return Transport{}, invalid(field, "%s cannot be a tunnel endpoint", a)
+	if err := validity.Underlay(a); err != nil {
+		return Transport{}, invalid(field, "%v", err)
 	}
 	return Transport{Addr: a}, nil
 }
 
-// ParsePrefix parses a LAN prefix in canonical CIDR form (host bits zero).
+// ParsePrefix parses a LAN (or transit) prefix in canonical CIDR form
+// (host bits zero) and checks it with validity.LANPrefix.
 func ParsePrefix(field, s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, invalid(field, "%q is not a CIDR prefix", s)
+		return netip.Prefix{}, invalid(field, "%s is not a CIDR prefix", q(s))
 	}
-	if !p.Addr().Is4() {
-		return netip.Prefix{}, invalid(field, "%q: only IPv4 prefixes are supported", s)
+	if p.Addr().Is4() && p.Masked() != p {
+		return netip.Prefix{}, invalid(field, "%s has host bits set (did you mean %s?)", q(s), p.Masked())
 	}
-	if p.Masked() != p {
-		return netip.Prefix{}, invalid(field, "%q has host bits set (did you mean %s?)", s, p.Masked())
-	}
-	if p.Bits() == 0 {
-		return netip.Prefix{}, invalid(field, "%q: a default route is not a LAN prefix", s)
+	if err := validity.LANPrefix(p); err != nil {
+		return netip.Prefix{}, invalid(field, "%v", err)
 	}
 	return p, nil
 }
 
-// Validate checks one site on its own (names, roles, transports, prefixes).
-// It does not look at other sites: see CheckSite.
+// Validate checks one site on its own (names, roles, transports, prefixes,
+// ASN) with the rules of edge/dataplane/validity: its LAN prefixes must not
+// overlap each other nor contain one of its own transport addresses, and
+// two transports must not share an address. It does not look at other
+// sites: see Index.CheckSite. It is O(n log n) in the site's prefixes.
 func (s Site) Validate() error {
 	if err := ValidateName("site.name", s.Name); err != nil {
 		return err
 	}
 	if s.Role != RoleHub && s.Role != RoleSpoke {
-		return invalid("site.role", "%q must be %q or %q", s.Role, RoleHub, RoleSpoke)
+		return invalid("site.role", "%s must be %q or %q", q(string(s.Role)), RoleHub, RoleSpoke)
 	}
 	if len(s.Transports) == 0 {
 		return invalid("site.transports", "a site needs at least one WAN transport")
 	}
+	if s.ASN != 0 {
+		if err := validity.ASN(s.ASN); err != nil {
+			return invalid("site.asn", "%v", err)
+		}
+	}
 	seen := map[string]bool{}
+	addrs := make([]validity.AddrEntry[int], 0, len(s.Transports))
 	for i, t := range s.Transports {
 		field := fmt.Sprintf("site.transports[%d].name", i)
 		if !transportRE.MatchString(t.Name) {
-			return invalid(field, "%q must be 1-12 lowercase letters, digits or '-'", t.Name)
+			return invalid(field, "%s must be 1-12 lowercase letters, digits or '-'", q(t.Name))
 		}
 		if seen[t.Name] {
 			return fmt.Errorf("%w: %s: transport %q is listed twice", ErrInvalid, field, t.Name)
 		}
 		seen[t.Name] = true
+		af := fmt.Sprintf("site.transports[%d].address", i)
 		if t.Dynamic == t.Addr.IsValid() {
-			return invalid(fmt.Sprintf("site.transports[%d].address", i), "needs an IPv4 address or %q", Dynamic)
+			return invalid(af, "needs an IPv4 address or %q", Dynamic)
+		}
+		if t.Dynamic {
+			continue
+		}
+		if err := validity.Underlay(t.Addr); err != nil {
+			return invalid(af, "%v", err)
+		}
+		addrs = append(addrs, validity.AddrEntry[int]{Addr: t.Addr, Val: i})
+	}
+	own := validity.NewAddrs(addrs)
+	for _, a := range addrs {
+		if o, ok := own.Find(a.Addr, func(j int) bool { return j == a.Val }); ok {
+			return invalid(fmt.Sprintf("site.transports[%d].address", max(a.Val, o.Val)), "%s is also the address of transports[%d]", a.Addr, min(a.Val, o.Val))
 		}
 	}
 	if len(s.LANPrefixes) == 0 {
 		return invalid("site.lan_prefixes", "a site needs at least one LAN prefix")
 	}
+	lans := make([]validity.PrefixEntry[int], 0, len(s.LANPrefixes))
 	for i, p := range s.LANPrefixes {
 		field := fmt.Sprintf("site.lan_prefixes[%d]", i)
-		if _, err := ParsePrefix(field, p.String()); err != nil {
-			return err
+		if err := validity.LANPrefix(p); err != nil {
+			return invalid(field, "%v", err)
 		}
-		for j := range i {
-			if s.LANPrefixes[j].Overlaps(p) {
-				return invalid(field, "%s overlaps %s of the same site", p, s.LANPrefixes[j])
-			}
+		if a, ok := own.In(p, nil); ok {
+			return invalid(field, "%s contains %s, the address of this site's transport %q: its tunnels would be routed into themselves", p, a.Addr, s.Transports[a.Val].Name)
 		}
+		lans = append(lans, validity.PrefixEntry[int]{Prefix: p, Val: i})
+	}
+	if a, b, ok := validity.FirstOverlap(lans); ok {
+		i, j := min(a.Val, b.Val), max(a.Val, b.Val)
+		return invalid(fmt.Sprintf("site.lan_prefixes[%d]", j), "%s overlaps %s of the same site", s.LANPrefixes[j], s.LANPrefixes[i])
 	}
 	return nil
 }
 
-// Validate checks a topology against the sites it would connect.
+// Validate checks a topology against the sites it would connect: its own
+// fields with the rules of edge/dataplane/validity (proposals parsed,
+// lifetimes and DPD within bounds, ESP <= IKE once defaults are filled in,
+// transit prefixes), and each site's LANs and declared addresses against
+// the transit prefixes (CheckTransit). Addresses edges report for dynamic
+// transports are checked by CheckUnderlays. O((sites + prefixes) log n).
 func (t Topology) Validate(sites []Site) error {
 	switch t.Mode {
 	case ModeNone, ModeFullMesh, ModeHubAndSpoke:
 	default:
-		return invalid("topology.mode", "%q must be %q or %q", t.Mode, ModeFullMesh, ModeHubAndSpoke)
+		return invalid("topology.mode", "%s must be %q or %q", q(string(t.Mode)), ModeFullMesh, ModeHubAndSpoke)
 	}
 	switch t.Match {
 	case "", MatchSameName, MatchAllPairs:
 	default:
-		return invalid("topology.transport_match", "%q must be %q or %q", t.Match, MatchSameName, MatchAllPairs)
+		return invalid("topology.transport_match", "%s must be %q or %q", q(string(t.Match)), MatchSameName, MatchAllPairs)
 	}
 	switch t.Routing {
 	case "", RoutingStatic, RoutingBGP:
 	default:
-		return invalid("topology.routing", "%q must be %q or %q", t.Routing, RoutingStatic, RoutingBGP)
+		return invalid("topology.routing", "%s must be %q or %q", q(string(t.Routing)), RoutingStatic, RoutingBGP)
 	}
-	for field, p := range map[string]string{"topology.ipsec.ike_proposal": t.IPsec.IKEProposal, "topology.ipsec.esp_proposal": t.IPsec.ESPProposal} {
-		if p != "" && !proposalRE.MatchString(p) {
-			return invalid(field, "%q is not a strongSwan proposal (like aes256-sha256-modp2048)", p)
-		}
-	}
-	if t.IPsec.IKELifetime < 0 || (t.IPsec.IKELifetime != 0 && t.IPsec.IKELifetime < 10*time.Minute) {
-		return invalid("topology.ipsec.ike_lifetime_seconds", "%s is below the 600 s minimum", t.IPsec.IKELifetime)
-	}
-	if t.IPsec.ESPLifetime < 0 || (t.IPsec.ESPLifetime != 0 && t.IPsec.ESPLifetime < 5*time.Minute) {
-		return invalid("topology.ipsec.esp_lifetime_seconds", "%s is below the 300 s minimum", t.IPsec.ESPLifetime)
-	}
-	if t.IPsec.IKELifetime != 0 && t.IPsec.ESPLifetime != 0 && t.IPsec.ESPLifetime > t.IPsec.IKELifetime {
-		return invalid("topology.ipsec.esp_lifetime_seconds", "ESP lifetime %s exceeds the IKE lifetime %s", t.IPsec.ESPLifetime, t.IPsec.IKELifetime)
+	if err := t.IPsec.Validate(); err != nil {
+		return err
 	}
 	if t.MTU != 0 && (t.MTU < 1280 || t.MTU > 9000) {
 		return invalid("topology.mtu", "%d must be between 1280 and 9000", t.MTU)
@@ -291,19 +315,20 @@ func (t Topology) Validate(sites []Site) error {
 	if err := t.PathPolicy.Validate(); err != nil {
 		return err
 	}
+	transit := make([]validity.PrefixEntry[int], 0, len(t.TransitPrefixes))
 	for i, p := range t.TransitPrefixes {
-		field := fmt.Sprintf("topology.transit_prefixes[%d]", i)
-		if _, err := ParsePrefix(field, p.String()); err != nil {
-			return err
+		if err := validity.LANPrefix(p); err != nil {
+			return invalid(fmt.Sprintf("topology.transit_prefixes[%d]", i), "%v", err)
 		}
-		for j := range i {
-			if t.TransitPrefixes[j].Overlaps(p) {
-				return invalid(field, "%s overlaps %s", p, t.TransitPrefixes[j])
-			}
-		}
+		transit = append(transit, validity.PrefixEntry[int]{Prefix: p, Val: i})
 	}
+	if a, b, ok := validity.FirstOverlap(transit); ok {
+		i, j := min(a.Val, b.Val), max(a.Val, b.Val)
+		return invalid(fmt.Sprintf("topology.transit_prefixes[%d]", j), "%s overlaps %s", t.TransitPrefixes[j], t.TransitPrefixes[i])
+	}
+	tx := validity.NewPrefixes(transit)
 	for _, s := range sites {
-		if err := t.CheckTransit(s); err != nil {
+		if err := checkTransit(s, tx); err != nil {
 			return err
 		}
 	}
@@ -313,50 +338,97 @@ func (t Topology) Validate(sites []Site) error {
 	return nil
 }
 
+// Validate checks the IPsec parameters; zero values mean "default" and
+// pass, but ESP <= IKE is checked with the defaults filled in (that is
+// what the edges receive).
+func (p IPsec) Validate() error {
+	for _, pr := range []struct {
+		field string
+		kind  validity.Kind
+		v     string
+	}{{"topology.ipsec.ike_proposal", validity.IKE, p.IKEProposal}, {"topology.ipsec.esp_proposal", validity.ESP, p.ESPProposal}} {
+		if pr.v == "" {
+			continue
+		}
+		if err := validity.Proposal(pr.kind, pr.v); err != nil {
+			return invalid(pr.field, "%v", err)
+		}
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+		check func(time.Duration) error
+	}{
+		{"topology.ipsec.ike_lifetime_seconds", p.IKELifetime, validity.IKELifetime},
+		{"topology.ipsec.esp_lifetime_seconds", p.ESPLifetime, validity.ESPLifetime},
+		{"topology.ipsec.dpd_seconds", p.DPD, validity.DPD},
+	} {
+		if d.v == 0 {
+			continue
+		}
+		if err := d.check(d.v); err != nil {
+			return invalid(d.field, "%v", err)
+		}
+	}
+	ike, esp := cmpOr(p.IKELifetime, DefaultIKELifetime), cmpOr(p.ESPLifetime, DefaultESPLifetime)
+	if err := validity.ESPWithinIKE(esp, ike); err != nil {
+		return invalid("topology.ipsec.esp_lifetime_seconds", "%v", err)
+	}
+	return nil
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
 // SortSites orders sites by name, the order every derived list follows.
 func SortSites(sites []Site) {
 	slices.SortFunc(sites, func(a, b Site) int { return strings.Compare(a.Name, b.Name) })
 }
 
-// CheckSite checks the clashes that make a network unusable between one
-// new or changed site and the others (which are assumed consistent among
-// themselves): duplicate names are the caller's check; LAN prefixes that
-// overlap between sites (routing would be ambiguous), the same public
-// address on two sites (tunnels could not be told apart), duplicate ASNs,
-// and LAN prefixes inside the tunnel pool. It runs in time linear in the
-// number of sites: a change to one site of a large network does not
-// re-check every pair. The first problem found is returned, naming the
-// field and the other site. others may contain s's previous version
-// (same name), which is skipped.
-func CheckSite(s Site, others []Site, tunnelPool netip.Prefix) error {
-	for i, p := range s.LANPrefixes {
-		if tunnelPool.IsValid() && p.Overlaps(tunnelPool) {
-			return fmt.Errorf("%w: site.lan_prefixes[%d]: %s overlaps the tunnel pool %s", ErrConflict, i, p, tunnelPool)
-		}
+// CheckSite checks the same clashes as Index.CheckSite between s and
+// others (which may hold s's previous version, skipped by name), the other
+// way round: it indexes s (its few prefixes and addresses) and looks every
+// other site's prefixes and addresses up in that index, O(n log k) for a
+// site with k prefixes and transports and no allocation per other site.
+// That is what one site's change costs at 5,000 sites; a whole declaration
+// uses one Index instead (O(n log n)). observed (may be nil) holds the
+// addresses edges reported for dynamic transports.
+func CheckSite(s Site, others []Site, observed map[string]map[string]netip.Addr, tunnelPool netip.Prefix) error {
+	me := NewIndex([]Site{s}, observed)
+	if err := me.checkOwn(s, tunnelPool); err != nil {
+		return err
 	}
 	for _, o := range others {
 		if o.Name == s.Name {
 			continue
 		}
-		for i, t := range s.Transports {
-			if !t.Addr.IsValid() {
+		for _, p := range o.LANPrefixes {
+			if l, ok := me.lans.Overlapping(p, nil); ok {
+				return conflict(fmt.Sprintf("site.lan_prefixes[%d]", l.Val.i), "%s overlaps %s of site %q", l.Prefix, p, o.Name)
+			}
+			if u, ok := me.addrs.In(p, nil); ok {
+				return conflict(fmt.Sprintf("site.transports[%d].address", u.Val.i), "%s is inside %s, a LAN prefix of site %q", me.what(u), p, o.Name)
+			}
+		}
+		for i, t := range o.Transports {
+			a, obs := underlayOf(observed, o.Name, t)
+			if !a.IsValid() {
 				continue
 			}
-			for _, ot := range o.Transports {
-				if ot.Addr == t.Addr {
-					return fmt.Errorf("%w: site.transports[%d].address: %s is already used by site %q", ErrConflict, i, t.Addr, o.Name)
-				}
+			if l, ok := me.lans.Containing(a, nil); ok {
+				desc := (&Index{sites: []Site{o}}).describe(ref{i: int32(i), observed: obs}, a)
+				return conflict(fmt.Sprintf("site.lan_prefixes[%d]", l.Val.i), "%s contains %s: its tunnels would be routed into themselves", l.Prefix, desc)
+			}
+			if u, ok := me.addrs.Find(a, nil); ok {
+				return conflict(fmt.Sprintf("site.transports[%d].address", u.Val.i), "%s is already used by site %q (transport %q)", me.what(u), o.Name, t.Name)
 			}
 		}
 		if s.ASN != 0 && s.ASN == o.ASN {
-			return fmt.Errorf("%w: site.asn: %d is already used by site %q", ErrConflict, s.ASN, o.Name)
-		}
-		for i, p := range s.LANPrefixes {
-			for _, op := range o.LANPrefixes {
-				if op.Overlaps(p) {
-					return fmt.Errorf("%w: site.lan_prefixes[%d]: %s overlaps %s of site %q", ErrConflict, i, p, op, o.Name)
-				}
-			}
+			return conflict("site.asn", "%d is already used by site %q", s.ASN, o.Name)
 		}
 	}
 	return nil
@@ -368,19 +440,50 @@ func CheckSite(s Site, others []Site, tunnelPool netip.Prefix) error {
 // (the summary would pull part of that LAN into a tunnel): the edge
 // refuses both (dataplane.Desired.Validate).
 func (t Topology) CheckTransit(s Site) error {
-	for _, p := range t.TransitPrefixes {
-		for i, l := range s.LANPrefixes {
-			// A summary may contain a LAN (the LAN is more specific and
-			// stays local); one equal to or inside a LAN would take part
-			// of that LAN into a tunnel, and the edge refuses it.
-			if l.Bits() <= p.Bits() && l.Contains(p.Addr()) {
-				return fmt.Errorf("%w: site %q lan_prefixes[%d] %s contains topology.transit_prefixes %s (a transit summary must be wider than every LAN it overlaps)", ErrConflict, s.Name, i, l, p)
-			}
+	if len(t.TransitPrefixes) == 0 {
+		return nil
+	}
+	return checkTransit(s, t.transitIndex())
+}
+
+func (t Topology) transitIndex() *validity.Prefixes[int] {
+	es := make([]validity.PrefixEntry[int], len(t.TransitPrefixes))
+	for i, p := range t.TransitPrefixes {
+		es[i] = validity.PrefixEntry[int]{Prefix: p, Val: i}
+	}
+	return validity.NewPrefixes(es)
+}
+
+func checkTransit(s Site, tx *validity.Prefixes[int]) error {
+	if tx.Len() == 0 {
+		return nil
+	}
+	for i, l := range s.LANPrefixes {
+		// A summary may contain a LAN (the LAN is more specific and
+		// stays local); one equal to or inside a LAN would take part
+		// of that LAN into a tunnel, and the edge refuses it.
+		if p, ok := tx.Within(l, nil); ok {
+			return fmt.Errorf("%w: site %q lan_prefixes[%d] %s contains topology.transit_prefixes %s (a transit summary must be wider than every LAN it overlaps)", ErrConflict, s.Name, i, l, p.Prefix)
 		}
-		for i, tr := range s.Transports {
-			if tr.Addr.IsValid() && p.Contains(tr.Addr) {
-				return fmt.Errorf("%w: site %q transports[%d].address %s is inside topology.transit_prefixes %s (tunnels would be routed into themselves)", ErrConflict, s.Name, i, tr.Addr, p)
-			}
+	}
+	for i, tr := range s.Transports {
+		if p, ok := tx.Containing(tr.Addr, nil); ok {
+			return fmt.Errorf("%w: site %q transports[%d].address %s is inside topology.transit_prefixes %s (tunnels would be routed into themselves)", ErrConflict, s.Name, i, tr.Addr, p.Prefix)
+		}
+	}
+	return nil
+}
+
+// CheckUnderlays refuses a topology whose transit prefixes contain an
+// address an edge reported for a dynamic transport (x holds them).
+func (t Topology) CheckUnderlays(x *Index) error {
+	if len(t.TransitPrefixes) == 0 {
+		return nil
+	}
+	tx := t.transitIndex()
+	for _, u := range x.underlays {
+		if p, ok := tx.Containing(u.Addr, nil); ok {
+			return fmt.Errorf("%w: topology.transit_prefixes[%d]: %s contains %s (tunnels would be routed into themselves)", ErrConflict, p.Val, p.Prefix, x.describe(u.Val, u.Addr))
 		}
 	}
 	return nil

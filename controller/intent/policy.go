@@ -160,15 +160,15 @@ func ParsePortRange(field, s string) (PortRange, error) {
 	lo, hi, isRange := strings.Cut(s, "-")
 	from, err := strconv.ParseUint(lo, 10, 16)
 	if err != nil || from == 0 {
-		return PortRange{}, invalid(field, "%q is not a port (1..65535) or a range FROM-TO", s)
+		return PortRange{}, invalid(field, "%s is not a port (1..65535) or a range FROM-TO", q(s))
 	}
 	to := from
 	if isRange {
 		if to, err = strconv.ParseUint(hi, 10, 16); err != nil || to == 0 {
-			return PortRange{}, invalid(field, "%q is not a port (1..65535) or a range FROM-TO", s)
+			return PortRange{}, invalid(field, "%s is not a port (1..65535) or a range FROM-TO", q(s))
 		}
 		if to < from {
-			return PortRange{}, invalid(field, "%q: the range ends before it starts", s)
+			return PortRange{}, invalid(field, "%s: the range ends before it starts", q(s))
 		}
 	}
 	return PortRange{From: uint16(from), To: uint16(to)}, nil
@@ -179,7 +179,7 @@ func ParsePortRange(field, s string) (PortRange, error) {
 func ParseDestination(field, s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, invalid(field, "%q is not a CIDR prefix", s)
+		return netip.Prefix{}, invalid(field, "%s is not a CIDR prefix", q(s))
 	}
 	return p, checkDestination(field, p)
 }
@@ -217,7 +217,7 @@ func (p PathPolicy) Validate() error {
 	for i, s := range p.SLAClasses {
 		field := fmt.Sprintf("%ssla_classes[%d].", f, i)
 		if !nameRE.MatchString(s.Name) {
-			return invalid(field+"name", "%q must be 1-32 lowercase letters, digits or '-', not starting or ending with '-'", s.Name)
+			return invalid(field+"name", "%s must be 1-32 lowercase letters, digits or '-', not starting or ending with '-'", q(s.Name))
 		}
 		if slas[s.Name] {
 			return invalid(field+"name", "SLA class %q is defined twice", s.Name)
@@ -239,7 +239,7 @@ func (p PathPolicy) Validate() error {
 		for j, tr := range s.TransportPreference {
 			tf := fmt.Sprintf("%stransport_preference[%d]", field, j)
 			if !transportRE.MatchString(tr) {
-				return invalid(tf, "%q is not a transport name (1-12 lowercase letters, digits or '-')", tr)
+				return invalid(tf, "%s is not a transport name (1-12 lowercase letters, digits or '-')", q(tr))
 			}
 			if seen[tr] {
 				return invalid(tf, "transport %q is listed twice", tr)
@@ -254,14 +254,14 @@ func (p PathPolicy) Validate() error {
 	for i, c := range p.TrafficClasses {
 		field := fmt.Sprintf("%straffic_classes[%d].", f, i)
 		if !nameRE.MatchString(c.Name) {
-			return invalid(field+"name", "%q must be 1-32 lowercase letters, digits or '-', not starting or ending with '-'", c.Name)
+			return invalid(field+"name", "%s must be 1-32 lowercase letters, digits or '-', not starting or ending with '-'", q(c.Name))
 		}
 		if names[c.Name] {
 			return invalid(field+"name", "traffic class %q is defined twice", c.Name)
 		}
 		names[c.Name] = true
 		if !slas[c.SLAClass] {
-			return invalid(field+"sla_class", "%q is not a defined SLA class", c.SLAClass)
+			return invalid(field+"sla_class", "%s is not a defined SLA class", q(c.SLAClass))
 		}
 		for j, d := range c.DSCP {
 			if d > MaxDSCP {
@@ -271,10 +271,10 @@ func (p PathPolicy) Validate() error {
 		switch c.Protocol {
 		case "", "tcp", "udp", "icmp":
 		default:
-			return invalid(field+"protocol", "%q must be tcp, udp, icmp or empty (any)", c.Protocol)
+			return invalid(field+"protocol", "%s must be tcp, udp, icmp or empty (any)", q(c.Protocol))
 		}
 		if len(c.Ports) > 0 && c.Protocol != "tcp" && c.Protocol != "udp" {
-			return invalid(field+"ports", "ports need protocol tcp or udp, not %q", c.Protocol)
+			return invalid(field+"ports", "ports need protocol tcp or udp, not %s", q(c.Protocol))
 		}
 		for j, r := range c.Ports {
 			if r.From == 0 || r.To < r.From {

@@ -34,9 +34,9 @@ func TestTransitAcceptedOnlyWhereEdgesAccept(t *testing.T) {
 		top := intent.Topology{Mode: intent.ModeHubAndSpoke, TransitPrefixes: []netip.Prefix{transit}}
 		ctl := top.CheckTransit(spoke) == nil && top.CheckTransit(hub) == nil
 		d := dataplane.Desired{Site: "br1", LANPrefixes: []netip.Prefix{lan}, Tunnels: []dataplane.Tunnel{{
-			ID: "hq.inet1~br1.inet1", LinkName: dataplane.LinkName(netip.MustParsePrefix("10.255.0.2/30")),
+			ID: "hq.inet1~br1.inet1", LinkName: dataplane.LinkName(netip.MustParsePrefix("192.168.255.2/30")),
 			LocalUnderlay: spoke.Transports[0].Addr, RemoteUnderlay: underlay,
-			LocalInner: netip.MustParsePrefix("10.255.0.2/30"), RemoteInner: netip.MustParseAddr("10.255.0.1"),
+			LocalInner: netip.MustParsePrefix("192.168.255.2/30"), RemoteInner: netip.MustParseAddr("192.168.255.1"),
 			RemoteSite: "hq", RemoteLANs: []netip.Prefix{hub.LANPrefixes[0], transit}, PSK: make([]byte, 32),
 			LocalTransport: "inet1", RemoteTransport: "inet1",
 		}}}

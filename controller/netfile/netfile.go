@@ -666,8 +666,9 @@ func (p *parser) validate() error {
 			return p.located(fmt.Sprintf("sites[%d]", i), s.Name, err)
 		}
 	}
+	idx := intent.NewIndex(f.Sites, nil)
 	for i, s := range f.Sites {
-		if err := intent.CheckSite(s, f.Sites[:i], netip.Prefix{}); err != nil {
+		if err := idx.CheckEarlier(i, netip.Prefix{}); err != nil {
 			return p.located(fmt.Sprintf("sites[%d]", i), s.Name, err)
 		}
 		if j := slices.IndexFunc(f.Sites[:i], func(o intent.Site) bool { return o.Name == s.Name }); j >= 0 {

@@ -194,17 +194,22 @@ func (n *Network) prepareApply(s *Snapshot, sites []intent.Site, t intent.Topolo
 	}
 	// Conflicts are symmetric and the unchanged sites are consistent among
 	// themselves, so checking each changed site against the final set
-	// finds every clash.
+	// finds every clash. One index of the final set makes the whole check
+	// O(n log n).
 	pool := n.cfg.TunnelPool.Prefix()
+	idx := intent.NewIndex(final, s.Observed)
 	for _, site := range want {
 		if !changed[site.Name] {
 			continue
 		}
-		if err := intent.CheckSite(site, final, pool); err != nil {
+		if err := idx.CheckSite(site, pool); err != nil {
 			return a, siteErr(site.Name, err)
 		}
 	}
 	if err := t.Validate(final); err != nil {
+		return a, err
+	}
+	if err := t.CheckUnderlays(idx); err != nil {
 		return a, err
 	}
 	for i, p := range t.TransitPrefixes {

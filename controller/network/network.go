@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshwan/meshwan/controller/intent"
@@ -55,6 +56,8 @@ type Network struct {
 	wg    sync.WaitGroup
 	recMu sync.Mutex // one reconcile at a time in this process
 	now   func() time.Time
+	// refusedAddrs counts edge-reported addresses refused (ObserveAddresses).
+	refusedAddrs atomic.Uint64
 }
 
 // New returns a Network; Start loads its view of the store.
@@ -190,7 +193,7 @@ func (v *view) linksFor(site intent.Site, t intent.Topology) []topology.Link {
 }
 
 // checkSiteChange validates one site's creation or update against the
-// view in time linear in the number of sites: clashes with the others,
+// view in O(n log k) in the number of sites n: clashes with the others,
 // transit prefixes, the topology's needs, and the pool's capacity (the
 // tunnels the network has minus the site's old ones plus its new ones).
 // Called with the view locked.
@@ -201,10 +204,18 @@ func (n *Network) checkSiteChange(s *Snapshot, site intent.Site, old *intent.Sit
 		others = append(others, o)
 		hasHub = hasHub || (o.Hub() && o.Name != site.Name)
 	}
-	if err := intent.CheckSite(site, others, n.cfg.TunnelPool.Prefix()); err != nil {
+	// O(n log k): site's few prefixes and addresses are indexed and every
+	// other site's looked up (BenchmarkBuildHub/5000/create); others holds
+	// site's old version, which CheckSite skips by name.
+	if err := intent.CheckSite(site, others, s.Observed, n.cfg.TunnelPool.Prefix()); err != nil {
 		return err
 	}
 	if err := s.rawTopology.CheckTransit(site); err != nil {
+		return err
+	}
+	// An address its edge reported earlier for a transport that is
+	// dynamic (again) must not lie in a transit prefix either.
+	if err := s.rawTopology.CheckUnderlays(intent.NewIndex([]intent.Site{site}, s.Observed)); err != nil {
 		return err
 	}
 	if s.rawTopology.Mode == intent.ModeHubAndSpoke && !hasHub {
@@ -362,6 +373,9 @@ func (n *Network) SetTopology(ctx context.Context, t intent.Topology) (intent.To
 	err := n.change(ctx, func(s *Snapshot) (changeOps, error) {
 		sites := s.SiteList()
 		if err := t.Validate(sites); err != nil {
+			return changeOps{}, err
+		}
+		if err := t.CheckUnderlays(intent.NewIndex(sites, s.Observed)); err != nil {
 			return changeOps{}, err
 		}
 		for i, p := range t.TransitPrefixes {

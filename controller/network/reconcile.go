@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/ipam"
 	"github.com/meshwan/meshwan/controller/secrets"
 	"github.com/meshwan/meshwan/controller/store"
@@ -158,17 +160,89 @@ func (n *Network) PSK(t Tunnel) ([]byte, error) {
 	return n.cfg.Sealer.Open(t.SealedPSK, pskContext(t.ID))
 }
 
-// ObserveAddresses records the public addresses an edge reports for its
-// transports. Only dynamic transports use them; it writes only on change.
-func (n *Network) ObserveAddresses(ctx context.Context, site string, addrs map[string]netip.Addr) error {
-	kv, _, err := n.st.Get(ctx, observedDir+site)
-	if err != nil {
-		return err
-	}
-	raw, _ := json.Marshal(addrs)
-	if string(kv.Value) == string(raw) {
-		return nil
-	}
-	_, _, err = n.st.Txn(ctx, nil, []store.Op{store.Put(observedDir+site, raw)})
-	return err
+// RefusedAddress is an address an edge reported for a dynamic transport
+// that the controller did not store, and why.
+type RefusedAddress struct {
+	Transport string
+	Addr      netip.Addr
+	Err       error
 }
+
+// ObserveAddresses records the public addresses an edge reports for its
+// dynamic transports (addresses for other transports are ignored). Each
+// changed address is validated like an admin-declared underlay
+// (intent.Index.CheckObserved: usable on a WAN, outside the tunnel pool
+// and the transit prefixes, no other transport's address, inside no
+// site's LAN): the peers' edges would otherwise refuse their whole state.
+// A refused address leaves the stored one unchanged and is returned, for
+// the caller to make visible; the others are stored. It writes only on
+// change, guarded on intent/rev (and bumping it), so an intent change
+// racing it is validated again with the new address, and vice versa.
+func (n *Network) ObserveAddresses(ctx context.Context, site string, addrs map[string]netip.Addr) ([]RefusedAddress, error) {
+	for range maxIntentAttempts {
+		var refused []RefusedAddress
+		var next map[string]netip.Addr
+		var guardRev int64
+		n.Read(func(s *Snapshot) {
+			guardRev = s.intentRev
+			me, ok := s.Sites[site]
+			if !ok {
+				return
+			}
+			old := s.Observed[site]
+			var idx *intent.Index
+			for _, t := range me.Transports {
+				a, reported := addrs[t.Name]
+				if !t.Dynamic || !reported || old[t.Name] == a {
+					continue
+				}
+				if idx == nil {
+					idx = intent.NewIndex(s.SiteList(), s.Observed)
+				}
+				err := idx.CheckObserved(site, t.Name, a, n.cfg.TunnelPool.Prefix(), s.Topology)
+				if err == nil {
+					// Two dynamic transports of one site behind one
+					// address: the peers could not tell them apart.
+					for name, b := range next {
+						if b == a && name != t.Name {
+							err = fmt.Errorf("%w: site %q transport %q reported address: %s is also reported for transport %q", intent.ErrConflict, site, t.Name, a, name)
+						}
+					}
+				}
+				if err != nil {
+					refused = append(refused, RefusedAddress{Transport: t.Name, Addr: a, Err: err})
+					continue
+				}
+				if next == nil {
+					next = maps.Clone(old)
+					if next == nil {
+						next = map[string]netip.Addr{}
+					}
+				}
+				next[t.Name] = a
+			}
+		})
+		if len(refused) > 0 {
+			n.refusedAddrs.Add(uint64(len(refused)))
+		}
+		if next == nil {
+			return refused, nil
+		}
+		raw, _ := json.Marshal(next)
+		ok, rev, err := n.st.Txn(ctx, []store.Cmp{store.Unchanged(intentRev, guardRev)},
+			[]store.Op{store.Put(observedDir+site, raw), store.Put(intentRev, nil)})
+		if err != nil {
+			return refused, err
+		}
+		if err := n.v.waitRev(ctx, rev); err != nil {
+			return refused, err
+		}
+		if ok {
+			return refused, nil
+		}
+	}
+	return nil, ErrRetry
+}
+
+// RefusedAddresses counts the edge-reported addresses refused since start.
+func (n *Network) RefusedAddresses() uint64 { return n.refusedAddrs.Load() }

@@ -149,7 +149,8 @@ func TestValidate(t *testing.T) {
 		{"wan name", func(d *Desired) { d.WANInterfaces = []string{"a very long interface"} }, "WANInterfaces[0]"},
 		{"empty id", func(d *Desired) { d.Tunnels[0].ID = "" }, "Tunnels[0].ID"},
 		{"id spaces", func(d *Desired) { d.Tunnels[0].ID = "a b" }, "Tunnels[0](id=a b).ID"},
-		{"id too long", func(d *Desired) { d.Tunnels[0].ID = strings.Repeat("x", MaxIDLen+1) }, "Tunnels[0](id=" + strings.Repeat("x", MaxIDLen+1) + ").ID"},
+		// The field path quotes at most MaxIDLen bytes of the id.
+		{"id too long", func(d *Desired) { d.Tunnels[0].ID = strings.Repeat("x", 1<<20) }, "Tunnels[0](id=" + strings.Repeat("x", MaxIDLen) + ").ID"},
 		{"dup id", func(d *Desired) {
 			t2 := goodTunnel()
 			t2.LinkName = "mw-other"
@@ -178,6 +179,37 @@ func TestValidate(t *testing.T) {
 		{"psk short", func(d *Desired) { d.Tunnels[0].PSK = []byte("short") }, "Tunnels[0](id=t1).PSK"},
 		{"proposal syntax", func(d *Desired) { d.Tunnels[0].IPsec.IKEProposal = "aes256 sha256" }, "Tunnels[0](id=t1).IPsec.IKEProposal"},
 		{"negative lifetime", func(d *Desired) { d.Tunnels[0].IPsec.ESPLifetime = -time.Second }, "Tunnels[0](id=t1).IPsec.ESPLifetime"},
+		// The shared rules (edge/dataplane/validity) and the cross checks.
+		{"lan loopback", func(d *Desired) { d.LANPrefixes[0] = netip.MustParsePrefix("127.0.0.0/8") }, "LANPrefixes[0]"},
+		{"lan link-local", func(d *Desired) { d.LANPrefixes[0] = netip.MustParsePrefix("169.254.0.0/16") }, "LANPrefixes[0]"},
+		{"remote lan multicast", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("224.0.0.0/24") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
+		{"remote lan broadcast", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("255.255.255.255/32") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
+		{"local lans overlap", func(d *Desired) {
+			d.LANPrefixes = append(d.LANPrefixes, netip.MustParsePrefix("10.2.1.128/25"))
+		}, "LANPrefixes[1]"},
+		{"local lan contains local underlay", func(d *Desired) { d.LANPrefixes[0] = netip.MustParsePrefix("110.19.112.0/24") }, "LANPrefixes[0]"},
+		{"local lan contains remote underlay", func(d *Desired) { d.LANPrefixes[0] = netip.MustParsePrefix("96.3.0.0/16") }, "LANPrefixes[0]"},
+		{"remote lan contains local underlay", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("110.19.112.0/24") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
+		{"lan overlaps tunnel net", func(d *Desired) { d.LANPrefixes[0] = netip.MustParsePrefix("11.11.11.0/24") }, "LANPrefixes[0]"},
+		{"remote lan overlaps tunnel net", func(d *Desired) { d.Tunnels[0].RemoteLANs[0] = netip.MustParsePrefix("11.11.11.0/29") }, "Tunnels[0](id=t1).RemoteLANs[0]"},
+		{"underlay loopback", func(d *Desired) { d.Tunnels[0].LocalUnderlay = netip.MustParseAddr("127.0.0.1") }, "Tunnels[0](id=t1).LocalUnderlay"},
+		{"underlay unspecified", func(d *Desired) { d.Tunnels[0].RemoteUnderlay = netip.MustParseAddr("0.0.0.0") }, "Tunnels[0](id=t1).RemoteUnderlay"},
+		{"underlay multicast", func(d *Desired) { d.Tunnels[0].RemoteUnderlay = netip.MustParseAddr("224.0.0.1") }, "Tunnels[0](id=t1).RemoteUnderlay"},
+		{"underlay in tunnel net", func(d *Desired) {
+			t2 := goodTunnel()
+			t2.ID, t2.LinkName = "t2", "mw-t2"
+			t2.LocalInner, t2.RemoteInner = netip.MustParsePrefix("11.11.12.1/30"), netip.MustParseAddr("11.11.12.2")
+			t2.RemoteUnderlay = netip.MustParseAddr("11.11.11.1")
+			d.Tunnels = append(d.Tunnels, t2)
+		}, "Tunnels[1](id=t2).RemoteUnderlay"},
+		{"proposal banana", func(d *Desired) { d.Tunnels[0].IPsec.IKEProposal = "banana" }, "Tunnels[0](id=t1).IPsec.IKEProposal"},
+		{"proposal zzz-yyy", func(d *Desired) { d.Tunnels[0].IPsec.ESPProposal = "zzz-yyy" }, "Tunnels[0](id=t1).IPsec.ESPProposal"},
+		{"ike proposal without dh", func(d *Desired) { d.Tunnels[0].IPsec.IKEProposal = "aes256-sha256" }, "Tunnels[0](id=t1).IPsec.IKEProposal"},
+		{"ike lifetime 136 years", func(d *Desired) { d.Tunnels[0].IPsec.IKELifetime = 136 * 365 * 24 * time.Hour }, "Tunnels[0](id=t1).IPsec.IKELifetime"},
+		{"dpd 1s", func(d *Desired) { d.Tunnels[0].IPsec.DPDInterval = time.Second }, "Tunnels[0](id=t1).IPsec.DPDInterval"},
+		{"esp longer than ike", func(d *Desired) { d.Tunnels[0].IPsec.ESPLifetime = 9 * time.Hour }, "Tunnels[0](id=t1).IPsec.ESPLifetime"},
+		{"asn as_trans", func(d *Desired) { d.ASN = 23456 }, "ASN"},
+		{"remote asn reserved", func(d *Desired) { d.Tunnels[0].RemoteASN = 65535 }, "Tunnels[0](id=t1).RemoteASN"},
 	}
 	// A transit summary that strictly contains the local LAN is accepted
 	// (the local LAN is more specific).
@@ -209,6 +241,9 @@ func TestValidate(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "0123456789abcdef") {
 				t.Errorf("error leaks the PSK: %v", err)
+			}
+			if len(err.Error()) > 1000 {
+				t.Errorf("error is %d bytes long", len(err.Error()))
 			}
 		})
 	}

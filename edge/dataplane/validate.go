@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
+	"time"
+
+	"github.com/meshwan/meshwan/edge/dataplane/validity"
 )
 
 // Backend is what every data-plane sub-package provides. Apply may be
@@ -47,18 +49,30 @@ const MaxIDLen = 100
 // problem found (errors.Join of *FieldError), or nil. Backends call it at
 // the start of Apply, so a bad state changes nothing.
 //
-// Rules beyond syntax, each one a failure met or foreseen:
-//   - the underlay is IPv4 and both ends differ (the link package builds
-//     IPv4 GRE only);
+// The atoms (underlay addresses, LAN prefixes, ASNs, proposals, lifetimes)
+// follow edge/dataplane/validity, the rule set the controller validates
+// intents with, so a state the controller sends passes here. Rules beyond
+// syntax, each one a failure met or foreseen:
+//   - the underlay is IPv4 unicast usable on a WAN (validity.Underlay) and
+//     both ends differ (the link package builds IPv4 GRE only);
 //   - LocalInner is a /30 host address and RemoteInner the other host of
 //     the same /30 (seed note 3), and no two tunnels share a /30: the
 //     controller gives each tunnel its own /30 from one pool, and the link
 //     names (LinkName) are unique per edge only because the /30s are;
 //   - tunnel IDs and link names are unique, link names carry LinkPrefix;
-//   - no RemoteLAN overlaps a local LAN prefix, and no RemoteLAN contains a
-//     tunnel's RemoteUnderlay: that would route the GRE packets into the
-//     tunnel itself (recursive routing, the link flaps);
-//   - a PSK is present and at least MinPSKLen bytes.
+//   - local LANs do not overlap each other; no RemoteLAN overlaps a local
+//     LAN (except a summary strictly containing it, see below);
+//   - no LAN, local or remote, contains a tunnel's underlay address, local
+//     or remote, and no underlay lies in a tunnel /30: that would route the
+//     GRE packets into a tunnel (recursive routing, the link flaps, or the
+//     local uplink's own traffic disappears into the overlay);
+//   - no LAN overlaps a tunnel /30 (the /30 routes are the overlay's own);
+//   - a PSK is present and at least MinPSKLen bytes;
+//   - proposals parse (validity.Proposal), lifetimes and DPD are within
+//     validity's bounds (0 means the backend's default), ESP <= IKE.
+//
+// It runs in O(n log n) in the tunnels and prefixes (hub states have
+// thousands of tunnels): cross checks go through validity's indexes.
 func (d Desired) Validate() error {
 	var errs []error
 	bad := func(field string, format string, args ...any) {
@@ -68,11 +82,26 @@ func (d Desired) Validate() error {
 	if d.Site == "" {
 		bad("Site", "empty")
 	}
-	for i, p := range d.LANPrefixes {
-		if err := checkPrefix(p); err != nil {
-			bad(fmt.Sprintf("LANPrefixes[%d]", i), "%v", err)
+	if d.ASN != 0 {
+		if err := validity.ASN(d.ASN); err != nil {
+			bad("ASN", "%v", err)
 		}
 	}
+	idx := newCrossIndex(d)
+	var locals []validity.PrefixEntry[int]
+	for i, p := range d.LANPrefixes {
+		f := fmt.Sprintf("LANPrefixes[%d]", i)
+		if err := validity.LANPrefix(p); err != nil {
+			bad(f, "%v", err)
+			continue
+		}
+		locals = append(locals, validity.PrefixEntry[int]{Prefix: p, Val: i})
+		idx.checkLAN(f, p, bad)
+	}
+	if a, b, ok := validity.FirstOverlap(locals); ok {
+		bad(fmt.Sprintf("LANPrefixes[%d]", b.Val), "%v overlaps local LAN %v (LANPrefixes[%d])", b.Prefix, a.Prefix, a.Val)
+	}
+	localIdx := validity.NewPrefixes(locals)
 	for i, n := range d.WANInterfaces {
 		if err := ValidLinkName(n); err != nil {
 			bad(fmt.Sprintf("WANInterfaces[%d]", i), "%v", err)
@@ -82,11 +111,10 @@ func (d Desired) Validate() error {
 	ids := map[string]int{}
 	names := map[string]int{}
 	nets := map[netip.Prefix]int{} // tunnel /30 -> index+1
-	underlays := newUnderlayIndex(d.Tunnels)
 	for i, t := range d.Tunnels {
 		f := fmt.Sprintf("Tunnels[%d]", i)
 		if t.ID != "" {
-			f += "(id=" + t.ID + ")"
+			f += "(id=" + validity.Clip(t.ID, MaxIDLen) + ")"
 		}
 		field := func(name string) string { return f + "." + name }
 
@@ -103,9 +131,9 @@ func (d Desired) Validate() error {
 		case ValidLinkName(t.LinkName) != nil:
 			bad(field("LinkName"), "%v", ValidLinkName(t.LinkName))
 		case !strings.HasPrefix(t.LinkName, LinkPrefix):
-			bad(field("LinkName"), "%q lacks the meshwan prefix %q", t.LinkName, LinkPrefix)
+			bad(field("LinkName"), "%s lacks the meshwan prefix %q", validity.Quote(t.LinkName), LinkPrefix)
 		case names[t.LinkName] > 0:
-			bad(field("LinkName"), "%q duplicates Tunnels[%d]", t.LinkName, names[t.LinkName]-1)
+			bad(field("LinkName"), "%s duplicates Tunnels[%d]", validity.Quote(t.LinkName), names[t.LinkName]-1)
 		default:
 			names[t.LinkName] = i + 1
 		}
@@ -114,13 +142,12 @@ func (d Desired) Validate() error {
 			name string
 			a    netip.Addr
 		}{{"LocalUnderlay", t.LocalUnderlay}, {"RemoteUnderlay", t.RemoteUnderlay}} {
-			switch {
-			case !u.a.IsValid():
-				bad(field(u.name), "missing")
-			case !u.a.Is4():
-				bad(field(u.name), "%v is not IPv4 (only IPv4 underlays are supported)", u.a)
-			case u.a.IsUnspecified() || u.a.IsMulticast():
-				bad(field(u.name), "%v is not a unicast address", u.a)
+			if err := validity.Underlay(u.a); err != nil {
+				bad(field(u.name), "%v", err)
+				continue
+			}
+			if n, ok := idx.nets.Containing(u.a, nil); ok {
+				bad(field(u.name), "%v is inside the tunnel network %v of %s: GRE would route into a tunnel", u.a, n.Prefix, tunnelName(d, n.Val))
 			}
 		}
 		if t.LocalUnderlay.IsValid() && t.LocalUnderlay == t.RemoteUnderlay {
@@ -139,25 +166,26 @@ func (d Desired) Validate() error {
 		if t.MTU != 0 && (t.MTU < MinMTU || t.MTU > MaxMTU) {
 			bad(field("MTU"), "%d outside [%d, %d] (0 means %d)", t.MTU, MinMTU, MaxMTU, DefaultMTU)
 		}
+		if t.RemoteASN != 0 {
+			if err := validity.ASN(t.RemoteASN); err != nil {
+				bad(field("RemoteASN"), "%v", err)
+			}
+		}
 
 		for j, p := range t.RemoteLANs {
 			lf := field(fmt.Sprintf("RemoteLANs[%d]", j))
-			if err := checkPrefix(p); err != nil {
+			if err := validity.LANPrefix(p); err != nil {
 				bad(lf, "%v", err)
 				continue
 			}
-			for _, l := range d.LANPrefixes {
-				// A summary that strictly contains a local LAN (a hub-and-
-				// spoke transit prefix) is fine: the local LAN is more
-				// specific, so local traffic stays local.
-				summary := p.Bits() < l.Bits() && p.Contains(l.Addr())
-				if l.IsValid() && p.Overlaps(l) && !summary {
-					bad(lf, "%v overlaps local LAN %v", p, l)
-				}
+			// A summary that strictly contains a local LAN (a hub-and-
+			// spoke transit prefix) is fine: the local LAN is more
+			// specific, so local traffic stays local. Anything else
+			// overlapping a local LAN covers (or equals) p.
+			if l, ok := localIdx.Covering(p, nil); ok {
+				bad(lf, "%v overlaps local LAN %v", p, l.Prefix)
 			}
-			if u, ok := underlays.inside(p); ok {
-				bad(lf, "%v contains the underlay address %v of tunnel %q: GRE would route into itself", p, u.addr, u.id)
-			}
+			idx.checkLAN(lf, p, bad)
 		}
 
 		if len(t.PSK) < MinPSKLen {
@@ -170,6 +198,52 @@ func (d Desired) Validate() error {
 		d.Paths.WithDefaults().validate(bad)
 	}
 	return errors.Join(errs...)
+}
+
+// underlayRef names one end of one tunnel.
+type underlayRef struct {
+	tunnel int
+	local  bool
+}
+
+// crossIndex holds what every LAN is checked against: every tunnel's
+// underlay addresses (both ends) and tunnel /30s.
+type crossIndex struct {
+	d         Desired
+	underlays *validity.Addrs[underlayRef]
+	nets      *validity.Prefixes[int]
+}
+
+func newCrossIndex(d Desired) crossIndex {
+	us := make([]validity.AddrEntry[underlayRef], 0, 2*len(d.Tunnels))
+	ns := make([]validity.PrefixEntry[int], 0, len(d.Tunnels))
+	for i, t := range d.Tunnels {
+		us = append(us, validity.AddrEntry[underlayRef]{Addr: t.LocalUnderlay, Val: underlayRef{i, true}},
+			validity.AddrEntry[underlayRef]{Addr: t.RemoteUnderlay, Val: underlayRef{i, false}})
+		if li := t.LocalInner; li.IsValid() && li.Addr().Is4() && li.Bits() == 30 {
+			ns = append(ns, validity.PrefixEntry[int]{Prefix: li.Masked(), Val: i})
+		}
+	}
+	return crossIndex{d: d, underlays: validity.NewAddrs(us), nets: validity.NewPrefixes(ns)}
+}
+
+// checkLAN refuses a LAN (local or remote) that contains an underlay
+// address or overlaps a tunnel /30.
+func (x crossIndex) checkLAN(field string, p netip.Prefix, bad func(string, string, ...any)) {
+	if u, ok := x.underlays.In(p, nil); ok {
+		end := "remote"
+		if u.Val.local {
+			end = "local"
+		}
+		bad(field, "%v contains the %s underlay address %v of %s: GRE would route into itself", p, end, u.Addr, tunnelName(x.d, u.Val.tunnel))
+	}
+	if n, ok := x.nets.Overlapping(p, nil); ok {
+		bad(field, "%v overlaps the tunnel network %v of %s", p, n.Prefix, tunnelName(x.d, n.Val))
+	}
+}
+
+func tunnelName(d Desired, i int) string {
+	return fmt.Sprintf("tunnel %s", validity.Quote(d.Tunnels[i].ID))
 }
 
 func checkInner(t Tunnel, field func(string) string, bad func(string, string, ...any)) {
@@ -203,20 +277,33 @@ func checkInner(t Tunnel, field func(string) string, bad func(string, string, ..
 }
 
 func checkIPsec(p IPsecPolicy, field func(string) string, bad func(string, string, ...any)) {
-	for _, s := range []struct{ name, v string }{{"IKEProposal", p.IKEProposal}, {"ESPProposal", p.ESPProposal}} {
-		for _, c := range s.v {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == ',') {
-				bad(field(s.name), "%q has %q; want strongSwan proposal syntax like aes256-sha256-modp2048", s.v, c)
-				break
-			}
+	for _, s := range []struct {
+		name string
+		kind validity.Kind
+		v    string
+	}{{"IKEProposal", validity.IKE, p.IKEProposal}, {"ESPProposal", validity.ESP, p.ESPProposal}} {
+		if s.v == "" {
+			continue // the backend's default
+		}
+		if err := validity.Proposal(s.kind, s.v); err != nil {
+			bad(field(s.name), "%v", err)
 		}
 	}
 	for _, d := range []struct {
-		name string
-		v    int64
-	}{{"IKELifetime", int64(p.IKELifetime)}, {"ESPLifetime", int64(p.ESPLifetime)}, {"DPDInterval", int64(p.DPDInterval)}} {
-		if d.v < 0 {
-			bad(field(d.name), "negative")
+		name  string
+		v     time.Duration
+		check func(time.Duration) error
+	}{{"IKELifetime", p.IKELifetime, validity.IKELifetime}, {"ESPLifetime", p.ESPLifetime, validity.ESPLifetime}, {"DPDInterval", p.DPDInterval, validity.DPD}} {
+		if d.v == 0 {
+			continue // the backend's default
+		}
+		if err := d.check(d.v); err != nil {
+			bad(field(d.name), "%v", err)
+		}
+	}
+	if p.IKELifetime != 0 && p.ESPLifetime != 0 {
+		if err := validity.ESPWithinIKE(p.ESPLifetime, p.IKELifetime); err != nil {
+			bad(field("ESPLifetime"), "%v", err)
 		}
 	}
 }
@@ -259,34 +346,4 @@ func LastAddr(p netip.Prefix) netip.Addr {
 	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
 	v |= ^uint32(0) >> p.Bits() // a shift by 32 is 0 in Go: a /32 stays itself
 	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
-}
-
-type underlay struct {
-	addr netip.Addr
-	id   string
-}
-
-// underlayIndex answers "does this prefix contain a tunnel's remote
-// underlay address" in O(log n), so validating a hub's state with
-// thousands of tunnels stays O(n log n).
-type underlayIndex []underlay
-
-func newUnderlayIndex(ts []Tunnel) underlayIndex {
-	out := make(underlayIndex, 0, len(ts))
-	for _, t := range ts {
-		if t.RemoteUnderlay.IsValid() {
-			out = append(out, underlay{t.RemoteUnderlay, t.ID})
-		}
-	}
-	slices.SortFunc(out, func(a, b underlay) int { return a.addr.Compare(b.addr) })
-	return out
-}
-
-// inside returns an underlay address inside p, if any.
-func (x underlayIndex) inside(p netip.Prefix) (underlay, bool) {
-	i, _ := slices.BinarySearchFunc(x, p.Masked().Addr(), func(u underlay, a netip.Addr) int { return u.addr.Compare(a) })
-	if i < len(x) && p.Contains(x[i].addr) {
-		return x[i], true
-	}
-	return underlay{}, false
 }
