@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/meshwan/meshwan/edge/dataplane/validity"
 )
 
 // ErrExhausted is returned when a pool has no free entry left.
@@ -36,6 +38,11 @@ func ParsePool30(s string) (Pool30, error) {
 	}
 	if p.Masked() != p {
 		return Pool30{}, fmt.Errorf("%w: tunnel pool %q has host bits set (did you mean %s?)", ErrBadPool, s, p.Masked())
+	}
+	if err := validity.LANPrefix(p); err != nil {
+		// The /30s are routed between sites like a LAN: loopback,
+		// link-local, multicast or reserved space cannot carry them.
+		return Pool30{}, fmt.Errorf("%w: tunnel pool: %v", ErrBadPool, err)
 	}
 	return Pool30{prefix: p}, nil
 }
@@ -74,6 +81,11 @@ func ParseASNRange(s string) (ASNRange, error) {
 	last, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 32)
 	if !ok || err1 != nil || err2 != nil || first == 0 || first > last {
 		return ASNRange{}, fmt.Errorf("%w: ASN pool %q must be FIRST-LAST with 0 < FIRST <= LAST < 2^32", ErrBadPool, s)
+	}
+	if err := validity.ASNRange(uint32(first), uint32(last)); err != nil {
+		// Edges refuse a reserved ASN (edge/dataplane/validity): a pool
+		// holding one would sooner or later allocate it.
+		return ASNRange{}, fmt.Errorf("%w: ASN pool %q: %v", ErrBadPool, s, err)
 	}
 	return ASNRange{First: uint32(first), Last: uint32(last)}, nil
 }

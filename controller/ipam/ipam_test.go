@@ -38,7 +38,7 @@ func TestPool30MatchesReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for range 50 {
 		bits := 20 + r.IntN(11)
-		raw := netip.AddrFrom4([4]byte{byte(r.IntN(224)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
+		raw := netip.AddrFrom4([4]byte{byte(1 + r.IntN(126)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
 		pfx := netip.PrefixFrom(raw, bits).Masked()
 		p, err := ParsePool30(pfx.String())
 		if err != nil {
@@ -60,7 +60,8 @@ func TestPool30MatchesReference(t *testing.T) {
 }
 
 func TestParsePool30Errors(t *testing.T) {
-	for _, s := range []string{"", "10.0.0.0", "10.0.0.1/16", "10.0.0.0/31", "10.0.0.0/7", "fd00::/64", "nonsense/8"} {
+	for _, s := range []string{"", "10.0.0.0", "10.0.0.1/16", "10.0.0.0/31", "10.0.0.0/7", "fd00::/64", "nonsense/8",
+		"127.0.0.0/16", "169.254.0.0/24", "224.0.0.0/16", "0.0.0.0/8"} {
 		if _, err := ParsePool30(s); !errors.Is(err, ErrBadPool) {
 			t.Errorf("ParsePool30(%q) = %v, want ErrBadPool", s, err)
 		}
@@ -68,6 +69,11 @@ func TestParsePool30Errors(t *testing.T) {
 }
 
 func TestASNRange(t *testing.T) {
+	for _, s := range []string{"64512-65534", "4200000000-4294967294"} { // the private ranges
+		if _, err := ParseASNRange(s); err != nil {
+			t.Errorf("ParseASNRange(%q) = %v, want ok", s, err)
+		}
+	}
 	r, err := ParseASNRange("4200000000-4200099999")
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +81,8 @@ func TestASNRange(t *testing.T) {
 	if r.Size() != 100000 || !r.Contains(4200000000) || !r.Contains(4200099999) || r.Contains(4200100000) {
 		t.Errorf("range %+v: wrong size or bounds", r)
 	}
-	for _, s := range []string{"", "5", "10-5", "0-5", "a-b", "1-4294967296"} {
+	for _, s := range []string{"", "5", "10-5", "0-5", "a-b", "1-4294967296",
+		"64500-64600", "65000-65535", "4294967000-4294967295", "23000-24000"} {
 		if _, err := ParseASNRange(s); !errors.Is(err, ErrBadPool) {
 			t.Errorf("ParseASNRange(%q) = %v, want ErrBadPool", s, err)
 		}

@@ -27,3 +27,14 @@ func ASN(asn uint32) error {
 	}
 	return nil
 }
+
+// ASNRange checks that no number of first..last is refused by ASN, so a
+// pool the controller allocates from can only hand out ASNs edges accept.
+func ASNRange(first, last uint32) error {
+	for _, r := range reservedASNs {
+		if first <= r.last && r.first <= last {
+			return fmt.Errorf("%d-%d includes %d-%d, %s", first, last, r.first, r.last, r.why)
+		}
+	}
+	return nil
+}
