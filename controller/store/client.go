@@ -78,21 +78,7 @@ func NewClient(endpoints []string, opts ClientOptions, log *slog.Logger) (*clien
 			tcp = true
 		}
 	}
-	if secure {
-		for _, ep := range endpoints {
-			if s := scheme(ep); s == "http" || s == "unix" {
-				return nil, fmt.Errorf("--etcd-endpoints: %s is a plaintext endpoint but TLS is configured (--etcd-ca/--etcd-cert or another https:// endpoint): use https:// (or unixs://)", truncate(ep))
-			}
-		}
-		tc, err := clientTLS(opts)
-		if err != nil {
-			return nil, err
-		}
-		cfg.TLS = tc
-		if err := probeTLS(endpoints, tc); err != nil {
-			return nil, err
-		}
-	}
+	// Local mistakes first, before anything touches the network.
 	if opts.Username != "" || opts.PasswordFile != "" {
 		if opts.Username == "" {
 			return nil, errors.New("--etcd-password-file needs --etcd-user")
@@ -107,6 +93,21 @@ func NewClient(endpoints []string, opts ClientOptions, log *slog.Logger) (*clien
 		cfg.Username, cfg.Password = opts.Username, pw
 		if !secure && tcp {
 			log.Warn("etcd password sent over a plaintext connection: use https:// endpoints with --etcd-ca", "endpoints", strings.Join(endpoints, ","))
+		}
+	}
+	if secure {
+		for _, ep := range endpoints {
+			if s := scheme(ep); s == "http" || s == "unix" {
+				return nil, fmt.Errorf("--etcd-endpoints: %s is a plaintext endpoint but TLS is configured (--etcd-ca/--etcd-cert or another https:// endpoint): use https:// (or unixs://)", truncate(ep))
+			}
+		}
+		tc, err := clientTLS(opts)
+		if err != nil {
+			return nil, err
+		}
+		cfg.TLS = tc
+		if err := probeTLS(endpoints, tc); err != nil {
+			return nil, err
 		}
 	}
 	cli, err := clientv3.New(cfg)
