@@ -22,6 +22,18 @@ run: build ## run the controller with its embedded etcd, data in ./data
 test: ## all tests that need no root/kernel features, with -race
 	$(GO) test -race -count=1 ./...
 
+# Every `func FuzzX` in a _test.go file, found anew on each run so that a new
+# target cannot be forgotten; go allows one -fuzz target per invocation.
+# Their seed corpora (testdata/fuzz/FuzzX) already run in `make test`.
+FUZZTIME ?= 10s
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME (default 10s) each; a failing input is saved under the package's testdata/fuzz and fails the run
+	@failed=; while IFS=: read -r file fn; do fn=$${fn#func }; pkg=./$$(dirname $$file); \
+	  echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg </dev/null || failed="$$failed $$fn"; \
+	done < <(grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' controller edge e2e web proto | sort); \
+	if [ -n "$$failed" ]; then echo "fuzz targets that failed:$$failed"; exit 1; fi
+
 proto: ## regenerate the committed protobuf/gRPC/gateway code
 	$(PROTOC) -I $(PROTO_DIR) -I /usr/include \
 	  --plugin=protoc-gen-go=$$($(GO) tool -n protoc-gen-go) \

@@ -42,6 +42,7 @@ import (
 type Config struct {
 	DataDir        string
 	EtcdEndpoints  []string // empty: embedded etcd in DataDir/etcd
+	Etcd           store.ClientOptions
 	GRPCListen     string
 	HTTPListen     string
 	TunnelPool     string
@@ -149,6 +150,11 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	}()
 
 	var cli *clientv3.Client
+	if len(cfg.EtcdEndpoints) == 0 && cfg.Etcd != (store.ClientOptions{}) {
+		// Ignoring them would run an embedded etcd where the operator
+		// meant a secured external one.
+		return nil, errors.New("--etcd-ca, --etcd-cert, --etcd-key, --etcd-user and --etcd-password-file need --etcd-endpoints")
+	}
 	if len(cfg.EtcdEndpoints) == 0 {
 		e, err := store.StartEmbedded(ctx, filepath.Join(cfg.DataDir, "etcd"), store.EmbeddedOptions{UnsafeNoFsync: cfg.UnsafeNoFsync, Logger: log})
 		if err != nil {
@@ -159,7 +165,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		if cli, err = e.Client(); err != nil {
 			return nil, err
 		}
-	} else if cli, err = store.NewClient(cfg.EtcdEndpoints, log); err != nil {
+	} else if cli, err = store.NewClient(cfg.EtcdEndpoints, cfg.Etcd, log); err != nil {
 		return nil, err
 	}
 	d.closers = append(d.closers, func() { cli.Close() })

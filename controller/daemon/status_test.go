@@ -46,7 +46,7 @@ func dashboardTunnel(t *testing.T, e *env, id string) (web.Tunnel, bool) {
 // from the controller's view, which follows it asynchronously).
 func (e *env) revision(t *testing.T) int64 {
 	t.Helper()
-	cli, err := store.NewClient([]string{"unix://" + filepath.Join(e.dataDir, "etcd", "etcd.sock")}, nil)
+	cli, err := store.NewClient([]string{"unix://" + filepath.Join(e.dataDir, "etcd", "etcd.sock")}, store.ClientOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

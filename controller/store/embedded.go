@@ -92,7 +92,7 @@ func StartEmbedded(ctx context.Context, dir string, opts EmbeddedOptions) (*Embe
 
 // Client opens a new client to the embedded server.
 func (e *Embedded) Client() (*clientv3.Client, error) {
-	return NewClient([]string{e.Endpoint}, e.log)
+	return NewClient([]string{e.Endpoint}, ClientOptions{}, e.log)
 }
 
 // Err reports a fatal server error.
@@ -100,17 +100,3 @@ func (e *Embedded) Err() <-chan error { return e.etcd.Err() }
 
 // Close stops the server.
 func (e *Embedded) Close() { e.etcd.Close() }
-
-// NewClient connects to etcd endpoints (host:port, http(s)://..., unix://...).
-// The client's own logs go to log at warn level and above (nil discards).
-func NewClient(endpoints []string, log *slog.Logger) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 10 * time.Second,
-		Logger:      ZapLogger(log, slog.LevelWarn),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("etcd client for %v: %w", endpoints, err)
-	}
-	return cli, nil
-}

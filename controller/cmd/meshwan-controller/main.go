@@ -23,6 +23,11 @@ func main() {
 	var endpoints, tlsNames, logLevel string
 	flag.StringVar(&cfg.DataDir, "data-dir", "./data", "directory for the embedded etcd, master key, admin token and CA certificate")
 	flag.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated external etcd endpoints; empty runs an embedded etcd in --data-dir")
+	flag.StringVar(&cfg.Etcd.CAFile, "etcd-ca", "", "PEM CA bundle to verify the external etcd's server certificates (default with https:// endpoints: the system pool)")
+	flag.StringVar(&cfg.Etcd.CertFile, "etcd-cert", "", "PEM client certificate for an external etcd with --client-cert-auth (needs --etcd-key)")
+	flag.StringVar(&cfg.Etcd.KeyFile, "etcd-key", "", "PEM private key of --etcd-cert")
+	flag.StringVar(&cfg.Etcd.Username, "etcd-user", "", "user for an external etcd with auth enabled (needs --etcd-password-file)")
+	flag.StringVar(&cfg.Etcd.PasswordFile, "etcd-password-file", "", "file holding the password of --etcd-user (mode 0600; a file readable by group or others is refused)")
 	flag.StringVar(&cfg.GRPCListen, "grpc-listen", ":7400", "gRPC listen address (edges and admin API, TLS)")
 	flag.StringVar(&cfg.HTTPListen, "http-listen", ":8080", "HTTP listen address (REST under /v1, /metrics, /healthz, dashboard, /debug/pprof/ with --pprof); HTTPS unless loopback or --http-plaintext")
 	flag.StringVar(&cfg.TunnelPool, "tunnel-pool", "10.255.0.0/16", "IPv4 prefix the tunnel /30s are allocated from")
