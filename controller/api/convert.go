@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"github.com/meshwan/meshwan/edge/dataplane/validity"
 	"math"
 	"net/netip"
 	"slices"
@@ -113,10 +114,10 @@ func tunnelStatusFromPB(t *pb.TunnelStatus) health.TunnelStatus {
 			state = k
 		}
 	}
-	return health.TunnelStatus{TunnelID: t.GetTunnelId(), State: state, LinkUp: t.GetLinkUp(), IKEState: t.GetIkeState(),
-		ChildState: t.GetChildState(), BytesIn: t.GetBytesIn(), BytesOut: t.GetBytesOut(), PacketsIn: t.GetPacketsIn(),
-		PacketsOut: t.GetPacketsOut(), Detail: t.GetDetail(),
-		Probed: t.GetProbed(), ProbeState: t.GetProbeState(), RTTMillis: figure(t.GetRttMs()), RTTP99Millis: figure(t.GetRttP99Ms()),
+	return health.TunnelStatus{TunnelID: clip(t.GetTunnelId()), State: state, LinkUp: t.GetLinkUp(), IKEState: clip(t.GetIkeState()),
+		ChildState: clip(t.GetChildState()), BytesIn: t.GetBytesIn(), BytesOut: t.GetBytesOut(), PacketsIn: t.GetPacketsIn(),
+		PacketsOut: t.GetPacketsOut(), Detail: validity.Clip(t.GetDetail(), maxDetail),
+		Probed: t.GetProbed(), ProbeState: clip(t.GetProbeState()), RTTMillis: figure(t.GetRttMs()), RTTP99Millis: figure(t.GetRttP99Ms()),
 		JitterMillis: figure(t.GetJitterMs()), LossPct: min(figure(t.GetLossPct()), 100), Transitions: t.GetTransitions(), Usable: t.GetUsable()}
 }
 
@@ -140,20 +141,48 @@ func classPathsToPB(cs []health.ClassPath) []*pb.ClassPath {
 func classPathsFromPB(cs []*pb.ClassPath) []health.ClassPath {
 	var out []health.ClassPath
 	for _, c := range cs {
-		out = append(out, health.ClassPath{TrafficClass: c.GetTrafficClass(), RemoteSite: c.GetRemoteSite(), TunnelID: c.GetTunnelId(), MeetsSLA: c.GetMeetsSla()})
+		out = append(out, health.ClassPath{TrafficClass: clip(c.GetTrafficClass()), RemoteSite: clip(c.GetRemoteSite()), TunnelID: clip(c.GetTunnelId()), MeetsSLA: c.GetMeetsSla()})
 	}
 	return out
 }
 
-// reportFromPB converts an edge's report.
-func reportFromPB(agentVersion string, r *pb.EdgeReport) health.Report {
-	rep := health.Report{AgentVersion: agentVersion, AppliedVersion: r.GetAppliedVersion(), BGPPeers: bgpPeersFromPB(r.GetBgpPeers()),
-		ClassPaths: classPathsFromPB(r.GetClassPaths())}
-	for _, t := range r.GetTunnels() {
+// reportLimits bounds what one report may hold, from the number of tunnels
+// the site has: an edge reports one status per tunnel, one BGP peer per
+// tunnel plus its LAN peers, and one path per traffic class and remote
+// site. Without a bound one 4 MiB message of empty entries became a
+// 90 MB report held in memory (found by FuzzSyncRequest's author).
+type reportLimits struct{ tunnels, bgpPeers, classPaths int }
+
+// slack covers tunnels added or removed since the edge's last state.
+const reportSlack = 16
+
+func limitsFor(tunnels int) reportLimits {
+	t := tunnels + reportSlack
+	return reportLimits{tunnels: t, bgpPeers: t + 256, classPaths: t * intent.MaxTrafficClasses}
+}
+
+// reportFromPB converts an edge's report, keeping at most lim's entries of
+// each list (the rest is dropped, not an error: a report is advisory).
+func reportFromPB(agentVersion string, r *pb.EdgeReport, lim reportLimits) health.Report {
+	rep := health.Report{AgentVersion: validity.Clip(agentVersion, 64), AppliedVersion: r.GetAppliedVersion(),
+		BGPPeers: bgpPeersFromPB(first(r.GetBgpPeers(), lim.bgpPeers)), ClassPaths: classPathsFromPB(first(r.GetClassPaths(), lim.classPaths))}
+	for _, t := range first(r.GetTunnels(), lim.tunnels) {
 		rep.Tunnels = append(rep.Tunnels, tunnelStatusFromPB(t))
 	}
 	return rep
 }
+
+// Bounds of the strings an edge reports: ids, names and states are short
+// by construction (a tunnel id is at most dataplane.MaxIDLen bytes); a
+// detail is a human-readable reason.
+const (
+	maxReportString = 128
+	maxDetail       = 512
+)
+
+func clip(s string) string { return validity.Clip(s, maxReportString) }
+
+func first[T any](s []T, n int) []T { return s[:min(len(s), n)] }
 
 func topologyFromPB(t *pb.Topology) (intent.Topology, error) {
 	if t == nil {
@@ -330,7 +359,7 @@ func bgpPeersToPB(ps []health.BGPPeer) []*pb.BGPPeerStatus {
 func bgpPeersFromPB(ps []*pb.BGPPeerStatus) []health.BGPPeer {
 	var out []health.BGPPeer
 	for _, p := range ps {
-		out = append(out, health.BGPPeer{Neighbor: p.GetNeighbor(), ASN: p.GetAsn(), TunnelID: p.GetTunnelId(), State: p.GetState(),
+		out = append(out, health.BGPPeer{Neighbor: clip(p.GetNeighbor()), ASN: p.GetAsn(), TunnelID: clip(p.GetTunnelId()), State: clip(p.GetState()),
 			Received: p.GetReceived(), Accepted: p.GetAccepted(), Advertised: p.GetAdvertised()})
 	}
 	return out

@@ -81,7 +81,7 @@ func TestReportFromPB(t *testing.T) {
 	rep := reportFromPB("v1", &pb.EdgeReport{AppliedVersion: 3,
 		Tunnels: []*pb.TunnelStatus{{TunnelId: "t", State: pb.TunnelState_TUNNEL_STATE_DEGRADED, Probed: true, ProbeState: "up",
 			RttMs: 12.5, RttP99Ms: math.Inf(1), JitterMs: math.NaN(), LossPct: 250, Transitions: 4, Usable: true}},
-		ClassPaths: []*pb.ClassPath{{TrafficClass: "voice", RemoteSite: "hub", TunnelId: "t", MeetsSla: true}}})
+		ClassPaths: []*pb.ClassPath{{TrafficClass: "voice", RemoteSite: "hub", TunnelId: "t", MeetsSla: true}}}, limitsFor(1))
 	want := health.TunnelStatus{TunnelID: "t", State: "degraded", Probed: true, ProbeState: "up", RTTMillis: 12.5, LossPct: 100, Transitions: 4, Usable: true}
 	if len(rep.Tunnels) != 1 || rep.Tunnels[0] != want {
 		t.Errorf("tunnel status %+v, want %+v", rep.Tunnels, want)
@@ -101,5 +101,23 @@ func TestReportFromPB(t *testing.T) {
 	raw, _ := json.Marshal(health.TunnelStatus{TunnelID: "t", State: "up", Probed: true, RTTMillis: 1})
 	if s := string(raw); !strings.Contains(s, `"rtt_ms":1`) || strings.Contains(s, "loss_pct") || strings.Contains(s, "usable") {
 		t.Errorf("stored tunnel status %s", s)
+	}
+}
+
+// TestReportBounded: a report cannot hold more entries than the site's
+// tunnels explain, nor long strings (one 4 MiB message of empty statuses
+// once became a 90 MB report).
+func TestReportBounded(t *testing.T) {
+	r := &pb.EdgeReport{}
+	for range 10000 {
+		r.Tunnels = append(r.Tunnels, &pb.TunnelStatus{TunnelId: strings.Repeat("x", 1<<12), Detail: strings.Repeat("d", 1<<16)})
+		r.BgpPeers = append(r.BgpPeers, &pb.BGPPeerStatus{Neighbor: "10.255.0.2"})
+	}
+	rep := reportFromPB(strings.Repeat("v", 1<<20), r, limitsFor(4))
+	if len(rep.Tunnels) != 4+reportSlack || len(rep.BGPPeers) != 4+reportSlack+256 {
+		t.Fatalf("kept %d tunnels and %d BGP peers for a site of 4 tunnels", len(rep.Tunnels), len(rep.BGPPeers))
+	}
+	if len(rep.AgentVersion) > 64 || len(rep.Tunnels[0].TunnelID) > maxReportString || len(rep.Tunnels[0].Detail) > maxDetail {
+		t.Fatalf("strings not bounded: agent %d, tunnel id %d, detail %d bytes", len(rep.AgentVersion), len(rep.Tunnels[0].TunnelID), len(rep.Tunnels[0].Detail))
 	}
 }

@@ -156,7 +156,7 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 				return
 			}
 			if r := req.GetReport(); r != nil {
-				if err := sess.Report(ctx, reportFromPB(hello.GetAgentVersion(), r)); err != nil {
+				if err := sess.Report(ctx, reportFromPB(hello.GetAgentVersion(), r, limitsFor(e.Net.TunnelCount(site)))); err != nil {
 					recvErr <- err
 					return
 				}

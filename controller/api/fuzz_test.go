@@ -260,7 +260,7 @@ func FuzzApplyNetworkJSON(f *testing.F) {
 			if !ok {
 				continue
 			}
-			if err := intent.CheckSite(s, accepted, netip.MustParsePrefix("10.255.0.0/16")); err != nil {
+			if err := intent.CheckSite(s, accepted, nil, netip.MustParsePrefix("10.255.0.0/16")); err != nil {
 				checkRefusal(t, "site against the others", err)
 				continue
 			}
@@ -313,8 +313,9 @@ func FuzzSyncRequest(f *testing.F) {
 		if r == nil {
 			return
 		}
-		rep := reportFromPB(req.GetHello().GetAgentVersion(), r)
-		if n, m := len(rep.Tunnels)+len(rep.BGPPeers)+len(rep.ClassPaths), len(r.GetTunnels())+len(r.GetBgpPeers())+len(r.GetClassPaths()); n != m {
+		lim := limitsFor(len(r.GetTunnels())) // a site with as many tunnels as reported: nothing is cut
+		rep := reportFromPB(req.GetHello().GetAgentVersion(), r, lim)
+		if n, m := len(rep.Tunnels)+len(rep.BGPPeers)+len(rep.ClassPaths), len(r.GetTunnels())+len(first(r.GetBgpPeers(), lim.bgpPeers))+len(first(r.GetClassPaths(), lim.classPaths)); n != m {
 			t.Fatalf("report of %d entries became %d", m, n)
 		}
 		rep.Site, rep.UpdatedAt = "b1", time.Unix(1e9, 0).UTC()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meshwan/meshwan/edge/dataplane/validity"
 	"sort"
 	"strings"
 	"time"
@@ -92,25 +93,25 @@ func (s *Service) Claim(ctx context.Context, r ClaimRequest) (ClaimResult, error
 	}
 	t, _, err := s.getToken(ctx, id)
 	if errors.Is(err, ErrNotFound) {
-		return ClaimResult{}, fmt.Errorf("%w: claim_token: unknown token id %q", ErrTokenInvalid, id)
+		return ClaimResult{}, fmt.Errorf("%w: claim_token: unknown token id %s", ErrTokenInvalid, validity.Quote(id))
 	}
 	if err != nil {
 		return ClaimResult{}, err
 	}
 	if subtle.ConstantTimeCompare(t.Hash, hashSecret(random)) != 1 {
-		return ClaimResult{}, fmt.Errorf("%w: claim_token: secret does not match token %q", ErrTokenInvalid, id)
+		return ClaimResult{}, fmt.Errorf("%w: claim_token: secret does not match token %s", ErrTokenInvalid, validity.Quote(id))
 	}
 	now := s.now().UTC()
 	switch {
 	case !t.Claim:
-		return ClaimResult{}, fmt.Errorf("%w: token %q is not a claim token (use --token)", ErrTokenRefused, id)
+		return ClaimResult{}, fmt.Errorf("%w: token %s is not a claim token (use --token)", ErrTokenRefused, validity.Quote(id))
 	case t.Revoked:
-		return ClaimResult{}, fmt.Errorf("%w: claim token %q was revoked", ErrTokenRefused, id)
+		return ClaimResult{}, fmt.Errorf("%w: claim token %s was revoked", ErrTokenRefused, validity.Quote(id))
 	case !now.Before(t.ExpiresAt):
-		return ClaimResult{}, fmt.Errorf("%w: claim token %q expired at %s", ErrTokenRefused, id, t.ExpiresAt.Format(time.RFC3339))
+		return ClaimResult{}, fmt.Errorf("%w: claim token %s expired at %s", ErrTokenRefused, validity.Quote(id), t.ExpiresAt.Format(time.RFC3339))
 	}
 	if !s.allow(id, now) {
-		return ClaimResult{}, fmt.Errorf("%w: claim token %q: more than %d claims a minute; retry later", ErrRateLimited, id, s.cfg.ClaimsPerMinute)
+		return ClaimResult{}, fmt.Errorf("%w: claim token %s: more than %d claims a minute; retry later", ErrRateLimited, validity.Quote(id), s.cfg.ClaimsPerMinute)
 	}
 	csr, err := parseCSR(r.CSRPEM)
 	if err != nil {

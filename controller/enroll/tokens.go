@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meshwan/meshwan/edge/dataplane/validity"
 	"math"
 	"strings"
 	"sync"
@@ -239,7 +240,7 @@ func (s *Service) getToken(ctx context.Context, id string) (Token, int64, error)
 		return Token{}, 0, err
 	}
 	if !ok {
-		return Token{}, 0, fmt.Errorf("%w: enrollment token %q", ErrNotFound, id)
+		return Token{}, 0, fmt.Errorf("%w: enrollment token %s", ErrNotFound, validity.Quote(id))
 	}
 	var t Token
 	if err := json.Unmarshal(kv.Value, &t); err != nil {
@@ -259,28 +260,28 @@ func (s *Service) Enroll(ctx context.Context, secret, site string, csrPEM []byte
 	}
 	t, rev, err := s.getToken(ctx, id)
 	if errors.Is(err, ErrNotFound) {
-		return "", nil, fmt.Errorf("%w: token: unknown token id %q", ErrTokenInvalid, id)
+		return "", nil, fmt.Errorf("%w: token: unknown token id %s", ErrTokenInvalid, validity.Quote(id))
 	}
 	if err != nil {
 		return "", nil, err
 	}
 	if subtle.ConstantTimeCompare(t.Hash, hashSecret(random)) != 1 {
-		return "", nil, fmt.Errorf("%w: token: secret does not match token %q", ErrTokenInvalid, id)
+		return "", nil, fmt.Errorf("%w: token: secret does not match token %s", ErrTokenInvalid, validity.Quote(id))
 	}
 	if t.Claim {
-		return "", nil, fmt.Errorf("%w: token %q is a claim token: start the edge with --claim-token", ErrTokenRefused, id)
+		return "", nil, fmt.Errorf("%w: token %s is a claim token: start the edge with --claim-token", ErrTokenRefused, validity.Quote(id))
 	}
 	switch now := s.now(); {
 	case t.Revoked:
-		return "", nil, fmt.Errorf("%w: token %q was revoked", ErrTokenRefused, id)
+		return "", nil, fmt.Errorf("%w: token %s was revoked", ErrTokenRefused, validity.Quote(id))
 	case t.Used():
-		return "", nil, fmt.Errorf("%w: token %q was already used at %s by site %q", ErrTokenRefused, id, t.UsedAt.Format(time.RFC3339), t.UsedBy)
+		return "", nil, fmt.Errorf("%w: token %s was already used at %s by site %q", ErrTokenRefused, validity.Quote(id), t.UsedAt.Format(time.RFC3339), t.UsedBy)
 	case !now.Before(t.ExpiresAt):
-		return "", nil, fmt.Errorf("%w: token %q expired at %s", ErrTokenRefused, id, t.ExpiresAt.Format(time.RFC3339))
+		return "", nil, fmt.Errorf("%w: token %s expired at %s", ErrTokenRefused, validity.Quote(id), t.ExpiresAt.Format(time.RFC3339))
 	}
 	switch {
 	case t.Site != "" && site != "" && site != t.Site:
-		return "", nil, fmt.Errorf("%w: token %q is bound to site %q, not %q", ErrTokenRefused, id, t.Site, site)
+		return "", nil, fmt.Errorf("%w: token %s is bound to site %q, not %q", ErrTokenRefused, validity.Quote(id), t.Site, site)
 	case t.Site != "":
 		site = t.Site
 	case site == "":
@@ -318,7 +319,7 @@ func (s *Service) Enroll(ctx context.Context, secret, site string, csrPEM []byte
 		if r, err := s.site(ctx, site); err == nil && r == 0 {
 			return "", nil, fmt.Errorf("%w: site: site %q was deleted during enrollment", ErrNotFound, site)
 		}
-		return "", nil, fmt.Errorf("%w: token %q was used or revoked concurrently, or site %q changed; try again", ErrTokenRefused, id, site)
+		return "", nil, fmt.Errorf("%w: token %s was used or revoked concurrently, or site %q changed; try again", ErrTokenRefused, validity.Quote(id), site)
 	}
 	return site, certPEM, nil
 }

@@ -96,7 +96,7 @@ func FuzzParse(f *testing.F) {
 			if err := s.Validate(); err != nil {
 				t.Fatalf("accepted site %d refused by intent: %v", i, err)
 			}
-			if err := intent.CheckSite(s, file.Sites[:i], netip.Prefix{}); err != nil {
+			if err := intent.CheckSite(s, file.Sites[:i], nil, netip.Prefix{}); err != nil {
 				t.Fatalf("accepted site %d clashes: %v", i, err)
 			}
 			if j, ok := file.SiteIndex(s.Name); !ok || j > i {

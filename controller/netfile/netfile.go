@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/meshwan/meshwan/controller/intent"
 	"gopkg.in/yaml.v3"
@@ -44,11 +45,31 @@ type Error struct {
 	Msg   string
 }
 
+// Error bounds what it quotes: a field path built from an unknown key, or a
+// message quoting a value, may hold whatever the file holds.
 func (e *Error) Error() string {
 	if e.Field == "" {
-		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Pos.Line, e.Pos.Column, e.Msg)
+		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Pos.Line, e.Pos.Column, bounded(e.Msg, maxMsg))
 	}
-	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Pos.Line, e.Pos.Column, e.Field, e.Msg)
+	return fmt.Sprintf("%s:%d:%d: %s: %s", e.File, e.Pos.Line, e.Pos.Column, bounded(e.Field, maxField), bounded(e.Msg, maxMsg))
+}
+
+// Bounds of an Error's parts, in bytes (the whole stays under 512).
+const (
+	maxField = 120
+	maxMsg   = 300
+)
+
+// bounded cuts s to at most n bytes (on a rune boundary) and says so.
+func bounded(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…(truncated)")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(truncated)"
 }
 
 func (e *Error) Unwrap() error { return ErrInvalid }
@@ -129,7 +150,7 @@ func (f *File) Locate(msg string) string {
 	if !ok {
 		return msg
 	}
-	return fmt.Sprintf("%s:%d:%d: %s", f.Name, p.Line, p.Column, msg)
+	return fmt.Sprintf("%s:%d:%d: %s", f.Name, p.Line, p.Column, bounded(msg, maxMsg))
 }
 
 type parser struct {

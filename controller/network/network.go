@@ -89,6 +89,13 @@ func (n *Network) Read(fn func(s *Snapshot)) {
 	fn(&n.v.snap)
 }
 
+// TunnelCount is the number of tunnels with an end at site.
+func (n *Network) TunnelCount(site string) int {
+	n.v.mu.RLock()
+	defer n.v.mu.RUnlock()
+	return len(n.v.bySite[site])
+}
+
 // maxIntentAttempts bounds the optimistic-concurrency retries of one change.
 const maxIntentAttempts = 20
 
