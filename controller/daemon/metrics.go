@@ -53,6 +53,7 @@ type collector struct {
 	edgeCertExpiry        *prometheus.Desc
 	serverCertExpiry      *prometheus.Desc
 	devices               *prometheus.Desc
+	refusedAddresses      *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -67,6 +68,8 @@ func newCollector(d *Daemon) *collector {
 			"When the current certificate of each site's edge expires (Unix time); revoked identities are left out.", []string{"site"}, nil),
 		serverCertExpiry: prometheus.NewDesc("meshwan_controller_cert_expiry_timestamp_seconds",
 			"When this controller's TLS certificate expires (Unix time); it is rotated at 2/3 of its lifetime.", nil, nil),
+		refusedAddresses: prometheus.NewDesc("meshwan_reported_addresses_refused_total",
+			"Addresses edges reported for dynamic transports that the controller refused (kept the stored address); each is also a warning and a dashboard event.", nil, nil),
 		devices: prometheus.NewDesc("meshwan_devices", "Claimed devices by state (pending, approved, enrolled, rejected).", []string{"state"}, nil),
 	}
 }
@@ -79,9 +82,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.edgeCertExpiry
 	ch <- c.serverCertExpiry
 	ch <- c.devices
+	ch <- c.refusedAddresses
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.refusedAddresses, prometheus.CounterValue, float64(c.d.Net.RefusedAddresses()))
 	if c.d.dash != nil {
 		ch <- prometheus.MustNewConstMetric(c.dashboardBuilds, prometheus.CounterValue, float64(c.d.dash.builds.Load()))
 	}

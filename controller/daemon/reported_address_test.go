@@ -3,6 +3,9 @@ package daemon_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -110,7 +113,17 @@ func TestEdgeReportedAddressValidated(t *testing.T) {
 			t.Errorf("after reporting %.20s: hq's tunnel to br1 goes to %s, want %s", bad, got, good)
 		}
 	}
-	if got := e.d.Net.RefusedAddresses(); got < 7 {
+	got := e.d.Net.RefusedAddresses()
+	if got < 7 {
 		t.Errorf("RefusedAddresses = %d, want at least 7", got)
+	}
+	resp, err := http.Get("http://" + e.d.HTTPAddr.String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("meshwan_reported_addresses_refused_total %d", got); !strings.Contains(string(body), want) {
+		t.Errorf("/metrics lacks %q", want)
 	}
 }
