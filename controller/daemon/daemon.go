@@ -207,6 +207,12 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	if err := d.Net.Start(runCtx); err != nil {
 		return nil, fmt.Errorf("load the network from the store: %w", err)
 	}
+	// What an older version stored under looser rules: edges refuse the
+	// states it produces, so say so here, not only in their logs.
+	for _, err := range d.Net.Audit() {
+		log.Error("stored intent breaks the validation rules: the edges concerned refuse their new states until it is fixed (UpdateSite or a network apply)", "err", err)
+		d.Events.Add("stored intent refused by today's rules: " + err.Error())
+	}
 	d.Hub = push.New(d.Net, log)
 	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Credentials: d.Credentials, Log: log, OnChange: d.Events.Add}
 	d.closing = make(chan struct{})

@@ -54,6 +54,7 @@ type collector struct {
 	serverCertExpiry      *prometheus.Desc
 	devices               *prometheus.Desc
 	refusedAddresses      *prometheus.Desc
+	intentViolations      *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -70,6 +71,8 @@ func newCollector(d *Daemon) *collector {
 			"When this controller's TLS certificate expires (Unix time); it is rotated at 2/3 of its lifetime.", nil, nil),
 		refusedAddresses: prometheus.NewDesc("meshwan_reported_addresses_refused_total",
 			"Addresses edges reported for dynamic transports that the controller refused (kept the stored address); each is also a warning and a dashboard event.", nil, nil),
+		intentViolations: prometheus.NewDesc("meshwan_intent_violations",
+			"Problems the stored intent has under today's validation rules (only intent stored by an older version can have any; see the controller's log).", nil, nil),
 		devices: prometheus.NewDesc("meshwan_devices", "Claimed devices by state (pending, approved, enrolled, rejected).", []string{"state"}, nil),
 	}
 }
@@ -83,9 +86,11 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.serverCertExpiry
 	ch <- c.devices
 	ch <- c.refusedAddresses
+	ch <- c.intentViolations
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.intentViolations, prometheus.GaugeValue, float64(len(c.d.Net.Audit())))
 	ch <- prometheus.MustNewConstMetric(c.refusedAddresses, prometheus.CounterValue, float64(c.d.Net.RefusedAddresses()))
 	if c.d.dash != nil {
 		ch <- prometheus.MustNewConstMetric(c.dashboardBuilds, prometheus.CounterValue, float64(c.d.dash.builds.Load()))

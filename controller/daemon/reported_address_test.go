@@ -123,7 +123,9 @@ func TestEdgeReportedAddressValidated(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if want := fmt.Sprintf("meshwan_reported_addresses_refused_total %d", got); !strings.Contains(string(body), want) {
-		t.Errorf("/metrics lacks %q", want)
+	for _, want := range []string{fmt.Sprintf("meshwan_reported_addresses_refused_total %d", got), "meshwan_intent_violations 0"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }
