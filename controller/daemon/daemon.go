@@ -267,7 +267,7 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	d.wg.Go(func() { d.Health.Run(runCtx) })
 	d.wg.Go(func() { d.Hub.Run(runCtx) })
 	rot := keys.New(keys.Config{Net: d.Net, Loaded: keys.HealthSerials(d.Health), Interval: cfg.PSKRotationInterval,
-		Tick: cfg.PSKRotationTick, Logger: log})
+		Tick: cfg.PSKRotationTick, OnEvent: d.Events.Add, Logger: log})
 	d.wg.Go(func() { rot.Run(runCtx) })
 	d.wg.Go(func() {
 		if err := d.Enroll.Run(runCtx); err != nil && runCtx.Err() == nil {

@@ -12,6 +12,7 @@ package keys
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -43,9 +44,12 @@ type Config struct {
 	StallAfter time.Duration
 	// Tick is how often the rotations are looked at (default 1 s): a look
 	// with nothing in progress costs one pass over the view's tunnels.
-	Tick   time.Duration
-	Logger *slog.Logger
-	Now    func() time.Time
+	Tick time.Duration
+	// OnEvent, when set, hears completed and stalled rotations (the
+	// dashboard's event feed).
+	OnEvent func(what string)
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Driver runs the rotations; see the package comment.
@@ -74,6 +78,12 @@ func New(cfg Config) *Driver {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Driver{cfg: cfg, log: log, warned: map[string]uint64{}}
+}
+
+func (d *Driver) event(what string) {
+	if d.cfg.OnEvent != nil {
+		d.cfg.OnEvent(what)
+	}
 }
 
 // HealthSerials reads the loaded key serials from the health registry:
@@ -127,6 +137,9 @@ func (d *Driver) Once(ctx context.Context) {
 	seen := make(map[string]bool, len(rots))
 	for _, r := range rots {
 		seen[r.TunnelID] = true
+		if r.FinishedNow {
+			d.event("key rotation of tunnel " + r.TunnelID + " completed")
+		}
 		if r.AdvancedNow || now.Sub(r.Since) < d.cfg.StallAfter || d.warned[r.TunnelID] == r.Serial {
 			continue
 		}
@@ -134,6 +147,8 @@ func (d *Driver) Once(ctx context.Context) {
 		d.log.Warn("psk rotation stalled: an end has not loaded the keys of this phase",
 			"tunnel_id", r.TunnelID, "phase", r.Phase, "psk_serial", r.Serial, "since", r.Since.UTC().Format(time.RFC3339),
 			"site_a", r.AEnd, "loaded_a", r.LoadedA, "site_b", r.BEnd, "loaded_b", r.LoadedB)
+		d.event(fmt.Sprintf("key rotation of tunnel %s stalled in phase %s since %s (loaded: %s %d, %s %d)",
+			r.TunnelID, r.Phase, r.Since.UTC().Format(time.RFC3339), r.AEnd, r.LoadedA, r.BEnd, r.LoadedB))
 	}
 	for id := range d.warned {
 		if !seen[id] {

@@ -66,8 +66,10 @@ func TestDriverScheduleStallAndFinish(t *testing.T) {
 	advance(48 * time.Hour)
 	loaded := map[string]uint64{}
 	var log logBuf
+	var events []string
 	d := keys.New(keys.Config{Net: n, Interval: 24 * time.Hour, StallAfter: time.Minute, Now: clock,
-		Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		OnEvent: func(what string) { events = append(events, what) },
+		Logger:  slog.New(slog.NewTextHandler(&log, nil)),
 		Loaded: func(_ context.Context, site string) (map[string]uint64, error) {
 			out := map[string]uint64{}
 			for id, s := range loaded {
@@ -97,6 +99,9 @@ func TestDriverScheduleStallAndFinish(t *testing.T) {
 	tv, _ := n.GetTunnel(ctx, id)
 	if tv.PSKRotation != "" || tv.Serial() != 4 {
 		t.Fatalf("after both ends reported: phase %q serial %d", tv.PSKRotation, tv.Serial())
+	}
+	if len(events) != 2 || !strings.Contains(events[0], "stalled in phase staged") || !strings.Contains(events[1], "completed") {
+		t.Fatalf("events %q, want one stall and one completion", events)
 	}
 	// The fresh key is not due again.
 	d.Once(ctx)
