@@ -5,8 +5,17 @@
 // (Charon) for edges and labs that do not use a system-wide one.
 //
 // Names: connection "mw-<tunnel id>" with child "gre", shared secret id
-// "mw-<tunnel id>". Only names with NamePrefix are ever unloaded, so
-// connections an operator loads with swanctl are left alone.
+// "mw-<tunnel id>", and "mw-<tunnel id>#<hash>" for each key the tunnel
+// only accepts during a key rotation (AcceptSecretMessage). Only names
+// with NamePrefix are ever unloaded, so connections an operator loads
+// with swanctl are left alone.
+//
+// Key rotation (make-before-break): accept-only keys are loaded before
+// the primary key changes and the keys no longer wanted are unloaded
+// last; when the primary key of an initiating (non-Passive) end changes
+// under an established IKE_SA, the Manager asks charon to re-authenticate
+// it (charon runs make_before_break, see StrongswanConf). Status reports
+// the key set serial charon holds exactly (PSKSerial).
 //
 // Apply is declarative. charon's list-conns shows a connection's endpoints
 // and children but not its proposals, lifetimes or key, so the Manager
