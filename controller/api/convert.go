@@ -104,7 +104,7 @@ func tunnelStatusToPB(t health.TunnelStatus) *pb.TunnelStatus {
 	return &pb.TunnelStatus{TunnelId: t.TunnelID, State: tunnelStates[t.State], LinkUp: t.LinkUp, IkeState: t.IKEState,
 		ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut, PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail,
 		Probed: t.Probed, ProbeState: t.ProbeState, RttMs: t.RTTMillis, RttP99Ms: t.RTTP99Millis, JitterMs: t.JitterMillis,
-		LossPct: t.LossPct, Transitions: t.Transitions, Usable: t.Usable}
+		LossPct: t.LossPct, Transitions: t.Transitions, Usable: t.Usable, PskSerial: t.PSKSerial}
 }
 
 func tunnelStatusFromPB(t *pb.TunnelStatus) health.TunnelStatus {
@@ -118,7 +118,8 @@ func tunnelStatusFromPB(t *pb.TunnelStatus) health.TunnelStatus {
 		ChildState: clip(t.GetChildState()), BytesIn: t.GetBytesIn(), BytesOut: t.GetBytesOut(), PacketsIn: t.GetPacketsIn(),
 		PacketsOut: t.GetPacketsOut(), Detail: validity.Clip(t.GetDetail(), maxDetail),
 		Probed: t.GetProbed(), ProbeState: clip(t.GetProbeState()), RTTMillis: figure(t.GetRttMs()), RTTP99Millis: figure(t.GetRttP99Ms()),
-		JitterMillis: figure(t.GetJitterMs()), LossPct: min(figure(t.GetLossPct()), 100), Transitions: t.GetTransitions(), Usable: t.GetUsable()}
+		JitterMillis: figure(t.GetJitterMs()), LossPct: min(figure(t.GetLossPct()), 100), Transitions: t.GetTransitions(), Usable: t.GetUsable(),
+		PSKSerial: t.GetPskSerial()}
 }
 
 // figure cleans a measured figure an edge sends: NaN, infinities and
@@ -376,7 +377,12 @@ func tunnelToPB(t network.TunnelView) *pb.Tunnel {
 	end := func(e network.EndView) *pb.TunnelEnd {
 		return &pb.TunnelEnd{Site: e.Site, Transport: e.Transport, UnderlayAddress: addrString(e.Underlay), InnerAddress: e.Inner.String(), Asn: e.ASN}
 	}
-	return &pb.Tunnel{Id: t.ID, A: end(t.AEnd), B: end(t.BEnd), Prefix: t.Prefix.String(), CreatedAt: timestamppb.New(t.CreatedAt)}
+	out := &pb.Tunnel{Id: t.ID, A: end(t.AEnd), B: end(t.BEnd), Prefix: t.Prefix.String(), CreatedAt: timestamppb.New(t.CreatedAt),
+		PskSerial: t.Serial(), PskRotation: t.PSKRotation}
+	if !t.PSKRotatedAt.IsZero() {
+		out.PskRotatedAt = timestamppb.New(t.PSKRotatedAt)
+	}
+	return out
 }
 
 func tokenToPB(t enroll.Token, secret string) *pb.EnrollmentToken {
@@ -415,7 +421,8 @@ func desiredToPB(d network.DesiredState) *pb.DesiredState {
 	for _, t := range d.Tunnels {
 		et := &pb.EdgeTunnel{Id: t.ID, LocalTransport: t.LocalTransport, LocalUnderlay: t.LocalUnderlay.String(),
 			RemoteSite: t.RemoteSite, RemoteTransport: t.RemoteTransport, RemoteUnderlay: t.RemoteUnderlay.String(),
-			LocalInner: t.LocalInner.String(), RemoteInner: t.RemoteInner.String(), RemoteAsn: t.RemoteASN, Psk: t.PSK}
+			LocalInner: t.LocalInner.String(), RemoteInner: t.RemoteInner.String(), RemoteAsn: t.RemoteASN, Psk: t.PSK,
+			AcceptPsks: t.AcceptPSKs, PskSerial: t.PSKSerial}
 		for _, p := range t.RemoteLANs {
 			et.RemoteLanPrefixes = append(et.RemoteLanPrefixes, p.String())
 		}

@@ -121,3 +121,26 @@ func TestReportBounded(t *testing.T) {
 		t.Fatalf("strings not bounded: agent %d, tunnel id %d, detail %d bytes", len(rep.AgentVersion), len(rep.Tunnels[0].TunnelID), len(rep.Tunnels[0].Detail))
 	}
 }
+
+// Key rotation fields cross the API boundary: the tunnel's serial and
+// phase (never a key), an edge's accepted keys and serial, and the
+// serial an edge reports.
+func TestRotationFieldsConvert(t *testing.T) {
+	tv := network.TunnelView{Tunnel: network.Tunnel{ID: "a.x~b.x", PSKSerial: 3, PSKRotation: network.RotationCommitted,
+		SealedPSK: []byte("sealed"), SealedAcceptPSK: []byte("sealed-too")}}
+	p := tunnelToPB(tv)
+	if p.PskSerial != 3 || p.PskRotation != "committed" || p.PskRotatedAt != nil {
+		t.Errorf("tunnel %v", p)
+	}
+	if old := tunnelToPB(network.TunnelView{}); old.PskSerial != 1 {
+		t.Errorf("a record without a serial reads as %d, want 1", old.PskSerial)
+	}
+	d := desiredToPB(network.DesiredState{Tunnels: []network.EdgeTunnel{{ID: "t", PSK: []byte("k1"), AcceptPSKs: [][]byte{[]byte("k2")}, PSKSerial: 2}}})
+	if et := d.Tunnels[0]; et.PskSerial != 2 || len(et.AcceptPsks) != 1 || string(et.AcceptPsks[0]) != "k2" {
+		t.Errorf("edge tunnel %v", et)
+	}
+	rep := reportFromPB("v1", &pb.EdgeReport{Tunnels: []*pb.TunnelStatus{{TunnelId: "t", PskSerial: 7}}}, limitsFor(1))
+	if rep.Tunnels[0].PSKSerial != 7 || statusToPB(health.Status{State: health.Up, Report: rep}).Tunnels[0].PskSerial != 7 {
+		t.Errorf("reported serial %+v", rep.Tunnels[0])
+	}
+}

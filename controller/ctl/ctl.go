@@ -231,7 +231,7 @@ func (a *App) sitesCmd() *cobra.Command {
 }
 
 func (a *App) tunnelsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "tunnels", Short: "List tunnels", Example: "  meshwanctl tunnels list --site hq"}
+	cmd := &cobra.Command{Use: "tunnels", Aliases: []string{"tunnel"}, Short: "List tunnels, rotate their keys", Example: "  meshwanctl tunnels list --site hq"}
 	var site string
 	list := &cobra.Command{Use: "list", Short: "List the tunnels with their /30 and both ends (never the PSK)", Args: cobra.NoArgs,
 		Example: "  meshwanctl tunnels list\n  meshwanctl tunnels list --site remote -o json",
@@ -249,7 +249,7 @@ func (a *App) tunnelsCmd() *cobra.Command {
 	list.Flags().StringVar(&site, "site", "", "only the tunnels with an end at this site")
 	list.RegisterFlagCompletionFunc("site", a.completeSites)
 	a.addOutput(list)
-	cmd.AddCommand(list)
+	cmd.AddCommand(list, a.rotateKeysCmd())
 	return cmd
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/health"
 	"github.com/meshwan/meshwan/controller/ipam"
+	"github.com/meshwan/meshwan/controller/keys"
 	"github.com/meshwan/meshwan/controller/network"
 	"github.com/meshwan/meshwan/controller/push"
 	"github.com/meshwan/meshwan/controller/secrets"
@@ -73,6 +74,12 @@ type Config struct {
 	// PendingDeviceTTL: a claimed device not approved is forgotten this
 	// long after its last claim (0: 24 h).
 	PendingDeviceTTL time.Duration
+	// PSKRotationInterval rotates every tunnel key older than this,
+	// make-before-break, a few at a time (0: only on demand).
+	PSKRotationInterval time.Duration
+	// PSKRotationTick is how often rotations in progress are looked at
+	// (0: 1 s; tests shorten it).
+	PSKRotationTick time.Duration
 
 	// Admin surface (issue 11).
 	// HTTPPlaintext serves --http-listen as plain HTTP even on a
@@ -331,6 +338,9 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		}
 	})
 	d.wg.Go(func() { d.Hub.Run(runCtx) })
+	rot := keys.New(keys.Config{Net: d.Net, Loaded: keys.HealthSerials(d.Health), Interval: cfg.PSKRotationInterval,
+		Tick: cfg.PSKRotationTick, OnEvent: d.Events.Add, Logger: log})
+	d.wg.Go(func() { rot.Run(runCtx) })
 	d.wg.Go(func() {
 		if err := d.Enroll.Run(runCtx); err != nil && runCtx.Err() == nil {
 			d.errc <- fmt.Errorf("enrollment watch: %w", err)

@@ -2,7 +2,7 @@ package health
 
 // Fingerprint is the state of a report: the agent and applied version,
 // each tunnel's state, probe state, usability, link, IKE and child SA
-// states, each BGP session's state, and the tunnel each class path uses.
+// states, loaded key serial, each BGP session's state, and the tunnel each class path uses.
 // Figures that move all the time (RTT, jitter, loss, counters, the detail
 // text, whether a class meets its SLA right now) are not part of it. The
 // order of the lists does not matter, so an edge that reorders them
@@ -31,6 +31,7 @@ func Fingerprint(r Report) uint64 {
 		e.flag(t.LinkUp)
 		e.str(t.IKEState)
 		e.str(t.ChildState)
+		e.u64(t.PSKSerial) // a key rotation waits for it in every replica
 		sum += mix(uint64(e))
 	}
 	for i := range r.BGPPeers {

@@ -85,6 +85,8 @@ type TunnelStatus struct {
 	Transitions  uint64  `json:"transitions,omitempty"` // probe state changes since the agent started
 	// Usable: the tunnel carries traffic (probes up, hold-down over).
 	Usable bool `json:"usable,omitempty"`
+	// PSKSerial is the key set serial the edge has loaded (key rotation).
+	PSKSerial uint64 `json:"psk_serial,omitempty"`
 }
 
 // BGPPeer is one BGP session as its edge reports it.

@@ -23,6 +23,11 @@ type EdgeTunnel struct {
 	RemoteASN       uint32
 	RemoteLANs      []netip.Prefix
 	PSK             []byte
+	// AcceptPSKs are keys this end accepts from the peer but never
+	// authenticates with (a rotation under way), PSKSerial names the key
+	// set (the edge reports the serial it has loaded).
+	AcceptPSKs [][]byte
+	PSKSerial  uint64
 }
 
 // DesiredState is everything one edge needs.
@@ -77,12 +82,22 @@ func (n *Network) edgeTunnel(s *Snapshot, psk map[string][]byte, site string, t 
 		}
 	}
 	peer := s.Sites[remote.Site]
-	return EdgeTunnel{
+	et := EdgeTunnel{
 		ID: t.ID, LocalTransport: local.Transport, LocalUnderlay: lu,
 		RemoteSite: remote.Site, RemoteTransport: remote.Transport, RemoteUnderlay: ru,
 		LocalInner: localInner, RemoteInner: remoteInner.Addr(),
 		RemoteASN: peer.ASN, RemoteLANs: slices.Clone(peer.LANPrefixes), PSK: key,
-	}, true, nil
+		PSKSerial: t.Serial(),
+	}
+	if len(t.SealedAcceptPSK) > 0 {
+		// Opened per build: only tunnels in a rotation have one, briefly.
+		acc, err := n.openAccept(t)
+		if err != nil {
+			return EdgeTunnel{}, false, fmt.Errorf("tunnel %s: accepted key: %w", t.ID, err)
+		}
+		et.AcceptPSKs = [][]byte{acc}
+	}
+	return et, true, nil
 }
 
 // Built is one site's desired state, or the part of it that changed, read

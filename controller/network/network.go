@@ -43,6 +43,8 @@ type Config struct {
 	// EdgeKey names the store key of a site's enrollment record, deleted
 	// with the site so its certificate stops working.
 	EdgeKey func(site string) string
+	// Now is the clock (nil: time.Now); tests of schedules set it.
+	Now func() time.Time
 }
 
 // Network is the intent API.
@@ -73,6 +75,9 @@ func New(cfg Config) *Network {
 		tuns: ipam.NewAllocator(cfg.Store, tunnelIPAM, cfg.TunnelPool.Size()),
 		asns: ipam.NewAllocator(cfg.Store, asnIPAM, cfg.ASNs.Size()),
 		now:  time.Now,
+	}
+	if cfg.Now != nil {
+		n.now = cfg.Now
 	}
 	n.v = newView(n)
 	return n

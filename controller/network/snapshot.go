@@ -26,7 +26,13 @@ const (
 // desired state.
 var WatchPrefixes = []string{"intent/", tunnelsDir, observedDir}
 
-// Tunnel is a stored tunnel: its ends, its /30 and its sealed PSK.
+// Tunnel is a stored tunnel: its ends, its /30, its sealed PSK and the
+// state of a key rotation (see rotate.go).
+//
+// Invariants: SealedPSK is the key both ends authenticate with;
+// SealedAcceptPSK is set exactly while PSKRotation is not "" (staged: the
+// new key, committed: the old one). Records written before rotation
+// existed have no serial and read as serial 1, no rotation (Serial).
 type Tunnel struct {
 	ID        string       `json:"id"`
 	A         topology.End `json:"a"`
@@ -35,7 +41,32 @@ type Tunnel struct {
 	Prefix    netip.Prefix `json:"prefix"`
 	CreatedAt time.Time    `json:"created_at"`
 	SealedPSK []byte       `json:"sealed_psk"`
-	modRev    int64
+	// PSKSerial grows with every change of the key set the ends load
+	// (0 in old records: read as 1).
+	PSKSerial uint64 `json:"psk_serial,omitempty"`
+	// PSKRotation is the rotation phase: "", RotationStaged or
+	// RotationCommitted.
+	PSKRotation string `json:"psk_rotation,omitempty"`
+	// SealedAcceptPSK is the key the ends accept but never use (sealed
+	// with acceptContext).
+	SealedAcceptPSK []byte `json:"sealed_accept_psk,omitempty"`
+	// PhaseSince is when the current rotation phase began (stall check).
+	PhaseSince time.Time `json:"phase_since,omitzero"`
+	// PSKRotatedAt is the end of the last completed rotation.
+	PSKRotatedAt time.Time `json:"psk_rotated_at,omitzero"`
+	modRev       int64
+}
+
+// Serial is the serial of the tunnel's key set; old records read as 1.
+func (t Tunnel) Serial() uint64 { return max(t.PSKSerial, 1) }
+
+// KeyAge is when the tunnel's current key was made: its last rotation's
+// end, or its creation.
+func (t Tunnel) KeyAge() time.Time {
+	if t.PSKRotatedAt.IsZero() {
+		return t.CreatedAt
+	}
+	return t.PSKRotatedAt
 }
 
 // AInner and BInner are the ends' addresses on the /30.

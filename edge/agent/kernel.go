@@ -267,7 +267,7 @@ func (k *Kernel) Status(ctx context.Context, d dataplane.Desired) ([]syncer.Tunn
 	for _, t := range d.Tunnels {
 		l, sa := byLink[t.ID], bySA[t.ID]
 		ts := syncer.TunnelStatus{ID: t.ID, LinkUp: l.Present && l.Up, IKEState: sa.IKEState, ChildState: sa.ChildState,
-			BytesIn: l.RxBytes, BytesOut: l.TxBytes, PacketsIn: l.RxPackets, PacketsOut: l.TxPackets}
+			BytesIn: l.RxBytes, BytesOut: l.TxBytes, PacketsIn: l.RxPackets, PacketsOut: l.TxPackets, PSKSerial: sa.PSKSerial}
 		var why []string
 		if !ts.LinkUp {
 			why = append(why, "GRE link "+t.LinkName+" missing or down")

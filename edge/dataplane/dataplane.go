@@ -43,6 +43,14 @@ type Tunnel struct {
 	RouteMetric uint32
 	// PSK is the IKE pre-shared key (32 random bytes). Never log it.
 	PSK []byte
+	// AcceptPSKs are keys this end also accepts from the peer but never
+	// authenticates with: the new key while a rotation is staged, the old
+	// one once it is committed (make-before-break). Never log them.
+	AcceptPSKs [][]byte
+	// PSKSerial names the key set (PSK + AcceptPSKs); the edge reports the
+	// serial whose keys charon has loaded, and the controller advances a
+	// rotation only when both ends have. 0: not given (an old controller).
+	PSKSerial uint64
 	// IPsec holds the proposals and lifetimes.
 	IPsec IPsecPolicy
 	// Passive: this end never initiates IKE on its own; it only responds,

@@ -192,6 +192,7 @@ func (d Desired) Validate() error {
 			// Never print the key, only its length.
 			bad(field("PSK"), "%d bytes, want at least %d", len(t.PSK), MinPSKLen)
 		}
+		checkAcceptKeys(t, field, bad)
 		checkIPsec(t.IPsec, func(name string) string { return field("IPsec." + name) }, bad)
 	}
 	if !d.Paths.Disabled || len(d.Paths.Classes) > 0 {

@@ -70,6 +70,8 @@ type TunnelStatus struct {
 	LossPct     float64
 	Transitions uint64
 	Usable      bool // carries traffic: probes up and the hold-down over
+	// PSKSerial is the key set serial charon has loaded (0: unknown).
+	PSKSerial uint64
 }
 
 // ClassPath is the tunnel one traffic class uses towards one remote site
@@ -527,7 +529,8 @@ func reportToPB(r Report) *pb.EdgeReport {
 			IkeState: t.IKEState, ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut,
 			PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail,
 			Probed: t.Probed, ProbeState: t.ProbeState, RttMs: millis(t.RTT), RttP99Ms: millis(t.RTTP99),
-			JitterMs: millis(t.Jitter), LossPct: t.LossPct, Transitions: t.Transitions, Usable: t.Usable})
+			JitterMs: millis(t.Jitter), LossPct: t.LossPct, Transitions: t.Transitions, Usable: t.Usable,
+			PskSerial: t.PSKSerial})
 	}
 	for _, c := range r.ClassPaths {
 		out.ClassPaths = append(out.ClassPaths, &pb.ClassPath{TrafficClass: c.Class, RemoteSite: c.RemoteSite, TunnelId: c.TunnelID, MeetsSla: c.MeetsSLA})
@@ -577,6 +580,7 @@ func FromPB(d *pb.DesiredState) (State, error) {
 			ID: t.GetId(), LinkName: dataplane.LinkName(li),
 			LocalUnderlay: lu, RemoteUnderlay: ru, LocalInner: li, RemoteInner: ri, MTU: int(d.GetMtu()),
 			RemoteSite: t.GetRemoteSite(), PSK: t.GetPsk(), IPsec: pol,
+			AcceptPSKs: t.GetAcceptPsks(), PSKSerial: t.GetPskSerial(),
 			// The controller gives the A end the lower /30 address; the B
 			// end is the passive one.
 			Passive:        ri.Less(li.Addr()),

@@ -40,6 +40,7 @@ func main() {
 	flag.DurationVar(&cfg.EdgeCertValidity, "edge-cert-validity", 365*24*time.Hour, "lifetime of edge certificates; edges renew at 2/3 of it")
 	flag.DurationVar(&cfg.ServerCertValidity, "server-cert-validity", 365*24*time.Hour, "lifetime of the controller's TLS certificate; re-issued at 2/3 of it without a restart")
 	flag.DurationVar(&cfg.PendingDeviceTTL, "pending-device-ttl", 24*time.Hour, "how long a claimed device waiting for approval is remembered after its last claim")
+	flag.DurationVar(&cfg.PSKRotationInterval, "psk-rotation-interval", 0, "rotate each tunnel's IPsec pre-shared key when it is older than this, make-before-break, a few tunnels at a time (0: only on demand; 720h is a sensible value)")
 	flag.BoolVar(&cfg.PProf, "pprof", false, "serve Go's profiles under /debug/pprof/ on --http-listen (a credential with role admin required)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error (the embedded etcd's own logs: warn and above)")
 	// Admin surface (issue 11).

@@ -23,6 +23,7 @@ import (
 	"net/netip"
 
 	"github.com/meshwan/meshwan/edge/agent"
+	"github.com/meshwan/meshwan/edge/bgp"
 	"github.com/meshwan/meshwan/edge/config"
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
@@ -150,13 +151,14 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return err
 	}
 	k := &agent.Kernel{
-		Firewall: firewall.NewManager(func() (firewall.Conn, error) { return firewall.NewConn(-1) }, firewall.Options{Logger: log}),
-		Link:     link.NewManager(h, link.Options{Logger: log}),
-		IPsec:    im,
-		Routing:  &agent.Routing{Routes: h, Logger: log, LANPeers: lanPeers},
-		Steer:    sk,
-		SAs:      ipsec.KernelSAs,
-		Log:      log,
+		Firewall: firewall.NewManager(func() (firewall.Conn, error) { return firewall.NewConn(-1) },
+			firewall.Options{Logger: log, ProbePort: probeAddr.Port(), BGPLANPeers: lanPeerAddrs(lanPeers)}),
+		Link:    link.NewManager(h, link.Options{Logger: log}),
+		IPsec:   im,
+		Routing: &agent.Routing{Routes: h, Logger: log, LANPeers: lanPeers},
+		Steer:   sk,
+		SAs:     ipsec.KernelSAs,
+		Log:     log,
 	}
 	paths := agent.NewPaths(agent.PathsConfig{
 		Logger:          log,
@@ -275,6 +277,16 @@ func splitList(s string) []string {
 		if p = strings.TrimSpace(p); p != "" {
 			out = append(out, p)
 		}
+	}
+	return out
+}
+
+// lanPeerAddrs are the LAN BGP peers' addresses: the firewall lets them
+// reach TCP 179.
+func lanPeerAddrs(ns []bgp.Neighbor) []netip.Addr {
+	out := make([]netip.Addr, 0, len(ns))
+	for _, n := range ns {
+		out = append(out, n.Addr)
 	}
 	return out
 }

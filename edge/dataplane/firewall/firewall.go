@@ -67,6 +67,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -135,6 +136,10 @@ type Options struct {
 	// packet the filter chains accept (see the package comment). Pick a
 	// bit no other software on the host uses for routing.
 	PermitMark uint32
+	// ProbePort is the probe reflector's UDP port (0: DefaultProbePort)
+	// and BGPLANPeers the configured LAN BGP peers: see Params.
+	ProbePort   uint16
+	BGPLANPeers []netip.Addr
 }
 
 // Manager applies the firewall part of a Desired. Its methods are
@@ -142,7 +147,7 @@ type Options struct {
 type Manager struct {
 	dial func() (Conn, error)
 	log  *slog.Logger
-	mark uint32
+	par  Params
 	mu   sync.Mutex
 }
 
@@ -153,7 +158,7 @@ func NewManager(dial func() (Conn, error), opts Options) *Manager {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Manager{dial: dial, log: log, mark: opts.PermitMark}
+	return &Manager{dial: dial, log: log, par: Params{Mark: opts.PermitMark, ProbePort: opts.ProbePort, BGPLANPeers: opts.BGPLANPeers}}
 }
 
 var table = &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
@@ -169,7 +174,7 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	want := Build(d, m.mark)
+	want := Build(d, m.par)
 	c, err := m.dial()
 	if err != nil {
 		return fmt.Errorf("firewall apply: %w", err)

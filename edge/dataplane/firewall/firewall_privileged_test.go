@@ -153,7 +153,7 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := shapeOf(Build(d, 0x100000)); o.shape != want {
+	if want := shapeOf(Build(d, Params{Mark: 0x100000})); o.shape != want {
 		t.Fatalf("kernel shape:\n%s\nwant:\n%s", o.shape, want)
 	}
 	before := handles(t, check)
@@ -183,7 +183,7 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	if w := rec.take(); count(w, "Flush") != 1 || count(w, "AddChain") != 0 || count(w, "AddTable") != 0 {
 		t.Errorf("change writes: %q (want one Flush, chains kept)", w)
 	}
-	if o, _ := observe(check); o.shape != shapeOf(Build(d2, 0x100000)) {
+	if o, _ := observe(check); o.shape != shapeOf(Build(d2, Params{Mark: 0x100000})) {
 		t.Errorf("after change, kernel shape:\n%s", o.shape)
 	}
 
@@ -200,7 +200,7 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	if w := rec.take(); count(w, "Flush") != 1 {
 		t.Errorf("tamper not repaired: %q", w)
 	}
-	if o, _ := observe(check); o.shape != shapeOf(Build(d2, 0x100000)) {
+	if o, _ := observe(check); o.shape != shapeOf(Build(d2, Params{Mark: 0x100000})) {
 		t.Errorf("after repair, kernel shape:\n%s", o.shape)
 	}
 
@@ -221,7 +221,7 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	if w := rec.take(); count(w, "Flush") != 1 || count(w, "DelChain extra") != 1 || count(w, "AddChain mss") != 1 {
 		t.Errorf("chain repair writes: %q", w)
 	}
-	if o, _ := observe(check); o.shape != shapeOf(Build(d2, 0x100000)) {
+	if o, _ := observe(check); o.shape != shapeOf(Build(d2, Params{Mark: 0x100000})) {
 		t.Errorf("after chain repair, kernel shape:\n%s", o.shape)
 	}
 

@@ -75,19 +75,54 @@ const (
 	SetTunnelNets = "tunnel_nets" // tunnel /30s
 	SetLocalLANs  = "local_lans"  // this site's LAN prefixes
 	SetRemoteLANs = "remote_lans" // every tunnel's RemoteLANs
+	SetPeerInner  = "peer_inner"  // every tunnel's RemoteInner
+	SetBGPLAN     = "bgp_lan_peers"
 )
 
-// Build returns the ruleset for d. mark, when non-zero, is OR-ed into the
-// packet mark of every packet the filter chains accept.
-func Build(d dataplane.Desired, mark uint32) Ruleset {
-	var peers, nets, remote []netip.Prefix
+// Ports of the edge's own listeners, filtered on input.
+const (
+	DefaultProbePort = 7402 // edge/probe.DefaultPort
+	BGPPort          = 179
+)
+
+// Params are the local settings a ruleset depends on besides the desired
+// state.
+type Params struct {
+	// Mark, when non-zero, is OR-ed into the packet mark of every packet
+	// the filter chains accept.
+	Mark uint32
+	// ProbePort is the probe reflector's UDP port (0: DefaultProbePort).
+	ProbePort uint16
+	// BGPLANPeers are the routers on the site's LAN that peer with the
+	// edge over BGP (--bgp-lan-peer): they may reach TCP 179.
+	BGPLANPeers []netip.Addr
+}
+
+// Build returns the ruleset for d.
+func Build(d dataplane.Desired, p Params) Ruleset {
+	mark := p.Mark
+	probePort := p.ProbePort
+	if probePort == 0 {
+		probePort = DefaultProbePort
+	}
+	var peers, nets, remote, inner, lanPeers []netip.Prefix
 	for _, t := range d.Tunnels {
 		peers = append(peers, netip.PrefixFrom(t.RemoteUnderlay, 32))
 		nets = append(nets, t.LocalInner.Masked())
 		remote = append(remote, t.RemoteLANs...)
+		if t.RemoteInner.Is4() {
+			inner = append(inner, netip.PrefixFrom(t.RemoteInner, 32))
+		}
+	}
+	for _, a := range p.BGPLANPeers {
+		if a.Is4() {
+			lanPeers = append(lanPeers, netip.PrefixFrom(a, 32))
+		}
 	}
 	rs := Ruleset{Sets: []Set{
+		{Name: SetBGPLAN, Ranges: Ranges(lanPeers)},
 		{Name: SetLocalLANs, Ranges: Ranges(d.LANPrefixes)},
+		{Name: SetPeerInner, Ranges: Ranges(inner)},
 		{Name: SetPeers, Ranges: Ranges(peers)},
 		{Name: SetRemoteLANs, Ranges: Ranges(remote)},
 		{Name: SetTunnelNets, Ranges: Ranges(nets)},
@@ -120,6 +155,21 @@ func Build(d dataplane.Desired, mark uint32) Ruleset {
 			permit(in("gre").l4(unix.IPPROTO_GRE)).rule(),
 		)
 	}
+	// Then the edge's own listeners: the probe reflector and BGP answer
+	// only the tunnels' far ends (their /30 address, arriving over a
+	// tunnel link: GRE inside IPsec, so only an authenticated peer edge
+	// can send from there), the configured LAN BGP peers and the host
+	// itself; from anywhere else (the WAN above all) they are dropped.
+	// Drops match IPv6 too. These are the only drops on input.
+	input = append(input,
+		permit(newRule("probe-from-peer").iif(tun).ipv4().saddrIn(SetPeerInner).l4(unix.IPPROTO_UDP).udpDport(probePort)).rule(),
+		permit(newRule("bgp-from-peer").iif(tun).ipv4().saddrIn(SetPeerInner).l4(unix.IPPROTO_TCP).tcpDport(BGPPort)).rule(),
+		permit(newRule("bgp-from-lan-peer").ipv4().saddrIn(SetBGPLAN).l4(unix.IPPROTO_TCP).tcpDport(BGPPort)).rule(),
+		newRule("probe-local").iif("lo").l4(unix.IPPROTO_UDP).udpDport(probePort).counter().accept().rule(),
+		newRule("bgp-local").iif("lo").l4(unix.IPPROTO_TCP).tcpDport(BGPPort).counter().accept().rule(),
+		newRule("probe-other").l4(unix.IPPROTO_UDP).udpDport(probePort).counter().drop().rule(),
+		newRule("bgp-other").l4(unix.IPPROTO_TCP).tcpDport(BGPPort).counter().drop().rule(),
+	)
 	input = append(input, permit(newRule("tunnel-peer").iif(tun).ipv4().saddrIn(SetTunnelNets)).rule())
 
 	forward := []Rule{
@@ -282,6 +332,13 @@ func (b *ruleBuilder) l4(proto byte) *ruleBuilder {
 // udpDport must follow l4(udp).
 func (b *ruleBuilder) udpDport(port uint16) *ruleBuilder {
 	return b.add(fmt.Sprintf("udp dport %d", port),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)})
+}
+
+// tcpDport must follow l4(tcp).
+func (b *ruleBuilder) tcpDport(port uint16) *ruleBuilder {
+	return b.add(fmt.Sprintf("tcp dport %d", port),
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)})
 }

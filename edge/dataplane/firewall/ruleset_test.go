@@ -40,7 +40,9 @@ func TestBuild(t *testing.T) {
 				RemoteLANs: []netip.Prefix{pfx("10.1.1.0/24"), pfx("10.1.0.0/23")}},
 		},
 	}
-	want := `set local_lans { type ipv4_addr; flags interval; elements = { 10.2.1.0-10.2.2.255 } }
+	want := `set bgp_lan_peers { type ipv4_addr; flags interval; elements = { 10.2.1.9 } }
+set local_lans { type ipv4_addr; flags interval; elements = { 10.2.1.0-10.2.2.255 } }
+set peer_inner { type ipv4_addr; flags interval; elements = { 11.11.11.1, 11.11.11.5 } }
 set peers { type ipv4_addr; flags interval; elements = { 96.3.36.10, 100.64.9.9 } }
 set remote_lans { type ipv4_addr; flags interval; elements = { 10.1.0.0-10.1.1.255 } }
 set tunnel_nets { type ipv4_addr; flags interval; elements = { 11.11.11.0-11.11.11.7 } }
@@ -53,6 +55,13 @@ chain input { type filter hook input priority -10; policy accept; }
   iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 4500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike-natt"
   iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto esp counter meta mark set meta mark | 0x00100000 accept comment "mw:esp"
   iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto gre counter meta mark set meta mark | 0x00100000 accept comment "mw:gre"
+  iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto udp udp dport 7402 counter meta mark set meta mark | 0x00100000 accept comment "mw:probe-from-peer"
+  iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto tcp tcp dport 179 counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-peer"
+  meta nfproto ipv4 ip saddr @bgp_lan_peers meta l4proto tcp tcp dport 179 counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-lan-peer"
+  iifname "lo" meta l4proto udp udp dport 7402 counter accept comment "mw:probe-local"
+  iifname "lo" meta l4proto tcp tcp dport 179 counter accept comment "mw:bgp-local"
+  meta l4proto udp udp dport 7402 counter drop comment "mw:probe-other"
+  meta l4proto tcp tcp dport 179 counter drop comment "mw:bgp-other"
   iifname "mw-*" meta nfproto ipv4 ip saddr @tunnel_nets counter meta mark set meta mark | 0x00100000 accept comment "mw:tunnel-peer"
 chain mss { type filter hook forward priority -150; policy accept; }
   oifname "mw-b-inet-inet" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1360 comment "mw:mss-out"
@@ -70,13 +79,13 @@ chain postrouting { type nat hook postrouting priority 90; policy accept; }
 chain gre_guard { type filter hook output priority -10; policy accept; }
   meta nfproto ipv4 ip daddr @peers meta l4proto gre rt ipsec missing counter drop comment "mw:gre-needs-ipsec"
 `
-	if got := stripHashes(Build(d, 0x100000).String()); got != want {
+	if got := stripHashes(Build(d, Params{Mark: 0x100000, BGPLANPeers: []netip.Addr{addr("10.2.1.9")}}).String()); got != want {
 		t.Errorf("ruleset:\n%s\nwant:\n%s", got, want)
 	}
 
 	// Without WAN interfaces the underlay permits match any input
 	// interface, and without a mark nothing is marked.
-	s := Build(dataplane.Desired{Site: "a", Tunnels: d.Tunnels}, 0).String()
+	s := Build(dataplane.Desired{Site: "a", Tunnels: d.Tunnels}, Params{}).String()
 	if strings.Contains(s, `iifname "eth0"`) || strings.Contains(s, "meta mark") {
 		t.Errorf("unexpected rules:\n%s", s)
 	}
@@ -104,8 +113,8 @@ func TestShapeIgnoresNothingThatMatters(t *testing.T) {
 	d := dataplane.Desired{Site: "a", LANPrefixes: []netip.Prefix{pfx("10.2.1.0/24")}, Tunnels: []dataplane.Tunnel{
 		{ID: "t1", LinkName: "mw-x", LocalUnderlay: addr("192.0.2.1"), RemoteUnderlay: addr("198.51.100.1"),
 			LocalInner: pfx("10.255.0.1/30"), RemoteInner: addr("10.255.0.2"), RemoteLANs: []netip.Prefix{pfx("10.1.0.0/16")}}}}
-	base := shapeOf(Build(d, 0))
-	if base != shapeOf(Build(d, 0)) {
+	base := shapeOf(Build(d, Params{}))
+	if base != shapeOf(Build(d, Params{})) {
 		t.Fatal("shape not deterministic")
 	}
 	changes := map[string]func(*dataplane.Desired){
@@ -122,11 +131,11 @@ func TestShapeIgnoresNothingThatMatters(t *testing.T) {
 		dd.Tunnels[0].RemoteLANs = slices.Clone(d.Tunnels[0].RemoteLANs)
 		dd.LANPrefixes = slices.Clone(d.LANPrefixes)
 		f(&dd)
-		if shapeOf(Build(dd, 0)) == base {
+		if shapeOf(Build(dd, Params{})) == base {
 			t.Errorf("%s: change not visible in the shape", name)
 		}
 	}
-	if shapeOf(Build(d, 1)) == base {
+	if shapeOf(Build(d, Params{Mark: 1})) == base {
 		t.Error("permit mark not visible in the shape")
 	}
 }
@@ -206,5 +215,24 @@ func TestDiffSummary(t *testing.T) {
 	want := "chain forward type filter\nrule forward 000 mw:a #2\nset peers type ipv4_addr interval true elements 1.2.3.5"
 	if got := diffSummary(cur, want); got != "rule forward, set peers" {
 		t.Errorf("diffSummary = %q", got)
+	}
+}
+
+// The listeners' filter follows the probe port setting and stays in place
+// without tunnels (nobody may reach them then, except the host itself).
+func TestBuildListenerFilter(t *testing.T) {
+	s := stripHashes(Build(dataplane.Desired{Site: "a"}, Params{ProbePort: 9000}).String())
+	for _, want := range []string{
+		`iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto udp udp dport 9000 counter accept comment "mw:probe-from-peer"`,
+		`meta l4proto udp udp dport 9000 counter drop comment "mw:probe-other"`,
+		`meta l4proto tcp tcp dport 179 counter drop comment "mw:bgp-other"`,
+		`set peer_inner { type ipv4_addr; flags interval; elements = {  } }`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "7402") {
+		t.Errorf("ruleset still filters the default probe port:\n%s", s)
 	}
 }

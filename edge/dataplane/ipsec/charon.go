@@ -146,6 +146,10 @@ charon {
 	# transport mode on GRE: charon must not add routes or rules (table 220)
 	install_routes = no
 	install_virtual_ip = no
+	# key rotation re-authenticates the IKE_SA with the new key: build the
+	# new IKE_SA (and its CHILD_SAs) before deleting the old one, so no
+	# packet finds the tunnel without SAs (strongSwan's default is no)
+	make_before_break = yes
 	plugins {
 		vici {
 			socket = unix:///run/%s

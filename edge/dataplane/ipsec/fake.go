@@ -24,6 +24,7 @@ type FakeCharon struct {
 	calls   []string
 	fail    map[string]error // command (or "command name") -> error
 	broken  bool             // next command fails like a dead socket
+	rekeys  []string         // "name reauth=yes" per rekey command
 	dials   int
 }
 
@@ -45,6 +46,44 @@ func (f *FakeCharon) Dial(ctx context.Context) (Session, error) { return f.dial(
 
 // TakeCalls returns the commands run since the last call ("cmd name").
 func (f *FakeCharon) TakeCalls() []string { return f.takeCalls() }
+
+// Secrets lists the loaded secrets as "id owners=[...] key=<n>" lines,
+// sorted, with the key bytes only as the index into keys (-1 when the key
+// is not in keys): tests see which key each secret holds without printing
+// any.
+func (f *FakeCharon) Secrets(keys ...[]byte) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for id, s := range f.secrets {
+		k := -1
+		for i, key := range keys {
+			if s.data == string(key) {
+				k = i
+			}
+		}
+		out = append(out, fmt.Sprintf("%s owners=%v key=%d", id, s.owners, k))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Rekeys returns (and clears) the rekey commands run.
+func (f *FakeCharon) Rekeys() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.rekeys
+	f.rekeys = nil
+	return r
+}
+
+// SetSA sets the IKE_SA state of a connection (with one installed child),
+// as after a successful negotiation.
+func (f *FakeCharon) SetSA(name, state string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sas[name] = []ikeSA{{state: state, children: []childSA{{name: ChildName, state: "INSTALLED"}}}}
+}
 
 // dial counts the dial and clears a simulated broken socket.
 func (f *FakeCharon) dial(context.Context) (Session, error) {
@@ -121,7 +160,7 @@ func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 			name = str(in.Get("name"))
 		case "load-shared", "unload-shared":
 			name = str(in.Get("id"))
-		case "initiate", "terminate":
+		case "initiate", "terminate", "rekey":
 			name = str(in.Get("ike"))
 		}
 	}
@@ -175,6 +214,12 @@ func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 			return reply(false, "CHILD_SA config 'gre' not found"), errors.New("vici: command failed")
 		}
 		f.sas[name] = append(f.sas[name], ikeSA{state: "CONNECTING"})
+		return reply(true, ""), nil
+	case "rekey":
+		if len(f.sas[name]) == 0 {
+			return reply(false, "no matching IKE_SA found"), errors.New("vici: command failed")
+		}
+		f.rekeys = append(f.rekeys, name+" reauth="+str(in.Get("reauth")))
 		return reply(true, ""), nil
 	case "terminate":
 		if len(f.sas[name]) == 0 {

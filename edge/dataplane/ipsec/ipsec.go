@@ -5,8 +5,17 @@
 // (Charon) for edges and labs that do not use a system-wide one.
 //
 // Names: connection "mw-<tunnel id>" with child "gre", shared secret id
-// "mw-<tunnel id>". Only names with NamePrefix are ever unloaded, so
-// connections an operator loads with swanctl are left alone.
+// "mw-<tunnel id>", and "mw-<tunnel id>#<hash>" for each key the tunnel
+// only accepts during a key rotation (AcceptSecretMessage). Only names
+// with NamePrefix are ever unloaded, so connections an operator loads
+// with swanctl are left alone.
+//
+// Key rotation (make-before-break): accept-only keys are loaded before
+// the primary key changes and the keys no longer wanted are unloaded
+// last; when the primary key of an initiating (non-Passive) end changes
+// under an established IKE_SA, the Manager asks charon to re-authenticate
+// it (charon runs make_before_break, see StrongswanConf). Status reports
+// the key set serial charon holds exactly (PSKSerial).
 //
 // Apply is declarative. charon's list-conns shows a connection's endpoints
 // and children but not its proposals, lifetimes or key, so the Manager
@@ -73,6 +82,14 @@ type Manager struct {
 	mu     sync.Mutex
 	s      Session
 	loaded map[string][32]byte // conn name -> fingerprint of what we loaded
+	// keyFP is a salted hash of the PSK last loaded per conn name: a
+	// change on an initiating end with an established IKE_SA re-authenticates
+	// it (key rotation).
+	keyFP map[string][32]byte
+	// serial is the key set serial (dataplane.Tunnel.PSKSerial) whose keys
+	// charon holds, per tunnel id: set only once every key of the set is
+	// loaded and every key not in it unloaded.
+	serial map[string]uint64
 	last   []dataplane.Tunnel
 }
 
@@ -83,7 +100,8 @@ func NewManager(dial func(ctx context.Context) (Session, error), opts Options) *
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	m := &Manager{dial: dial, log: log, initWait: opts.InitiateTimeout, loaded: map[string][32]byte{}}
+	m := &Manager{dial: dial, log: log, initWait: opts.InitiateTimeout, loaded: map[string][32]byte{},
+		keyFP: map[string][32]byte{}, serial: map[string]uint64{}}
 	_, _ = rand.Read(m.salt[:])
 	return m
 }
@@ -201,17 +219,36 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	slices.SortFunc(tunnels, func(a, b dataplane.Tunnel) int { return cmp.Compare(a.ID, b.ID) })
 	var errs []error
 	want := map[string]bool{}
+	wantSecret := map[string]bool{}
 	justLoaded := map[string]bool{}
+	keyChanged := map[string]bool{}
+	failed := map[string]bool{} // tunnel ids whose keys are not all in place
 	for _, t := range tunnels {
 		name := ConnName(t.ID)
 		want[name] = true
+		wantSecret[name] = true
+		// Accept-only keys first: when a rotation swaps the primary key,
+		// the key it replaces is already accepted (make-before-break).
+		if err := m.ensureAccepted(ctx, t, secrets, wantSecret); err != nil {
+			failed[t.ID] = true
+			errs = append(errs, fmt.Errorf("tunnel %s: %w", t.ID, err))
+			continue
+		}
 		loaded, err := m.ensure(ctx, t, conns, secrets)
 		if err != nil {
 			delete(m.loaded, name)
+			failed[t.ID] = true
 			errs = append(errs, fmt.Errorf("tunnel %s: %w", t.ID, err))
 		}
 		if loaded {
 			justLoaded[name] = true
+		}
+		kfp := m.keyFingerprint(t.PSK)
+		if old, ok := m.keyFP[name]; ok && old != kfp && err == nil {
+			keyChanged[name] = true
+		}
+		if err == nil {
+			m.keyFP[name] = kfp
 		}
 	}
 
@@ -229,11 +266,15 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 		m.log.Info("ipsec connection unloaded", "conn", name)
 	}
 	for _, id := range sortedKeys(secrets) {
-		if !strings.HasPrefix(id, NamePrefix) || want[id] {
+		if !strings.HasPrefix(id, NamePrefix) || wantSecret[id] {
 			continue
 		}
 		if _, err := m.call(ctx, "unload-shared", named(id, "id")); err != nil {
 			errs = append(errs, fmt.Errorf("unload secret %s: %w", id, err))
+			// An accept-only key of a live tunnel still loaded: its key
+			// set is not the one it was sent.
+			conn, _, _ := strings.Cut(id, "#")
+			failed[strings.TrimPrefix(conn, NamePrefix)] = true
 			continue
 		}
 		m.log.Info("ipsec secret unloaded", "secret_id", id)
@@ -241,6 +282,13 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	for name := range m.loaded {
 		if !want[name] {
 			delete(m.loaded, name)
+			delete(m.keyFP, name)
+		}
+	}
+	clear(m.serial)
+	for _, t := range tunnels {
+		if !failed[t.ID] {
+			m.serial[t.ID] = t.PSKSerial
 		}
 	}
 
@@ -256,6 +304,15 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	}
 	for _, t := range tunnels {
 		name := ConnName(t.ID)
+		if keyChanged[name] && !t.Passive && established(sas[name]) {
+			// The key rotated: prove the new key now, and make the old one
+			// unnecessary, by re-authenticating the IKE_SA. charon runs
+			// make-before-break (see StrongswanConf): the new IKE_SA and its
+			// CHILD_SA are up before the old ones go. A failure is not
+			// fatal: the next IKE_SA uses the new key anyway.
+			m.reauth(ctx, name)
+			continue
+		}
 		if t.Passive || justLoaded[name] || !needsInitiate(sas[name]) || m.loaded[name] == ([32]byte{}) {
 			continue
 		}
@@ -300,6 +357,60 @@ func (m *Manager) ensure(ctx context.Context, t dataplane.Tunnel, conns map[stri
 	m.log.Info("ipsec connection loaded", "conn", name, "tunnel_id", t.ID,
 		"local", t.LocalUnderlay.String(), "remote", t.RemoteUnderlay.String(), "was_present", present)
 	return true, nil
+}
+
+// ensureAccepted loads t's accept-only keys that charon lacks and adds
+// their ids to want.
+func (m *Manager) ensureAccepted(ctx context.Context, t dataplane.Tunnel, secrets, want map[string]bool) error {
+	for _, k := range t.AcceptPSKs {
+		id := AcceptSecretID(t.ID, k)
+		want[id] = true
+		if secrets[id] {
+			continue
+		}
+		msg, err := AcceptSecretMessage(t, k)
+		if err != nil {
+			return err
+		}
+		if _, err := m.call(ctx, "load-shared", msg); err != nil {
+			return fmt.Errorf("load secret %s: %w", id, err)
+		}
+		m.log.Info("ipsec accept-only secret loaded", "secret_id", id, "psk_serial", t.PSKSerial)
+	}
+	return nil
+}
+
+// keyFingerprint is a salted hash of a key, kept in memory only.
+func (m *Manager) keyFingerprint(key []byte) [32]byte {
+	h := sha256.New()
+	h.Write(m.salt[:])
+	h.Write([]byte("psk\x00"))
+	h.Write(key)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
+
+// established reports whether the connection has an established IKE_SA.
+func established(sas []ikeSA) bool {
+	for _, sa := range sas {
+		if sa.state == "ESTABLISHED" {
+			return true
+		}
+	}
+	return false
+}
+
+// reauth asks charon to re-authenticate the connection's IKE_SA
+// (asynchronously). Failures are logged only.
+func (m *Manager) reauth(ctx context.Context, name string) {
+	b := &builder{}
+	msg := b.section("ike", name, "reauth", "yes")
+	if _, err := m.call(ctx, "rekey", msg); err != nil {
+		m.log.Warn("ipsec re-authentication failed", "conn", name, "err", err)
+		return
+	}
+	m.log.Info("ipsec IKE_SA re-authentication started (new key)", "conn", name)
 }
 
 // needsInitiate is true when no IKE_SA of the connection is being set up
@@ -354,6 +465,8 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	clear(m.loaded)
+	clear(m.keyFP)
+	clear(m.serial)
 	m.last = nil
 	connMsgs, err := m.stream(ctx, "list-conns", "list-conn")
 	if err != nil {
@@ -407,6 +520,12 @@ type Status struct {
 	ChildState string
 	IKESAs     int
 	ChildSAs   int
+	// PSKSerial is the key set serial whose keys charon holds (0: none
+	// fully loaded).
+	PSKSerial uint64
+	// IKEIDs are the unique ids of the connection's IKE_SAs, comma
+	// separated in charon's order (a re-authentication replaces them).
+	IKEIDs string
 	// Counters summed over the CHILD_SAs that have them (installed or
 	// rekeying).
 	BytesIn, BytesOut, PacketsIn, PacketsOut uint64
@@ -434,9 +553,13 @@ func (m *Manager) Status(ctx context.Context) ([]Status, error) {
 	for _, t := range m.last {
 		name := ConnName(t.ID)
 		_, loaded := conns[name]
-		s := Status{TunnelID: t.ID, Conn: name, Loaded: loaded}
+		s := Status{TunnelID: t.ID, Conn: name, Loaded: loaded, PSKSerial: m.serial[t.ID]}
 		for _, sa := range sas[name] {
 			s.IKESAs++
+			if s.IKEIDs != "" {
+				s.IKEIDs += ","
+			}
+			s.IKEIDs += sa.id
 			if ikeRank[sa.state] > ikeRank[s.IKEState] {
 				s.IKEState = sa.state
 			}

@@ -378,7 +378,7 @@ func TestStatus(t *testing.T) {
 	st, err := m.Status(ctx)
 	must(t, err)
 	want := []Status{
-		{TunnelID: "t1", Conn: "mw-t1", Loaded: true, IKEState: "ESTABLISHED", ChildState: "INSTALLED", IKESAs: 2, ChildSAs: 2,
+		{TunnelID: "t1", Conn: "mw-t1", Loaded: true, IKEState: "ESTABLISHED", ChildState: "INSTALLED", IKESAs: 2, ChildSAs: 2, IKEIDs: "1,2",
 			BytesIn: 110, BytesOut: 220, PacketsIn: 4, PacketsOut: 6},
 		{TunnelID: "t2", Conn: "mw-t2"},
 	}

@@ -1,6 +1,8 @@
 package ipsec
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -142,6 +144,42 @@ func SecretMessage(t dataplane.Tunnel) (*vici.Message, error) {
 	return msg, nil
 }
 
+// AcceptSecretID names an accept-only key of a tunnel:
+// "mw-<id>#<12 hex digits of the key's SHA-256>". The id follows the key,
+// so a key set change is a diff of ids (load the new ones, unload the
+// gone) with no moment where a key still in use is missing, and an agent
+// restart finds the same ids. A truncated hash of a 256-bit random key
+// reveals nothing usable about it, and only root can list the ids.
+func AcceptSecretID(tunnelID string, key []byte) string {
+	h := sha256.New()
+	h.Write([]byte("meshwan accept psk\x00"))
+	h.Write(key)
+	return ConnName(tunnelID) + "#" + hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+// AcceptSecretMessage builds the load-shared request for an accept-only
+// key: owned by the REMOTE identity only. charon's credential manager
+// picks the best-matching secret to build our AUTH payload (the primary
+// one, owned by both identities, matches both perfectly: we always sign
+// with the PSK), while verifying the peer's AUTH tries every secret that
+// matches either identity (libcharon psk_authenticator.c process()
+// enumerates create_shared_enumerator), so the peer may use this key or
+// the primary one. The result holds the key: never log it.
+func AcceptSecretMessage(t dataplane.Tunnel, key []byte) (*vici.Message, error) {
+	b := &builder{}
+	id := AcceptSecretID(t.ID, key)
+	msg := b.section(
+		"id", id,
+		"type", "IKE",
+		"data", string(key),
+		"owners", []string{t.RemoteUnderlay.String()},
+	)
+	if b.err != nil {
+		return nil, fmt.Errorf("build secret %s: %w", id, b.err)
+	}
+	return msg, nil
+}
+
 // splitProposals accepts "a,b" as two proposals.
 func splitProposals(s string) []string {
 	var out []string
@@ -203,6 +241,7 @@ func (c observedConn) matches(t dataplane.Tunnel) bool {
 
 // ikeSA and childSA are what list-sas shows.
 type ikeSA struct {
+	id       string // uniqueid
 	state    string
 	children []childSA
 }
@@ -223,7 +262,7 @@ func parseSAs(msgs []*vici.Message) map[string][]ikeSA {
 			if !ok {
 				continue
 			}
-			sa := ikeSA{state: str(sec.Get("state"))}
+			sa := ikeSA{id: str(sec.Get("uniqueid")), state: str(sec.Get("state"))}
 			if cs, ok := sec.Get("child-sas").(*vici.Message); ok {
 				for _, k := range cs.Keys() {
 					c, ok := cs.Get(k).(*vici.Message)
