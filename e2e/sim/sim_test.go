@@ -54,18 +54,16 @@ func TestFleetConvergesAndSurvivesRestart(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	// Fixed ports, so that the restarted controller answers where the
-	// edges reconnect.
+	// A fixed gRPC port, so that the restarted controller answers where
+	// the edges reconnect; the HTTP port is not used by edges: any free
+	// one (a second FreeAddr could race with the first, or another test,
+	// for the same port).
 	grpcAddr, err := sim.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpAddr, err := sim.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctl := &inproc{cfg: daemon.Config{
-		DataDir: t.TempDir(), GRPCListen: grpcAddr, HTTPListen: httpAddr,
+		DataDir: t.TempDir(), GRPCListen: grpcAddr, HTTPListen: "127.0.0.1:0",
 		TunnelPool: "10.128.0.0/10", ASNPool: "4200000000-4200099999", UnsafeNoFsync: true,
 	}}
 	if ctl.d, err = daemon.Start(ctx, ctl.cfg); err != nil {
