@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -39,5 +39,5 @@ func (s *Store) KeepLeaseAlive(ctx context.Context, lease int64) error {
 // LeaseNotFound reports whether err says that the lease a write named no
 // longer exists.
 func LeaseNotFound(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "requested lease not found")
+	return errors.Is(err, rpctypes.ErrLeaseNotFound)
 }

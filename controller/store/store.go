@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -84,19 +85,6 @@ func (s *Store) List(ctx context.Context, prefix string, rev int64) ([]KV, int64
 	return out, resp.Header.Revision, nil
 }
 
-// ListKeys returns the keys under prefix without their values.
-func (s *Store) ListKeys(ctx context.Context, prefix string) ([]string, int64, error) {
-	resp, err := s.cli.Get(ctx, s.abs(prefix), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, 0, fmt.Errorf("etcd list %s: %w", prefix, err)
-	}
-	out := make([]string, 0, len(resp.Kvs))
-	for _, k := range resp.Kvs {
-		out = append(out, s.rel(k.Key))
-	}
-	return out, resp.Header.Revision, nil
-}
-
 // Cmp is a transaction guard.
 type Cmp struct {
 	key string
@@ -150,7 +138,9 @@ func (s *Store) Txn(ctx context.Context, cmps []Cmp, ops []Op) (ok bool, rev int
 	}
 	resp, err := s.cli.Txn(ctx).If(ecmps...).Then(eops...).Commit()
 	if err != nil {
-		if strings.Contains(err.Error(), "too many operations in txn request") {
+		// The client turns etcd's gRPC status into a comparable
+		// rpctypes.EtcdError, so the condition is matched by value, not text.
+		if errors.Is(err, rpctypes.ErrTooManyOps) {
 			return false, 0, fmt.Errorf("%w (%d ops): %w", ErrTxnTooLarge, len(ops), err)
 		}
 		return false, 0, fmt.Errorf("etcd txn: %w", err)

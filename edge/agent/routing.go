@@ -117,16 +117,6 @@ func (r *Routing) Dests(ctx context.Context, d dataplane.Desired) []steer.Dest {
 	return BGPDests(d, cands)
 }
 
-// Resync asks the speaker to re-sync kernel routes (after links were
-// re-created, their routes went with them).
-func (r *Routing) Resync() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.speaker != nil {
-		r.speaker.Resync()
-	}
-}
-
 // ParseLANPeers parses "ADDR:ASN,ADDR:ASN" (the --bgp-lan-peer flag).
 func ParseLANPeers(s string) ([]bgp.Neighbor, error) {
 	var out []bgp.Neighbor

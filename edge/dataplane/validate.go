@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,14 +9,6 @@ import (
 
 	"github.com/meshwan/meshwan/edge/dataplane/validity"
 )
-
-// Backend is what every data-plane sub-package provides. Apply may be
-// called again with an identical Desired and must then change nothing;
-// Cleanup removes everything the backend ever created and nothing else.
-type Backend interface {
-	Apply(ctx context.Context, d Desired) error
-	Cleanup(ctx context.Context) error
-}
 
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("invalid desired state")

@@ -118,13 +118,6 @@ func (m *Manager) Close() error {
 	return err
 }
 
-// Resync forgets what was loaded; the next Apply reloads everything.
-func (m *Manager) Resync() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	clear(m.loaded)
-}
-
 // fingerprint covers everything loaded for t, including the key. It is
 // salted per Manager and kept in memory only.
 func (m *Manager) fingerprint(conn, secret *vici.Message, t dataplane.Tunnel) [32]byte {
