@@ -85,28 +85,24 @@ func viciStr(m *vici.Message, k string) string {
 	return s
 }
 
-// established returns the one ESTABLISHED IKE_SA with exactly one
-// INSTALLED CHILD_SA, and its child's id; ok is false otherwise.
-func established(list []saView) (saView, string, bool) {
-	var found []saView
+// up returns the ESTABLISHED IKE_SA ids and the INSTALLED CHILD_SA ids
+// (with their DH groups) of a list. A changed connection can leave two
+// IKE_SAs (see TestPFSRekeysUnderTraffic), so these are sets.
+func up(list []saView) (ikes []string, children map[string]string) {
+	children = map[string]string{}
 	for _, v := range list {
-		if v.state == "ESTABLISHED" {
-			found = append(found, v)
+		if v.state != "ESTABLISHED" {
+			continue
+		}
+		ikes = append(ikes, v.id)
+		for id, c := range v.children {
+			if c.state == "INSTALLED" {
+				children[id] = c.dh
+			}
 		}
 	}
-	if len(found) != 1 {
-		return saView{}, "", false
-	}
-	var installed []string
-	for id, c := range found[0].children {
-		if c.state == "INSTALLED" {
-			installed = append(installed, id)
-		}
-	}
-	if len(installed) != 1 {
-		return found[0], "", false
-	}
-	return found[0], installed[0], true
+	slices.Sort(ikes)
+	return ikes, children
 }
 
 func describe(list []saView) string {
@@ -145,78 +141,105 @@ func TestPFSRekeysUnderTraffic(t *testing.T) {
 	e.waitSustained(st, "the stream flows", time.Now(), func(stream.Record) bool { return true }, 2*time.Second, converge)
 
 	// The upgrade: the stored proposal is dropped, the default applies.
-	var before saView
+	// charon replaces a changed connection's config and, at the initiating
+	// end, closes and re-initiates its IKE_SA (vici load-conn undoes the
+	// old config's start action), so this costs a renegotiation: measured
+	// and logged, not asserted.
+	var beforeIKEs []string
 	e.waitFor("an established IKE_SA without PFS", converge, func() (bool, string) {
 		l := e.sas(ini, conn)
-		v, _, ok := established(l)
-		before = v
-		return ok, describe(l)
+		ikes, ch := up(l)
+		beforeIKEs = ikes
+		return len(ikes) > 0 && len(ch) > 0, describe(l)
 	})
 	upStart := time.Now()
 	e.setTopologyApplied(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH})
-	var cur saView
-	var child string
+	if got, err := e.admin.GetTopology(e.actx, &pb.GetTopologyRequest{}); err != nil || got.GetIpsec().GetEspProposal() != "aes256gcm16-modp2048" {
+		t.Fatalf("topology after the change: %v %v", got, err)
+	}
+	var afterIKEs []string
 	e.waitFor("an established IKE_SA after the proposal change", converge, func() (bool, string) {
 		l := e.sas(ini, conn)
-		var ok bool
-		cur, child, ok = established(l)
-		return ok, describe(l)
+		ikes, ch := up(l)
+		afterIKEs = ikes
+		return len(ikes) > 0 && len(ch) > 0, describe(l)
 	})
 	e.waitSustained(st, "the stream flows after the proposal change", time.Now(), func(stream.Record) bool { return true }, 2*time.Second, converge)
+	time.Sleep(5 * time.Second) // let charon settle (duplicate IKE_SAs, DPD) before the measured window
 	recs, err := st.Records()
 	if err != nil {
 		t.Fatal(err)
 	}
 	upSum := stream.Summarize(stream.SentBetween(recs, upStart.Add(-time.Second), time.Now().Add(-2*time.Second)))
-	t.Logf("proposal change aes256gcm16 -> default: IKE_SA %s -> %s (kept: %v); stream %v", before.id, cur.id, before.id == cur.id, upSum)
+	t.Logf("proposal change aes256gcm16 -> default: IKE_SAs at %s %v -> %v; stream %v", ini, beforeIKEs, afterIKEs, upSum)
 
-	// CHILD_SA rekey with PFS.
+	// CHILD_SA rekey with PFS: every CHILD_SA named gre at the initiator.
 	rekeyStart := time.Now()
-	oldChild := child
+	l := e.sas(ini, conn)
+	_, oldChildren := up(l)
+	t.Logf("before the CHILD_SA rekey at %s: %s", ini, describe(l))
 	e.vici(ini, func(ctx context.Context, s ipsec.Session) error {
 		m := vici.NewMessage()
-		id, _ := strconv.ParseUint(oldChild, 10, 32)
-		if err := m.Set("child-id", strconv.FormatUint(id, 10)); err != nil {
+		if err := m.Set("child", ipsec.ChildName); err != nil {
 			return err
 		}
 		_, err := s.Call(ctx, "rekey", m)
 		return err
 	})
-	took := e.waitFor("the CHILD_SA is rekeyed with DH group 14 at both ends", converge, func() (bool, string) {
+	var children map[string]string
+	took := e.waitFor("the CHILD_SAs are rekeyed with DH group 14 at both ends", converge, func() (bool, string) {
 		var desc []string
 		done := true
 		for _, site := range []string{ini, resp} {
 			l := e.sas(site, conn)
-			v, c, ok := established(l)
+			_, ch := up(l)
 			desc = append(desc, site+": "+describe(l))
-			if !ok || v.children[c].dh != "MODP_2048" || (site == ini && c == oldChild) {
+			if len(ch) == 0 {
 				done = false
 			}
+			for id, dh := range ch {
+				if dh != "MODP_2048" {
+					done = false
+				}
+				if _, old := oldChildren[id]; old && site == ini {
+					done = false
+				}
+			}
 			if site == ini {
-				cur, child = v, c
+				children = ch
 			}
 		}
 		return done, strings.Join(desc, " | ")
 	})
-	t.Logf("CHILD_SA rekey with PFS took %v: %s", took.Round(time.Millisecond), cur)
+	t.Logf("CHILD_SA rekey with PFS took %v: %s", took.Round(time.Millisecond), describe(e.sas(ini, conn)))
 
-	// IKE_SA rekey: a new IKE_SA, the CHILD_SA moves over unchanged.
-	oldIKE, keptChild := cur.id, child
+	// IKE_SA rekey: new IKE_SAs, the CHILD_SAs move over unchanged.
+	oldIKEs, _ := up(e.sas(ini, conn))
 	e.vici(ini, func(ctx context.Context, s ipsec.Session) error {
 		m := vici.NewMessage()
-		if err := m.Set("ike-id", oldIKE); err != nil {
+		if err := m.Set("ike", conn); err != nil {
 			return err
 		}
 		_, err := s.Call(ctx, "rekey", m)
 		return err
 	})
-	took = e.waitFor("the IKE_SA is rekeyed", converge, func() (bool, string) {
+	took = e.waitFor("the IKE_SAs are rekeyed", converge, func() (bool, string) {
 		l := e.sas(ini, conn)
-		v, c, ok := established(l)
-		cur = v
-		return ok && v.id != oldIKE && len(l) == 1 && c == keptChild && v.dh == "MODP_2048", describe(l)
+		ikes, ch := up(l)
+		done := len(ikes) > 0
+		for _, id := range ikes {
+			if slices.Contains(oldIKEs, id) {
+				done = false
+			}
+		}
+		for id := range children {
+			if _, ok := ch[id]; !ok {
+				done = false
+			}
+		}
+		return done, describe(l)
 	})
-	t.Logf("IKE_SA rekey took %v: %s", took.Round(time.Millisecond), cur)
+	t.Logf("IKE_SA rekey took %v: %s", took.Round(time.Millisecond), describe(e.sas(ini, conn)))
 
 	time.Sleep(2 * time.Second) // packets in flight at the end of the window
 	doneAt := time.Now()
