@@ -104,7 +104,7 @@ func TestGoldenTables(t *testing.T) {
 	}))
 	golden(t, "topology.txt", render(func(w *bytes.Buffer) {
 		topologyTable(w, &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE, TransportMatch: pb.TransportMatch_TRANSPORT_MATCH_SAME_NAME, Mtu: 1400,
-			Ipsec:           &pb.IPsecPolicy{IkeProposal: "aes256-sha256-modp2048", IkeLifetimeSeconds: 28800, EspProposal: "aes256gcm16", EspLifetimeSeconds: 3600, DpdSeconds: 30},
+			Ipsec:           &pb.IPsecPolicy{IkeProposal: "aes256-sha256-modp2048", IkeLifetimeSeconds: 28800, EspProposal: "aes256gcm16-modp2048", EspLifetimeSeconds: 3600, DpdSeconds: 30},
 			PathPolicy:      &pb.PathPolicy{ProbeIntervalMs: 100, DownAfter: 5, UpAfter: 3, HoldDownMs: 2000, SlaClasses: []*pb.SLAClass{{Name: "realtime"}}, TrafficClasses: []*pb.TrafficClass{{Name: "voice", SlaClass: "realtime"}}},
 			TransitPrefixes: []string{"10.0.0.0/9"}})
 	}))

@@ -323,7 +323,7 @@ func TestSyncDesiredStateAndStatus(t *testing.T) {
 	if first.Site != "br1" || len(first.Tunnels) != 1 || first.Tunnels[0].RemoteSite != "hub" || len(first.Tunnels[0].Psk) != 32 {
 		t.Fatalf("br1's desired state: %v", first)
 	}
-	if first.Mtu != 1400 || first.Ipsec.GetIkeProposal() != "aes256-sha256-modp2048" || first.Ipsec.GetEspProposal() != "aes256gcm16" {
+	if first.Mtu != 1400 || first.Ipsec.GetIkeProposal() != "aes256-sha256-modp2048" || first.Ipsec.GetEspProposal() != "aes256gcm16-modp2048" {
 		t.Errorf("defaults not applied: mtu %d ipsec %v", first.Mtu, first.Ipsec)
 	}
 	// A change that affects br1 (topology to full mesh) arrives as a new

@@ -119,11 +119,15 @@ type Topology struct {
 }
 
 // Defaults of the seed recipe: IKEv2 AES/SHA-256/DH14 for 8 h, ESP AES-GCM
-// for 1 h, GRE MTU 1400.
+// with PFS (DH14, as the seed's "esp-policy ... 14") for 1 h, GRE MTU 1400.
+// The ESP default carries a DH group because many third-party peers require
+// PFS on CHILD_SA rekeys: without one the first rekey fails and the tunnel
+// dies at the first ESP lifetime. An explicitly stored ESP proposal without
+// a group ("aes256gcm16") stays valid and means "no PFS".
 const (
 	DefaultIKEProposal = "aes256-sha256-modp2048"
 	DefaultIKELifetime = 28800 * time.Second
-	DefaultESPProposal = "aes256gcm16"
+	DefaultESPProposal = "aes256gcm16-modp2048"
 	DefaultESPLifetime = 3600 * time.Second
 	DefaultDPD         = 30 * time.Second
 	DefaultMTU         = 1400

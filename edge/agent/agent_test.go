@@ -190,7 +190,7 @@ func TestEdgeControlPath(t *testing.T) {
 	tun := d.Tunnels[0]
 	if tun.LocalUnderlay != netip.MustParseAddr("198.51.100.2") || tun.RemoteUnderlay != netip.MustParseAddr("198.51.100.1") ||
 		tun.LocalInner != netip.MustParsePrefix("10.255.0.2/30") || tun.RemoteInner != netip.MustParseAddr("10.255.0.1") ||
-		len(tun.PSK) != 32 || tun.MTU != 1400 || tun.IPsec.ESPProposal != "aes256gcm16" || !strings.HasPrefix(tun.LinkName, "mw-") {
+		len(tun.PSK) != 32 || tun.MTU != 1400 || tun.IPsec.ESPProposal != "aes256gcm16-modp2048" || !strings.HasPrefix(tun.LinkName, "mw-") {
 		t.Errorf("tunnel as applied: %+v", tun)
 	}
 	l.topology(t, pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH)

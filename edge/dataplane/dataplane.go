@@ -70,7 +70,7 @@ type Tunnel struct {
 type IPsecPolicy struct {
 	IKEProposal string        // e.g. "aes256-sha256-modp2048"
 	IKELifetime time.Duration // e.g. 8h
-	ESPProposal string        // e.g. "aes256gcm16"
+	ESPProposal string        // e.g. "aes256gcm16-modp2048"
 	ESPLifetime time.Duration // e.g. 1h
 	DPDInterval time.Duration // e.g. 30s
 }

@@ -29,7 +29,8 @@ type Overhead struct {
 }
 
 // Encapsulation presets. ESPAESGCM16 matches the default ESP proposal
-// (aes256gcm16); the CBC ones match the seed's "AES SHA" policies.
+// (aes256gcm16-modp2048: the PFS group adds no ESP bytes); the CBC ones
+// match the seed's "AES SHA" policies.
 var (
 	ESPAESGCM16     = Overhead{OuterIP: 20, ESPHeader: 8, IV: 8, GRE: 4, Trailer: 2, Align: 4, ICV: 16}
 	ESPAESCBCSHA1   = Overhead{OuterIP: 20, ESPHeader: 8, IV: 16, GRE: 4, Trailer: 2, Align: 16, ICV: 12}

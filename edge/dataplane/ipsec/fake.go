@@ -182,8 +182,19 @@ func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 		return m, nil
 	case "load-conn":
 		sec := in.Get(name).(*vici.Message)
+		old, had := f.conns[name]
 		f.conns[name] = sec
 		child := sec.Get("children").(*vici.Message).Get(ChildName).(*vici.Message)
+		// charon 5.9 (vici_config.c merge_config): an identical config is an
+		// update that keeps every SA; a changed one (connection or child)
+		// undoes the old config's start action, which for "start" closes
+		// the connection's IKE_SAs, then runs the new one's (initiate).
+		if had && old.String() != sec.String() {
+			oldChild := old.Get("children").(*vici.Message).Get(ChildName).(*vici.Message)
+			if strings.Contains(str(oldChild.Get("start_action")), "start") {
+				delete(f.sas, name)
+			}
+		}
 		if strings.Contains(str(child.Get("start_action")), "start") && len(f.sas[name]) == 0 {
 			f.sas[name] = []ikeSA{{state: "CONNECTING"}}
 		}

@@ -29,6 +29,12 @@
 //     re-loaded (unchanged connection config: SAs kept); established SAs
 //     keep their keys and the new PSK authenticates the next IKE_SA, so
 //     changing the PSK on both ends never drops traffic;
+//   - a changed proposal, lifetime or DPD interval is a changed config for
+//     charon: it undoes the old config's start action, so the initiating
+//     end (trap|start) closes its IKE_SA and initiates a new one with the
+//     new config, one renegotiation per changed tunnel; the passive end
+//     (trap) keeps its SAs. charon never applies a changed config to an
+//     existing SA, not even at its rekeys (docs/ipsec.md);
 //   - Resync forgets the fingerprints to force a full reload.
 //
 // After loading, Apply initiates (asynchronously by default: the peer may

@@ -77,7 +77,7 @@ func TestConnMessage(t *testing.T) {
         mode = transport
         local_ts = dynamic[gre]
         remote_ts = dynamic[gre]
-        esp_proposals = aes256gcm16
+        esp_proposals = aes256gcm16-modp2048
         rekey_time = 1800s
         life_time = 1980s
         rand_time = 180s
@@ -166,8 +166,8 @@ func TestNeedsInitiate(t *testing.T) {
 	}
 }
 
-const twoState = `conn mw-t1 [192.0.2.1]->[198.51.100.1] ike [aes256-sha256-modp2048] esp [aes256gcm16] start trap|start
-conn mw-t2 [192.0.2.1]->[198.51.100.2] ike [aes256-sha256-modp2048] esp [aes256gcm16] start trap|start
+const twoState = `conn mw-t1 [192.0.2.1]->[198.51.100.1] ike [aes256-sha256-modp2048] esp [aes256gcm16-modp2048] start trap|start
+conn mw-t2 [192.0.2.1]->[198.51.100.2] ike [aes256-sha256-modp2048] esp [aes256gcm16-modp2048] start trap|start
 sa mw-t1 CONNECTING children 0
 sa mw-t2 CONNECTING children 0
 secret mw-t1 IKE owners [192.0.2.1 198.51.100.1] key 34 bytes

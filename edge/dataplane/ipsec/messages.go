@@ -25,12 +25,16 @@ func ConnName(tunnelID string) string { return NamePrefix + tunnelID }
 
 // DefaultPolicy fills the zero fields of a tunnel's IPsecPolicy: the seed's
 // lifetimes (IKE 28800 s, ESP 3600 s), DH group 14 (modp2048) as in the
-// seed, AES-GCM for ESP (cheaper than the seed's AES-CBC + SHA, and what
-// dataplane.ESPAESGCM16 sizes the MTU for), and 30 s dead peer detection.
+// seed for IKE and, as PFS, for every CHILD_SA rekey (the seed's
+// "esp-policy ... 14"; third-party peers often require PFS and a rekey
+// without a group then fails), AES-GCM for ESP (cheaper than the seed's
+// AES-CBC + SHA, and what dataplane.ESPAESGCM16 sizes the MTU for: the DH
+// group adds no ESP overhead), and 30 s dead peer detection. It must equal
+// controller/intent's defaults (TestDefaultsMatchController).
 var DefaultPolicy = dataplane.IPsecPolicy{
 	IKEProposal: "aes256-sha256-modp2048",
 	IKELifetime: 8 * time.Hour,
-	ESPProposal: "aes256gcm16",
+	ESPProposal: "aes256gcm16-modp2048",
 	ESPLifetime: time.Hour,
 	DPDInterval: 30 * time.Second,
 }

@@ -781,7 +781,7 @@ func (x *BGPPeerStatus) GetAdvertised() uint64 {
 
 // IPsecPolicy holds the IKE and ESP parameters every tunnel uses. Empty
 // fields take the defaults of the seed recipe: IKEv2 aes256-sha256-modp2048
-// for 28800 s, ESP aes256gcm16 for 3600 s.
+// for 28800 s, ESP aes256gcm16-modp2048 (PFS, DH group 14) for 3600 s.
 type IPsecPolicy struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	IkeProposal        string                 `protobuf:"bytes,1,opt,name=ike_proposal,json=ikeProposal,proto3" json:"ike_proposal,omitempty"` // strongSwan proposal syntax
