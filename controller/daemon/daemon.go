@@ -27,6 +27,7 @@ import (
 	"github.com/meshwan/meshwan/controller/credentials"
 	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/health"
+	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/ipam"
 	"github.com/meshwan/meshwan/controller/keys"
 	"github.com/meshwan/meshwan/controller/network"
@@ -213,6 +214,16 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 	d.cancel = cancel
 	if err := d.Net.Start(runCtx); err != nil {
 		return nil, fmt.Errorf("load the network from the store: %w", err)
+	}
+	// Before any edge is served: keep the ESP proposal a network stored
+	// by an older version runs with (PFS became the default; a changed
+	// proposal re-keys every tunnel, docs/ipsec.md).
+	if pinned, err := d.Net.PinPreviousDefaults(ctx); err != nil {
+		return nil, fmt.Errorf("record the intent schema: %w", err)
+	} else if pinned {
+		msg := "the topology used the default ESP proposal of an older version; kept as esp_proposal " + intent.PreviousESPProposal + " (no PFS) so the upgrade re-keys nothing: set esp_proposal " + intent.DefaultESPProposal + " in a maintenance window to enable PFS"
+		log.Warn(msg)
+		d.Events.Add(msg)
 	}
 	// What an older version stored under looser rules: edges refuse the
 	// states it produces, so say so here, not only in their logs.

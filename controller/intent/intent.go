@@ -133,6 +133,12 @@ const (
 	DefaultMTU         = 1400
 )
 
+// PreviousESPProposal is the ESP default of versions before PFS became the
+// default. A network those versions stored with the default keeps it
+// (network.PinPreviousDefaults) rather than re-keying every tunnel at the
+// upgrade.
+const PreviousESPProposal = "aes256gcm16"
+
 // WithDefaults returns t with every unset field defaulted.
 func (t Topology) WithDefaults() Topology {
 	if t.Match == "" {
