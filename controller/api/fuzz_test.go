@@ -1,20 +1,16 @@
 package api
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"math"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/controller/fuzzcorpus"
 	"github.com/meshwan/meshwan/controller/health"
 	"github.com/meshwan/meshwan/controller/intent"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
@@ -44,27 +40,6 @@ var (
 // maxErrLen bounds an error message: field names and a value truncated
 // to about 64 bytes fit well within it.
 const maxErrLen = 512
-
-// addSeeds adds each seed to f and, with MESHWAN_WRITE_CORPUS=1, also
-// writes it to testdata/fuzz/<FuzzName>/ in go's corpus format.
-func addSeeds(f *testing.F, seeds ...[]byte) {
-	f.Helper()
-	for _, s := range seeds {
-		f.Add(s)
-		if os.Getenv("MESHWAN_WRITE_CORPUS") == "" {
-			continue
-		}
-		dir := filepath.Join("testdata", "fuzz", f.Name())
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			f.Fatal(err)
-		}
-		sum := sha256.Sum256(s)
-		body := "go test fuzz v1\n[]byte(" + strconv.Quote(string(s)) + ")\n"
-		if err := os.WriteFile(filepath.Join(dir, "seed-"+hex.EncodeToString(sum[:8])), []byte(body), 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-}
 
 func checkRefusal(t *testing.T, what string, err error) {
 	t.Helper()
@@ -195,7 +170,7 @@ func siteJSONOne(t *testing.T, b []byte) {
 
 // FuzzSiteJSON: a REST site body (POST /v1/sites, PUT /v1/sites/{name}).
 func FuzzSiteJSON(f *testing.F) {
-	addSeeds(f, siteSeeds...)
+	fuzzcorpus.Add(f, siteSeeds...)
 	f.Fuzz(siteJSONOne)
 }
 
@@ -223,7 +198,7 @@ var topologySeeds = [][]byte{
 // against no sites (a hub-and-spoke topology is then a precondition
 // error, like on an empty controller).
 func FuzzTopologyJSON(f *testing.F) {
-	addSeeds(f, topologySeeds...)
+	fuzzcorpus.Add(f, topologySeeds...)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m pb.Topology
 		if gatewayIn.Unmarshal(b, &m) != nil {
@@ -248,7 +223,7 @@ func FuzzApplyNetworkJSON(f *testing.F) {
 			`{"name":"b","transports":[{"name":"inet1","address":"198.51.100.1"}],"lan_prefixes":["10.1.128.0/17"]}],"topology":{}}`),
 		[]byte(`{"sites":[],"topology":null}`),
 	}
-	addSeeds(f, seeds...)
+	fuzzcorpus.Add(f, seeds...)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var req pb.ApplyNetworkRequest
 		if gatewayIn.Unmarshal(b, &req) != nil {
@@ -301,7 +276,7 @@ func FuzzSyncRequest(f *testing.F) {
 		}
 		seeds = append(seeds, b)
 	}
-	addSeeds(f, append(seeds, []byte{}, []byte{0x12, 0x00})...)
+	fuzzcorpus.Add(f, append(seeds, []byte{}, []byte{0x12, 0x00})...)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var req pb.SyncRequest
 		if proto.Unmarshal(b, &req) != nil {

@@ -1,42 +1,19 @@
 package ctl
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/controller/fuzzcorpus"
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/netfile"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/protobuf/proto"
 )
-
-// addSeeds adds each seed to f and, with MESHWAN_WRITE_CORPUS=1, also
-// writes it to testdata/fuzz/<FuzzName>/ in go's corpus format.
-func addSeeds(f *testing.F, seeds ...[]byte) {
-	f.Helper()
-	for _, s := range seeds {
-		f.Add(s)
-		if os.Getenv("MESHWAN_WRITE_CORPUS") == "" {
-			continue
-		}
-		dir := filepath.Join("testdata", "fuzz", f.Name())
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			f.Fatal(err)
-		}
-		sum := sha256.Sum256(s)
-		body := "go test fuzz v1\n[]byte(" + strconv.Quote(string(s)) + ")\n"
-		if err := os.WriteFile(filepath.Join(dir, "seed-"+hex.EncodeToString(sum[:8])), []byte(body), 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-}
 
 // FuzzNetworkFileToPB: what meshwanctl apply sends for a network file it
 // accepted says exactly what the file says. Every accepted file's sites
@@ -63,7 +40,7 @@ func FuzzNetworkFileToPB(f *testing.F) {
 			"    traffic_classes: [{name: voice, sla_class: rt, dscp: [46, 0, 63], protocol: udp, ports: [5060, 10000-20000], destinations: [10.2.0.0/16, 0.0.0.0/0]}]\n"),
 		[]byte("sites: []\ntopology: {mode: full-mesh, path_policy: {sla_classes: [{name: x, max_rtt_ms: 1e-7}, {name: y, max_rtt_ms: 9007199254740993}]}}\n"),
 	)
-	addSeeds(f, seeds...)
+	fuzzcorpus.Add(f, seeds...)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		file, err := netfile.Parse("net.yaml", b)
 		if err != nil {

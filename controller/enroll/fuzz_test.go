@@ -6,41 +6,16 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
-	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/controller/fuzzcorpus"
 	"github.com/meshwan/meshwan/controller/secrets"
 )
-
-// addSeeds adds each seed to f and, with MESHWAN_WRITE_CORPUS=1, also
-// writes it to testdata/fuzz/<FuzzName>/ in go's corpus format.
-func addSeeds(f *testing.F, seeds ...[]byte) {
-	f.Helper()
-	for _, s := range seeds {
-		f.Add(s)
-		if os.Getenv("MESHWAN_WRITE_CORPUS") == "" {
-			continue
-		}
-		dir := filepath.Join("testdata", "fuzz", f.Name())
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			f.Fatal(err)
-		}
-		sum := sha256.Sum256(s)
-		body := "go test fuzz v1\n[]byte(" + strconv.Quote(string(s)) + ")\n"
-		if err := os.WriteFile(filepath.Join(dir, "seed-"+hex.EncodeToString(sum[:8])), []byte(body), 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-}
 
 func csrPEM(f *testing.F, key any, subject pkix.Name) []byte {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject, DNSNames: []string{"evil.example"}}, key)
@@ -70,7 +45,7 @@ func FuzzCSR(f *testing.F) {
 	good := csrPEM(f, ec, pkix.Name{CommonName: "hq", OrganizationalUnit: []string{"meshwan-controller"}})
 	tampered := bytes.Clone(good)
 	tampered[len(tampered)/2] ^= 1
-	addSeeds(f, good, csrPEM(f, ed, pkix.Name{CommonName: string(bytes.Repeat([]byte("x"), 200))}), tampered,
+	fuzzcorpus.Add(f, good, csrPEM(f, ed, pkix.Name{CommonName: string(bytes.Repeat([]byte("x"), 200))}), tampered,
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte{0x30, 0x03, 0x02, 0x01, 0x00}}),
 		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{0x30, 0x00}}),
 		[]byte("-----BEGIN CERTIFICATE REQUEST-----\n!!!\n-----END CERTIFICATE REQUEST-----\n"), nil)

@@ -1,39 +1,16 @@
 package netfile
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/meshwan/meshwan/controller/fuzzcorpus"
 	"github.com/meshwan/meshwan/controller/intent"
 )
-
-// addSeeds adds each seed to f and, with MESHWAN_WRITE_CORPUS=1, also
-// writes it to testdata/fuzz/<FuzzName>/ in go's corpus format.
-func addSeeds(f *testing.F, seeds ...[]byte) {
-	f.Helper()
-	for _, s := range seeds {
-		f.Add(s)
-		if os.Getenv("MESHWAN_WRITE_CORPUS") == "" {
-			continue
-		}
-		dir := filepath.Join("testdata", "fuzz", f.Name())
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			f.Fatal(err)
-		}
-		sum := sha256.Sum256(s)
-		body := "go test fuzz v1\n[]byte(" + strconv.Quote(string(s)) + ")\n"
-		if err := os.WriteFile(filepath.Join(dir, "seed-"+hex.EncodeToString(sum[:8])), []byte(body), 0o644); err != nil {
-			f.Fatal(err)
-		}
-	}
-}
 
 // maxErrLen bounds a parse error: file, position, field path and a value
 // truncated to about 64 bytes fit well within it.
@@ -79,7 +56,7 @@ func FuzzParse(f *testing.F) {
 	for _, s := range fileSeeds {
 		seeds = append(seeds, []byte(s))
 	}
-	addSeeds(f, seeds...)
+	fuzzcorpus.Add(f, seeds...)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		file, err := Parse("net.yaml", b)
 		if err != nil {
