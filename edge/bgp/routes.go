@@ -26,10 +26,10 @@ func (r Route) String() string {
 	return fmt.Sprintf("%v via %s", r.Dst, strings.Join(vias, ","))
 }
 
-// candidate is one path of a destination in GoBGP's RIB, reduced to what
+// Path is one path of a destination in GoBGP's RIB, reduced to what
 // route choice needs. The list for a destination is in GoBGP's order:
 // best first.
-type candidate struct {
+type Path struct {
 	Local      bool // originated here (no neighbor)
 	IBGP       bool
 	NextHop    netip.Addr
@@ -47,7 +47,7 @@ type candidate struct {
 // tie mirrors GoBGP v3.37.0's table.Path.Compare, the multipath test:
 // two paths tie when both are local or both not, both iBGP or both not,
 // and local-pref, AS-path length, origin and MED are equal.
-func tie(a, b candidate) bool {
+func tie(a, b Path) bool {
 	return a.Local == b.Local && a.IBGP == b.IBGP && a.LocalPref == b.LocalPref &&
 		a.ASPathLen == b.ASPathLen && a.Origin == b.Origin && a.MED == b.MED
 }
@@ -68,19 +68,19 @@ func tie(a, b candidate) bool {
 //     dead tunnel when another hub offers the same route.
 //
 // Pure.
-func chooseRoute(dst netip.Prefix, paths []candidate) (Route, bool) {
+func chooseRoute(dst netip.Prefix, paths []Path) (Route, bool) {
 	if len(paths) == 0 || paths[0].Local || paths[0].NHInvalid {
 		return Route{}, false
 	}
 	best := paths[0]
-	var set []candidate
+	var set []Path
 	for _, p := range paths {
 		if !p.NHInvalid && p.NextHop.IsValid() && tie(best, p) {
 			set = append(set, p)
 		}
 	}
-	if slices.ContainsFunc(set, func(c candidate) bool { return !c.Stale }) {
-		set = slices.DeleteFunc(set, func(c candidate) bool { return c.Stale })
+	if slices.ContainsFunc(set, func(c Path) bool { return !c.Stale }) {
+		set = slices.DeleteFunc(set, func(c Path) bool { return c.Stale })
 	}
 	r := Route{Dst: dst}
 	for _, p := range set {
@@ -96,8 +96,8 @@ func chooseRoute(dst netip.Prefix, paths []candidate) (Route, bool) {
 
 // candidateFrom reduces an API path. localASN decides iBGP like GoBGP
 // (source AS == local AS).
-func candidateFrom(p *api.Path, localASN uint32) (candidate, error) {
-	c := candidate{LocalPref: 100, Stale: p.Stale, NHInvalid: p.IsNexthopInvalid, Identifier: p.Identifier}
+func candidateFrom(p *api.Path, localASN uint32) (Path, error) {
+	c := Path{LocalPref: 100, Stale: p.Stale, NHInvalid: p.IsNexthopInvalid, Identifier: p.Identifier}
 	if a, err := netip.ParseAddr(p.NeighborIp); err == nil && !a.IsUnspecified() {
 		c.FromPeer = a.Unmap()
 	} else {
@@ -108,7 +108,7 @@ func candidateFrom(p *api.Path, localASN uint32) (candidate, error) {
 	for _, anyAttr := range p.Pattrs {
 		m, err := anyAttr.UnmarshalNew()
 		if err != nil {
-			return candidate{}, fmt.Errorf("path attribute %s: %w", anyAttr.GetTypeUrl(), err)
+			return Path{}, fmt.Errorf("path attribute %s: %w", anyAttr.GetTypeUrl(), err)
 		}
 		switch a := m.(type) {
 		case *api.OriginAttribute:
@@ -167,7 +167,7 @@ func routesFromRIB(dests []*api.Destination, localASN uint32, excluded map[netip
 			errs = append(errs, fmt.Errorf("destination %q: not an IPv4 prefix", d.Prefix))
 			continue
 		}
-		cands := make([]candidate, 0, len(d.Paths))
+		cands := make([]Path, 0, len(d.Paths))
 		bad := false
 		for _, p := range d.Paths {
 			c, err := candidateFrom(p, localASN)
@@ -192,12 +192,12 @@ func routesFromRIB(dests []*api.Destination, localASN uint32, excluded map[netip
 
 // excludePaths drops the learned paths whose next hop is excluded, unless
 // that would drop every learned path. Pure.
-func excludePaths(cands []candidate, excluded map[netip.Addr]bool) []candidate {
+func excludePaths(cands []Path, excluded map[netip.Addr]bool) []Path {
 	if len(excluded) == 0 {
 		return cands
 	}
-	kept := slices.DeleteFunc(slices.Clone(cands), func(c candidate) bool { return !c.Local && excluded[c.NextHop] })
-	if !slices.ContainsFunc(kept, func(c candidate) bool { return !c.Local }) {
+	kept := slices.DeleteFunc(slices.Clone(cands), func(c Path) bool { return !c.Local && excluded[c.NextHop] })
+	if !slices.ContainsFunc(kept, func(c Path) bool { return !c.Local }) {
 		return cands
 	}
 	return kept

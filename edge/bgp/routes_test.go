@@ -15,33 +15,33 @@ import (
 )
 
 func TestChooseRoute(t *testing.T) {
-	ext := func(nh string, aspath int) candidate {
-		return candidate{NextHop: ma(nh), LocalPref: 100, ASPathLen: aspath}
+	ext := func(nh string, aspath int) Path {
+		return Path{NextHop: ma(nh), LocalPref: 100, ASPathLen: aspath}
 	}
-	stale := func(c candidate) candidate { c.Stale = true; return c }
+	stale := func(c Path) Path { c.Stale = true; return c }
 	dst := mp("10.3.0.0/16")
 	for _, tc := range []struct {
 		name  string
-		paths []candidate
+		paths []Path
 		want  string // "" = no route
 	}{
 		{"no paths", nil, ""},
-		{"one path", []candidate{ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.1"},
-		{"ours wins", []candidate{{Local: true, LocalPref: 100}, ext("10.255.0.1", 1)}, ""},
-		{"two hubs tie: ECMP", []candidate{ext("10.255.0.5", 2), ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.1,10.255.0.5"},
-		{"direct beats via hub", []candidate{ext("10.255.0.9", 1), ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.9"},
-		{"MED breaks the tie", []candidate{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 100, ASPathLen: 2, MED: 10}}, "10.3.0.0/16 via 10.255.0.1"},
-		{"origin breaks the tie", []candidate{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 100, ASPathLen: 2, Origin: 2}}, "10.3.0.0/16 via 10.255.0.1"},
-		{"local pref breaks the tie", []candidate{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 90, ASPathLen: 2}}, "10.3.0.0/16 via 10.255.0.1"},
-		{"ibgp does not tie with ebgp", []candidate{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 100, ASPathLen: 2, IBGP: true}}, "10.3.0.0/16 via 10.255.0.1"},
-		{"same next hop twice", []candidate{ext("10.255.0.1", 2), ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.1"},
-		{"stale dropped when fresh ties", []candidate{stale(ext("10.255.0.1", 2)), ext("10.255.0.5", 2)}, "10.3.0.0/16 via 10.255.0.5"},
-		{"stale kept when alone", []candidate{stale(ext("10.255.0.1", 2))}, "10.3.0.0/16 via 10.255.0.1"},
-		{"all stale kept", []candidate{stale(ext("10.255.0.1", 2)), stale(ext("10.255.0.5", 2))}, "10.3.0.0/16 via 10.255.0.1,10.255.0.5"},
-		{"stale best with longer fresh: stale kept", []candidate{stale(ext("10.255.0.9", 1)), ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.9"},
-		{"invalid next hop skipped", []candidate{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 100, ASPathLen: 2, NHInvalid: true}}, "10.3.0.0/16 via 10.255.0.1"},
-		{"best invalid: none", []candidate{{NextHop: ma("10.255.0.5"), LocalPref: 100, NHInvalid: true}}, ""},
-		{"no next hop: none", []candidate{{LocalPref: 100, ASPathLen: 1}}, ""},
+		{"one path", []Path{ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.1"},
+		{"ours wins", []Path{{Local: true, LocalPref: 100}, ext("10.255.0.1", 1)}, ""},
+		{"two hubs tie: ECMP", []Path{ext("10.255.0.5", 2), ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.1,10.255.0.5"},
+		{"direct beats via hub", []Path{ext("10.255.0.9", 1), ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.9"},
+		{"MED breaks the tie", []Path{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 100, ASPathLen: 2, MED: 10}}, "10.3.0.0/16 via 10.255.0.1"},
+		{"origin breaks the tie", []Path{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 100, ASPathLen: 2, Origin: 2}}, "10.3.0.0/16 via 10.255.0.1"},
+		{"local pref breaks the tie", []Path{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 90, ASPathLen: 2}}, "10.3.0.0/16 via 10.255.0.1"},
+		{"ibgp does not tie with ebgp", []Path{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 100, ASPathLen: 2, IBGP: true}}, "10.3.0.0/16 via 10.255.0.1"},
+		{"same next hop twice", []Path{ext("10.255.0.1", 2), ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.1"},
+		{"stale dropped when fresh ties", []Path{stale(ext("10.255.0.1", 2)), ext("10.255.0.5", 2)}, "10.3.0.0/16 via 10.255.0.5"},
+		{"stale kept when alone", []Path{stale(ext("10.255.0.1", 2))}, "10.3.0.0/16 via 10.255.0.1"},
+		{"all stale kept", []Path{stale(ext("10.255.0.1", 2)), stale(ext("10.255.0.5", 2))}, "10.3.0.0/16 via 10.255.0.1,10.255.0.5"},
+		{"stale best with longer fresh: stale kept", []Path{stale(ext("10.255.0.9", 1)), ext("10.255.0.1", 2)}, "10.3.0.0/16 via 10.255.0.9"},
+		{"invalid next hop skipped", []Path{ext("10.255.0.1", 2), {NextHop: ma("10.255.0.5"), LocalPref: 100, ASPathLen: 2, NHInvalid: true}}, "10.3.0.0/16 via 10.255.0.1"},
+		{"best invalid: none", []Path{{NextHop: ma("10.255.0.5"), LocalPref: 100, NHInvalid: true}}, ""},
+		{"no next hop: none", []Path{{LocalPref: 100, ASPathLen: 1}}, ""},
 	} {
 		r, ok := chooseRoute(dst, tc.paths)
 		got := ""

@@ -21,6 +21,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ExportFormat int32
+
+const (
+	ExportFormat_EXPORT_FORMAT_UNSPECIFIED ExportFormat = 0
+	// strongSwan swanctl.conf, iproute2 GRE commands, nftables rules and an
+	// FRR bgpd configuration (static routes when the topology is static).
+	ExportFormat_EXPORT_FORMAT_LINUX ExportFormat = 1
+	// The RansNet mbox CLI of the hand-made recipe (interface tunN, ip route,
+	// firewall-snat exempt, firewall-access, ipsec ike-policy/esp-policy/peer).
+	ExportFormat_EXPORT_FORMAT_RANSNET ExportFormat = 2
+)
+
+// Enum value maps for ExportFormat.
+var (
+	ExportFormat_name = map[int32]string{
+		0: "EXPORT_FORMAT_UNSPECIFIED",
+		1: "EXPORT_FORMAT_LINUX",
+		2: "EXPORT_FORMAT_RANSNET",
+	}
+	ExportFormat_value = map[string]int32{
+		"EXPORT_FORMAT_UNSPECIFIED": 0,
+		"EXPORT_FORMAT_LINUX":       1,
+		"EXPORT_FORMAT_RANSNET":     2,
+	}
+)
+
+func (x ExportFormat) Enum() *ExportFormat {
+	p := new(ExportFormat)
+	*p = x
+	return p
+}
+
+func (x ExportFormat) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ExportFormat) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshwan_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (ExportFormat) Type() protoreflect.EnumType {
+	return &file_meshwan_v1_admin_proto_enumTypes[0]
+}
+
+func (x ExportFormat) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ExportFormat.Descriptor instead.
+func (ExportFormat) EnumDescriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
 type CreateSiteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Site          *Site                  `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
@@ -1605,6 +1658,181 @@ func (x *RotateTunnelKeysResponse) GetTunnelIds() []string {
 	return nil
 }
 
+type ExportSiteConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Site          string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	Format        ExportFormat           `protobuf:"varint,2,opt,name=format,proto3,enum=meshwan.v1.ExportFormat" json:"format,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportSiteConfigRequest) Reset() {
+	*x = ExportSiteConfigRequest{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportSiteConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportSiteConfigRequest) ProtoMessage() {}
+
+func (x *ExportSiteConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportSiteConfigRequest.ProtoReflect.Descriptor instead.
+func (*ExportSiteConfigRequest) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ExportSiteConfigRequest) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *ExportSiteConfigRequest) GetFormat() ExportFormat {
+	if x != nil {
+		return x.Format
+	}
+	return ExportFormat_EXPORT_FORMAT_UNSPECIFIED
+}
+
+// ExportedFile is one file of an export; content holds secrets (PSKs).
+type ExportedFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Content       string                 `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportedFile) Reset() {
+	*x = ExportedFile{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportedFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportedFile) ProtoMessage() {}
+
+func (x *ExportedFile) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportedFile.ProtoReflect.Descriptor instead.
+func (*ExportedFile) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ExportedFile) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExportedFile) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+type ExportSiteConfigResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Site   string                 `protobuf:"bytes,1,opt,name=site,proto3" json:"site,omitempty"`
+	Format ExportFormat           `protobuf:"varint,2,opt,name=format,proto3,enum=meshwan.v1.ExportFormat" json:"format,omitempty"`
+	// version is the network intent revision the export was rendered from:
+	// an export is current until the site's tunnels change.
+	Version       int64           `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Files         []*ExportedFile `protobuf:"bytes,4,rep,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportSiteConfigResponse) Reset() {
+	*x = ExportSiteConfigResponse{}
+	mi := &file_meshwan_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportSiteConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportSiteConfigResponse) ProtoMessage() {}
+
+func (x *ExportSiteConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportSiteConfigResponse.ProtoReflect.Descriptor instead.
+func (*ExportSiteConfigResponse) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ExportSiteConfigResponse) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *ExportSiteConfigResponse) GetFormat() ExportFormat {
+	if x != nil {
+		return x.Format
+	}
+	return ExportFormat_EXPORT_FORMAT_UNSPECIFIED
+}
+
+func (x *ExportSiteConfigResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ExportSiteConfigResponse) GetFiles() []*ExportedFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
 var File_meshwan_v1_admin_proto protoreflect.FileDescriptor
 
 const file_meshwan_v1_admin_proto_rawDesc = "" +
@@ -1698,7 +1926,22 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"\x03all\x18\x03 \x01(\bR\x03all\"9\n" +
 	"\x18RotateTunnelKeysResponse\x12\x1d\n" +
 	"\n" +
-	"tunnel_ids\x18\x01 \x03(\tR\ttunnelIds2\xf6\r\n" +
+	"tunnel_ids\x18\x01 \x03(\tR\ttunnelIds\"_\n" +
+	"\x17ExportSiteConfigRequest\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x120\n" +
+	"\x06format\x18\x02 \x01(\x0e2\x18.meshwan.v1.ExportFormatR\x06format\"<\n" +
+	"\fExportedFile\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\acontent\x18\x02 \x01(\tR\acontent\"\xaa\x01\n" +
+	"\x18ExportSiteConfigResponse\x12\x12\n" +
+	"\x04site\x18\x01 \x01(\tR\x04site\x120\n" +
+	"\x06format\x18\x02 \x01(\x0e2\x18.meshwan.v1.ExportFormatR\x06format\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12.\n" +
+	"\x05files\x18\x04 \x03(\v2\x18.meshwan.v1.ExportedFileR\x05files*a\n" +
+	"\fExportFormat\x12\x1d\n" +
+	"\x19EXPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13EXPORT_FORMAT_LINUX\x10\x01\x12\x19\n" +
+	"\x15EXPORT_FORMAT_RANSNET\x10\x022\xd5\x0e\n" +
 	"\fAdminService\x12=\n" +
 	"\n" +
 	"CreateSite\x12\x1d.meshwan.v1.CreateSiteRequest\x1a\x10.meshwan.v1.Site\x127\n" +
@@ -1724,7 +1967,8 @@ const file_meshwan_v1_admin_proto_rawDesc = "" +
 	"\x10CreateCredential\x12#.meshwan.v1.CreateCredentialRequest\x1a$.meshwan.v1.CreateCredentialResponse\x12Z\n" +
 	"\x0fListCredentials\x12\".meshwan.v1.ListCredentialsRequest\x1a#.meshwan.v1.ListCredentialsResponse\x12O\n" +
 	"\x10RevokeCredential\x12#.meshwan.v1.RevokeCredentialRequest\x1a\x16.meshwan.v1.Credential\x12]\n" +
-	"\x10RotateTunnelKeys\x12#.meshwan.v1.RotateTunnelKeysRequest\x1a$.meshwan.v1.RotateTunnelKeysResponseB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
+	"\x10RotateTunnelKeys\x12#.meshwan.v1.RotateTunnelKeysRequest\x1a$.meshwan.v1.RotateTunnelKeysResponse\x12]\n" +
+	"\x10ExportSiteConfig\x12#.meshwan.v1.ExportSiteConfigRequest\x1a$.meshwan.v1.ExportSiteConfigResponseB7Z5github.com/meshwan/meshwan/proto/meshwan/v1;meshwanv1b\x06proto3"
 
 var (
 	file_meshwan_v1_admin_proto_rawDescOnce sync.Once
@@ -1738,114 +1982,124 @@ func file_meshwan_v1_admin_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_admin_proto_rawDescData
 }
 
-var file_meshwan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_meshwan_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_meshwan_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_meshwan_v1_admin_proto_goTypes = []any{
-	(*CreateSiteRequest)(nil),            // 0: meshwan.v1.CreateSiteRequest
-	(*GetSiteRequest)(nil),               // 1: meshwan.v1.GetSiteRequest
-	(*ListSitesRequest)(nil),             // 2: meshwan.v1.ListSitesRequest
-	(*ListSitesResponse)(nil),            // 3: meshwan.v1.ListSitesResponse
-	(*UpdateSiteRequest)(nil),            // 4: meshwan.v1.UpdateSiteRequest
-	(*DeleteSiteRequest)(nil),            // 5: meshwan.v1.DeleteSiteRequest
-	(*DeleteSiteResponse)(nil),           // 6: meshwan.v1.DeleteSiteResponse
-	(*GetTopologyRequest)(nil),           // 7: meshwan.v1.GetTopologyRequest
-	(*SetTopologyRequest)(nil),           // 8: meshwan.v1.SetTopologyRequest
-	(*ListTunnelsRequest)(nil),           // 9: meshwan.v1.ListTunnelsRequest
-	(*ListTunnelsResponse)(nil),          // 10: meshwan.v1.ListTunnelsResponse
-	(*GetTunnelRequest)(nil),             // 11: meshwan.v1.GetTunnelRequest
-	(*CreateEnrollmentTokenRequest)(nil), // 12: meshwan.v1.CreateEnrollmentTokenRequest
-	(*ListEnrollmentTokensRequest)(nil),  // 13: meshwan.v1.ListEnrollmentTokensRequest
-	(*ListEnrollmentTokensResponse)(nil), // 14: meshwan.v1.ListEnrollmentTokensResponse
-	(*RevokeEnrollmentTokenRequest)(nil), // 15: meshwan.v1.RevokeEnrollmentTokenRequest
-	(*ApplyNetworkRequest)(nil),          // 16: meshwan.v1.ApplyNetworkRequest
-	(*SiteUpdate)(nil),                   // 17: meshwan.v1.SiteUpdate
-	(*ApplyNetworkResponse)(nil),         // 18: meshwan.v1.ApplyNetworkResponse
-	(*ListDevicesRequest)(nil),           // 19: meshwan.v1.ListDevicesRequest
-	(*ListDevicesResponse)(nil),          // 20: meshwan.v1.ListDevicesResponse
-	(*ApproveDeviceRequest)(nil),         // 21: meshwan.v1.ApproveDeviceRequest
-	(*RejectDeviceRequest)(nil),          // 22: meshwan.v1.RejectDeviceRequest
-	(*ListSiteIdentitiesRequest)(nil),    // 23: meshwan.v1.ListSiteIdentitiesRequest
-	(*ListSiteIdentitiesResponse)(nil),   // 24: meshwan.v1.ListSiteIdentitiesResponse
-	(*RevokeSiteIdentityRequest)(nil),    // 25: meshwan.v1.RevokeSiteIdentityRequest
-	(*CreateCredentialRequest)(nil),      // 26: meshwan.v1.CreateCredentialRequest
-	(*CreateCredentialResponse)(nil),     // 27: meshwan.v1.CreateCredentialResponse
-	(*ListCredentialsRequest)(nil),       // 28: meshwan.v1.ListCredentialsRequest
-	(*ListCredentialsResponse)(nil),      // 29: meshwan.v1.ListCredentialsResponse
-	(*RevokeCredentialRequest)(nil),      // 30: meshwan.v1.RevokeCredentialRequest
-	(*RotateTunnelKeysRequest)(nil),      // 31: meshwan.v1.RotateTunnelKeysRequest
-	(*RotateTunnelKeysResponse)(nil),     // 32: meshwan.v1.RotateTunnelKeysResponse
-	(*Site)(nil),                         // 33: meshwan.v1.Site
-	(*Topology)(nil),                     // 34: meshwan.v1.Topology
-	(*Tunnel)(nil),                       // 35: meshwan.v1.Tunnel
-	(*EnrollmentToken)(nil),              // 36: meshwan.v1.EnrollmentToken
-	(*Device)(nil),                       // 37: meshwan.v1.Device
-	(*SiteIdentity)(nil),                 // 38: meshwan.v1.SiteIdentity
-	(AdminRole)(0),                       // 39: meshwan.v1.AdminRole
-	(*Credential)(nil),                   // 40: meshwan.v1.Credential
+	(ExportFormat)(0),                    // 0: meshwan.v1.ExportFormat
+	(*CreateSiteRequest)(nil),            // 1: meshwan.v1.CreateSiteRequest
+	(*GetSiteRequest)(nil),               // 2: meshwan.v1.GetSiteRequest
+	(*ListSitesRequest)(nil),             // 3: meshwan.v1.ListSitesRequest
+	(*ListSitesResponse)(nil),            // 4: meshwan.v1.ListSitesResponse
+	(*UpdateSiteRequest)(nil),            // 5: meshwan.v1.UpdateSiteRequest
+	(*DeleteSiteRequest)(nil),            // 6: meshwan.v1.DeleteSiteRequest
+	(*DeleteSiteResponse)(nil),           // 7: meshwan.v1.DeleteSiteResponse
+	(*GetTopologyRequest)(nil),           // 8: meshwan.v1.GetTopologyRequest
+	(*SetTopologyRequest)(nil),           // 9: meshwan.v1.SetTopologyRequest
+	(*ListTunnelsRequest)(nil),           // 10: meshwan.v1.ListTunnelsRequest
+	(*ListTunnelsResponse)(nil),          // 11: meshwan.v1.ListTunnelsResponse
+	(*GetTunnelRequest)(nil),             // 12: meshwan.v1.GetTunnelRequest
+	(*CreateEnrollmentTokenRequest)(nil), // 13: meshwan.v1.CreateEnrollmentTokenRequest
+	(*ListEnrollmentTokensRequest)(nil),  // 14: meshwan.v1.ListEnrollmentTokensRequest
+	(*ListEnrollmentTokensResponse)(nil), // 15: meshwan.v1.ListEnrollmentTokensResponse
+	(*RevokeEnrollmentTokenRequest)(nil), // 16: meshwan.v1.RevokeEnrollmentTokenRequest
+	(*ApplyNetworkRequest)(nil),          // 17: meshwan.v1.ApplyNetworkRequest
+	(*SiteUpdate)(nil),                   // 18: meshwan.v1.SiteUpdate
+	(*ApplyNetworkResponse)(nil),         // 19: meshwan.v1.ApplyNetworkResponse
+	(*ListDevicesRequest)(nil),           // 20: meshwan.v1.ListDevicesRequest
+	(*ListDevicesResponse)(nil),          // 21: meshwan.v1.ListDevicesResponse
+	(*ApproveDeviceRequest)(nil),         // 22: meshwan.v1.ApproveDeviceRequest
+	(*RejectDeviceRequest)(nil),          // 23: meshwan.v1.RejectDeviceRequest
+	(*ListSiteIdentitiesRequest)(nil),    // 24: meshwan.v1.ListSiteIdentitiesRequest
+	(*ListSiteIdentitiesResponse)(nil),   // 25: meshwan.v1.ListSiteIdentitiesResponse
+	(*RevokeSiteIdentityRequest)(nil),    // 26: meshwan.v1.RevokeSiteIdentityRequest
+	(*CreateCredentialRequest)(nil),      // 27: meshwan.v1.CreateCredentialRequest
+	(*CreateCredentialResponse)(nil),     // 28: meshwan.v1.CreateCredentialResponse
+	(*ListCredentialsRequest)(nil),       // 29: meshwan.v1.ListCredentialsRequest
+	(*ListCredentialsResponse)(nil),      // 30: meshwan.v1.ListCredentialsResponse
+	(*RevokeCredentialRequest)(nil),      // 31: meshwan.v1.RevokeCredentialRequest
+	(*RotateTunnelKeysRequest)(nil),      // 32: meshwan.v1.RotateTunnelKeysRequest
+	(*RotateTunnelKeysResponse)(nil),     // 33: meshwan.v1.RotateTunnelKeysResponse
+	(*ExportSiteConfigRequest)(nil),      // 34: meshwan.v1.ExportSiteConfigRequest
+	(*ExportedFile)(nil),                 // 35: meshwan.v1.ExportedFile
+	(*ExportSiteConfigResponse)(nil),     // 36: meshwan.v1.ExportSiteConfigResponse
+	(*Site)(nil),                         // 37: meshwan.v1.Site
+	(*Topology)(nil),                     // 38: meshwan.v1.Topology
+	(*Tunnel)(nil),                       // 39: meshwan.v1.Tunnel
+	(*EnrollmentToken)(nil),              // 40: meshwan.v1.EnrollmentToken
+	(*Device)(nil),                       // 41: meshwan.v1.Device
+	(*SiteIdentity)(nil),                 // 42: meshwan.v1.SiteIdentity
+	(AdminRole)(0),                       // 43: meshwan.v1.AdminRole
+	(*Credential)(nil),                   // 44: meshwan.v1.Credential
 }
 var file_meshwan_v1_admin_proto_depIdxs = []int32{
-	33, // 0: meshwan.v1.CreateSiteRequest.site:type_name -> meshwan.v1.Site
-	33, // 1: meshwan.v1.ListSitesResponse.sites:type_name -> meshwan.v1.Site
-	33, // 2: meshwan.v1.UpdateSiteRequest.site:type_name -> meshwan.v1.Site
-	34, // 3: meshwan.v1.SetTopologyRequest.topology:type_name -> meshwan.v1.Topology
-	35, // 4: meshwan.v1.ListTunnelsResponse.tunnels:type_name -> meshwan.v1.Tunnel
-	36, // 5: meshwan.v1.ListEnrollmentTokensResponse.tokens:type_name -> meshwan.v1.EnrollmentToken
-	33, // 6: meshwan.v1.ApplyNetworkRequest.sites:type_name -> meshwan.v1.Site
-	34, // 7: meshwan.v1.ApplyNetworkRequest.topology:type_name -> meshwan.v1.Topology
-	17, // 8: meshwan.v1.ApplyNetworkResponse.sites_updated:type_name -> meshwan.v1.SiteUpdate
-	37, // 9: meshwan.v1.ListDevicesResponse.devices:type_name -> meshwan.v1.Device
-	38, // 10: meshwan.v1.ListSiteIdentitiesResponse.identities:type_name -> meshwan.v1.SiteIdentity
-	39, // 11: meshwan.v1.CreateCredentialRequest.role:type_name -> meshwan.v1.AdminRole
-	40, // 12: meshwan.v1.CreateCredentialResponse.credential:type_name -> meshwan.v1.Credential
-	40, // 13: meshwan.v1.ListCredentialsResponse.credentials:type_name -> meshwan.v1.Credential
-	0,  // 14: meshwan.v1.AdminService.CreateSite:input_type -> meshwan.v1.CreateSiteRequest
-	1,  // 15: meshwan.v1.AdminService.GetSite:input_type -> meshwan.v1.GetSiteRequest
-	2,  // 16: meshwan.v1.AdminService.ListSites:input_type -> meshwan.v1.ListSitesRequest
-	4,  // 17: meshwan.v1.AdminService.UpdateSite:input_type -> meshwan.v1.UpdateSiteRequest
-	5,  // 18: meshwan.v1.AdminService.DeleteSite:input_type -> meshwan.v1.DeleteSiteRequest
-	7,  // 19: meshwan.v1.AdminService.GetTopology:input_type -> meshwan.v1.GetTopologyRequest
-	8,  // 20: meshwan.v1.AdminService.SetTopology:input_type -> meshwan.v1.SetTopologyRequest
-	9,  // 21: meshwan.v1.AdminService.ListTunnels:input_type -> meshwan.v1.ListTunnelsRequest
-	11, // 22: meshwan.v1.AdminService.GetTunnel:input_type -> meshwan.v1.GetTunnelRequest
-	12, // 23: meshwan.v1.AdminService.CreateEnrollmentToken:input_type -> meshwan.v1.CreateEnrollmentTokenRequest
-	13, // 24: meshwan.v1.AdminService.ListEnrollmentTokens:input_type -> meshwan.v1.ListEnrollmentTokensRequest
-	15, // 25: meshwan.v1.AdminService.RevokeEnrollmentToken:input_type -> meshwan.v1.RevokeEnrollmentTokenRequest
-	16, // 26: meshwan.v1.AdminService.ApplyNetwork:input_type -> meshwan.v1.ApplyNetworkRequest
-	19, // 27: meshwan.v1.AdminService.ListDevices:input_type -> meshwan.v1.ListDevicesRequest
-	21, // 28: meshwan.v1.AdminService.ApproveDevice:input_type -> meshwan.v1.ApproveDeviceRequest
-	22, // 29: meshwan.v1.AdminService.RejectDevice:input_type -> meshwan.v1.RejectDeviceRequest
-	23, // 30: meshwan.v1.AdminService.ListSiteIdentities:input_type -> meshwan.v1.ListSiteIdentitiesRequest
-	25, // 31: meshwan.v1.AdminService.RevokeSiteIdentity:input_type -> meshwan.v1.RevokeSiteIdentityRequest
-	26, // 32: meshwan.v1.AdminService.CreateCredential:input_type -> meshwan.v1.CreateCredentialRequest
-	28, // 33: meshwan.v1.AdminService.ListCredentials:input_type -> meshwan.v1.ListCredentialsRequest
-	30, // 34: meshwan.v1.AdminService.RevokeCredential:input_type -> meshwan.v1.RevokeCredentialRequest
-	31, // 35: meshwan.v1.AdminService.RotateTunnelKeys:input_type -> meshwan.v1.RotateTunnelKeysRequest
-	33, // 36: meshwan.v1.AdminService.CreateSite:output_type -> meshwan.v1.Site
-	33, // 37: meshwan.v1.AdminService.GetSite:output_type -> meshwan.v1.Site
-	3,  // 38: meshwan.v1.AdminService.ListSites:output_type -> meshwan.v1.ListSitesResponse
-	33, // 39: meshwan.v1.AdminService.UpdateSite:output_type -> meshwan.v1.Site
-	6,  // 40: meshwan.v1.AdminService.DeleteSite:output_type -> meshwan.v1.DeleteSiteResponse
-	34, // 41: meshwan.v1.AdminService.GetTopology:output_type -> meshwan.v1.Topology
-	34, // 42: meshwan.v1.AdminService.SetTopology:output_type -> meshwan.v1.Topology
-	10, // 43: meshwan.v1.AdminService.ListTunnels:output_type -> meshwan.v1.ListTunnelsResponse
-	35, // 44: meshwan.v1.AdminService.GetTunnel:output_type -> meshwan.v1.Tunnel
-	36, // 45: meshwan.v1.AdminService.CreateEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
-	14, // 46: meshwan.v1.AdminService.ListEnrollmentTokens:output_type -> meshwan.v1.ListEnrollmentTokensResponse
-	36, // 47: meshwan.v1.AdminService.RevokeEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
-	18, // 48: meshwan.v1.AdminService.ApplyNetwork:output_type -> meshwan.v1.ApplyNetworkResponse
-	20, // 49: meshwan.v1.AdminService.ListDevices:output_type -> meshwan.v1.ListDevicesResponse
-	37, // 50: meshwan.v1.AdminService.ApproveDevice:output_type -> meshwan.v1.Device
-	37, // 51: meshwan.v1.AdminService.RejectDevice:output_type -> meshwan.v1.Device
-	24, // 52: meshwan.v1.AdminService.ListSiteIdentities:output_type -> meshwan.v1.ListSiteIdentitiesResponse
-	38, // 53: meshwan.v1.AdminService.RevokeSiteIdentity:output_type -> meshwan.v1.SiteIdentity
-	27, // 54: meshwan.v1.AdminService.CreateCredential:output_type -> meshwan.v1.CreateCredentialResponse
-	29, // 55: meshwan.v1.AdminService.ListCredentials:output_type -> meshwan.v1.ListCredentialsResponse
-	40, // 56: meshwan.v1.AdminService.RevokeCredential:output_type -> meshwan.v1.Credential
-	32, // 57: meshwan.v1.AdminService.RotateTunnelKeys:output_type -> meshwan.v1.RotateTunnelKeysResponse
-	36, // [36:58] is the sub-list for method output_type
-	14, // [14:36] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	37, // 0: meshwan.v1.CreateSiteRequest.site:type_name -> meshwan.v1.Site
+	37, // 1: meshwan.v1.ListSitesResponse.sites:type_name -> meshwan.v1.Site
+	37, // 2: meshwan.v1.UpdateSiteRequest.site:type_name -> meshwan.v1.Site
+	38, // 3: meshwan.v1.SetTopologyRequest.topology:type_name -> meshwan.v1.Topology
+	39, // 4: meshwan.v1.ListTunnelsResponse.tunnels:type_name -> meshwan.v1.Tunnel
+	40, // 5: meshwan.v1.ListEnrollmentTokensResponse.tokens:type_name -> meshwan.v1.EnrollmentToken
+	37, // 6: meshwan.v1.ApplyNetworkRequest.sites:type_name -> meshwan.v1.Site
+	38, // 7: meshwan.v1.ApplyNetworkRequest.topology:type_name -> meshwan.v1.Topology
+	18, // 8: meshwan.v1.ApplyNetworkResponse.sites_updated:type_name -> meshwan.v1.SiteUpdate
+	41, // 9: meshwan.v1.ListDevicesResponse.devices:type_name -> meshwan.v1.Device
+	42, // 10: meshwan.v1.ListSiteIdentitiesResponse.identities:type_name -> meshwan.v1.SiteIdentity
+	43, // 11: meshwan.v1.CreateCredentialRequest.role:type_name -> meshwan.v1.AdminRole
+	44, // 12: meshwan.v1.CreateCredentialResponse.credential:type_name -> meshwan.v1.Credential
+	44, // 13: meshwan.v1.ListCredentialsResponse.credentials:type_name -> meshwan.v1.Credential
+	0,  // 14: meshwan.v1.ExportSiteConfigRequest.format:type_name -> meshwan.v1.ExportFormat
+	0,  // 15: meshwan.v1.ExportSiteConfigResponse.format:type_name -> meshwan.v1.ExportFormat
+	35, // 16: meshwan.v1.ExportSiteConfigResponse.files:type_name -> meshwan.v1.ExportedFile
+	1,  // 17: meshwan.v1.AdminService.CreateSite:input_type -> meshwan.v1.CreateSiteRequest
+	2,  // 18: meshwan.v1.AdminService.GetSite:input_type -> meshwan.v1.GetSiteRequest
+	3,  // 19: meshwan.v1.AdminService.ListSites:input_type -> meshwan.v1.ListSitesRequest
+	5,  // 20: meshwan.v1.AdminService.UpdateSite:input_type -> meshwan.v1.UpdateSiteRequest
+	6,  // 21: meshwan.v1.AdminService.DeleteSite:input_type -> meshwan.v1.DeleteSiteRequest
+	8,  // 22: meshwan.v1.AdminService.GetTopology:input_type -> meshwan.v1.GetTopologyRequest
+	9,  // 23: meshwan.v1.AdminService.SetTopology:input_type -> meshwan.v1.SetTopologyRequest
+	10, // 24: meshwan.v1.AdminService.ListTunnels:input_type -> meshwan.v1.ListTunnelsRequest
+	12, // 25: meshwan.v1.AdminService.GetTunnel:input_type -> meshwan.v1.GetTunnelRequest
+	13, // 26: meshwan.v1.AdminService.CreateEnrollmentToken:input_type -> meshwan.v1.CreateEnrollmentTokenRequest
+	14, // 27: meshwan.v1.AdminService.ListEnrollmentTokens:input_type -> meshwan.v1.ListEnrollmentTokensRequest
+	16, // 28: meshwan.v1.AdminService.RevokeEnrollmentToken:input_type -> meshwan.v1.RevokeEnrollmentTokenRequest
+	17, // 29: meshwan.v1.AdminService.ApplyNetwork:input_type -> meshwan.v1.ApplyNetworkRequest
+	20, // 30: meshwan.v1.AdminService.ListDevices:input_type -> meshwan.v1.ListDevicesRequest
+	22, // 31: meshwan.v1.AdminService.ApproveDevice:input_type -> meshwan.v1.ApproveDeviceRequest
+	23, // 32: meshwan.v1.AdminService.RejectDevice:input_type -> meshwan.v1.RejectDeviceRequest
+	24, // 33: meshwan.v1.AdminService.ListSiteIdentities:input_type -> meshwan.v1.ListSiteIdentitiesRequest
+	26, // 34: meshwan.v1.AdminService.RevokeSiteIdentity:input_type -> meshwan.v1.RevokeSiteIdentityRequest
+	27, // 35: meshwan.v1.AdminService.CreateCredential:input_type -> meshwan.v1.CreateCredentialRequest
+	29, // 36: meshwan.v1.AdminService.ListCredentials:input_type -> meshwan.v1.ListCredentialsRequest
+	31, // 37: meshwan.v1.AdminService.RevokeCredential:input_type -> meshwan.v1.RevokeCredentialRequest
+	32, // 38: meshwan.v1.AdminService.RotateTunnelKeys:input_type -> meshwan.v1.RotateTunnelKeysRequest
+	34, // 39: meshwan.v1.AdminService.ExportSiteConfig:input_type -> meshwan.v1.ExportSiteConfigRequest
+	37, // 40: meshwan.v1.AdminService.CreateSite:output_type -> meshwan.v1.Site
+	37, // 41: meshwan.v1.AdminService.GetSite:output_type -> meshwan.v1.Site
+	4,  // 42: meshwan.v1.AdminService.ListSites:output_type -> meshwan.v1.ListSitesResponse
+	37, // 43: meshwan.v1.AdminService.UpdateSite:output_type -> meshwan.v1.Site
+	7,  // 44: meshwan.v1.AdminService.DeleteSite:output_type -> meshwan.v1.DeleteSiteResponse
+	38, // 45: meshwan.v1.AdminService.GetTopology:output_type -> meshwan.v1.Topology
+	38, // 46: meshwan.v1.AdminService.SetTopology:output_type -> meshwan.v1.Topology
+	11, // 47: meshwan.v1.AdminService.ListTunnels:output_type -> meshwan.v1.ListTunnelsResponse
+	39, // 48: meshwan.v1.AdminService.GetTunnel:output_type -> meshwan.v1.Tunnel
+	40, // 49: meshwan.v1.AdminService.CreateEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
+	15, // 50: meshwan.v1.AdminService.ListEnrollmentTokens:output_type -> meshwan.v1.ListEnrollmentTokensResponse
+	40, // 51: meshwan.v1.AdminService.RevokeEnrollmentToken:output_type -> meshwan.v1.EnrollmentToken
+	19, // 52: meshwan.v1.AdminService.ApplyNetwork:output_type -> meshwan.v1.ApplyNetworkResponse
+	21, // 53: meshwan.v1.AdminService.ListDevices:output_type -> meshwan.v1.ListDevicesResponse
+	41, // 54: meshwan.v1.AdminService.ApproveDevice:output_type -> meshwan.v1.Device
+	41, // 55: meshwan.v1.AdminService.RejectDevice:output_type -> meshwan.v1.Device
+	25, // 56: meshwan.v1.AdminService.ListSiteIdentities:output_type -> meshwan.v1.ListSiteIdentitiesResponse
+	42, // 57: meshwan.v1.AdminService.RevokeSiteIdentity:output_type -> meshwan.v1.SiteIdentity
+	28, // 58: meshwan.v1.AdminService.CreateCredential:output_type -> meshwan.v1.CreateCredentialResponse
+	30, // 59: meshwan.v1.AdminService.ListCredentials:output_type -> meshwan.v1.ListCredentialsResponse
+	44, // 60: meshwan.v1.AdminService.RevokeCredential:output_type -> meshwan.v1.Credential
+	33, // 61: meshwan.v1.AdminService.RotateTunnelKeys:output_type -> meshwan.v1.RotateTunnelKeysResponse
+	36, // 62: meshwan.v1.AdminService.ExportSiteConfig:output_type -> meshwan.v1.ExportSiteConfigResponse
+	40, // [40:63] is the sub-list for method output_type
+	17, // [17:40] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_admin_proto_init() }
@@ -1859,13 +2113,14 @@ func file_meshwan_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_admin_proto_rawDesc), len(file_meshwan_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   33,
+			NumEnums:      1,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_meshwan_v1_admin_proto_goTypes,
 		DependencyIndexes: file_meshwan_v1_admin_proto_depIdxs,
+		EnumInfos:         file_meshwan_v1_admin_proto_enumTypes,
 		MessageInfos:      file_meshwan_v1_admin_proto_msgTypes,
 	}.Build()
 	File_meshwan_v1_admin_proto = out.File

@@ -41,6 +41,7 @@ const (
 	AdminService_ListCredentials_FullMethodName       = "/meshwan.v1.AdminService/ListCredentials"
 	AdminService_RevokeCredential_FullMethodName      = "/meshwan.v1.AdminService/RevokeCredential"
 	AdminService_RotateTunnelKeys_FullMethodName      = "/meshwan.v1.AdminService/RotateTunnelKeys"
+	AdminService_ExportSiteConfig_FullMethodName      = "/meshwan.v1.AdminService/ExportSiteConfig"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -94,6 +95,11 @@ type AdminServiceClient interface {
 	// drop the old one; established SAs are never torn down. Returns the
 	// tunnels whose rotation started (a tunnel already rotating is skipped).
 	RotateTunnelKeys(ctx context.Context, in *RotateTunnelKeysRequest, opts ...grpc.CallOption) (*RotateTunnelKeysResponse, error)
+	// ExportSiteConfig renders the configuration an operator enters on an
+	// unmanaged site's router (no meshwan-edge runs there): every tunnel of
+	// the site with its /30, ASN and pre-shared key. It is the only way an
+	// unmanaged site's keys leave the controller; each call is audited.
+	ExportSiteConfig(ctx context.Context, in *ExportSiteConfigRequest, opts ...grpc.CallOption) (*ExportSiteConfigResponse, error)
 }
 
 type adminServiceClient struct {
@@ -324,6 +330,16 @@ func (c *adminServiceClient) RotateTunnelKeys(ctx context.Context, in *RotateTun
 	return out, nil
 }
 
+func (c *adminServiceClient) ExportSiteConfig(ctx context.Context, in *ExportSiteConfigRequest, opts ...grpc.CallOption) (*ExportSiteConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportSiteConfigResponse)
+	err := c.cc.Invoke(ctx, AdminService_ExportSiteConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -375,6 +391,11 @@ type AdminServiceServer interface {
 	// drop the old one; established SAs are never torn down. Returns the
 	// tunnels whose rotation started (a tunnel already rotating is skipped).
 	RotateTunnelKeys(context.Context, *RotateTunnelKeysRequest) (*RotateTunnelKeysResponse, error)
+	// ExportSiteConfig renders the configuration an operator enters on an
+	// unmanaged site's router (no meshwan-edge runs there): every tunnel of
+	// the site with its /30, ASN and pre-shared key. It is the only way an
+	// unmanaged site's keys leave the controller; each call is audited.
+	ExportSiteConfig(context.Context, *ExportSiteConfigRequest) (*ExportSiteConfigResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -450,6 +471,9 @@ func (UnimplementedAdminServiceServer) RevokeCredential(context.Context, *Revoke
 }
 func (UnimplementedAdminServiceServer) RotateTunnelKeys(context.Context, *RotateTunnelKeysRequest) (*RotateTunnelKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateTunnelKeys not implemented")
+}
+func (UnimplementedAdminServiceServer) ExportSiteConfig(context.Context, *ExportSiteConfigRequest) (*ExportSiteConfigResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExportSiteConfig not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -868,6 +892,24 @@ func _AdminService_RotateTunnelKeys_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ExportSiteConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExportSiteConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ExportSiteConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ExportSiteConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ExportSiteConfig(ctx, req.(*ExportSiteConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -962,6 +1004,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateTunnelKeys",
 			Handler:    _AdminService_RotateTunnelKeys_Handler,
+		},
+		{
+			MethodName: "ExportSiteConfig",
+			Handler:    _AdminService_ExportSiteConfig_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -72,6 +72,55 @@ func (ClaimState) EnumDescriptor() ([]byte, []int) {
 	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{0}
 }
 
+type TunnelRole int32
+
+const (
+	TunnelRole_TUNNEL_ROLE_UNSPECIFIED TunnelRole = 0
+	TunnelRole_TUNNEL_ROLE_INITIATOR   TunnelRole = 1
+	TunnelRole_TUNNEL_ROLE_RESPONDER   TunnelRole = 2
+)
+
+// Enum value maps for TunnelRole.
+var (
+	TunnelRole_name = map[int32]string{
+		0: "TUNNEL_ROLE_UNSPECIFIED",
+		1: "TUNNEL_ROLE_INITIATOR",
+		2: "TUNNEL_ROLE_RESPONDER",
+	}
+	TunnelRole_value = map[string]int32{
+		"TUNNEL_ROLE_UNSPECIFIED": 0,
+		"TUNNEL_ROLE_INITIATOR":   1,
+		"TUNNEL_ROLE_RESPONDER":   2,
+	}
+)
+
+func (x TunnelRole) Enum() *TunnelRole {
+	p := new(TunnelRole)
+	*p = x
+	return p
+}
+
+func (x TunnelRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TunnelRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshwan_v1_edge_proto_enumTypes[1].Descriptor()
+}
+
+func (TunnelRole) Type() protoreflect.EnumType {
+	return &file_meshwan_v1_edge_proto_enumTypes[1]
+}
+
+func (x TunnelRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TunnelRole.Descriptor instead.
+func (TunnelRole) EnumDescriptor() ([]byte, []int) {
+	return file_meshwan_v1_edge_proto_rawDescGZIP(), []int{1}
+}
+
 type RenewRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// csr_pem is a PEM PKCS#10 request for a new key of the edge.
@@ -860,7 +909,12 @@ type EdgeTunnel struct {
 	// psk_serial identifies this key set; the edge reports the serial it has
 	// loaded (TunnelStatus.psk_serial) and the controller advances a rotation
 	// only when both ends have.
-	PskSerial     uint64 `protobuf:"varint,13,opt,name=psk_serial,json=pskSerial,proto3" json:"psk_serial,omitempty"`
+	PskSerial uint64 `protobuf:"varint,13,opt,name=psk_serial,json=pskSerial,proto3" json:"psk_serial,omitempty"`
+	// role says whether this end initiates IKE (and opens BGP) or only
+	// responds. UNSPECIFIED comes from a controller older than the field:
+	// the edge then infers it as before (the end with the lower inner
+	// address initiates).
+	Role          TunnelRole `protobuf:"varint,14,opt,name=role,proto3,enum=meshwan.v1.TunnelRole" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -986,6 +1040,13 @@ func (x *EdgeTunnel) GetPskSerial() uint64 {
 	return 0
 }
 
+func (x *EdgeTunnel) GetRole() TunnelRole {
+	if x != nil {
+		return x.Role
+	}
+	return TunnelRole_TUNNEL_ROLE_UNSPECIFIED
+}
+
 var File_meshwan_v1_edge_proto protoreflect.FileDescriptor
 
 const file_meshwan_v1_edge_proto_rawDesc = "" +
@@ -1053,7 +1114,7 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	" \x01(\fR\bbaseHash\x12'\n" +
 	"\x0fremoved_tunnels\x18\v \x03(\tR\x0eremovedTunnels\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\f \x01(\fR\tstateHash\"\xc6\x03\n" +
+	"state_hash\x18\f \x01(\fR\tstateHash\"\xf2\x03\n" +
 	"\n" +
 	"EdgeTunnel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
@@ -1074,12 +1135,18 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"\vaccept_psks\x18\f \x03(\fR\n" +
 	"acceptPsks\x12\x1d\n" +
 	"\n" +
-	"psk_serial\x18\r \x01(\x04R\tpskSerial*\\\n" +
+	"psk_serial\x18\r \x01(\x04R\tpskSerial\x12*\n" +
+	"\x04role\x18\x0e \x01(\x0e2\x16.meshwan.v1.TunnelRoleR\x04role*\\\n" +
 	"\n" +
 	"ClaimState\x12\x1b\n" +
 	"\x17CLAIM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLAIM_STATE_PENDING\x10\x01\x12\x18\n" +
-	"\x14CLAIM_STATE_APPROVED\x10\x022\x89\x02\n" +
+	"\x14CLAIM_STATE_APPROVED\x10\x02*_\n" +
+	"\n" +
+	"TunnelRole\x12\x1b\n" +
+	"\x17TUNNEL_ROLE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15TUNNEL_ROLE_INITIATOR\x10\x01\x12\x19\n" +
+	"\x15TUNNEL_ROLE_RESPONDER\x10\x022\x89\x02\n" +
 	"\vEdgeService\x12?\n" +
 	"\x06Enroll\x12\x19.meshwan.v1.EnrollRequest\x1a\x1a.meshwan.v1.EnrollResponse\x12=\n" +
 	"\x04Sync\x12\x17.meshwan.v1.SyncRequest\x1a\x18.meshwan.v1.DesiredState(\x010\x01\x12<\n" +
@@ -1098,54 +1165,56 @@ func file_meshwan_v1_edge_proto_rawDescGZIP() []byte {
 	return file_meshwan_v1_edge_proto_rawDescData
 }
 
-var file_meshwan_v1_edge_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_meshwan_v1_edge_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_meshwan_v1_edge_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_meshwan_v1_edge_proto_goTypes = []any{
 	(ClaimState)(0),        // 0: meshwan.v1.ClaimState
-	(*RenewRequest)(nil),   // 1: meshwan.v1.RenewRequest
-	(*RenewResponse)(nil),  // 2: meshwan.v1.RenewResponse
-	(*ClaimRequest)(nil),   // 3: meshwan.v1.ClaimRequest
-	(*ClaimResponse)(nil),  // 4: meshwan.v1.ClaimResponse
-	(*EnrollRequest)(nil),  // 5: meshwan.v1.EnrollRequest
-	(*EnrollResponse)(nil), // 6: meshwan.v1.EnrollResponse
-	(*SyncRequest)(nil),    // 7: meshwan.v1.SyncRequest
-	(*Hello)(nil),          // 8: meshwan.v1.Hello
-	(*EdgeReport)(nil),     // 9: meshwan.v1.EdgeReport
-	(*DesiredState)(nil),   // 10: meshwan.v1.DesiredState
-	(*EdgeTunnel)(nil),     // 11: meshwan.v1.EdgeTunnel
-	(*Transport)(nil),      // 12: meshwan.v1.Transport
-	(*TunnelStatus)(nil),   // 13: meshwan.v1.TunnelStatus
-	(*BGPPeerStatus)(nil),  // 14: meshwan.v1.BGPPeerStatus
-	(*ClassPath)(nil),      // 15: meshwan.v1.ClassPath
-	(*IPsecPolicy)(nil),    // 16: meshwan.v1.IPsecPolicy
-	(RoutingMode)(0),       // 17: meshwan.v1.RoutingMode
-	(*PathPolicy)(nil),     // 18: meshwan.v1.PathPolicy
+	(TunnelRole)(0),        // 1: meshwan.v1.TunnelRole
+	(*RenewRequest)(nil),   // 2: meshwan.v1.RenewRequest
+	(*RenewResponse)(nil),  // 3: meshwan.v1.RenewResponse
+	(*ClaimRequest)(nil),   // 4: meshwan.v1.ClaimRequest
+	(*ClaimResponse)(nil),  // 5: meshwan.v1.ClaimResponse
+	(*EnrollRequest)(nil),  // 6: meshwan.v1.EnrollRequest
+	(*EnrollResponse)(nil), // 7: meshwan.v1.EnrollResponse
+	(*SyncRequest)(nil),    // 8: meshwan.v1.SyncRequest
+	(*Hello)(nil),          // 9: meshwan.v1.Hello
+	(*EdgeReport)(nil),     // 10: meshwan.v1.EdgeReport
+	(*DesiredState)(nil),   // 11: meshwan.v1.DesiredState
+	(*EdgeTunnel)(nil),     // 12: meshwan.v1.EdgeTunnel
+	(*Transport)(nil),      // 13: meshwan.v1.Transport
+	(*TunnelStatus)(nil),   // 14: meshwan.v1.TunnelStatus
+	(*BGPPeerStatus)(nil),  // 15: meshwan.v1.BGPPeerStatus
+	(*ClassPath)(nil),      // 16: meshwan.v1.ClassPath
+	(*IPsecPolicy)(nil),    // 17: meshwan.v1.IPsecPolicy
+	(RoutingMode)(0),       // 18: meshwan.v1.RoutingMode
+	(*PathPolicy)(nil),     // 19: meshwan.v1.PathPolicy
 }
 var file_meshwan_v1_edge_proto_depIdxs = []int32{
 	0,  // 0: meshwan.v1.ClaimResponse.state:type_name -> meshwan.v1.ClaimState
-	8,  // 1: meshwan.v1.SyncRequest.hello:type_name -> meshwan.v1.Hello
-	9,  // 2: meshwan.v1.SyncRequest.report:type_name -> meshwan.v1.EdgeReport
-	12, // 3: meshwan.v1.Hello.transports:type_name -> meshwan.v1.Transport
-	13, // 4: meshwan.v1.EdgeReport.tunnels:type_name -> meshwan.v1.TunnelStatus
-	14, // 5: meshwan.v1.EdgeReport.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
-	15, // 6: meshwan.v1.EdgeReport.class_paths:type_name -> meshwan.v1.ClassPath
-	16, // 7: meshwan.v1.DesiredState.ipsec:type_name -> meshwan.v1.IPsecPolicy
-	11, // 8: meshwan.v1.DesiredState.tunnels:type_name -> meshwan.v1.EdgeTunnel
-	17, // 9: meshwan.v1.DesiredState.routing:type_name -> meshwan.v1.RoutingMode
-	18, // 10: meshwan.v1.DesiredState.path_policy:type_name -> meshwan.v1.PathPolicy
-	5,  // 11: meshwan.v1.EdgeService.Enroll:input_type -> meshwan.v1.EnrollRequest
-	7,  // 12: meshwan.v1.EdgeService.Sync:input_type -> meshwan.v1.SyncRequest
-	1,  // 13: meshwan.v1.EdgeService.Renew:input_type -> meshwan.v1.RenewRequest
-	3,  // 14: meshwan.v1.EdgeService.Claim:input_type -> meshwan.v1.ClaimRequest
-	6,  // 15: meshwan.v1.EdgeService.Enroll:output_type -> meshwan.v1.EnrollResponse
-	10, // 16: meshwan.v1.EdgeService.Sync:output_type -> meshwan.v1.DesiredState
-	2,  // 17: meshwan.v1.EdgeService.Renew:output_type -> meshwan.v1.RenewResponse
-	4,  // 18: meshwan.v1.EdgeService.Claim:output_type -> meshwan.v1.ClaimResponse
-	15, // [15:19] is the sub-list for method output_type
-	11, // [11:15] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	9,  // 1: meshwan.v1.SyncRequest.hello:type_name -> meshwan.v1.Hello
+	10, // 2: meshwan.v1.SyncRequest.report:type_name -> meshwan.v1.EdgeReport
+	13, // 3: meshwan.v1.Hello.transports:type_name -> meshwan.v1.Transport
+	14, // 4: meshwan.v1.EdgeReport.tunnels:type_name -> meshwan.v1.TunnelStatus
+	15, // 5: meshwan.v1.EdgeReport.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
+	16, // 6: meshwan.v1.EdgeReport.class_paths:type_name -> meshwan.v1.ClassPath
+	17, // 7: meshwan.v1.DesiredState.ipsec:type_name -> meshwan.v1.IPsecPolicy
+	12, // 8: meshwan.v1.DesiredState.tunnels:type_name -> meshwan.v1.EdgeTunnel
+	18, // 9: meshwan.v1.DesiredState.routing:type_name -> meshwan.v1.RoutingMode
+	19, // 10: meshwan.v1.DesiredState.path_policy:type_name -> meshwan.v1.PathPolicy
+	1,  // 11: meshwan.v1.EdgeTunnel.role:type_name -> meshwan.v1.TunnelRole
+	6,  // 12: meshwan.v1.EdgeService.Enroll:input_type -> meshwan.v1.EnrollRequest
+	8,  // 13: meshwan.v1.EdgeService.Sync:input_type -> meshwan.v1.SyncRequest
+	2,  // 14: meshwan.v1.EdgeService.Renew:input_type -> meshwan.v1.RenewRequest
+	4,  // 15: meshwan.v1.EdgeService.Claim:input_type -> meshwan.v1.ClaimRequest
+	7,  // 16: meshwan.v1.EdgeService.Enroll:output_type -> meshwan.v1.EnrollResponse
+	11, // 17: meshwan.v1.EdgeService.Sync:output_type -> meshwan.v1.DesiredState
+	3,  // 18: meshwan.v1.EdgeService.Renew:output_type -> meshwan.v1.RenewResponse
+	5,  // 19: meshwan.v1.EdgeService.Claim:output_type -> meshwan.v1.ClaimResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_edge_proto_init() }
@@ -1163,7 +1232,7 @@ func file_meshwan_v1_edge_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_edge_proto_rawDesc), len(file_meshwan_v1_edge_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,

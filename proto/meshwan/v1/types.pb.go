@@ -516,7 +516,13 @@ type Site struct {
 	// from the controller's pool".
 	Asn uint32 `protobuf:"varint,5,opt,name=asn,proto3" json:"asn,omitempty"`
 	// status is output only: what the site's edge last reported.
-	Status        *SiteStatus `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	Status *SiteStatus `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	// unmanaged: no meshwan-edge runs at this site (a third-party router).
+	// The controller allocates its /30s, ASN and pre-shared keys like any
+	// other site's and renders its configuration with ExportSiteConfig; the
+	// health of its tunnels comes from the managed ends' probes. Its
+	// transports need fixed addresses.
+	Unmanaged     bool `protobuf:"varint,7,opt,name=unmanaged,proto3" json:"unmanaged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -591,6 +597,13 @@ func (x *Site) GetStatus() *SiteStatus {
 		return x.Status
 	}
 	return nil
+}
+
+func (x *Site) GetUnmanaged() bool {
+	if x != nil {
+		return x.Unmanaged
+	}
+	return false
 }
 
 type SiteStatus struct {
@@ -1338,9 +1351,14 @@ type Tunnel struct {
 	// under way, "staged": both ends accept the new key, "committed": both
 	// use the new key and still accept the old one) and psk_rotated_at the
 	// end of the last completed rotation.
-	PskSerial     uint64                 `protobuf:"varint,6,opt,name=psk_serial,json=pskSerial,proto3" json:"psk_serial,omitempty"`
-	PskRotation   string                 `protobuf:"bytes,7,opt,name=psk_rotation,json=pskRotation,proto3" json:"psk_rotation,omitempty"`
-	PskRotatedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=psk_rotated_at,json=pskRotatedAt,proto3" json:"psk_rotated_at,omitempty"`
+	PskSerial    uint64                 `protobuf:"varint,6,opt,name=psk_serial,json=pskSerial,proto3" json:"psk_serial,omitempty"`
+	PskRotation  string                 `protobuf:"bytes,7,opt,name=psk_rotation,json=pskRotation,proto3" json:"psk_rotation,omitempty"`
+	PskRotatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=psk_rotated_at,json=pskRotatedAt,proto3" json:"psk_rotated_at,omitempty"`
+	// initiator names the end that initiates IKE and opens BGP ("a" or
+	// "b"). The ends (a, b) and the id are fixed when the tunnel is made and
+	// never change with the sites' roles; the initiator may (a hub answers,
+	// a spoke or a site behind NAT initiates) without re-keying the tunnel.
+	Initiator     string `protobuf:"bytes,9,opt,name=initiator,proto3" json:"initiator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1429,6 +1447,13 @@ func (x *Tunnel) GetPskRotatedAt() *timestamppb.Timestamp {
 		return x.PskRotatedAt
 	}
 	return nil
+}
+
+func (x *Tunnel) GetInitiator() string {
+	if x != nil {
+		return x.Initiator
+	}
+	return ""
 }
 
 // TunnelStatus is what an edge reports about one of its tunnels.
@@ -2125,7 +2150,7 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"meshwan.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n" +
 	"\tTransport\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe0\x01\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xfe\x01\n" +
 	"\x04Site\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x14.meshwan.v1.SiteRoleR\x04role\x125\n" +
@@ -2134,7 +2159,8 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"transports\x12!\n" +
 	"\flan_prefixes\x18\x04 \x03(\tR\vlanPrefixes\x12\x10\n" +
 	"\x03asn\x18\x05 \x01(\rR\x03asn\x12.\n" +
-	"\x06status\x18\x06 \x01(\v2\x16.meshwan.v1.SiteStatusR\x06status\"\xe4\x02\n" +
+	"\x06status\x18\x06 \x01(\v2\x16.meshwan.v1.SiteStatusR\x06status\x12\x1c\n" +
+	"\tunmanaged\x18\a \x01(\bR\tunmanaged\"\xe4\x02\n" +
 	"\n" +
 	"SiteStatus\x12+\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x15.meshwan.v1.EdgeStateR\x05state\x12#\n" +
@@ -2205,7 +2231,7 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\ttransport\x18\x02 \x01(\tR\ttransport\x12)\n" +
 	"\x10underlay_address\x18\x03 \x01(\tR\x0funderlayAddress\x12#\n" +
 	"\rinner_address\x18\x04 \x01(\tR\finnerAddress\x12\x10\n" +
-	"\x03asn\x18\x05 \x01(\rR\x03asn\"\xb9\x02\n" +
+	"\x03asn\x18\x05 \x01(\rR\x03asn\"\xd7\x02\n" +
 	"\x06Tunnel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\x01a\x18\x02 \x01(\v2\x15.meshwan.v1.TunnelEndR\x01a\x12#\n" +
@@ -2216,7 +2242,8 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"psk_serial\x18\x06 \x01(\x04R\tpskSerial\x12!\n" +
 	"\fpsk_rotation\x18\a \x01(\tR\vpskRotation\x12@\n" +
-	"\x0epsk_rotated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fpskRotatedAt\"\xc0\x04\n" +
+	"\x0epsk_rotated_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\fpskRotatedAt\x12\x1c\n" +
+	"\tinitiator\x18\t \x01(\tR\tinitiator\"\xc0\x04\n" +
 	"\fTunnelStatus\x12\x1b\n" +
 	"\ttunnel_id\x18\x01 \x01(\tR\btunnelId\x12-\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.meshwan.v1.TunnelStateR\x05state\x12\x17\n" +
