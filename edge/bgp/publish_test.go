@@ -10,8 +10,8 @@ import (
 // TestOnRIB: B publishes a RIB at start, again when A's prefix arrives
 // (Choose gives the route via A) and when A withdraws it (a RIB without
 // it), and periodically without any event; no RIB is shared with an
-// earlier one; none is Holding (no restart); and once Stop returned OnRIB
-// is never called again.
+// earlier one; none is Holding (no restart); Stop waits for an OnRIB call
+// in progress, and once Stop returned OnRIB is never called again.
 func TestOnRIB(t *testing.T) {
 	a := startNode(t, "a", "127.0.8.1", 4200000081)
 	b := &node{t: t, name: "b", addr: ma("127.0.8.2"), asn: 4200000082}
@@ -48,16 +48,32 @@ func TestOnRIB(t *testing.T) {
 	a.apply(Desired{Neighbors: []Neighbor{a.to(b)}})
 	b.waitRoutes("b's routes after a withdrew its prefix", "")
 
-	b.s.Stop()
-	b.ribs.markStopped()
-	_, before, _ := b.ribs.latest()
-	// The ticker fires every 200 ms and a's session drop is an event: a
-	// publish loop still running would call OnRIB within this window.
-	a.s.Stop()
-	time.Sleep(time.Second) // no event to await: asserting an absence
+	// Stop while OnRIB runs: Stop must wait for it, and nothing is
+	// published once Stop returned. The ticker fires every 200 ms, so the
+	// next periodic publish blocks in OnRIB.
+	entered, release := b.ribs.blockNext()
+	select {
+	case <-entered:
+	case <-time.After(waitTimeout):
+		t.Fatal("no periodic publish to block")
+	}
+	stopped := make(chan struct{})
+	go func() {
+		b.s.Stop()
+		b.ribs.markStopped()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+		t.Error("Stop returned while OnRIB was still running")
+	case <-time.After(time.Second): // asserting an absence: no event to await
+	}
+	close(release)
+	<-stopped
+	a.s.Stop() // a's session drop would be an event for a loop still running
+	time.Sleep(time.Second)
 	if late := b.ribs.lateCalls(); late != 0 {
-		_, after, _ := b.ribs.latest()
-		t.Errorf("OnRIB called %d times after Stop returned (%d ribs before, %d after)", late, before, after)
+		t.Errorf("OnRIB called %d times after Stop returned", late)
 	}
 }
 

@@ -42,19 +42,38 @@ type ribLog struct {
 	stopped bool          // set by the test once Stop returned
 	late    int           // OnRIB calls while stopped
 	changed chan struct{} // closed and replaced on every call
+	// block, when set, makes the next call close entered and wait for
+	// release before it returns.
+	block *struct{ entered, release chan struct{} }
 }
 
 func newRIBLog() *ribLog { return &ribLog{changed: make(chan struct{})} }
 
 func (l *ribLog) publish(r RIB) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.stopped {
 		l.late++
 	}
 	l.ribs = append(l.ribs, r)
 	close(l.changed)
 	l.changed = make(chan struct{})
+	b := l.block
+	l.block = nil
+	l.mu.Unlock()
+	if b != nil {
+		close(b.entered)
+		<-b.release
+	}
+}
+
+// blockNext makes the next OnRIB call close entered and return only once
+// release is closed.
+func (l *ribLog) blockNext() (entered <-chan struct{}, release chan<- struct{}) {
+	b := &struct{ entered, release chan struct{} }{make(chan struct{}), make(chan struct{})}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.block = b
+	return b.entered, b.release
 }
 
 // latest returns the newest RIB (ok false before the first), how many
