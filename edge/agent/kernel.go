@@ -218,9 +218,10 @@ func (k *Kernel) applySteer(ctx context.Context, d dataplane.Desired) error {
 	return nil
 }
 
-// ApplyPaths applies the probes' decisions: the routes over unusable
-// tunnels go (static: from the main table; BGP: from the route sync's
-// choice), the steering plan is programmed, and the view is kept for
+// ApplyPaths applies the probes' decisions: the static routes over
+// unusable tunnels go from the main table (BGP routes are not written
+// here: the BGP speaker publishes its RIB and the new owner, not yet
+// wired, writes them), the steering plan is programmed, and the view is kept for
 // later Applies. Only routes and steering change; links, IPsec and the
 // firewall are left to Apply. (The probes may see a new desired version
 // before Apply has run for it: when ApplyPaths still went through the
