@@ -11,14 +11,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshwan/meshwan/edge/bgp"
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/steer"
 	"github.com/meshwan/meshwan/edge/syncer"
-	"golang.org/x/sys/unix"
 )
 
 // Kernel is the real data plane: nftables, GRE links and strongSwan,
@@ -90,9 +88,6 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.Routing != nil {
-		k.Routing.SetExcluded(ExcludedNextHops(d, k.view.Usable))
-	}
 	if err := k.applySteer(ctx, d); err != nil {
 		errs = append(errs, err)
 	}
@@ -223,9 +218,10 @@ func (k *Kernel) applySteer(ctx context.Context, d dataplane.Desired) error {
 	return nil
 }
 
-// ApplyPaths applies the probes' decisions: the routes over unusable
-// tunnels go (static: from the main table; BGP: from the route sync's
-// choice), the steering plan is programmed, and the view is kept for
+// ApplyPaths applies the probes' decisions: the static routes over
+// unusable tunnels go from the main table (BGP routes are not written
+// here: the BGP speaker publishes its RIB and the new owner, not yet
+// wired, writes them), the steering plan is programmed, and the view is kept for
 // later Applies. Only routes and steering change; links, IPsec and the
 // firewall are left to Apply. (The probes may see a new desired version
 // before Apply has run for it: when ApplyPaths still went through the
@@ -237,12 +233,10 @@ func (k *Kernel) ApplyPaths(ctx context.Context, d dataplane.Desired, v PathView
 	defer k.mu.Unlock()
 	k.view = v
 	var errs []error
-	if d.BGP {
-		if k.Routing != nil {
-			k.Routing.SetExcluded(ExcludedNextHops(d, v.Usable))
+	if !d.BGP {
+		if err := k.Link.ApplyRoutes(ctx, k.linkDesired(d)); err != nil {
+			errs = append(errs, fmt.Errorf("links: %w", err))
 		}
-	} else if err := k.Link.ApplyRoutes(ctx, k.linkDesired(d)); err != nil {
-		errs = append(errs, fmt.Errorf("links: %w", err))
 	}
 	if err := k.applySteer(ctx, d); err != nil {
 		errs = append(errs, err)
@@ -295,10 +289,6 @@ func (k *Kernel) BGPStatus(ctx context.Context) ([]syncer.BGPPeer, error) {
 // Cleanup removes everything meshwan created, IPsec first so no SA is left
 // pointing at a deleted link.
 func (k *Kernel) Cleanup(ctx context.Context) error {
-	var routes error
-	if k.Routing != nil && k.Routing.Routes != nil {
-		routes = bgp.FlushRoutes(k.Routing.Routes, unix.RT_TABLE_MAIN)
-	}
 	var steerErr error
 	if k.Steer != nil {
 		steerErr = k.Steer.Cleanup(ctx)
@@ -308,5 +298,5 @@ func (k *Kernel) Cleanup(ctx context.Context) error {
 	if ret, _, err := k.Link.Retiring(dataplane.Desired{}); err == nil {
 		k.waitRetired(ctx, ret, nil)
 	}
-	return errors.Join(steerErr, ipsecErr, k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx), routes)
+	return errors.Join(steerErr, ipsecErr, k.Link.Cleanup(ctx), k.Firewall.Cleanup(ctx))
 }

@@ -479,7 +479,7 @@ func RoutedDesired(d dataplane.Desired, v PathView) dataplane.Desired {
 }
 
 // ExcludedNextHops lists the far-end addresses of unusable tunnels, for
-// the BGP route sync (nil usable: none).
+// BGP route choice (bgp.Choose; nil usable: none).
 func ExcludedNextHops(d dataplane.Desired, usable map[string]bool) []netip.Addr {
 	if usable == nil {
 		return nil

@@ -24,7 +24,6 @@ import (
 // routes, the next speaker adopts the kernel routes it finds), and Stop
 // would send a Cease that makes peers withdraw at once.
 type Routing struct {
-	Routes bgp.RouteHandle
 	Logger *slog.Logger
 	// ListenPort is the BGP port (0 = 179).
 	ListenPort int32
@@ -35,6 +34,11 @@ type Routing struct {
 	mu      sync.Mutex
 	speaker *bgp.Speaker
 	asn     uint32
+
+	// ribMu guards rib, the speaker's newest RIB. It is not mu: Stop,
+	// called with mu held, waits for the speaker's OnRIB.
+	ribMu sync.Mutex
+	rib   bgp.RIB
 }
 
 // Apply reconciles the speaker with d.
@@ -45,15 +49,17 @@ func (r *Routing) Apply(ctx context.Context, d dataplane.Desired) error {
 		if r.speaker != nil {
 			r.speaker.Stop() // routing switched to static: withdraw for real
 			r.speaker = nil
+			r.setRIB(bgp.RIB{})
 		}
 		return nil
 	}
 	if r.speaker != nil && r.asn != d.ASN {
 		r.speaker.Stop()
 		r.speaker = nil
+		r.setRIB(bgp.RIB{})
 	}
 	if r.speaker == nil {
-		s, err := bgp.Start(ctx, bgp.Config{ASN: d.ASN, RouterID: routerID(d), ListenPort: r.ListenPort, Logger: r.Logger, Routes: r.Routes})
+		s, err := bgp.Start(ctx, bgp.Config{ASN: d.ASN, RouterID: routerID(d), ListenPort: r.ListenPort, Logger: r.Logger, OnRIB: r.setRIB})
 		if err != nil {
 			return fmt.Errorf("bgp: %w", err)
 		}
@@ -91,30 +97,19 @@ func (r *Routing) Status(ctx context.Context) ([]syncer.BGPPeer, error) {
 	return out, err
 }
 
-// SetExcluded passes the next hops of unusable tunnels to the speaker's
-// route sync (no-op without a speaker).
-func (r *Routing) SetExcluded(nhs []netip.Addr) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.speaker != nil {
-		r.speaker.SetExcluded(nhs)
-	}
+func (r *Routing) setRIB(rib bgp.RIB) {
+	r.ribMu.Lock()
+	defer r.ribMu.Unlock()
+	r.rib = rib
 }
 
-// Dests returns the steering destinations from the BGP RIB: every path's
-// next hop mapped to its tunnel (none without a speaker).
-func (r *Routing) Dests(ctx context.Context, d dataplane.Desired) []steer.Dest {
-	r.mu.Lock()
-	s := r.speaker
-	r.mu.Unlock()
-	if s == nil {
-		return nil
-	}
-	cands, err := s.Candidates(ctx)
-	if err != nil && r.Logger != nil {
-		r.Logger.Warn("bgp candidates for steering incomplete", "err", err)
-	}
-	return BGPDests(d, cands)
+// Dests returns the steering destinations from the speaker's newest RIB:
+// every path's next hop mapped to its tunnel (none without a speaker).
+func (r *Routing) Dests(_ context.Context, d dataplane.Desired) []steer.Dest {
+	r.ribMu.Lock()
+	rib := r.rib
+	r.ribMu.Unlock()
+	return BGPDests(d, rib.Candidates())
 }
 
 // ParseLANPeers parses "ADDR:ASN,ADDR:ASN" (the --bgp-lan-peer flag).

@@ -155,7 +155,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 			firewall.Options{Logger: log, ProbePort: probeAddr.Port(), BGPLANPeers: lanPeerAddrs(lanPeers)}),
 		Link:    link.NewManager(h, link.Options{Logger: log}),
 		IPsec:   im,
-		Routing: &agent.Routing{Routes: h, Logger: log, LANPeers: lanPeers},
+		Routing: &agent.Routing{Logger: log, LANPeers: lanPeers},
 		Steer:   sk,
 		SAs:     ipsec.KernelSAs,
 		Log:     log,
