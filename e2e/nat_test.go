@@ -57,7 +57,7 @@ func TestSpokeBehindNAT(t *testing.T) {
 	e.sh("ip", "-n", br1.NS, "addr", "add", natPrivate.String(), "dev", tr.Dev)
 	e.sh("ip", "-n", br1.NS, "route", "replace", "default", "via", natGateway.String())
 	e.sh("ip", "-n", "mw-wan", "addr", "add", natGateway.String()+"/30", "dev", tr.RouterDev)
-	e.setNAT(natPublic.String())
+	e.setNAT(natPublic, "")
 	e.sh("ip", "netns", "exec", "mw-wan", "nft", "add rule ip mwlab counted udp dport 4500 counter; add rule ip mwlab counted udp sport 4500 counter")
 
 	// hub: static address; br1: dynamic, learnt from its connection.
@@ -92,7 +92,7 @@ func TestSpokeBehindNAT(t *testing.T) {
 
 	// A new public port: the NAT forgets its mappings and maps to other
 	// ports from now on.
-	e.setNAT(fmt.Sprintf("%s:20000-29999", natPublic))
+	e.setNAT(natPublic, "20000-29999")
 	d := e.remap("new public port")
 	if p := e.expectNATT(natPrivate.Addr(), natPublic); p == port {
 		t.Errorf("the hub still sends ESP-in-UDP to port %s after the NAT moved to 20000-29999", p)
@@ -100,7 +100,7 @@ func TestSpokeBehindNAT(t *testing.T) {
 	t.Logf("NAT mapping moved to a new public port: LAN-to-LAN recovered after %v", d.Round(time.Millisecond))
 
 	// A new public address.
-	e.setNAT(natPublic2.String())
+	e.setNAT(natPublic2, "")
 	d = e.remap("new public address")
 	if got := e.observed("br1", "inet1"); got != natPublic2 {
 		t.Fatalf("after the NAT moved to %s the controller records %v for br1/inet1", natPublic2, got)
@@ -120,13 +120,19 @@ func (e *env) sh(name string, args ...string) string {
 }
 
 // setNAT (re)writes the WAN router's source NAT for the private block:
-// to is an nftables snat target ("ADDR" or "ADDR:PORT-PORT").
-func (e *env) setNAT(to string) {
+// to the address to, and for TCP and UDP to ports (a range "FROM-TO", or
+// "" to keep the source port when free, as masquerading does).
+func (e *env) setNAT(to netip.Addr, ports string) {
 	e.t.Helper()
+	l4 := to.String()
+	if ports != "" {
+		l4 += ":" + ports
+	}
 	e.sh("ip", "netns", "exec", "mw-wan", "nft", fmt.Sprintf(
 		"add table ip mwnat; delete table ip mwnat; add table ip mwnat; "+
 			"add chain ip mwnat post { type nat hook postrouting priority srcnat; policy accept; }; "+
-			"add rule ip mwnat post ip saddr %s snat to %s", natPrivate.Masked(), to))
+			"add rule ip mwnat post ip saddr %s meta l4proto { tcp, udp } snat to %s; "+
+			"add rule ip mwnat post ip saddr %s snat to %s", natPrivate.Masked(), l4, natPrivate.Masked(), to))
 }
 
 // remap flushes the WAN router's connection tracking (every mapping is
