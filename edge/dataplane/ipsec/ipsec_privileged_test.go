@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/edge/backoff"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/strongswan/govici/vici"
 	"github.com/vishvananda/netlink"
@@ -73,7 +74,7 @@ func startCharon(t *testing.T) (ch *Charon, stop func() error) {
 		t.Fatal(err)
 	}
 
-	ch, err = NewCharon(CharonConfig{RunDir: t.TempDir(), NetNS: netnstest.Path(ns), RestartDelay: 100 * time.Millisecond})
+	ch, err = NewCharon(CharonConfig{RunDir: t.TempDir(), NetNS: netnstest.Path(ns), Restart: backoff.Policy{Min: 100 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}

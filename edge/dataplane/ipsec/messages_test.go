@@ -92,8 +92,10 @@ func messageCases(m *Manager) []messageCase {
 
 // TestMessagesGolden: every request meshwan sends, built from the typed
 // structs, has exactly the keys, order and values recorded in
-// testdata/messages (recorded from the untyped builder they replaced, see
-// git history of legacy_test.go). The golden files hold test keys only.
+// testdata/messages. The files were recorded while the untyped builder
+// the structs replaced still existed, and TestTypedMessagesEqualLegacy
+// (commit 50cd4f4, deleted with that builder) showed both built the same
+// messages. The golden files hold test keys only.
 func TestMessagesGolden(t *testing.T) {
 	for _, c := range messageCases(&Manager{}) {
 		m, err := c.build()
