@@ -187,7 +187,9 @@ func (d Desired) Validate() error {
 		checkIPsec(t.IPsec, func(name string) string { return field("IPsec." + name) }, bad)
 	}
 	if !d.Paths.Disabled || len(d.Paths.Classes) > 0 {
-		d.Paths.WithDefaults().validate(bad)
+		for _, e := range d.Paths.Problems() {
+			bad("Paths."+e.Field, "%s", e.Msg)
+		}
 	}
 	return errors.Join(errs...)
 }
