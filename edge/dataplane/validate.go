@@ -302,19 +302,6 @@ func checkIPsec(p IPsecPolicy, field func(string) string, bad func(string, strin
 	}
 }
 
-// checkPrefix accepts a valid, masked IPv4 prefix.
-func checkPrefix(p netip.Prefix) error {
-	switch {
-	case !p.IsValid():
-		return errors.New("invalid prefix")
-	case !p.Addr().Is4():
-		return fmt.Errorf("%v is not IPv4", p)
-	case p != p.Masked():
-		return fmt.Errorf("%v has host bits set (want %v)", p, p.Masked())
-	}
-	return nil
-}
-
 // checkID accepts [A-Za-z0-9._~-]{1,MaxIDLen}, which covers the
 // controller's ids: the ID ends up in strongSwan names and link aliases,
 // where white space or quotes would hurt.

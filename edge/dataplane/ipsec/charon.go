@@ -52,15 +52,15 @@ type CharonConfig struct {
 	Logger *slog.Logger
 	// Restart paces restarts of a charon that died; the sequence starts
 	// again after a minute of good running. Zero fields default to Min
-	// 500ms and Max 30s (see DefaultRestart).
+	// 500ms and Max 30s (defaultRestart).
 	Restart backoff.Policy
 	// StopTimeout is how long charon gets after SIGTERM before SIGKILL;
 	// default 5s.
 	StopTimeout time.Duration
 }
 
-// DefaultRestart is the restart policy of a supervised charon.
-var DefaultRestart = backoff.Policy{Min: 500 * time.Millisecond, Max: 30 * time.Second}
+// defaultRestart is the restart policy of a supervised charon.
+var defaultRestart = backoff.Policy{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 
 // readyPoll paces WaitReady's attempts: quick at first (charon usually
 // answers within a second), then no busier than twice a second.
@@ -96,10 +96,10 @@ func NewCharon(cfg CharonConfig) (*Charon, error) {
 		cfg.LogLevel = 1
 	}
 	if cfg.Restart.Min <= 0 {
-		cfg.Restart.Min = DefaultRestart.Min
+		cfg.Restart.Min = defaultRestart.Min
 	}
 	if cfg.Restart.Max <= 0 {
-		cfg.Restart.Max = max(DefaultRestart.Max, cfg.Restart.Min)
+		cfg.Restart.Max = max(defaultRestart.Max, cfg.Restart.Min)
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 5 * time.Second

@@ -131,15 +131,31 @@ func (f *FakeCharon) String() string {
 	return strings.Join(lines, "\n")
 }
 
-func reply(ok bool, errmsg string) *vici.Message {
-	m := vici.NewMessage()
-	if ok {
-		_ = m.Set("success", "yes")
-	} else {
-		_ = m.Set("success", "no")
-		_ = m.Set("errmsg", errmsg)
+// fakeReply is charon's answer to a command; fakeVersion to "version".
+type fakeReply struct {
+	Success bool   `vici:"success"`
+	Errmsg  string `vici:"errmsg"`
+}
+
+type fakeVersion struct {
+	Daemon  string `vici:"daemon"`
+	Version string `vici:"version"`
+}
+
+// mustMarshal marshals the fake's own answer types, which always marshal.
+func mustMarshal(v any) *vici.Message {
+	m, err := vici.MarshalMessage(v)
+	if err != nil {
+		panic(err)
 	}
 	return m
+}
+
+func reply(ok bool, errmsg string) *vici.Message {
+	if ok {
+		errmsg = ""
+	}
+	return mustMarshal(fakeReply{Success: ok, Errmsg: errmsg})
 }
 
 func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*vici.Message, error) {
@@ -162,10 +178,7 @@ func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 	}
 	switch cmd {
 	case "version":
-		m := vici.NewMessage()
-		_ = m.Set("daemon", "charon")
-		_ = m.Set("version", "5.9.8")
-		return m, nil
+		return mustMarshal(fakeVersion{Daemon: "charon", Version: "5.9.8"}), nil
 	case "load-conn":
 		conn := req.conn[name]
 		old, had := f.conns[name]

@@ -1,6 +1,7 @@
 // Package ipsec owns meshwan's IKE side: one IKEv2 connection per tunnel,
-// loaded into strongSwan's charon over VICI (github.com/strongswan/govici),
-// with a PSK and a transport-mode CHILD_SA protecting the GRE packets
+// loaded into strongSwan's charon over VICI (github.com/strongswan/govici,
+// every request and answer a Go struct marshalled by govici, see
+// messages.go), with a PSK and a transport-mode CHILD_SA protecting the GRE packets
 // between the two underlay addresses. It also supervises a private charon
 // (Charon) for edges and labs that do not use a system-wide one.
 //
