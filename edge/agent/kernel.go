@@ -260,13 +260,13 @@ func (k *Kernel) Status(ctx context.Context, d dataplane.Desired) ([]syncer.Tunn
 	out := make([]syncer.TunnelStatus, 0, len(d.Tunnels))
 	for _, t := range d.Tunnels {
 		l, sa := byLink[t.ID], bySA[t.ID]
-		ts := syncer.TunnelStatus{ID: t.ID, LinkUp: l.Present && l.Up, IKEState: sa.IKEState, ChildState: sa.ChildState,
+		ts := syncer.TunnelStatus{ID: t.ID, LinkUp: l.Present && l.Up, IKEState: string(sa.IKEState), ChildState: string(sa.ChildState),
 			BytesIn: l.RxBytes, BytesOut: l.TxBytes, PacketsIn: l.RxPackets, PacketsOut: l.TxPackets, PSKSerial: sa.PSKSerial}
 		var why []string
 		if !ts.LinkUp {
 			why = append(why, "GRE link "+t.LinkName+" missing or down")
 		}
-		if sa.ChildState != "INSTALLED" {
+		if sa.ChildState != ipsec.ChildInstalled {
 			why = append(why, fmt.Sprintf("no installed child SA (IKE %q, child %q)", sa.IKEState, sa.ChildState))
 		}
 		ts.State = "up"
