@@ -73,7 +73,8 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 		errs = append(errs, err)
 	}
 	k.mu.Lock()
-	err := k.Link.Apply(ctx, k.linkDesired(d))
+	ld := k.linkDesired(d)
+	err := errors.Join(k.Link.Apply(ctx, ld), k.Link.ApplyStaticRoutes(ctx, ld))
 	k.mu.Unlock()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("links: %w", err))
@@ -241,7 +242,7 @@ func (k *Kernel) ApplyPaths(ctx context.Context, d dataplane.Desired, v PathView
 		if k.Routing != nil {
 			k.Routing.SetExcluded(ExcludedNextHops(d, v.Usable))
 		}
-	} else if err := k.Link.ApplyRoutes(ctx, k.linkDesired(d)); err != nil {
+	} else if err := k.Link.ApplyStaticRoutes(ctx, k.linkDesired(d)); err != nil {
 		errs = append(errs, fmt.Errorf("links: %w", err))
 	}
 	if err := k.applySteer(ctx, d); err != nil {
