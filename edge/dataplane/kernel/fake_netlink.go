@@ -32,9 +32,10 @@ import (
 //     ITS PROTOCOL (as the kernel does, so a caller that clobbers a
 //     foreign route shows it in the state), RouteAdd fails with EEXIST on
 //     a taken key, RouteDel deletes the first route with the key whose
-//     protocol, gateways and link match those the request names (metric
-//     0 in the request matches any metric, as in the kernel's
-//     fib_nh_match) and fails with ESRCH otherwise. MultiPath makes an
+//     protocol and nexthops match those the request names, as the
+//     kernel's fib_nh_match does (metric 0 matches any metric; one
+//     gateway is compared with the first nexthop only) and fails with
+//     ESRCH otherwise. MultiPath makes an
 //     ECMP route (one nexthop is stored as a plain route). Each gateway
 //     must lie in an IPv4 subnet of an up link (of the named link, if
 //     any): ENETUNREACH, ENETDOWN or ENODEV otherwise; a route without
@@ -857,24 +858,60 @@ func (f *FakeNetlink) RouteDel(route *netlink.Route) error {
 		return err
 	}
 	want := normRoute(*route)
-	k, gws := keyOf(&want), gateways(&want)
+	k := keyOf(&want)
 	i := slices.IndexFunc(f.routes, func(o netlink.Route) bool {
 		ok := keyOf(&o)
 		switch {
 		case ok.table != k.table || ok.dst != k.dst || ok.tos != k.tos,
 			k.metric != 0 && ok.metric != k.metric,
-			want.Protocol != 0 && o.Protocol != want.Protocol,
-			len(gws) > 0 && !slices.Equal(gateways(&o), gws),
-			want.LinkIndex != 0 && len(o.MultiPath) == 0 && o.LinkIndex != want.LinkIndex:
+			want.Protocol != 0 && o.Protocol != want.Protocol:
 			return false
 		}
-		return true
+		return nexthopsMatch(&o, &want)
 	})
 	if i < 0 {
 		return unix.ESRCH
 	}
 	f.routes = slices.Delete(f.routes, i, i+1)
 	return nil
+}
+
+// nexthopsMatch is the kernel's fib_nh_match for a delete request: a
+// request with one gateway or link is compared with the route's FIRST
+// nexthop only (so it deletes an ECMP route whose first gateway it
+// names); a multipath request is compared nexthop by nexthop, in order,
+// over the route's nexthops; a request naming neither matches any.
+func nexthopsMatch(o, req *netlink.Route) bool {
+	type hop struct {
+		gw    net.IP
+		index int
+	}
+	hops := func(r *netlink.Route) []hop {
+		if len(r.MultiPath) == 0 {
+			return []hop{{r.Gw, r.LinkIndex}}
+		}
+		out := make([]hop, len(r.MultiPath))
+		for i, h := range r.MultiPath {
+			out[i] = hop{h.Gw, h.LinkIndex}
+		}
+		return out
+	}
+	have, want := hops(o), hops(req)
+	if len(req.MultiPath) == 0 {
+		if req.Gw == nil && req.LinkIndex == 0 {
+			return true
+		}
+		have = have[:1]
+	} else if len(want) < len(have) {
+		return false
+	}
+	for i, h := range have {
+		w := want[i]
+		if (w.index != 0 && w.index != h.index) || (w.gw != nil && !w.gw.Equal(h.gw)) {
+			return false
+		}
+	}
+	return true
 }
 
 // RouteListFiltered implements Netlink.
