@@ -136,8 +136,12 @@ func conformanceSteps() []step {
 		setup("br1", "10.255.0.1/30"),
 		setup("br2", "10.255.0.5/30"),
 		{"replace installs", func(h testHandle) error { return h.RouteReplace(route("10.1.0.0/16", ProtoStatic, 0, 0, "10.255.0.2")) }},
-		{"add on a taken key", func(h testHandle) error { return h.RouteAdd(route("10.1.0.0/16", unix.RTPROT_STATIC, 0, 0, "10.255.0.6")) }},
-		{"add at another metric", func(h testHandle) error { return h.RouteAdd(route("10.1.0.0/16", unix.RTPROT_STATIC, 5, 0, "10.255.0.6")) }},
+		{"add on a taken key", func(h testHandle) error {
+			return h.RouteAdd(route("10.1.0.0/16", unix.RTPROT_STATIC, 0, 0, "10.255.0.6"))
+		}},
+		{"add at another metric", func(h testHandle) error {
+			return h.RouteAdd(route("10.1.0.0/16", unix.RTPROT_STATIC, 5, 0, "10.255.0.6"))
+		}},
 		{"ECMP replace over another protocol", func(h testHandle) error {
 			return h.RouteReplace(route("10.1.0.0/16", ProtoBGP, 0, 0, "10.255.0.2", "10.255.0.6"))
 		}},
@@ -150,7 +154,9 @@ func conformanceSteps() []step {
 			return h.RouteDel(route("10.1.0.0/16", ProtoStatic, 0, 0, "10.255.0.2", "10.255.0.6"))
 		}},
 		{"ECMP back to one gateway", func(h testHandle) error { return h.RouteReplace(route("10.1.0.0/16", ProtoBGP, 0, 0, "10.255.0.6")) }},
-		{"ECMP again", func(h testHandle) error { return h.RouteReplace(route("10.1.0.0/16", ProtoBGP, 0, 0, "10.255.0.2", "10.255.0.6")) }},
+		{"ECMP again", func(h testHandle) error {
+			return h.RouteReplace(route("10.1.0.0/16", ProtoBGP, 0, 0, "10.255.0.2", "10.255.0.6"))
+		}},
 		{"steering route by link in a class table", func(h testHandle) error {
 			return h.RouteReplace(&netlink.Route{Dst: cidr("10.1.0.0/16"), LinkIndex: byName(h, "br1").Attrs().Index,
 				Gw: net.ParseIP("10.255.0.2").To4(), Protocol: ProtoSteer, Table: 7401})
