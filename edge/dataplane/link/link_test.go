@@ -521,3 +521,28 @@ func TestApplyStaticRoutesNeverTouchesLinks(t *testing.T) {
 		t.Errorf("the Apply after it: %q, want the link re-created and its route installed", got)
 	}
 }
+
+// TestGROOption: Options.GRO leaves GRO on (a new link has it) and turns
+// it back on where it was off; the default turns it off before up.
+func TestGROOption(t *testing.T) {
+	ctx := context.Background()
+	f := kernel.NewFakeNetlink()
+	must(t, NewManager(f, Options{}).Apply(ctx, twoTunnels()))
+	if n := strings.Count(f.String(), "gro off"); n != 2 {
+		t.Fatalf("default: %d links with GRO off, want 2:\n%s", n, f.String())
+	}
+	f.ResetCalls()
+	must(t, NewManager(f, Options{GRO: true}).Apply(ctx, twoTunnels()))
+	if w := f.Writes(); !slices.Equal(w, []string{"LinkSetGRO mw-b-inet-inet on", "LinkSetGRO mw-c-inet-inet on"}) {
+		t.Errorf("GRO on: writes %q", w)
+	}
+	if strings.Contains(f.String(), "gro off") {
+		t.Errorf("GRO on: state\n%s", f.String())
+	}
+
+	f2 := kernel.NewFakeNetlink()
+	must(t, NewManager(f2, Options{GRO: true}).Apply(ctx, twoTunnels()))
+	if slices.ContainsFunc(f2.Writes(), func(w string) bool { return strings.HasPrefix(w, "LinkSetGRO") }) {
+		t.Errorf("GRO on for new links: writes %q, want no GRO write", f2.Writes())
+	}
+}
