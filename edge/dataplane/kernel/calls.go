@@ -8,9 +8,9 @@ import (
 
 // CallLog records the calls made on the fakes, in order, one line each
 // ("RouteReplace 10.2.0.0/16 via 10.255.0.6 proto 240 metric 0 table
-// 254"). A FakeNetlink and a FakeNFT may share one (NewFakeNFTWithLog)
-// so that a test sees the order of writes across both shims. Safe for
-// concurrent use.
+// 254"). A FakeNetlink and a FakeNFT may share one (set one's Log to the
+// other's before use) so that a test sees the order of writes across both
+// shims. Safe for concurrent use.
 type CallLog struct {
 	mu    sync.Mutex
 	calls []call
