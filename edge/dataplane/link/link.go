@@ -159,11 +159,12 @@ type NetlinkHandle = kernel.NetlinkHandle
 // (issue 13).
 func NewNetlinkHandle(ns netns.NsHandle) (*NetlinkHandle, error) { return kernel.NewNetlinkHandle(ns) }
 
-// Apply makes the kernel match d: GRE links, addresses, GRO; no routes
-// (ApplyRoutes). It
-// validates d first and changes nothing if d is invalid. It carries on past
-// a failing tunnel and returns all failures joined, so one bad peer does
-// not block the others; the next Apply retries whatever failed.
+// Apply makes the kernel match d's links: GRE links, addresses, GRO; it
+// writes no route (ApplyRoutes does; only a rename on an old kernel puts
+// back the routes its down flushed). It validates d first and changes
+// nothing if d is invalid. It carries on past a failing tunnel and
+// returns all failures joined, so one bad peer does not block the others;
+// the next Apply retries whatever failed.
 func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	if err := d.Validate(); err != nil {
 		return fmt.Errorf("link apply: %w", err)
