@@ -91,7 +91,7 @@ func TestPlanNetwork(t *testing.T) {
 				TunnelsAdded: []string{"br1.inet1~br2.inet1"}, TunnelsKept: 2}},
 		{name: "demoting the hub removes only the spokes' tunnels", cur: siteMap(hq, br1hub, br2), curTopo: hs,
 			tunnels: tunnelSet("br1.inet1~br2.inet1", "br1.inet1~hq.inet1", "br2.inet1~hq.inet1"),
-			want: []intent.Site{applySite("hq", false, 1), br1hub, br2}, topo: hs,
+			want:    []intent.Site{applySite("hq", false, 1), br1hub, br2}, topo: hs,
 			plan: Plan{Updated: []SiteUpdate{{"hq", []string{"role"}}}, TunnelsRemoved: []string{"br2.inet1~hq.inet1"}, TunnelsKept: 2}},
 	}
 	for _, tc := range cases {

@@ -46,10 +46,10 @@ type Tunnel struct {
 	// before it existed have none and read as "a" (InitiatorSide): their
 	// A end initiated, inferred by the edges from the lower /30 address.
 	Initiator topology.Side `json:"initiator,omitempty"`
-	Index     int          `json:"index"`
-	Prefix    netip.Prefix `json:"prefix"`
-	CreatedAt time.Time    `json:"created_at"`
-	SealedPSK []byte       `json:"sealed_psk"`
+	Index     int           `json:"index"`
+	Prefix    netip.Prefix  `json:"prefix"`
+	CreatedAt time.Time     `json:"created_at"`
+	SealedPSK []byte        `json:"sealed_psk"`
 	// PSKSerial grows with every change of the key set the ends load
 	// (0 in old records: read as 1).
 	PSKSerial uint64 `json:"psk_serial,omitempty"`
