@@ -26,7 +26,9 @@ import (
 // that is no longer derived), and the desired state it sent each edge
 // (proto, deterministic, version zeroed). It was produced by running that
 // commit's own code (network.CreateSite, SetTopology, Build, desiredToPB)
-// with the test sealer key.
+// with the test sealer key: testdata/upgrade-61462e8.gen.go.txt, placed
+// in controller/api of a checkout of 61462e8 and run with
+// GOLDEN_OUT=<file> go test -run TestGenUpgradeGolden ./controller/api.
 type upgradeGolden struct {
 	Commit string `json:"commit"`
 	Store  []struct {
