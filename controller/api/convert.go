@@ -23,7 +23,7 @@ func siteFromPB(s *pb.Site) (intent.Site, error) {
 	if s == nil {
 		return intent.Site{}, fmt.Errorf("%w: site: missing", intent.ErrInvalid)
 	}
-	out := intent.Site{Name: s.GetName(), ASN: s.GetAsn()}
+	out := intent.Site{Name: s.GetName(), ASN: s.GetAsn(), Unmanaged: s.GetUnmanaged()}
 	switch s.GetRole() {
 	case pb.SiteRole_SITE_ROLE_HUB:
 		out.Role = intent.RoleHub
@@ -51,7 +51,7 @@ func siteFromPB(s *pb.Site) (intent.Site, error) {
 }
 
 func siteToPB(s intent.Site, st *health.Status) *pb.Site {
-	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE}
+	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE, Unmanaged: s.Unmanaged}
 	if s.Hub() {
 		out.Role = pb.SiteRole_SITE_ROLE_HUB
 	}

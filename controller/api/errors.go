@@ -29,6 +29,7 @@ var codeTable = []struct {
 	{intent.ErrExists, codes.AlreadyExists},
 	{intent.ErrConflict, codes.FailedPrecondition},
 	{intent.ErrPrecondition, codes.FailedPrecondition},
+	{enroll.ErrUnmanaged, codes.FailedPrecondition},
 	{intent.ErrNotFound, codes.NotFound},
 	{enroll.ErrNotFound, codes.NotFound},
 	{ipam.ErrExhausted, codes.ResourceExhausted},
