@@ -115,8 +115,12 @@ func sitesTable(w io.Writer, sites []*pb.Site) {
 		if n := len(s.GetStatus().GetTunnels()); n > 0 {
 			tunnels = fmt.Sprintf("%d/%d up", up, n)
 		}
+		edge := orDash(edgeStates[s.GetStatus().GetState()])
+		if s.GetUnmanaged() {
+			edge = "unmanaged" // no edge; its tunnels' states come from the managed ends
+		}
 		rows = append(rows, []string{s.GetName(), roles[s.GetRole()], strings.Join(trs, ","), strings.Join(s.GetLanPrefixes(), ","),
-			fmt.Sprint(s.GetAsn()), orDash(edgeStates[s.GetStatus().GetState()]), tunnels})
+			fmt.Sprint(s.GetAsn()), edge, tunnels})
 	}
 	table(w, []string{"NAME", "ROLE", "TRANSPORTS", "LAN PREFIXES", "ASN", "EDGE", "TUNNELS"}, rows)
 }
