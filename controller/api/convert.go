@@ -82,6 +82,8 @@ func statusToPB(st health.Status) *pb.SiteStatus {
 		out.State = pb.EdgeState_EDGE_STATE_UP
 	case health.Down:
 		out.State = pb.EdgeState_EDGE_STATE_DOWN
+	case health.Unmanaged:
+		out.State = pb.EdgeState_EDGE_STATE_UNSPECIFIED // no edge: Site.unmanaged says so
 	default:
 		out.State = pb.EdgeState_EDGE_STATE_NEVER_SEEN
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/meshwan/meshwan/controller/export"
+	"github.com/meshwan/meshwan/controller/health"
 	"github.com/meshwan/meshwan/controller/intent"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 )
@@ -43,4 +44,17 @@ func (a *Admin) ExportSiteConfig(ctx context.Context, req *pb.ExportSiteConfigRe
 		out.Files = append(out.Files, &pb.ExportedFile{Name: x.Name, Content: x.Content})
 	}
 	return out, nil
+}
+
+// unmanagedStatus is an unmanaged site's status: its tunnels as the
+// managed far ends report them (health.ManagedEnds). all may be nil (it
+// is read then).
+func (a *Admin) unmanagedStatus(ctx context.Context, site string, all map[string]health.Status) (health.Status, error) {
+	if all == nil {
+		var err error
+		if all, err = a.Health.All(ctx); err != nil {
+			return health.Status{}, err
+		}
+	}
+	return health.ManagedEnds(a.Net.FarEnds(site), all), nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshwan/meshwan/controller/daemon"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
+	"github.com/meshwan/meshwan/web"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -171,5 +172,70 @@ func TestExportSiteConfig(t *testing.T) {
 	}
 	if events != 2 {
 		t.Errorf("%d export events in the dashboard feed, want 2: %v", events, e.d.Events.Recent())
+	}
+}
+
+// TestUnmanagedSiteHealth: an unmanaged site is shown as such (never as
+// never seen or down) by GetSite, ListSites and the dashboard, with its
+// tunnel's state as the managed end reports it; nothing waits for a
+// report from the unmanaged end.
+func TestUnmanagedSiteHealth(t *testing.T) {
+	e := startWith(t, "10.255.0.0/24", func(c *daemon.Config) { c.DashboardNoAuth = true })
+	hub, remote := seedSites()
+	e.mustCreate(t, hub, remote)
+	if _, err := e.admin.SetTopology(e.ctx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.admin.GetSite(e.ctx, &pb.GetSiteRequest{Name: "remote"})
+	if err != nil || s.Status.GetState() != pb.EdgeState_EDGE_STATE_UNSPECIFIED || !s.GetUnmanaged() ||
+		len(s.Status.GetTunnels()) != 1 || s.Status.GetTunnels()[0].GetState() != pb.TunnelState_TUNNEL_STATE_UNSPECIFIED {
+		t.Fatalf("remote before the hub reports: %v %v", s, err)
+	}
+	if !strings.Contains(s.Status.GetTunnels()[0].GetDetail(), "edge of hub is not connected") {
+		t.Errorf("detail: %q", s.Status.GetTunnels()[0].GetDetail())
+	}
+
+	stream := syncStream(t, e, e.enroll(t, "hub"))
+	ds, err := stream.Recv()
+	if err != nil || len(ds.Tunnels) != 1 {
+		t.Fatalf("hub's desired state: %v %v", ds, err)
+	}
+	id := ds.Tunnels[0].Id
+	if err := stream.Send(probedReport(ds.Version, id, pb.TunnelState_TUNNEL_STATE_UP, 12)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "remote's tunnel up as the hub reports it", func() bool {
+		s, err := e.admin.GetSite(e.ctx, &pb.GetSiteRequest{Name: "remote"})
+		if err != nil || len(s.Status.GetTunnels()) != 1 {
+			return false
+		}
+		ts := s.Status.GetTunnels()[0]
+		return ts.GetState() == pb.TunnelState_TUNNEL_STATE_UP && ts.GetRttMs() == 12 && strings.Contains(ts.GetDetail(), "as reported by hub")
+	})
+	list, err := e.admin.ListSites(e.ctx, &pb.ListSitesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.Sites {
+		if s.Name == "remote" && (s.Status.GetState() == pb.EdgeState_EDGE_STATE_NEVER_SEEN || !s.GetUnmanaged() || len(s.Status.GetTunnels()) != 1 || s.Status.GetTunnels()[0].GetState() != pb.TunnelState_TUNNEL_STATE_UP) {
+			t.Errorf("ListSites shows remote as %v", s)
+		}
+	}
+	_, body := e.get(t, "/api/state", "")
+	var st web.State
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatal(err)
+	}
+	var state string
+	for _, s := range st.Sites {
+		if s.Name == "remote" {
+			state = s.State
+		}
+	}
+	if state != web.SiteUnmanaged || st.Summary.SitesUnmanaged != 1 || st.Summary.SitesNeverSeen != 0 {
+		t.Errorf("dashboard: remote is %q, summary %+v", state, st.Summary)
+	}
+	if tn, ok := dashboardTunnel(t, e, id); !ok || tn.State != web.TunnelUp {
+		t.Errorf("dashboard tunnel %s: %+v", id, tn)
 	}
 }

@@ -65,3 +65,19 @@ func (n *Network) ExportInput(site string) (export.Input, error) {
 func exportedEndInitiates(t EdgeTunnel) bool {
 	return t.LocalInner.Addr().Less(t.RemoteInner)
 }
+
+// FarEnds maps each tunnel of site to the site at its other end (the
+// managed ends whose reports show an unmanaged site's tunnels).
+func (n *Network) FarEnds(site string) map[string]string {
+	n.v.mu.RLock()
+	defer n.v.mu.RUnlock()
+	out := make(map[string]string, len(n.v.bySite[site]))
+	for id := range n.v.bySite[site] {
+		t := n.v.snap.Tunnels[id]
+		out[id] = t.A.Site
+		if t.A.Site == site {
+			out[id] = t.B.Site
+		}
+	}
+	return out
+}
