@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/controller/export"
 	"github.com/meshwan/meshwan/e2e/lab"
 	"github.com/meshwan/meshwan/e2e/stream"
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
@@ -128,7 +129,8 @@ func TestThirdPartySiteFromExport(t *testing.T) {
 		t.Fatalf("tp's tunnels: %v %v", ts, err)
 	}
 	id := ts.Tunnels[0].Id
-	conn := ipsec.ConnName(id)
+	// The connection's name at each end: the edge's, and the export's.
+	conn, connOf := export.SwanctlConnName(id), map[string]string{"tp": export.SwanctlConnName(id), "hq": ipsec.ConnName(id)}
 	e.waitFor("tp shows as unmanaged with its tunnel up as hq reports it", converge, func() (bool, string) {
 		s, err := e.admin.GetSite(e.actx, &pb.GetSiteRequest{Name: "tp"})
 		if err != nil {
@@ -167,7 +169,7 @@ func TestThirdPartySiteFromExport(t *testing.T) {
 		var desc []string
 		done := true
 		for _, site := range []string{"tp", "hq"} {
-			l := e.sas(site, conn)
+			l := e.sas(site, connOf[site])
 			_, ch := up(l)
 			desc = append(desc, site+": "+describe(l))
 			if len(ch) == 0 {

@@ -188,7 +188,7 @@ func TestMultiTunnelLinux(t *testing.T) {
 			t.Errorf("%s: %d secrets, want 4", tc.routing, n)
 		}
 		// Sorted by id: hub1.inet1~branch.inet1 first.
-		if i, j := strings.Index(all, "mw-hub1.inet1~branch.inet1 {"), strings.Index(all, "mw-hub2.inet1~branch.lte {"); i < 0 || j < i {
+		if i, j := strings.Index(all, "mw-hub1_inet1~branch_inet1 {"), strings.Index(all, "mw-hub2_inet1~branch_lte {"); i < 0 || j < i {
 			t.Errorf("%s: connections not in id order", tc.routing)
 		}
 	}

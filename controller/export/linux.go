@@ -40,10 +40,12 @@ func renderLinux(in Input) ([]File, error) {
 
 func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) + "s" }
 
-// connName is the connection (and secret) name a meshwan edge uses for the
-// tunnel (ipsec.ConnName); the same name on both ends makes logs easy to
-// match, nothing depends on it.
-func connName(id string) string { return "mw-" + id }
+// SwanctlConnName is the tunnel's connection name in the exported
+// swanctl.conf: the managed end's name (ipsec.ConnName, "mw-<id>") with
+// every '.' of the id made '_', since swanctl.conf reads a '.' in a
+// section name as a key path separator (found loading an export). Names
+// are local to each end: nothing depends on the two being equal.
+func SwanctlConnName(id string) string { return "mw-" + strings.ReplaceAll(id, ".", "_") }
 
 // linkName is the GRE link's name, the same as on the managed end
 // (dataplane.LinkName: from the /30, unique per tunnel).
@@ -69,7 +71,7 @@ func swanctl(in Input) string {
 			start, dpd = "trap|start", "restart"
 		}
 		fmt.Fprintf(&b, "  # to site %s (%s -> %s)\n", t.RemoteSite, t.LocalTransport, t.RemoteTransport)
-		fmt.Fprintf(&b, "  %s {\n", connName(t.ID))
+		fmt.Fprintf(&b, "  %s {\n", SwanctlConnName(t.ID))
 		for _, kv := range [][2]string{
 			{"version", "2"}, {"local_addrs", local}, {"remote_addrs", remote},
 			{"proposals", p.IKEProposal},
