@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 )
 
 // TestSiteExport: against a real controller, create the seed's two sites
@@ -62,5 +64,24 @@ func TestSiteExport(t *testing.T) {
 	}
 	if _, err := e.run(t, "tokens", "create", "--site", "remote"); err == nil || !strings.Contains(err.Error(), "unmanaged") {
 		t.Errorf("token for the unmanaged site: %v", err)
+	}
+}
+
+// TestUnmanagedSiteInStatusAndWait: an unmanaged site counts as such in
+// the status summary (its tunnels, the managed ends' reports, are not
+// counted twice) and never holds up --wait (no edge runs there).
+func TestUnmanagedSiteInStatusAndWait(t *testing.T) {
+	up := pb.TunnelState_TUNNEL_STATE_UP
+	tun := &pb.Tunnel{Id: "hub.inet1~remote.inet1", A: &pb.TunnelEnd{Site: "hub"}, B: &pb.TunnelEnd{Site: "remote"}}
+	sites := []*pb.Site{
+		{Name: "hub", Status: &pb.SiteStatus{State: pb.EdgeState_EDGE_STATE_UP, Tunnels: []*pb.TunnelStatus{{TunnelId: tun.Id, State: up}}}},
+		{Name: "remote", Unmanaged: true, Status: &pb.SiteStatus{Tunnels: []*pb.TunnelStatus{{TunnelId: tun.Id, State: up, Detail: "as reported by hub"}}}},
+	}
+	f := summarize(sites, []*pb.Tunnel{tun})
+	if f.Sites.Total != 2 || f.Sites.Up != 1 || f.Sites.Unmanaged != 1 || f.Sites.NeverSeen != 0 || f.Tunnels.Up != 1 {
+		t.Errorf("summary %+v", f)
+	}
+	if done, lag := convergence([]string{"hub", "remote"}, sites, []*pb.Tunnel{tun}); done != 2 || len(lag) != 0 {
+		t.Errorf("convergence: %d done, lag %v", done, lag)
 	}
 }
