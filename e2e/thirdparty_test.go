@@ -48,6 +48,13 @@ func TestThirdPartySiteFromExport(t *testing.T) {
 		}
 	}
 	e.setTopology(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE, Routing: pb.RoutingMode_ROUTING_MODE_BGP})
+	// The helpers treat every site in Order as running an edge (an edge
+	// that is not running fails the wait): tp runs none. Order is restored
+	// before the lab's Close (cleanups run last-in first-out), which stops
+	// tp's charon through it.
+	order := e.lab.Order
+	e.lab.Order = []string{"hq", "br1"}
+	t.Cleanup(func() { e.lab.Order = order })
 	if _, err := e.admin.CreateEnrollmentToken(e.actx, &pb.CreateEnrollmentTokenRequest{Site: "tp"}); err == nil {
 		t.Fatal("an enrollment token was issued for the unmanaged site")
 	}
