@@ -239,3 +239,31 @@ func TestUnmanagedSiteHealth(t *testing.T) {
 		t.Errorf("dashboard tunnel %s: %+v", id, tn)
 	}
 }
+
+// TestExportUnmanagedHub: an unmanaged hub (the A end of its tunnels)
+// initiates in its export, as the managed spokes expect; a tunnel to a
+// spoke whose dynamic address is not reported yet makes the export
+// refuse, naming the tunnel, rather than leave it out.
+func TestExportUnmanagedHub(t *testing.T) {
+	e := start(t, "10.255.0.0/24")
+	hub := &pb.Site{Name: "hq", Role: pb.SiteRole_SITE_ROLE_HUB, Unmanaged: true,
+		Transports: []*pb.Transport{{Name: "inet1", Address: "96.3.36.10"}}, LanPrefixes: []string{"10.1.1.0/24"}}
+	e.mustCreate(t, hub, site("br1", false, 2))
+	if _, err := e.admin.SetTopology(e.ctx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := e.admin.ExportSiteConfig(e.ctx, &pb.ExportSiteConfigRequest{Site: "hq", Format: pb.ExportFormat_EXPORT_FORMAT_LINUX})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sw := resp.GetFiles()[0].GetContent(); !strings.Contains(sw, "start_action = trap|start\n") || !strings.Contains(sw, "mw-hq_inet1~br1_inet1 {") {
+		t.Errorf("the unmanaged A end does not initiate:\n%s", sw)
+	}
+	lte := site("br2", false, 3)
+	lte.Transports[0].Address = "dynamic"
+	e.mustCreate(t, lte)
+	_, err = e.admin.ExportSiteConfig(e.ctx, &pb.ExportSiteConfigRequest{Site: "hq", Format: pb.ExportFormat_EXPORT_FORMAT_LINUX})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "hq.inet1~br2.inet1") || !strings.Contains(err.Error(), "dynamic address") {
+		t.Errorf("export with a spoke's address unknown: %v", err)
+	}
+}
