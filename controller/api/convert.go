@@ -24,7 +24,7 @@ func siteFromPB(s *pb.Site) (intent.Site, error) {
 	if s == nil {
 		return intent.Site{}, fmt.Errorf("%w: site: missing", intent.ErrInvalid)
 	}
-	out := intent.Site{Name: s.GetName(), ASN: s.GetAsn()}
+	out := intent.Site{Name: s.GetName(), ASN: s.GetAsn(), Unmanaged: s.GetUnmanaged()}
 	switch s.GetRole() {
 	case pb.SiteRole_SITE_ROLE_HUB:
 		out.Role = intent.RoleHub
@@ -52,7 +52,7 @@ func siteFromPB(s *pb.Site) (intent.Site, error) {
 }
 
 func siteToPB(s intent.Site, st *health.Status) *pb.Site {
-	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE}
+	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE, Unmanaged: s.Unmanaged}
 	if s.Hub() {
 		out.Role = pb.SiteRole_SITE_ROLE_HUB
 	}
@@ -83,6 +83,8 @@ func statusToPB(st health.Status) *pb.SiteStatus {
 		out.State = pb.EdgeState_EDGE_STATE_UP
 	case health.Down:
 		out.State = pb.EdgeState_EDGE_STATE_DOWN
+	case health.Unmanaged:
+		out.State = pb.EdgeState_EDGE_STATE_UNSPECIFIED // no edge: Site.unmanaged says so
 	default:
 		out.State = pb.EdgeState_EDGE_STATE_NEVER_SEEN
 	}
