@@ -240,8 +240,10 @@ func TestUnmanagedSiteHealth(t *testing.T) {
 	}
 }
 
-// TestExportUnmanagedHub: an unmanaged hub (the A end of its tunnels)
-// initiates in its export, as the managed spokes expect; a tunnel to a
+// TestExportUnmanagedHub: an unmanaged hub answers in its export and the
+// managed spoke initiates (topology.Initiator: the managed end wherever one
+// end is unmanaged, whatever the roles), as the spoke's desired state says;
+// a tunnel to a
 // spoke whose dynamic address is not reported yet makes the export
 // refuse, naming the tunnel, rather than leave it out.
 func TestExportUnmanagedHub(t *testing.T) {
@@ -256,14 +258,18 @@ func TestExportUnmanagedHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sw := resp.GetFiles()[0].GetContent(); !strings.Contains(sw, "start_action = trap|start\n") || !strings.Contains(sw, "mw-hq_inet1~br1_inet1 {") {
-		t.Errorf("the unmanaged A end does not initiate:\n%s", sw)
+	if sw := resp.GetFiles()[0].GetContent(); !strings.Contains(sw, "start_action = trap\n") || strings.Contains(sw, "trap|start") || !strings.Contains(sw, "mw-br1_inet1~hq_inet1 {") {
+		t.Errorf("the unmanaged hub does not answer only:\n%s", sw)
+	}
+	tn, err := e.admin.GetTunnel(e.ctx, &pb.GetTunnelRequest{Id: "br1.inet1~hq.inet1"})
+	if err != nil || tn.GetInitiator() != "a" || tn.GetA().GetSite() != "br1" {
+		t.Errorf("tunnel br1.inet1~hq.inet1: the managed spoke (a) should initiate: %v %v", tn, err)
 	}
 	lte := site("br2", false, 3)
 	lte.Transports[0].Address = "dynamic"
 	e.mustCreate(t, lte)
 	_, err = e.admin.ExportSiteConfig(e.ctx, &pb.ExportSiteConfigRequest{Site: "hq", Format: pb.ExportFormat_EXPORT_FORMAT_LINUX})
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "hq.inet1~br2.inet1") || !strings.Contains(err.Error(), "dynamic address") {
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "br2.inet1~hq.inet1") || !strings.Contains(err.Error(), "dynamic address") {
 		t.Errorf("export with a spoke's address unknown: %v", err)
 	}
 }

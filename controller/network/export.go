@@ -55,15 +55,13 @@ func (n *Network) ExportInput(site string) (export.Input, error) {
 	return in, nil
 }
 
-// exportedEndInitiates says whether the unmanaged end of t initiates IKE.
-// It must agree with what the managed end does: today a meshwan edge
-// infers its role from the /30 (the end with the lower inner address, the
-// A end, initiates; edge/syncer), so the unmanaged end initiates exactly
-// when it holds the lower address. When the controller chooses the
-// initiator itself (Tunnel.initiator: the managed end wherever there is a
-// choice), this reads that choice instead.
+// exportedEndInitiates says whether the unmanaged end of t initiates IKE:
+// the tunnel's stored initiator (topology.Initiator chose it at creation:
+// the managed end wherever one end is unmanaged), seen from this end, the
+// same value the managed end receives as EdgeTunnel.role, so the two ends
+// always agree.
 func exportedEndInitiates(t EdgeTunnel) bool {
-	return t.LocalInner.Addr().Less(t.RemoteInner)
+	return t.Initiator
 }
 
 // FarEnds maps each tunnel of site to the site at its other end (the

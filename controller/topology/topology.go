@@ -95,8 +95,12 @@ func ParseID(id string) (a, b End, ok bool) {
 
 // Initiator chooses which end of a NEW tunnel initiates IKE (and opens
 // BGP), given its sites in canonical order (a's name sorts first): the
-// hub when exactly one end is a hub, otherwise a. This is the end older
-// versions made the A end, so a network keeps its pattern of initiators.
+// managed end when exactly one end is unmanaged (a third-party router's
+// configuration is exported as responder wherever there is a choice, so
+// the side meshwan controls drives the negotiation); otherwise the hub
+// when exactly one end is a hub, otherwise a. The hub rule is the end
+// older versions made the A end, so a network keeps its pattern of
+// initiators.
 //
 // It is applied only at creation: the controller stores the result with
 // the tunnel and never re-applies it, because changing a tunnel's
@@ -105,6 +109,12 @@ func ParseID(id string) (a, b End, ok bool) {
 // end behind NAT initiates, issue 14) belongs here, with the transports
 // as further arguments.
 func Initiator(a, b intent.Site) Side {
+	if a.Unmanaged != b.Unmanaged {
+		if a.Unmanaged {
+			return SideB
+		}
+		return SideA
+	}
 	if b.Hub() && !a.Hub() {
 		return SideB
 	}

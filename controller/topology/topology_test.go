@@ -235,6 +235,7 @@ func TestKeyOrderParse(t *testing.T) {
 
 func TestInitiator(t *testing.T) {
 	hub, spoke := intent.Site{Role: intent.RoleHub}, intent.Site{Role: intent.RoleSpoke}
+	uhub, uspoke := intent.Site{Role: intent.RoleHub, Unmanaged: true}, intent.Site{Role: intent.RoleSpoke, Unmanaged: true}
 	tests := []struct {
 		a, b intent.Site
 		want Side
@@ -243,10 +244,19 @@ func TestInitiator(t *testing.T) {
 		{hub, hub, SideA},
 		{hub, spoke, SideA},
 		{spoke, hub, SideB},
+		// The managed end initiates when exactly one end is unmanaged,
+		// whatever the roles.
+		{uhub, spoke, SideB},
+		{spoke, uhub, SideA},
+		{uspoke, hub, SideB},
+		{hub, uspoke, SideA},
+		// Both unmanaged: the role rule again.
+		{uspoke, uhub, SideB},
+		{uhub, uspoke, SideA},
 	}
 	for _, tc := range tests {
 		if got := Initiator(tc.a, tc.b); got != tc.want {
-			t.Errorf("Initiator(%s, %s) = %s, want %s", tc.a.Role, tc.b.Role, got, tc.want)
+			t.Errorf("Initiator(%s unmanaged=%v, %s unmanaged=%v) = %s, want %s", tc.a.Role, tc.a.Unmanaged, tc.b.Role, tc.b.Unmanaged, got, tc.want)
 		}
 	}
 }
