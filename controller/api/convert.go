@@ -425,7 +425,8 @@ func desiredToPB(d network.DesiredState) *pb.DesiredState {
 		et := &pb.EdgeTunnel{Id: t.ID, LocalTransport: t.LocalTransport, LocalUnderlay: t.LocalUnderlay.String(),
 			RemoteSite: t.RemoteSite, RemoteTransport: t.RemoteTransport, RemoteUnderlay: t.RemoteUnderlay.String(),
 			LocalInner: t.LocalInner.String(), RemoteInner: t.RemoteInner.String(), RemoteAsn: t.RemoteASN, Psk: t.PSK,
-			AcceptPsks: t.AcceptPSKs, PskSerial: t.PSKSerial, Role: pb.TunnelRole_TUNNEL_ROLE_RESPONDER}
+			AcceptPsks: t.AcceptPSKs, PskSerial: t.PSKSerial, Role: pb.TunnelRole_TUNNEL_ROLE_RESPONDER,
+			RemoteUnmanaged: t.RemoteUnmanaged}
 		if t.Initiator {
 			et.Role = pb.TunnelRole_TUNNEL_ROLE_INITIATOR
 		}

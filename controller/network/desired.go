@@ -32,6 +32,9 @@ type EdgeTunnel struct {
 	// only responds. From the tunnel's stored initiator, fixed at its
 	// creation.
 	Initiator bool
+	// RemoteUnmanaged: the far end is an unmanaged site (a third-party
+	// router that answers no probes).
+	RemoteUnmanaged bool
 }
 
 // DesiredState is everything one edge needs.
@@ -91,7 +94,7 @@ func (n *Network) edgeTunnel(s *Snapshot, psk map[string][]byte, site string, t 
 		RemoteSite: remote.Site, RemoteTransport: remote.Transport, RemoteUnderlay: ru,
 		LocalInner: localInner, RemoteInner: remoteInner.Addr(),
 		RemoteASN: peer.ASN, RemoteLANs: slices.Clone(peer.LANPrefixes), PSK: key,
-		PSKSerial: t.Serial(), Initiator: side == t.InitiatorSide(),
+		PSKSerial: t.Serial(), Initiator: side == t.InitiatorSide(), RemoteUnmanaged: peer.Unmanaged,
 	}
 	if len(t.SealedAcceptPSK) > 0 {
 		// Opened per build: only tunnels in a rotation have one, briefly.
