@@ -63,6 +63,8 @@ func summarize(st *State) {
 			s.SitesUp++
 		case SiteDown:
 			s.SitesDown++
+		case SiteUnmanaged:
+			s.SitesUnmanaged++
 		default:
 			s.SitesNeverSeen++
 		}

@@ -67,6 +67,9 @@ const (
 	SiteUp        = "up"
 	SiteDown      = "down"
 	SiteNeverSeen = "never_seen"
+	// SiteUnmanaged: a third-party router, no edge; its tunnels' states
+	// come from the managed ends' reports.
+	SiteUnmanaged = "unmanaged"
 )
 
 // Site is one location and what its edge last said.
@@ -204,6 +207,7 @@ type Summary struct {
 	SitesUp         int `json:"sites_up"`
 	SitesDown       int `json:"sites_down"`
 	SitesNeverSeen  int `json:"sites_never_seen"`
+	SitesUnmanaged  int `json:"sites_unmanaged"`
 	TunnelsUp       int `json:"tunnels_up"`
 	TunnelsDegraded int `json:"tunnels_degraded"`
 	TunnelsDown     int `json:"tunnels_down"`

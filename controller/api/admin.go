@@ -56,6 +56,9 @@ func (a *Admin) GetSite(ctx context.Context, req *pb.GetSiteRequest) (*pb.Site, 
 		return nil, toStatus(a.Log, "GetSite", err)
 	}
 	st, err := a.Health.Get(ctx, s.Name)
+	if err == nil && s.Unmanaged {
+		st, err = a.unmanagedStatus(ctx, s.Name, nil)
+	}
 	if err != nil {
 		return nil, toStatus(a.Log, "GetSite", err)
 	}
@@ -76,6 +79,9 @@ func (a *Admin) ListSites(ctx context.Context, _ *pb.ListSitesRequest) (*pb.List
 		st, ok := all[s.Name]
 		if !ok {
 			st.State = health.NeverSeen
+		}
+		if s.Unmanaged {
+			st, _ = a.unmanagedStatus(ctx, s.Name, all)
 		}
 		out.Sites = append(out.Sites, siteToPB(s, &st))
 	}

@@ -74,6 +74,9 @@ var MethodTable = map[string]Access{
 	"/meshwan.v1.AdminService/ApproveDevice":         operator,
 	"/meshwan.v1.AdminService/RejectDevice":          operator,
 	"/meshwan.v1.AdminService/RotateTunnelKeys":      operator,
+	// The only way an unmanaged site's keys leave the controller; each
+	// call is audited (an event and a log line with the credential).
+	"/meshwan.v1.AdminService/ExportSiteConfig": operator,
 	// Identities say which certificate each site holds; revoking one cuts
 	// a site off: both are for admins.
 	"/meshwan.v1.AdminService/ListSiteIdentities": admin,

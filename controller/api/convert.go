@@ -24,7 +24,7 @@ func siteFromPB(s *pb.Site) (intent.Site, error) {
 	if s == nil {
 		return intent.Site{}, fmt.Errorf("%w: site: missing", intent.ErrInvalid)
 	}
-	out := intent.Site{Name: s.GetName(), ASN: s.GetAsn()}
+	out := intent.Site{Name: s.GetName(), ASN: s.GetAsn(), Unmanaged: s.GetUnmanaged()}
 	switch s.GetRole() {
 	case pb.SiteRole_SITE_ROLE_HUB:
 		out.Role = intent.RoleHub
@@ -52,7 +52,7 @@ func siteFromPB(s *pb.Site) (intent.Site, error) {
 }
 
 func siteToPB(s intent.Site, st *health.Status) *pb.Site {
-	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE}
+	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE, Unmanaged: s.Unmanaged}
 	if s.Hub() {
 		out.Role = pb.SiteRole_SITE_ROLE_HUB
 	}
@@ -83,6 +83,8 @@ func statusToPB(st health.Status) *pb.SiteStatus {
 		out.State = pb.EdgeState_EDGE_STATE_UP
 	case health.Down:
 		out.State = pb.EdgeState_EDGE_STATE_DOWN
+	case health.Unmanaged:
+		out.State = pb.EdgeState_EDGE_STATE_UNSPECIFIED // no edge: Site.unmanaged says so
 	default:
 		out.State = pb.EdgeState_EDGE_STATE_NEVER_SEEN
 	}
@@ -379,7 +381,7 @@ func tunnelToPB(t network.TunnelView) *pb.Tunnel {
 		return &pb.TunnelEnd{Site: e.Site, Transport: e.Transport, UnderlayAddress: addrString(e.Underlay), InnerAddress: e.Inner.String(), Asn: e.ASN}
 	}
 	out := &pb.Tunnel{Id: t.ID, A: end(t.AEnd), B: end(t.BEnd), Prefix: t.Prefix.String(), CreatedAt: timestamppb.New(t.CreatedAt),
-		PskSerial: t.Serial(), PskRotation: t.PSKRotation}
+		PskSerial: t.Serial(), PskRotation: t.PSKRotation, Initiator: string(t.InitiatorSide())}
 	if !t.PSKRotatedAt.IsZero() {
 		out.PskRotatedAt = timestamppb.New(t.PSKRotatedAt)
 	}
@@ -423,7 +425,11 @@ func desiredToPB(d network.DesiredState) *pb.DesiredState {
 		et := &pb.EdgeTunnel{Id: t.ID, LocalTransport: t.LocalTransport, LocalUnderlay: t.LocalUnderlay.String(),
 			RemoteSite: t.RemoteSite, RemoteTransport: t.RemoteTransport, RemoteUnderlay: t.RemoteUnderlay.String(),
 			LocalInner: t.LocalInner.String(), RemoteInner: t.RemoteInner.String(), RemoteAsn: t.RemoteASN, Psk: t.PSK,
-			AcceptPsks: t.AcceptPSKs, PskSerial: t.PSKSerial}
+			AcceptPsks: t.AcceptPSKs, PskSerial: t.PSKSerial, Role: pb.TunnelRole_TUNNEL_ROLE_RESPONDER,
+			RemoteUnmanaged: t.RemoteUnmanaged}
+		if t.Initiator {
+			et.Role = pb.TunnelRole_TUNNEL_ROLE_INITIATOR
+		}
 		for _, p := range t.RemoteLANs {
 			et.RemoteLanPrefixes = append(et.RemoteLanPrefixes, p.String())
 		}

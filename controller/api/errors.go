@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshwan/meshwan/controller/credentials"
 	"github.com/meshwan/meshwan/controller/enroll"
+	"github.com/meshwan/meshwan/controller/export"
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/ipam"
 	"github.com/meshwan/meshwan/controller/network"
@@ -29,6 +30,8 @@ var codeTable = []struct {
 	{intent.ErrExists, codes.AlreadyExists},
 	{intent.ErrConflict, codes.FailedPrecondition},
 	{intent.ErrPrecondition, codes.FailedPrecondition},
+	{enroll.ErrUnmanaged, codes.FailedPrecondition},
+	{export.ErrInvalid, codes.FailedPrecondition},
 	{intent.ErrNotFound, codes.NotFound},
 	{enroll.ErrNotFound, codes.NotFound},
 	{ipam.ErrExhausted, codes.ResourceExhausted},

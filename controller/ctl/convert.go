@@ -10,7 +10,7 @@ import (
 // Domain types (what a network file parses into) to the API's types.
 
 func siteToPB(s intent.Site) *pb.Site {
-	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE}
+	out := &pb.Site{Name: s.Name, Asn: s.ASN, Role: pb.SiteRole_SITE_ROLE_SPOKE, Unmanaged: s.Unmanaged}
 	if s.Hub() {
 		out.Role = pb.SiteRole_SITE_ROLE_HUB
 	}

@@ -141,7 +141,7 @@ func (a *App) completeSites(cmd *cobra.Command, args []string, _ string) ([]stri
 }
 
 func (a *App) sitesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "sites", Short: "List, show, create and delete sites",
+	cmd := &cobra.Command{Use: "sites", Aliases: []string{"site"}, Short: "List, show, create, delete and export sites",
 		Example: "  meshwanctl sites list\n  meshwanctl sites create br1 --transport inet1=203.0.113.7 --lan 10.2.1.0/24"}
 	list := &cobra.Command{Use: "list", Short: "List the sites with their edge state", Args: cobra.NoArgs,
 		Example: "  meshwanctl sites list\n  meshwanctl sites list -o yaml",
@@ -172,11 +172,12 @@ func (a *App) sitesCmd() *cobra.Command {
 	var role string
 	var transports, lans []string
 	var asn uint32
+	var unmanaged bool
 	create := &cobra.Command{Use: "create NAME", Short: "Create a site (its tunnels follow from the topology)", Args: cobra.ExactArgs(1),
 		Example: "  meshwanctl sites create hq --role hub --transport inet1=96.3.36.10 --lan 10.1.1.0/24\n" +
 			"  meshwanctl sites create br2 --transport inet1=dynamic --transport lte=dynamic --lan 10.2.2.0/24",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s := intent.Site{Name: args[0], Role: intent.Role(role), ASN: asn}
+			s := intent.Site{Name: args[0], Role: intent.Role(role), ASN: asn, Unmanaged: unmanaged}
 			for i, t := range transports {
 				name, addr, ok := strings.Cut(t, "=")
 				if !ok {
@@ -210,6 +211,7 @@ func (a *App) sitesCmd() *cobra.Command {
 	create.Flags().StringArrayVar(&transports, "transport", nil, "WAN transport NAME=ADDRESS (IPv4 or dynamic); repeat for several")
 	create.Flags().StringArrayVar(&lans, "lan", nil, "LAN prefix in CIDR form; repeat for several")
 	create.Flags().Uint32Var(&asn, "asn", 0, "private ASN (0: allocate from the controller's pool)")
+	create.Flags().BoolVar(&unmanaged, "unmanaged", false, "a third-party router, no meshwan-edge: fixed addresses only; configure it from `sites export`")
 	del := &cobra.Command{Use: "delete NAME", Short: "Delete a site with its tunnels, ASN and enrollment", Args: cobra.ExactArgs(1),
 		Example: "  meshwanctl sites delete br1", ValidArgsFunction: a.completeSites,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -226,7 +228,7 @@ func (a *App) sitesCmd() *cobra.Command {
 	for _, c := range []*cobra.Command{list, get, create} {
 		a.addOutput(c)
 	}
-	cmd.AddCommand(list, get, create, del)
+	cmd.AddCommand(list, get, create, del, a.exportCmd())
 	return cmd
 }
 

@@ -115,8 +115,12 @@ func sitesTable(w io.Writer, sites []*pb.Site) {
 		if n := len(s.GetStatus().GetTunnels()); n > 0 {
 			tunnels = fmt.Sprintf("%d/%d up", up, n)
 		}
+		edge := orDash(edgeStates[s.GetStatus().GetState()])
+		if s.GetUnmanaged() {
+			edge = "unmanaged" // no edge; its tunnels' states come from the managed ends
+		}
 		rows = append(rows, []string{s.GetName(), roles[s.GetRole()], strings.Join(trs, ","), strings.Join(s.GetLanPrefixes(), ","),
-			fmt.Sprint(s.GetAsn()), orDash(edgeStates[s.GetStatus().GetState()]), tunnels})
+			fmt.Sprint(s.GetAsn()), edge, tunnels})
 	}
 	table(w, []string{"NAME", "ROLE", "TRANSPORTS", "LAN PREFIXES", "ASN", "EDGE", "TUNNELS"}, rows)
 }
@@ -242,6 +246,7 @@ type Fleet struct {
 		Up        int `json:"up"`
 		Down      int `json:"down"`
 		NeverSeen int `json:"never_seen"`
+		Unmanaged int `json:"unmanaged,omitempty"`
 	} `json:"sites"`
 	Tunnels struct {
 		Total      int `json:"total"`
@@ -274,6 +279,12 @@ func summarize(sites []*pb.Site, tunnels []*pb.Tunnel) Fleet {
 	worst := map[string]pb.TunnelState{}
 	for _, s := range sites {
 		f.Sites.Total++
+		if s.GetUnmanaged() {
+			// No edge; its tunnels are the managed ends' reports,
+			// counted with those sites.
+			f.Sites.Unmanaged++
+			continue
+		}
 		switch s.GetStatus().GetState() {
 		case pb.EdgeState_EDGE_STATE_UP:
 			f.Sites.Up++
@@ -328,7 +339,11 @@ func cmpDesc(a, b float64) int {
 }
 
 func fleetText(w io.Writer, f Fleet) {
-	fmt.Fprintf(w, "Sites:   %d (%d up, %d down, %d never seen)\n", f.Sites.Total, f.Sites.Up, f.Sites.Down, f.Sites.NeverSeen)
+	unmanaged := ""
+	if f.Sites.Unmanaged > 0 {
+		unmanaged = fmt.Sprintf(", %d unmanaged", f.Sites.Unmanaged)
+	}
+	fmt.Fprintf(w, "Sites:   %d (%d up, %d down, %d never seen%s)\n", f.Sites.Total, f.Sites.Up, f.Sites.Down, f.Sites.NeverSeen, unmanaged)
 	fmt.Fprintf(w, "Tunnels: %d (%d up, %d degraded, %d down, %d not reported)\n", f.Tunnels.Total, f.Tunnels.Up, f.Tunnels.Degraded, f.Tunnels.Down, f.Tunnels.Unreported)
 	if len(f.WorstPaths) == 0 {
 		fmt.Fprintln(w, "Worst paths: none probed")

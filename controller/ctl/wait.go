@@ -43,6 +43,12 @@ func convergence(names []string, sites []*pb.Site, tunnels []*pb.Tunnel) (done i
 			lag = append(lag, Lag{name, "not found on the controller"})
 			continue
 		}
+		if s.GetUnmanaged() {
+			// Nothing runs there to converge: its tunnels are waited for
+			// at their managed ends.
+			done++
+			continue
+		}
 		st := s.GetStatus()
 		switch st.GetState() {
 		case pb.EdgeState_EDGE_STATE_UP:

@@ -225,6 +225,9 @@ func dashboardSite(snap *network.Snapshot, site intent.Site, st health.Status) w
 	if out.State == "" {
 		out.State = web.SiteNeverSeen
 	}
+	if site.Unmanaged {
+		out.State = web.SiteUnmanaged // no edge; its tunnels show the managed ends' reports
+	}
 	// An up edge shows as connected; the time of its last report (every
 	// second) would only make every report a new state for the page.
 	if !st.LastSeen.IsZero() && st.State != health.Up {

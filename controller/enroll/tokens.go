@@ -31,6 +31,9 @@ var (
 	ErrRateLimited   = errors.New("too many claims")                  // ResourceExhausted
 	ErrNotFound      = errors.New("not found")
 	ErrInvalid       = errors.New("invalid argument")
+	// ErrUnmanaged: the site is unmanaged (a third-party router, no edge),
+	// so nothing may enroll as it: FailedPrecondition.
+	ErrUnmanaged = errors.New("site is unmanaged")
 )
 
 const (
@@ -135,6 +138,8 @@ func NewService(st *store.Store, ca *CA, cfg Config) *Service {
 func (s *Service) EdgeCertValidity() time.Duration { return s.cfg.EdgeCertValidity }
 
 // site returns the mod revision of site's intent record (0: no such site).
+// An unmanaged site is refused (ErrUnmanaged): every path that issues a
+// token, a claim or a certificate for a site goes through here.
 func (s *Service) site(ctx context.Context, name string) (int64, error) {
 	if name == "" {
 		return 0, nil
@@ -142,6 +147,14 @@ func (s *Service) site(ctx context.Context, name string) (int64, error) {
 	kv, ok, err := s.st.Get(ctx, s.cfg.SiteKey(name))
 	if err != nil || !ok {
 		return 0, err
+	}
+	// Only the flag is read: the intent record's schema is
+	// controller/intent's (this package does not import it).
+	var rec struct {
+		Unmanaged bool `json:"unmanaged"`
+	}
+	if json.Unmarshal(kv.Value, &rec) == nil && rec.Unmanaged {
+		return 0, fmt.Errorf("%w: site %q is unmanaged: no meshwan-edge runs there, so no token, claim or certificate is issued for it (configure its router from the export: meshwanctl site export %s)", ErrUnmanaged, name, name)
 	}
 	return kv.ModRevision, nil
 }

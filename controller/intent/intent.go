@@ -47,13 +47,20 @@ type Transport struct {
 	Dynamic bool       `json:"dynamic,omitempty"`
 }
 
-// Site is one location with an edge.
+// Site is one location with an edge, or, when Unmanaged, with a
+// third-party router the operator configures from an export
+// (controller/export).
 type Site struct {
 	Name        string         `json:"name"`
 	Role        Role           `json:"role"`
 	Transports  []Transport    `json:"transports"`
 	LANPrefixes []netip.Prefix `json:"lan_prefixes"`
 	ASN         uint32         `json:"asn"`
+	// Unmanaged: no meshwan-edge runs at the site. It gets /30s, an ASN
+	// and PSKs like any other site; it cannot enroll, its transports need
+	// fixed addresses (nothing would report a dynamic one), and its
+	// tunnels' health comes from the managed ends.
+	Unmanaged bool `json:"unmanaged,omitempty"`
 }
 
 // Hub reports whether the site is a hub.
@@ -258,6 +265,9 @@ func (s Site) Validate() error {
 		af := fmt.Sprintf("site.transports[%d].address", i)
 		if t.Dynamic == t.Addr.IsValid() {
 			return invalid(af, "needs an IPv4 address or %q", Dynamic)
+		}
+		if t.Dynamic && s.Unmanaged {
+			return invalid(af, "%q is not allowed on an unmanaged site: no meshwan-edge runs there to report its address, give the router's fixed public IPv4 address", Dynamic)
 		}
 		if t.Dynamic {
 			continue

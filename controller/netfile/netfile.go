@@ -314,7 +314,7 @@ func (p *parser) file(root *yaml.Node) error {
 
 func (p *parser) site(n *yaml.Node, field string) (intent.Site, error) {
 	var s intent.Site
-	m, err := p.mapping(n, field, "name", "role", "transports", "lan_prefixes", "asn")
+	m, err := p.mapping(n, field, "name", "role", "transports", "lan_prefixes", "asn", "unmanaged")
 	if err != nil {
 		return s, err
 	}
@@ -389,6 +389,11 @@ func (p *parser) site(n *yaml.Node, field string) (intent.Site, error) {
 				return s, err
 			}
 			s.LANPrefixes = append(s.LANPrefixes, pfx)
+		}
+	}
+	if v, ok := m["unmanaged"]; ok {
+		if s.Unmanaged, err = p.bool(v, field+".unmanaged"); err != nil {
+			return s, err
 		}
 	}
 	if v, ok := m["asn"]; ok {

@@ -82,7 +82,7 @@ func TestBadFiles(t *testing.T) {
 		{"not yaml", "sites: [\n", `net.yaml:1:1: did not find expected node content`},
 		{"empty", "", `net.yaml:1:1: empty file`},
 		{"no topology", head, `net.yaml:1:1: topology: missing`},
-		{"unknown field", head + "  - name: br\n    lan: 10.2.0.0/24\n" + topo, `net.yaml:7:5: sites[1].lan: unknown field (known: name, role, transports, lan_prefixes, asn)`},
+		{"unknown field", head + "  - name: br\n    lan: 10.2.0.0/24\n" + topo, `net.yaml:7:5: sites[1].lan: unknown field (known: name, role, transports, lan_prefixes, asn, unmanaged)`},
 		{"bad CIDR", strings.Replace(head, "10.1.1.0/24", "10.1.1.0/33", 1) + topo, `net.yaml:5:20: sites[0].lan_prefixes[0]: "10.1.1.0/33" is not a CIDR prefix`},
 		{"host bits", strings.Replace(head, "10.1.1.0/24", "10.1.1.1/24", 1) + topo, `net.yaml:5:20: sites[0].lan_prefixes[0]: "10.1.1.1/24" has host bits set (did you mean 10.1.1.0/24?)`},
 		{"bad address", strings.Replace(head, "96.3.36.10", "96.3.36.300", 1) + topo, `net.yaml:4:41: sites[0].transports[0].address: "96.3.36.300" is not an IPv4 address or "dynamic"`},
@@ -108,5 +108,26 @@ func TestBadFiles(t *testing.T) {
 				t.Errorf("got  %v\nwant %s...", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestParseUnmanaged: `unmanaged: true` survives a network file, so
+// applying the file keeps a third-party site unmanaged (and an absent key
+// means managed).
+func TestParseUnmanaged(t *testing.T) {
+	f, err := Parse("net.yaml", []byte(`
+sites:
+  - {name: hq, role: hub, transports: [{name: inet1, address: 96.3.36.10}], lan_prefixes: [10.1.1.0/24]}
+  - {name: remote, unmanaged: true, transports: [{name: inet1, address: 110.19.112.126}], lan_prefixes: [10.2.1.0/24]}
+topology: {mode: hub-and-spoke}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Sites[0].Unmanaged || !f.Sites[1].Unmanaged {
+		t.Errorf("unmanaged: hq %v, remote %v", f.Sites[0].Unmanaged, f.Sites[1].Unmanaged)
+	}
+	if _, err := Parse("net.yaml", []byte("sites:\n  - {name: r, unmanaged: maybe}\ntopology: {mode: full-mesh}\n")); err == nil || !strings.Contains(err.Error(), "sites[0].unmanaged") {
+		t.Errorf("a non-boolean unmanaged: %v", err)
 	}
 }

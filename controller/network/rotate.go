@@ -117,8 +117,12 @@ func truncate(s string) string {
 }
 
 // startRotations stages a new key on every listed tunnel that is not
-// rotating already.
+// rotating already and has no unmanaged end. A tunnel to a third-party
+// router is skipped: its end never reports the serial it loaded, so a
+// rotation would stay staged forever; its key changes by a new export
+// (docs/third-party.md).
 func (n *Network) startRotations(ctx context.Context, ids []string, by string) ([]string, error) {
+	ids = n.managedOnly(ids, by)
 	now := n.now().UTC()
 	started, err := n.casTunnels(ctx, ids, func(t Tunnel) (Tunnel, bool) {
 		if t.PSKRotation != "" {
@@ -137,6 +141,26 @@ func (n *Network) startRotations(ctx context.Context, ids []string, by string) (
 		n.log.Info("psk rotations requested", "by", by, "requested", len(ids), "started", len(started))
 	}
 	return started, err
+}
+
+// managedOnly drops the tunnels with an unmanaged end from ids (logging
+// each one skipped).
+func (n *Network) managedOnly(ids []string, by string) []string {
+	var skipped []string
+	n.Read(func(s *Snapshot) {
+		ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool {
+			t, ok := s.Tunnels[id]
+			if ok && (s.Sites[t.A.Site].Unmanaged || s.Sites[t.B.Site].Unmanaged) {
+				skipped = append(skipped, id)
+				return true
+			}
+			return false
+		})
+	})
+	for _, id := range skipped {
+		n.log.Info("psk rotation skipped: the tunnel has an unmanaged end", "tunnel_id", id, "by", by)
+	}
+	return ids
 }
 
 // DueForRotation lists up to limit tunnels (oldest key first) whose key is
@@ -158,6 +182,9 @@ func (n *Network) DueForRotation(maxAge time.Duration, limit int) []string {
 			if t.PSKRotation != "" {
 				busy++
 				continue
+			}
+			if s.Sites[t.A.Site].Unmanaged || s.Sites[t.B.Site].Unmanaged {
+				continue // see startRotations
 			}
 			if t.KeyAge().Before(cutoff) {
 				list = append(list, due{t.ID, t.KeyAge()})

@@ -351,3 +351,41 @@ func TestRotationScheduleBoundsRunning(t *testing.T) {
 }
 
 func clientv3WithPrefix() clientv3.OpOption { return clientv3.WithPrefix() }
+
+// TestRotationSkipsUnmanagedEnds: a tunnel to a third-party router never
+// rotates (its end cannot report a loaded serial, so the rotation would
+// stay staged forever): neither on demand nor on the schedule, while the
+// managed tunnels do.
+func TestRotationSkipsUnmanagedEnds(t *testing.T) {
+	f := newFixture(t, "10.255.0.0/16")
+	ctx := context.Background()
+	tp := mkSite(3, intent.RoleSpoke)
+	tp.Unmanaged = true
+	f.addSites(t, mkSite(1, intent.RoleSpoke), mkSite(2, intent.RoleSpoke), tp)
+	fullMesh(t, f)
+	ts := f.tunnels(t)
+	if len(ts) != 3 {
+		t.Fatalf("want 3 tunnels, got %d", len(ts))
+	}
+	managed := 0
+	for _, tn := range ts {
+		if tn.A.Site != tp.Name && tn.B.Site != tp.Name {
+			managed++
+		}
+	}
+	started, err := f.net.RotateTunnelKeys(ctx, network.RotationSelector{All: true}, "test")
+	if err != nil || len(started) != managed {
+		t.Fatalf("RotateTunnelKeys(all) = %v, %v; want only the %d managed tunnel(s)", started, err, managed)
+	}
+	for _, id := range started {
+		if tn := f.tunnels(t)[id]; tn.A.Site == tp.Name || tn.B.Site == tp.Name {
+			t.Errorf("tunnel %s to the unmanaged site rotates", id)
+		}
+	}
+	network.SetNow(f.net, func() time.Time { return time.Now().Add(2 * time.Hour) })
+	for _, id := range f.net.DueForRotation(time.Hour, 10) {
+		if tn := f.tunnels(t)[id]; tn.A.Site == tp.Name || tn.B.Site == tp.Name {
+			t.Errorf("tunnel %s to the unmanaged site is due for rotation", id)
+		}
+	}
+}

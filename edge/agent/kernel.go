@@ -71,7 +71,8 @@ func (k *Kernel) Apply(ctx context.Context, d dataplane.Desired) error {
 		errs = append(errs, err)
 	}
 	k.mu.Lock()
-	err := k.Link.Apply(ctx, k.linkDesired(d))
+	ld := k.linkDesired(d)
+	err := errors.Join(k.Link.Apply(ctx, ld), k.Link.ApplyStaticRoutes(ctx, ld))
 	k.mu.Unlock()
 	if err != nil {
 		errs = append(errs, fmt.Errorf("links: %w", err))
@@ -234,7 +235,7 @@ func (k *Kernel) ApplyPaths(ctx context.Context, d dataplane.Desired, v PathView
 	k.view = v
 	var errs []error
 	if !d.BGP {
-		if err := k.Link.ApplyRoutes(ctx, k.linkDesired(d)); err != nil {
+		if err := k.Link.ApplyStaticRoutes(ctx, k.linkDesired(d)); err != nil {
 			errs = append(errs, fmt.Errorf("links: %w", err))
 		}
 	}

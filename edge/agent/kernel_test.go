@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
 )
 
@@ -60,7 +61,7 @@ func TestWaitSAsGone(t *testing.T) {
 // then re-create the changed tunnel and add the new one.
 func TestRetireTakesIPsecDownBeforeLinks(t *testing.T) {
 	ctx := t.Context()
-	lf := link.NewFake()
+	lf := kernel.NewFakeNetlink()
 	fc := ipsec.NewFakeCharon()
 	d := twoTransports()
 	for i := range d.Tunnels {

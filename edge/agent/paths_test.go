@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/probe"
 	"github.com/meshwan/meshwan/edge/syncer"
@@ -292,7 +294,7 @@ func TestMergeHealth(t *testing.T) {
 // replace — never a moment without a route — and drops the backup; the
 // same view again writes nothing; t1 usable again puts it back.
 func TestKernelApplyPaths(t *testing.T) {
-	fake := link.NewFake()
+	fake := kernel.NewFakeNetlink()
 	k := &Kernel{Link: link.NewManager(fake, link.Options{})}
 	d := twoTransports()
 	for i := range d.Tunnels {
@@ -317,7 +319,7 @@ func TestKernelApplyPaths(t *testing.T) {
 	if w := fake.Writes(); len(w) != 0 {
 		t.Fatalf("ApplyPaths on a kernel without links wrote %q", w)
 	}
-	if err := k.Link.Apply(ctx, d); err != nil {
+	if err := errors.Join(k.Link.Apply(ctx, d), k.Link.ApplyStaticRoutes(ctx, d)); err != nil {
 		t.Fatal(err)
 	}
 	fake.ResetCalls()
@@ -347,7 +349,7 @@ func TestKernelApplyPaths(t *testing.T) {
 	if got := routes(); !slices.Equal(got, wantDown) {
 		t.Errorf("routes with t1 down\n got %q\nwant %q", got, wantDown)
 	}
-	if w := fake.Writes(); len(w) != 2 || !strings.HasPrefix(w[0], "RouteReplace 10.2.0.0/16 via 10.255.0.6") || !strings.HasPrefix(w[1], "RouteDel 10.2.0.0/16 metric 1") {
+	if w := fake.Writes(); len(w) != 2 || !strings.HasPrefix(w[0], "RouteReplace 10.2.0.0/16 via 10.255.0.6") || !strings.HasPrefix(w[1], "RouteDel 10.2.0.0/16 via 10.255.0.6 proto 240 metric 1") {
 		t.Errorf("writes for t1 down: %q, want the replace in place, then the backup's delete", w)
 	}
 	fake.ResetCalls()
@@ -373,7 +375,7 @@ func TestKernelApplyPaths(t *testing.T) {
 	if err := k.ApplyPaths(ctx, without, PathView{Usable: map[string]bool{"t1": true, "t2": true}}); err != nil {
 		t.Fatal(err)
 	}
-	if w := fake.Writes(); !slices.Equal(w, []string{"RouteDel 10.3.0.0/16 metric 0"}) {
+	if w := fake.Writes(); !slices.Equal(w, []string{"RouteDel 10.3.0.0/16 via 10.255.0.10 proto 240 metric 0 table 254"}) {
 		t.Errorf("ApplyPaths without t3 wrote %q, want only the route's delete", w)
 	}
 }

@@ -80,7 +80,7 @@ func TestDashboard(t *testing.T) {
 	if len(tunnels) != 8 {
 		t.Fatalf("seeded %d tunnels, want 8", len(tunnels))
 	}
-	var mplsID string // hub1.mpls~br1.mpls
+	var mplsID string // br1.mpls~hub1.mpls
 	var ids []string
 	wantUp := 0
 	for _, tn := range tunnels {
@@ -174,7 +174,7 @@ func TestDashboard(t *testing.T) {
 	waitJS(t, tab2, "only the down tunnel", fmt.Sprintf(`(() => { const r = document.querySelectorAll("#tunnels-table tbody tr[data-tunnel-id]"); return r.length === 1 && r[0].dataset.tunnelId === %s; })()`, jsString(mplsID)))
 	setSelect(t, tab2, "tunnel-state-filter", "")
 	do(t, tab2, "type a filter", chromedp.SendKeys(chromedp.ID("tunnel-filter"), "hub2 br"))
-	waitJS(t, tab2, "hub2's spoke tunnels", `[...document.querySelectorAll("#tunnels-table tbody tr[data-tunnel-id]")].map(r => r.dataset.tunnelId).join(",") !== "" && [...document.querySelectorAll("#tunnels-table tbody tr[data-tunnel-id]")].every(r => r.dataset.tunnelId.startsWith("hub2.") && r.dataset.tunnelId.includes("~br")) && document.querySelectorAll("#tunnels-table tbody tr[data-tunnel-id]").length === 3`)
+	waitJS(t, tab2, "hub2's spoke tunnels", `[...document.querySelectorAll("#tunnels-table tbody tr[data-tunnel-id]")].map(r => r.dataset.tunnelId).join(",") !== "" && [...document.querySelectorAll("#tunnels-table tbody tr[data-tunnel-id]")].every(r => r.dataset.tunnelId.startsWith("br") && r.dataset.tunnelId.includes("~hub2.")) && document.querySelectorAll("#tunnels-table tbody tr[data-tunnel-id]").length === 3`)
 	clearInput(t, tab2, "tunnel-filter")
 	do(t, tab2, "sort by /30", chromedp.Click(chromedp.CSS(`th[data-col=prefix] button`)))
 	waitJS(t, tab2, "ascending /30s", `document.querySelector('th[data-col=prefix]').getAttribute("aria-sort") === "ascending"`)

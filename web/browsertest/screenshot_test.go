@@ -37,7 +37,7 @@ func TestREADMEScreenshot(t *testing.T) {
 		edges[s.name] = c.connectEdge(t, s.name)
 		reportAll(t, edges[s.name], tunnels, reportUp, nil)
 	}
-	const down, degraded = "hub-ams.mpls~berlin.mpls", "hub-fra.inet~madrid.inet"
+	const down, degraded = "berlin.mpls~hub-ams.mpls", "hub-fra.inet~madrid.inet"
 	for _, id := range []string{down, degraded} {
 		if !hasTunnel(tunnels, id) {
 			t.Fatalf("no tunnel %s in %d tunnels", id, len(tunnels))

@@ -914,9 +914,13 @@ type EdgeTunnel struct {
 	// responds. UNSPECIFIED comes from a controller older than the field:
 	// the edge then infers it as before (the end with the lower inner
 	// address initiates).
-	Role          TunnelRole `protobuf:"varint,14,opt,name=role,proto3,enum=meshwan.v1.TunnelRole" json:"role,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Role TunnelRole `protobuf:"varint,14,opt,name=role,proto3,enum=meshwan.v1.TunnelRole" json:"role,omitempty"`
+	// remote_unmanaged: the far end is a third-party router (an unmanaged
+	// site) that does not answer meshwan's probes; the edge judges the
+	// tunnel by its IPsec SA alone instead of probing it.
+	RemoteUnmanaged bool `protobuf:"varint,15,opt,name=remote_unmanaged,json=remoteUnmanaged,proto3" json:"remote_unmanaged,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *EdgeTunnel) Reset() {
@@ -1047,6 +1051,13 @@ func (x *EdgeTunnel) GetRole() TunnelRole {
 	return TunnelRole_TUNNEL_ROLE_UNSPECIFIED
 }
 
+func (x *EdgeTunnel) GetRemoteUnmanaged() bool {
+	if x != nil {
+		return x.RemoteUnmanaged
+	}
+	return false
+}
+
 var File_meshwan_v1_edge_proto protoreflect.FileDescriptor
 
 const file_meshwan_v1_edge_proto_rawDesc = "" +
@@ -1114,7 +1125,7 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	" \x01(\fR\bbaseHash\x12'\n" +
 	"\x0fremoved_tunnels\x18\v \x03(\tR\x0eremovedTunnels\x12\x1d\n" +
 	"\n" +
-	"state_hash\x18\f \x01(\fR\tstateHash\"\xf2\x03\n" +
+	"state_hash\x18\f \x01(\fR\tstateHash\"\x9d\x04\n" +
 	"\n" +
 	"EdgeTunnel\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
@@ -1136,7 +1147,8 @@ const file_meshwan_v1_edge_proto_rawDesc = "" +
 	"acceptPsks\x12\x1d\n" +
 	"\n" +
 	"psk_serial\x18\r \x01(\x04R\tpskSerial\x12*\n" +
-	"\x04role\x18\x0e \x01(\x0e2\x16.meshwan.v1.TunnelRoleR\x04role*\\\n" +
+	"\x04role\x18\x0e \x01(\x0e2\x16.meshwan.v1.TunnelRoleR\x04role\x12)\n" +
+	"\x10remote_unmanaged\x18\x0f \x01(\bR\x0fremoteUnmanaged*\\\n" +
 	"\n" +
 	"ClaimState\x12\x1b\n" +
 	"\x17CLAIM_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +

@@ -8,7 +8,7 @@
 import { transportOf } from "./util.js";
 
 const colors = {
-  up: "#1a7f37", degraded: "#b35900", down: "#cf222e", unknown: "#8c959f", never_seen: "#8c959f",
+  up: "#1a7f37", degraded: "#b35900", down: "#cf222e", unknown: "#8c959f", never_seen: "#8c959f", unmanaged: "#0969da",
 };
 
 const style = [

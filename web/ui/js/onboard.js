@@ -27,7 +27,8 @@ export class Onboarding {
     const select = $("token-site");
     const keep = select.value;
     const order = { never_seen: 0, down: 1, up: 2 };
-    const sites = [...(state.sites || [])].sort((a, b) => (order[a.state] - order[b.state]) || a.name.localeCompare(b.name));
+    // An unmanaged site has no edge to enroll: configure its router from the export.
+    const sites = [...(state.sites || [])].filter((s) => s.state !== "unmanaged").sort((a, b) => (order[a.state] - order[b.state]) || a.name.localeCompare(b.name));
     select.replaceChildren(...sites.map((s) => h("option", { value: s.name }, `${s.name} (${stateLabels[s.state] || s.state})`)));
     if (sites.some((s) => s.name === keep)) select.value = keep;
     $("token-create").disabled = sites.length === 0;

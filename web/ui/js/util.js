@@ -35,6 +35,7 @@ export function svg(tag, attrs = {}, ...children) {
 
 export const stateLabels = {
   up: "up", degraded: "degraded", down: "down", unknown: "not reported", never_seen: "never seen",
+  unmanaged: "unmanaged",
 };
 
 /** badge renders a state as a coloured pill with a text label. */
