@@ -94,6 +94,7 @@ func TestSpokeBehindNAT(t *testing.T) {
 	// ports from now on.
 	e.setNAT(natPublic, "20000-29999")
 	d := e.remap("new public port")
+	t.Logf("NAT mapping moved to a new public port: LAN-to-LAN recovered after %v", d.Round(time.Millisecond))
 	moved := false
 	for p := range e.expectNATT(natPrivate.Addr(), natPublic) {
 		n, _ := strconv.Atoi(p)
@@ -102,16 +103,15 @@ func TestSpokeBehindNAT(t *testing.T) {
 	if !moved {
 		t.Errorf("the hub sends ESP-in-UDP to no port of the NAT's new range 20000-29999 (before the change: %v)", port)
 	}
-	t.Logf("NAT mapping moved to a new public port: LAN-to-LAN recovered after %v", d.Round(time.Millisecond))
 
 	// A new public address.
 	e.setNAT(natPublic2, "")
 	d = e.remap("new public address")
+	t.Logf("NAT mapping moved to a new public address: LAN-to-LAN recovered after %v", d.Round(time.Millisecond))
 	if got := e.observed("br1", "inet1"); got != natPublic2 {
 		t.Fatalf("after the NAT moved to %s the controller records %v for br1/inet1", natPublic2, got)
 	}
 	e.expectNATT(natPrivate.Addr(), natPublic2)
-	t.Logf("NAT mapping moved to a new public address: LAN-to-LAN recovered after %v", d.Round(time.Millisecond))
 }
 
 // sh runs a command and fails the test on error.
