@@ -33,7 +33,7 @@ var (
 // recoverBound is what docs/nat.md states: after the NAT mapping of a
 // spoke changes (new public port, or new public address), LAN-to-LAN
 // traffic flows again within this time in the emulated VM.
-const recoverBound = 30 * time.Second
+const recoverBound = 60 * time.Second
 
 // TestSpokeBehindNAT: a spoke whose only uplink sits behind a NAT
 // (nftables snat in the WAN router) and whose transport is declared
