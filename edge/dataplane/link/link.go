@@ -84,6 +84,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -112,6 +113,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Table is the routing table for the static routes; 0 means main (254).
 	Table int
+	// GRO: generic receive offload on our links (default off, see the
+	// package comment). MESHWAN_LINK_GRO=on in the environment also sets
+	// it: a measurement switch for `make bench-dataplane` until the
+	// edge has a flag for it.
+	GRO bool
 }
 
 // Manager applies the link part of a Desired through a Handle. Its methods
@@ -120,6 +126,7 @@ type Manager struct {
 	h     Handle
 	log   *slog.Logger
 	table int
+	gro   bool
 
 	mu   sync.Mutex
 	last []dataplane.Tunnel // tunnels of the last Apply, for Status
@@ -144,7 +151,8 @@ func NewManager(h Handle, opts Options) *Manager {
 	if table == 0 {
 		table = unix.RT_TABLE_MAIN
 	}
-	return &Manager{h: h, log: log, table: table, altFailed: map[altKey]bool{}}
+	gro := opts.GRO || os.Getenv("MESHWAN_LINK_GRO") == "on"
+	return &Manager{h: h, log: log, table: table, gro: gro, altFailed: map[altKey]bool{}}
 }
 
 // Apply makes the kernel match d: GRE links, addresses, routes. It
@@ -401,17 +409,17 @@ func (m *Manager) ensureTunnel(t dataplane.Tunnel, cur netlink.Link, names nameT
 		m.log.Info("link mtu set", "link", t.LinkName, "mtu", mtu, "was", a.MTU)
 	}
 
-	// GRO off before the link is up: no decrypted packet may reach its
-	// GRO cells (see the package comment).
+	// GRO set before the link is up (off by default: no decrypted packet
+	// may reach its GRO cells, see the package comment).
 	gro, err := m.h.LinkGRO(cur)
 	if err != nil {
 		return nil, err
 	}
-	if gro {
-		if err := m.h.LinkSetGRO(cur, false); err != nil {
+	if gro != m.gro {
+		if err := m.h.LinkSetGRO(cur, m.gro); err != nil {
 			return nil, err
 		}
-		m.log.Info("link gro off", "link", t.LinkName)
+		m.log.Info("link gro set", "link", t.LinkName, "gro", m.gro)
 	}
 
 	addrs, err := RetryDump(func() ([]netlink.Addr, error) { return m.h.AddrList(cur, netlink.FAMILY_ALL) })
