@@ -26,10 +26,8 @@ type dpVariant struct {
 	name string
 	// from, to: the sites whose LAN hosts run the iperf3 client and server.
 	from, to string
-	// gro: the GRE links' receive offload during the run; set: the
-	// benchmark sets it before the run (the hand-made links), otherwise
-	// the agents do and it is only checked.
-	gro, set bool
+	// gro: the GRE links' receive offload (checked before and after).
+	gro bool
 	// links names the GRE links of both ends (site -> link).
 	links map[string]string
 }
@@ -39,9 +37,9 @@ type dpVariant struct {
 // their charons, controller in this process, GRO off as shipped), (a')
 // e -> f the same with GRO on (MESHWAN_LINK_GRO=on) and (b) c -> d
 // through a hand-made GRE + transport-mode ESP tunnel with meshwan's IPsec
-// connection and the same GRE MTU (lab.HandMadeTunnel), with GRO on (a new
-// GRE link's default) and off, so the two causes of a gap can be told
-// apart. The
+// connection and the same GRE MTU (lab.HandMadeTunnel), GRO on (a new GRE
+// link's default), and (b') g -> h the same with GRO off, so the two
+// causes of a gap can be told apart. The
 // variants run interleaved, in a rotating order, one at a time; the
 // table gives per-repetition (paired) ratios to the hand-made tunnel
 // with GRO on, median and range, and TCP retransmits per MB.
@@ -58,8 +56,11 @@ func TestBenchDataplane(t *testing.T) {
 
 	// a -> b and e -> f are meshwan sites (e and f with GRO on their
 	// links: MESHWAN_LINK_GRO=on in their agents' environment); c -> d
-	// carries the hand-made tunnel.
-	e := setupLab(t, lab.Config{Sites: []string{"a", "b", "c", "d", "e", "f"}})
+	// and g -> h carry hand-made tunnels, g -> h with GRO off. One pair
+	// per variant: nothing is switched between runs (each switch is a few
+	// slow process starts in the VM), so the runs of a repetition follow
+	// each other closely and share the machine's load.
+	e := setupLab(t, lab.Config{Sites: []string{"a", "b", "c", "d", "e", "f", "g", "h"}})
 	meshwan := []string{"a", "b", "e", "f"}
 	for _, name := range meshwan {
 		s := e.lab.Sites[name]
@@ -119,11 +120,19 @@ func TestBenchDataplane(t *testing.T) {
 	}
 	hm := lab.HandMade{Link: "hm0", MTU: mtu, PSK: []byte("meshwan lab hand-made tunnel key"),
 		Inner: [2]netip.Prefix{netip.MustParsePrefix("10.254.0.1/30"), netip.MustParsePrefix("10.254.0.2/30")}}
-	if err := e.lab.HandMadeTunnel(e.ctx, "c", "d", hm); err != nil {
-		t.Fatal(err)
+	for _, p := range [][2]string{{"c", "d"}, {"g", "h"}} {
+		if err := e.lab.HandMadeTunnel(e.ctx, p[0], p[1], hm); err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitLANPing("c", "d")
-	waitLANPing("d", "c")
+	for _, s := range []string{"g", "h"} {
+		if on, err := e.lab.SetGRO(e.ctx, s, hm.Link, false); err != nil || on {
+			t.Fatalf("GRO off on %s %s: %v (%v)", s, hm.Link, on, err)
+		}
+	}
+	for _, p := range [][2]string{{"c", "d"}, {"d", "c"}, {"g", "h"}, {"h", "g"}} {
+		waitLANPing(p[0], p[1])
+	}
 	for _, s := range []string{"a", "c"} {
 		out, _ := lab.Run(e.ctx, "ip", "-n", e.lab.Sites[s].NS, "xfrm", "state")
 		var algs []string
@@ -137,19 +146,32 @@ func TestBenchDataplane(t *testing.T) {
 		}
 		t.Logf("site %s ESP: %s", s, strings.Join(algs, "; "))
 	}
-	for _, s := range []string{"b", "d", "f"} {
+	for _, s := range []string{"b", "d", "f", "h"} {
 		if _, err := e.lab.StartIperfServer(e.ctx, s, 5201); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	links := func(a, b string) map[string]string { return map[string]string{a: mwLink[a], b: mwLink[b]} }
-	hmLinks := map[string]string{"c": hm.Link, "d": hm.Link}
 	variants := []dpVariant{
 		{name: "meshwan (GRO off, as shipped)", from: "a", to: "b", gro: false, links: links("a", "b")},
-		{name: "hand-made (GRO on, kernel default)", from: "c", to: "d", gro: true, links: hmLinks, set: true},
+		{name: "hand-made (GRO on, kernel default)", from: "c", to: "d", gro: true, links: map[string]string{"c": hm.Link, "d": hm.Link}},
 		{name: "meshwan, GRO on (MESHWAN_LINK_GRO=on)", from: "e", to: "f", gro: true, links: links("e", "f")},
-		{name: "hand-made, GRO off", from: "c", to: "d", gro: false, links: hmLinks, set: true},
+		{name: "hand-made, GRO off", from: "g", to: "h", gro: false, links: map[string]string{"g": hm.Link, "h": hm.Link}},
+	}
+	checkGRO := func(v dpVariant) bool {
+		for s, link := range v.links {
+			if got, err := e.lab.GRO(e.ctx, s, link); err != nil || got != v.gro {
+				t.Logf("%s: GRO of %s %s is %v (%v)", v.name, s, link, got, err)
+				return false
+			}
+		}
+		return true
+	}
+	for _, v := range variants {
+		if !checkGRO(v) {
+			t.Fatalf("%s: GRO not as described", v.name)
+		}
 	}
 	const base = 1 // the hand-made tunnel as the kernel configures it
 	bps := make([][]float64, len(variants))
@@ -158,7 +180,7 @@ func TestBenchDataplane(t *testing.T) {
 	d := time.Duration(secs) * time.Second
 	// One warm-up run per tunnel (first-packet effects: ARP, PMTU, the
 	// first rekey timers) that does not count.
-	for _, v := range variants[:3] {
+	for _, v := range variants {
 		if _, err := e.lab.Iperf(e.ctx, v.from, v.to, 5201, 2*time.Second); err != nil {
 			t.Fatalf("%s: warm-up: %v", v.name, err)
 		}
@@ -167,29 +189,19 @@ func TestBenchDataplane(t *testing.T) {
 		for k := range variants {
 			i := (k + r) % len(variants) // rotate the order: no variant always runs first
 			v := variants[i]
-			for s, link := range v.links {
-				got, err := e.lab.GRO(e.ctx, s, link)
-				if v.set {
-					got, err = e.lab.SetGRO(e.ctx, s, link, v.gro)
-				}
-				if err != nil || got != v.gro {
-					t.Fatalf("%s: GRO of %s %s: %v (%v)", v.name, s, link, got, err)
-				}
-			}
 			res, err := e.lab.Iperf(e.ctx, v.from, v.to, 5201, d)
 			if err != nil {
 				t.Fatalf("%s #%d: %v", v.name, r+1, err)
 			}
-			// A run during which GRO changed (it must not) is counted.
-			for s, link := range v.links {
-				if got, err := e.lab.GRO(e.ctx, s, link); err == nil && got != v.gro {
-					reverted[i]++
-					t.Logf("%s #%d: GRO of %s %s changed during the run", v.name, r+1, s, link)
-				}
-			}
 			bps[i] = append(bps[i], res.BitsPerSecond)
 			rtx[i] = append(rtx[i], res.RetransmitsPerMB())
 			t.Logf("%s #%d: %.1f Mbit/s, %d retransmits (%.2f per MB)", v.name, r+1, res.BitsPerSecond/1e6, res.Retransmits, res.RetransmitsPerMB())
+		}
+	}
+	// GRO must not have changed meanwhile (the agents repair drift).
+	for i, v := range variants {
+		if !checkGRO(v) {
+			reverted[i]++
 		}
 	}
 	var ct []string
@@ -200,7 +212,7 @@ func TestBenchDataplane(t *testing.T) {
 	var b strings.Builder
 	b.WriteString(benchHeader("make bench-dataplane: TestBenchDataplane"))
 	fmt.Fprintf(&b, "Data plane: iperf3 TCP LAN host -> LAN host, one netem-free WAN, GRE MTU %d, %d interleaved repetitions of %d s per variant; ratio = paired (same repetition) throughput / the hand-made tunnel's, median (min-max).\n\n", mtu, reps, secs)
-	b.WriteString("| variant | Mbit/s median (min-max) | ratio to hand-made, paired: median (min-max) | retransmits per MB median (min-max) | runs whose GRO changed |\n")
+	b.WriteString("| variant | Mbit/s median (min-max) | ratio to hand-made, paired: median (min-max) | retransmits per MB median (min-max) | GRO changed by the end |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: |\n")
 	for i, v := range variants {
 		m := lab.SpreadOf(bps[i])
@@ -209,6 +221,6 @@ func TestBenchDataplane(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %.0f (%.0f-%.0f) | **%.2f** (%.2f-%.2f) | %.1f (%.1f-%.1f) | %d |\n", v.name, m.Median/1e6, m.Min/1e6, m.Max/1e6,
 			ratio.Median, ratio.Min, ratio.Max, rt.Median, rt.Min, rt.Max, reverted[i])
 	}
-	fmt.Fprintf(&b, "\nconntrack entries per site namespace after the runs (a, b, e, f: meshwan; c, d: hand-made): %s.\n", strings.Join(ct, ", "))
+	fmt.Fprintf(&b, "\nconntrack entries per site namespace after the runs (a, b, e, f: meshwan; c, d, g, h: hand-made): %s.\n", strings.Join(ct, ", "))
 	writeTable(t, "bench-dataplane.md", b.String())
 }

@@ -39,13 +39,14 @@ func (l *Lab) StartIperfServer(ctx context.Context, site string, port int) (*exe
 }
 
 // Iperf runs one iperf3 TCP test of d from one site's LAN host to another's
-// (its server on port), retrying for up to a minute while the server is
+// (its server on port; the first second, slow start, is not counted),
+// retrying for up to a minute while the server is
 // not listening yet.
 func (l *Lab) Iperf(ctx context.Context, from, to string, port int, d time.Duration) (IperfResult, error) {
 	deadline := time.Now().Add(time.Minute)
 	for {
 		out, err := Run(ctx, "ip", "netns", "exec", l.Sites[from].LANNS, "iperf3", "-c", l.Sites[to].Host.String(), "-p", strconv.Itoa(port),
-			"-t", strconv.Itoa(int(d/time.Second)), "-J")
+			"-t", strconv.Itoa(int(d/time.Second)), "-O", "1", "-J")
 		if err == nil {
 			return ParseIperf([]byte(out))
 		}
