@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,9 @@ import (
 //	MESHWAN_BENCH_DP_QUICK=1   5 repetitions of 5 s (iteration); default 9 of 6 s
 //	MESHWAN_BENCH_DP_REPS      repetitions (overrides)
 //	MESHWAN_BENCH_DP_SECONDS   seconds per iperf3 run (overrides)
+//	MESHWAN_BENCH_DP_EDGE_BIN_B  a second meshwan-edge build (e.g. from
+//	                           another commit) measured too, GRO on, on
+//	                           sites i -> j: two builds in one run
 
 // dpVariant is one way of carrying the LAN-to-LAN TCP stream.
 type dpVariant struct {
@@ -60,8 +64,14 @@ func TestBenchDataplane(t *testing.T) {
 	// per variant: nothing is switched between runs (each switch is a few
 	// slow process starts in the VM), so the runs of a repetition follow
 	// each other closely and share the machine's load.
-	e := setupLab(t, lab.Config{Sites: []string{"a", "b", "c", "d", "e", "f", "g", "h"}})
+	sites := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	meshwan := []string{"a", "b", "e", "f"}
+	binB := os.Getenv("MESHWAN_BENCH_DP_EDGE_BIN_B")
+	if binB != "" {
+		sites, meshwan = append(sites, "i", "j"), append(meshwan, "i", "j")
+	}
+	e := setupLab(t, lab.Config{Sites: sites})
+	binA := e.lab.EdgeBin
 	for _, name := range meshwan {
 		s := e.lab.Sites[name]
 		if _, err := e.admin.CreateSite(e.actx, &pb.CreateSiteRequest{Site: &pb.Site{Name: name, Role: pb.SiteRole_SITE_ROLE_SPOKE,
@@ -73,6 +83,10 @@ func TestBenchDataplane(t *testing.T) {
 	for _, name := range meshwan {
 		if name == "e" {
 			t.Setenv("MESHWAN_LINK_GRO", "on")
+		}
+		e.lab.EdgeBin = binA
+		if name == "i" || name == "j" {
+			e.lab.EdgeBin = binB
 		}
 		tok, err := e.admin.CreateEnrollmentToken(e.actx, &pb.CreateEnrollmentTokenRequest{Site: name})
 		if err != nil {
@@ -107,7 +121,13 @@ func TestBenchDataplane(t *testing.T) {
 	waitLANPing("f", "e")
 	// mwLink: the link each meshwan site routes its peer's LAN through.
 	mwLink := map[string]string{}
-	for from, to := range map[string]string{"a": "b", "b": "a", "e": "f", "f": "e"} {
+	pairs := map[string]string{"a": "b", "b": "a", "e": "f", "f": "e"}
+	if binB != "" {
+		waitLANPing("i", "j")
+		waitLANPing("j", "i")
+		pairs["i"], pairs["j"] = "j", "i"
+	}
+	for from, to := range pairs {
 		dev, err := e.lab.RouteDev(e.ctx, from, e.lab.Sites[to].Host)
 		if err != nil || !strings.HasPrefix(dev, "mw-") {
 			t.Fatalf("site %s reaches %s via %q (%v), not a meshwan link", from, to, dev, err)
@@ -146,7 +166,10 @@ func TestBenchDataplane(t *testing.T) {
 		}
 		t.Logf("site %s ESP: %s", s, strings.Join(algs, "; "))
 	}
-	for _, s := range []string{"b", "d", "f", "h"} {
+	for _, s := range []string{"b", "d", "f", "h", "j"} {
+		if s == "j" && binB == "" {
+			continue
+		}
 		if _, err := e.lab.StartIperfServer(e.ctx, s, 5201); err != nil {
 			t.Fatal(err)
 		}
@@ -158,6 +181,9 @@ func TestBenchDataplane(t *testing.T) {
 		{name: "hand-made (GRO on, kernel default)", from: "c", to: "d", gro: true, links: map[string]string{"c": hm.Link, "d": hm.Link}},
 		{name: "meshwan, GRO on (MESHWAN_LINK_GRO=on)", from: "e", to: "f", gro: true, links: links("e", "f")},
 		{name: "hand-made, GRO off", from: "g", to: "h", gro: false, links: map[string]string{"g": hm.Link, "h": hm.Link}},
+	}
+	if binB != "" {
+		variants = append(variants, dpVariant{name: "meshwan build B (" + filepath.Base(filepath.Dir(binB)) + "), GRO on", from: "i", to: "j", gro: true, links: links("i", "j")})
 	}
 	checkGRO := func(v dpVariant) bool {
 		for s, link := range v.links {
