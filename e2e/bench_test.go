@@ -348,11 +348,15 @@ func (e *env) benchCut(st *lab.Stream, a, primary, tunnel string, hold, backBoun
 	// delivered; 500 pps: 2 ms.
 	c.dataCut = c.Gap.Before.SentAt().Add(2 * time.Millisecond)
 	c.onBackup = c.Gap.After.SentAt()
+	// The verdict that moved the stream is the primary's last down
+	// before the first packet on the backup (log times are whole
+	// milliseconds: 5 ms of slack). An earlier down that came back up
+	// before the cut (the emulated guest stalls, and both tunnels blink
+	// at once) is not this cut's verdict.
 	log := e.lab.EdgeLog(a)
-	for _, d := range tunnelDowns(log, start.Add(-2*time.Second), restore) {
+	for _, d := range tunnelDowns(log, start.Add(-2*time.Second), c.onBackup.Add(5*time.Millisecond)) {
 		if d.tunnel == tunnel {
 			c.verdict, c.hasVerdict = d.at, true
-			break
 		}
 	}
 	if c.hasVerdict {
