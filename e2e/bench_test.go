@@ -305,6 +305,28 @@ type benchCutResult struct {
 	hasVerdict                          bool
 }
 
+// gapsAround fills a failover's gaps from the stream's records: the
+// longest hole from 2 s before the cut until the restore, and the holes
+// after the restore. (cutAndRestore in paths_test.go has the same
+// analysis inline.)
+func gapsAround(recs []stream.Record, cut, restore time.Time) failover {
+	var f failover
+	var during, after []stream.Gap
+	for _, g := range stream.Gaps(stream.SentBetween(recs, cut.Add(-2*time.Second), time.Time{})) {
+		if g.Before.SentAt().Before(restore) {
+			during = append(during, g)
+		} else {
+			after = append(after, g)
+		}
+	}
+	f.Gap, f.HasGap = stream.LongestBy(during, stream.Gap.Send)
+	f.ReturnGap, f.HasReturn = stream.LongestBy(after, stream.Gap.Send)
+	for _, g := range after {
+		f.ReturnLost += g.Lost()
+	}
+	return f
+}
+
 var pathsApplied = regexp.MustCompile(`^time=(\S+) .*msg="path decisions applied"`)
 
 // benchCut is cutAndRestore with the cut made by lab.Cut (one nftables
@@ -319,28 +341,16 @@ func (e *env) benchCut(st *lab.Stream, a, primary, tunnel string, hold, backBoun
 	}
 	cut := time.Now()
 	r := e.waitSustained(st, "stream on the backup after cutting "+primary, cut, onBackup, time.Second, converge)
-	c.Detected = r.SentAt().Sub(cut)
+	detected := r.SentAt().Sub(cut)
 	time.Sleep(hold) // keep the transport down a while: not a synchronisation
 	if err := e.lab.Uncut(e.ctx, a, primary); err != nil {
 		e.t.Fatal(err)
 	}
 	restore := time.Now()
 	r = e.waitSustained(st, "stream back on "+primary+" after the restore", restore, onPrimary, time.Second, backBound)
-	c.Back = r.SentAt().Sub(restore)
 	recs, _ := st.Records()
-	var during, after []stream.Gap
-	for _, g := range stream.Gaps(stream.SentBetween(recs, start.Add(-2*time.Second), time.Time{})) {
-		if g.Before.SentAt().Before(restore) {
-			during = append(during, g)
-		} else {
-			after = append(after, g)
-		}
-	}
-	c.Gap, c.HasGap = stream.LongestBy(during, stream.Gap.Send)
-	c.ReturnGap, c.HasReturn = stream.LongestBy(after, stream.Gap.Send)
-	for _, g := range after {
-		c.ReturnLost += g.Lost()
-	}
+	c.failover = gapsAround(recs, start, restore)
+	c.Detected, c.Back = detected, r.SentAt().Sub(restore)
 	if !c.HasGap {
 		return c
 	}
