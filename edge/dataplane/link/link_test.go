@@ -514,3 +514,24 @@ func TestApplyRoutesNeverTouchesLinks(t *testing.T) {
 		t.Errorf("the Apply after it: %q, want the link re-created and its route installed", got)
 	}
 }
+
+// Options.GRO keeps receive offload on (a new link's kernel default) and
+// puts it back on when it was turned off; the default turns it off.
+func TestApplyGROOption(t *testing.T) {
+	ctx := context.Background()
+	f := NewFake()
+	if err := NewManager(f, Options{}).Apply(ctx, twoTunnels()); err != nil {
+		t.Fatal(err)
+	}
+	checkState(t, f, twoTunnelsState)
+	on := NewManager(f, Options{GRO: true})
+	if err := on.Apply(ctx, twoTunnels()); err != nil {
+		t.Fatal(err)
+	}
+	checkState(t, f, strings.ReplaceAll(twoTunnelsState, " gro off", ""))
+	f.ResetCalls()
+	if err := on.Apply(ctx, twoTunnels()); err != nil {
+		t.Fatal(err)
+	}
+	checkNoWrites(t, f)
+}
