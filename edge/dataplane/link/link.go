@@ -38,7 +38,8 @@
 //   - Interrupted dumps (netlink.ErrDumpInterrupted) are re-read, see
 //     RetryDump.
 //   - Receive offload (GRO) is turned off on our links before they come
-//     up. Decrypted transport-mode ESP reaches a GRE link from the
+//     up, unless Options.GRO (then it is kept on, the kernel's default).
+//     Decrypted transport-mode ESP reaches a GRE link from the
 //     kernel's xfrm_trans_reinject work; with GRO on, that delivery goes
 //     through the link's GRO cells, and the lab's Debian 6.1 guest froze
 //     there under probe traffic (both CPUs looping in gro_cell_poll →
