@@ -49,55 +49,12 @@ type State struct {
 	ipsec dataplane.IPsecPolicy
 }
 
-// TunnelStatus is what the edge reports per tunnel.
-type TunnelStatus struct {
-	ID         string
-	State      string // up, degraded, down
-	LinkUp     bool
-	IKEState   string
-	ChildState string
-	BytesIn    uint64
-	BytesOut   uint64
-	PacketsIn  uint64
-	PacketsOut uint64
-	Detail     string
-	// Probe results; Probed is false when the tunnel is not probed.
-	Probed      bool
-	ProbeState  string // unknown, up, down
-	RTT         time.Duration
-	RTTP99      time.Duration
-	Jitter      time.Duration
-	LossPct     float64
-	Transitions uint64
-	Usable      bool // carries traffic: probes up and the hold-down over
-	// PSKSerial is the key set serial charon has loaded (0: unknown).
-	PSKSerial uint64
-}
-
-// ClassPath is the tunnel one traffic class uses towards one remote site
-// ("" when none is usable and the ordinary routes apply).
-type ClassPath struct {
-	Class, RemoteSite, TunnelID string
-	MeetsSLA                    bool
-}
-
-// BGPPeer is one BGP session's status.
-type BGPPeer struct {
-	Neighbor   string
-	ASN        uint32
-	TunnelID   string
-	State      string
-	Received   uint64
-	Accepted   uint64
-	Advertised uint64
-}
-
 // Report is one status report.
 type Report struct {
 	AppliedVersion int64
-	Tunnels        []TunnelStatus
-	BGPPeers       []BGPPeer
-	ClassPaths     []ClassPath
+	Tunnels        []dataplane.TunnelStatus
+	BGPPeers       []dataplane.BGPPeer
+	ClassPaths     []dataplane.ClassPath
 }
 
 // Config configures a Syncer.
@@ -516,7 +473,13 @@ func applyDelta(base, delta State, removed []string) State {
 	return out
 }
 
-var tunnelStates = map[string]pb.TunnelState{"up": pb.TunnelState_TUNNEL_STATE_UP, "degraded": pb.TunnelState_TUNNEL_STATE_DEGRADED, "down": pb.TunnelState_TUNNEL_STATE_DOWN}
+// tunnelStates converts the data plane's states at the wire, the one
+// place they meet protobuf.
+var tunnelStates = map[dataplane.TunnelState]pb.TunnelState{
+	dataplane.TunnelUp:       pb.TunnelState_TUNNEL_STATE_UP,
+	dataplane.TunnelDegraded: pb.TunnelState_TUNNEL_STATE_DEGRADED,
+	dataplane.TunnelDown:     pb.TunnelState_TUNNEL_STATE_DOWN,
+}
 
 func reportToPB(r Report) *pb.EdgeReport {
 	out := &pb.EdgeReport{AppliedVersion: r.AppliedVersion}
@@ -528,7 +491,7 @@ func reportToPB(r Report) *pb.EdgeReport {
 		out.Tunnels = append(out.Tunnels, &pb.TunnelStatus{TunnelId: t.ID, State: tunnelStates[t.State], LinkUp: t.LinkUp,
 			IkeState: t.IKEState, ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut,
 			PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail,
-			Probed: t.Probed, ProbeState: t.ProbeState, RttMs: millis(t.RTT), RttP99Ms: millis(t.RTTP99),
+			Probed: t.Probed, ProbeState: t.ProbeState.String(), RttMs: millis(t.RTT), RttP99Ms: millis(t.RTTP99),
 			JitterMs: millis(t.Jitter), LossPct: t.LossPct, Transitions: t.Transitions, Usable: t.Usable,
 			PskSerial: t.PSKSerial})
 	}
