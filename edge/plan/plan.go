@@ -332,7 +332,9 @@ func BGPRoutes(d dataplane.Desired, v PathView, rib *bgp.RIB, adopted []kernel.R
 			}
 		}
 	}
-	slices.SortFunc(out, func(a, b kernel.Route) int { return cmp.Or(comparePrefix(a.Dst, b.Dst), cmp.Compare(a.Metric, b.Metric)) })
+	slices.SortFunc(out, func(a, b kernel.Route) int {
+		return cmp.Or(comparePrefix(a.Dst, b.Dst), cmp.Compare(a.Metric, b.Metric))
+	})
 	return out
 }
 
