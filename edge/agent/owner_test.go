@@ -1,0 +1,536 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshwan/meshwan/edge/bgp"
+	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
+	"github.com/meshwan/meshwan/edge/dataplane/link"
+	"github.com/meshwan/meshwan/edge/probe"
+	"github.com/meshwan/meshwan/edge/steer"
+	"github.com/meshwan/meshwan/edge/syncer"
+)
+
+// Test doubles of the backends. They model only what the owner's logic
+// needs (the kernel's behaviour is link's, steer's and firewall's to
+// test; the real backends are proven in the VM lab).
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+var testPSK = []byte("0123456789abcdef0123456789abcdef")
+
+// twoTransports is site a's desired state with two parallel tunnels to
+// site b (t1, t2), both routing b's LAN, plus one tunnel to c.
+func twoTransports() dataplane.Desired {
+	tun := func(id, local, remote, under, site, lan string) dataplane.Tunnel {
+		return dataplane.Tunnel{ID: id, LinkName: "mw-" + id, LocalInner: mustPrefix(local), RemoteInner: netip.MustParseAddr(remote),
+			LocalUnderlay: netip.MustParseAddr("192.0.2.1"), RemoteUnderlay: netip.MustParseAddr(under), MTU: 1400, PSK: testPSK,
+			RemoteSite: site, RemoteLANs: []netip.Prefix{mustPrefix(lan)}, RemoteASN: 65002}
+	}
+	return dataplane.Desired{Site: "a", ASN: 65001, LANPrefixes: []netip.Prefix{mustPrefix("10.1.0.0/16")}, Tunnels: []dataplane.Tunnel{
+		tun("t1", "10.255.0.1/30", "10.255.0.2", "192.0.2.2", "b", "10.2.0.0/16"),
+		tun("t2", "10.255.0.5/30", "10.255.0.6", "192.0.2.3", "b", "10.2.0.0/16"),
+		tun("t3", "10.255.0.9/30", "10.255.0.10", "192.0.2.4", "c", "10.3.0.0/16"),
+	}}
+}
+
+// routeWrite is one ApplyRoutes call.
+type routeWrite struct {
+	at     time.Time
+	routes []kernel.Route
+}
+
+// fakeLinks records link and route applies; Routes returns adopted.
+type fakeLinks struct {
+	mu      sync.Mutex
+	applies []dataplane.Desired
+	writes  []routeWrite
+	adopted []kernel.Route
+	failFor map[string]bool // link names whose Apply fails (not created)
+	wrote   chan struct{}   // signalled (non-blocking) on every route write
+}
+
+func newFakeLinks() *fakeLinks { return &fakeLinks{wrote: make(chan struct{}, 1)} }
+
+func (f *fakeLinks) Apply(_ context.Context, d dataplane.Desired) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applies = append(f.applies, d)
+	for _, t := range d.Tunnels {
+		if f.failFor[t.LinkName] {
+			return fmt.Errorf("link %s: refused", t.LinkName)
+		}
+	}
+	return nil
+}
+
+func (f *fakeLinks) ApplyRoutes(_ context.Context, rs []kernel.Route) error {
+	f.mu.Lock()
+	f.writes = append(f.writes, routeWrite{at: time.Now(), routes: slices.Clone(rs)})
+	f.mu.Unlock()
+	select {
+	case f.wrote <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (f *fakeLinks) Routes(context.Context) ([]kernel.Route, error) { return f.adopted, nil }
+
+func (f *fakeLinks) Retiring(d dataplane.Desired) ([]link.Retiring, map[string]bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	present := map[string]bool{}
+	for _, t := range d.Tunnels {
+		present[t.LinkName] = !f.failFor[t.LinkName]
+	}
+	return nil, present, nil
+}
+
+func (f *fakeLinks) Status(context.Context) ([]link.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []link.Status
+	if n := len(f.applies); n > 0 {
+		for _, t := range f.applies[n-1].Tunnels {
+			out = append(out, link.Status{TunnelID: t.ID, Link: t.LinkName, Present: true, Up: true})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeLinks) Cleanup(context.Context) error { return nil }
+
+func (f *fakeLinks) lastLinks() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	if n := len(f.applies); n > 0 {
+		for _, t := range f.applies[n-1].Tunnels {
+			out = append(out, t.ID+"@"+t.RemoteUnderlay.String())
+		}
+	}
+	return out
+}
+
+// waitRoutes waits for a route write whose text satisfies ok and returns
+// it.
+func (f *fakeLinks) waitRoutes(t *testing.T, what string, ok func(string) bool) routeWrite {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	seen := 0
+	for {
+		f.mu.Lock()
+		ws := slices.Clone(f.writes[seen:])
+		seen = len(f.writes)
+		f.mu.Unlock()
+		for _, w := range ws {
+			if ok(routesText(w.routes)) {
+				return w
+			}
+		}
+		select {
+		case <-f.wrote:
+		case <-deadline:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			var all []string
+			for _, w := range f.writes {
+				all = append(all, routesText(w.routes))
+			}
+			t.Fatalf("no route write with %s; writes:\n%s", what, strings.Join(all, "\n"))
+		}
+	}
+}
+
+func routesText(rs []kernel.Route) string {
+	var b []string
+	for _, r := range rs {
+		b = append(b, fmt.Sprintf("%v>%v/%d", r.Dst, r.Via, r.Metric))
+	}
+	return strings.Join(b, " ")
+}
+
+type nopBackend struct{}
+
+func (nopBackend) Apply(context.Context, dataplane.Desired) error { return nil }
+func (nopBackend) Cleanup(context.Context) error                  { return nil }
+
+type nopSteering struct{}
+
+func (nopSteering) Apply(context.Context, []dataplane.TrafficClass, steer.Plan) error { return nil }
+func (nopSteering) Cleanup(context.Context) error                                     { return nil }
+
+// gate blocks the calls of a backend until released (or ctx ends), and
+// records each call's entry.
+type gate struct {
+	release chan struct{}
+	mu      sync.Mutex
+	entered map[string]bool
+}
+
+func newGate() *gate { return &gate{release: make(chan struct{}), entered: map[string]bool{}} }
+
+func (g *gate) pass(ctx context.Context, call string) error {
+	g.mu.Lock()
+	g.entered[call] = true
+	g.mu.Unlock()
+	select {
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// blockedIPsec is charon hanging: Apply and Status wait for the gate.
+type blockedIPsec struct {
+	g       *gate
+	mu      sync.Mutex
+	applied []dataplane.Desired
+}
+
+func (b *blockedIPsec) Apply(ctx context.Context, d dataplane.Desired) error {
+	if err := b.g.pass(ctx, "ipsec apply"); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	b.applied = append(b.applied, d)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *blockedIPsec) Status(ctx context.Context) ([]ipsec.Status, error) {
+	return nil, b.g.pass(ctx, "ipsec status")
+}
+
+func (b *blockedIPsec) Cleanup(context.Context) error { return nil }
+
+// blockedSpeaker is GoBGP hanging: Apply and Status wait for the gate.
+type blockedSpeaker struct {
+	g       *gate
+	onRIB   func(bgp.RIB)
+	mu      sync.Mutex
+	applied []bgp.Desired
+}
+
+func (s *blockedSpeaker) Apply(ctx context.Context, d bgp.Desired) error {
+	if err := s.g.pass(ctx, "bgp apply"); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.applied = append(s.applied, d)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *blockedSpeaker) Status(ctx context.Context) ([]bgp.PeerStatus, error) {
+	return nil, s.g.pass(ctx, "bgp status")
+}
+
+func (s *blockedSpeaker) Stop() {}
+
+// fakeProber delivers the events the test sends.
+type fakeProber struct {
+	events chan probe.Event
+}
+
+func (p *fakeProber) Run(ctx context.Context) error    { <-ctx.Done(); return nil }
+func (p *fakeProber) Apply([]probe.Target) error       { return nil }
+func (p *fakeProber) Events() <-chan probe.Event       { return p.events }
+func (p *fakeProber) Snapshot() []probe.TunnelSnapshot { return nil }
+func (p *fakeProber) send(id string, from, to probe.State) {
+	p.events <- probe.Event{Tunnel: id, Transition: probe.Transition{From: from, To: to, At: time.Now()}}
+}
+
+// allSAs: every tunnel's outbound SA is installed.
+func allSAs() (map[[2]netip.Addr]bool, error) {
+	out := map[[2]netip.Addr]bool{}
+	for _, t := range twoTransports().Tunnels {
+		out[[2]netip.Addr{t.LocalUnderlay, t.RemoteUnderlay}] = true
+	}
+	return out, nil
+}
+
+// ownerRig runs an Owner with doubles until the test ends.
+type ownerRig struct {
+	o       *Owner
+	links   *fakeLinks
+	prober  *fakeProber
+	updates chan syncer.State
+	speaker chan *blockedSpeaker
+	ipsec   IPsec
+}
+
+func startOwner(t *testing.T, cfg Config, lk *fakeLinks) *ownerRig {
+	t.Helper()
+	r := &ownerRig{links: lk, prober: &fakeProber{events: make(chan probe.Event, 16)}, updates: make(chan syncer.State, 1), speaker: make(chan *blockedSpeaker, 4)}
+	cfg.StateDir = t.TempDir()
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.Links, cfg.Firewall = lk, nopBackend{}
+	if cfg.Steering == nil {
+		cfg.Steering = nopSteering{}
+	}
+	if cfg.IPsec == nil {
+		cfg.IPsec = &blockedIPsec{g: newGate()}
+		close(cfg.IPsec.(*blockedIPsec).g.release)
+	}
+	r.ipsec = cfg.IPsec
+	cfg.NewProber = func(probe.Config) (Prober, error) { return r.prober, nil }
+	r.o = New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.o.Run(ctx, r.updates, func(syncer.Report) {})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return r
+}
+
+// TestFailoverWhileBackendsBlocked is issue 13's acceptance test: with
+// charon and GoBGP hanging (every IPsec and BGP Apply and Status blocks
+// for 10 s), a probe verdict that takes the primary tunnel out moves the
+// main-table route to the backup within one probe interval of the
+// verdict, in static and in BGP routing mode.
+func TestFailoverWhileBackendsBlocked(t *testing.T) {
+	for _, mode := range []string{"static", "bgp"} {
+		t.Run(mode, func(t *testing.T) {
+			d := twoTransports()
+			d.BGP = mode == "bgp"
+			interval := d.Paths.WithDefaults().ProbeInterval
+			g := newGate()
+			// The backends are released after 10 s, or when the test ends.
+			var once sync.Once
+			release := func() { once.Do(func() { close(g.release) }) }
+			time.AfterFunc(10*time.Second, release)
+			t.Cleanup(release)
+			ip := &blockedIPsec{g: g}
+			var r *ownerRig
+			cfg := Config{IPsec: ip, SAs: allSAs, StatusEvery: 20 * time.Millisecond, KernelStatusEvery: 20 * time.Millisecond,
+				BGP: func(_ context.Context, c BGPStart) (Speaker, error) {
+					s := &blockedSpeaker{g: g, onRIB: c.OnRIB}
+					r.speaker <- s
+					return s, nil
+				}}
+			r = startOwner(t, cfg, newFakeLinks())
+			r.updates <- syncer.State{Version: 1, Desired: d}
+			for _, id := range []string{"t1", "t2", "t3"} {
+				r.prober.send(id, probe.StateUnknown, probe.StateUp)
+			}
+			var primary, backup string
+			if d.BGP {
+				s := <-r.speaker
+				// t1 is preferred (local-pref), t2 the backup.
+				s.onRIB(bgp.RIB{Dests: map[netip.Prefix][]bgp.Path{
+					mustPrefix("10.2.0.0/16"): {{NextHop: netip.MustParseAddr("10.255.0.2"), LocalPref: 200}, {NextHop: netip.MustParseAddr("10.255.0.6"), LocalPref: 100}},
+					mustPrefix("10.3.0.0/16"): {{NextHop: netip.MustParseAddr("10.255.0.10"), LocalPref: 100}},
+				}})
+				primary, backup = "10.2.0.0/16>[10.255.0.2]/20", "10.2.0.0/16>[10.255.0.6]/20"
+			} else {
+				primary, backup = "10.2.0.0/16>[10.255.0.2]/0 10.2.0.0/16>[10.255.0.6]/1", "10.2.0.0/16>[10.255.0.6]/0 10.3"
+			}
+			waitFor(t, "every tunnel usable", func() bool {
+				h := r.o.Health()
+				return h["t1"].Usable && h["t2"].Usable && h["t3"].Usable
+			})
+			r.links.waitRoutes(t, "the primary route", func(s string) bool { return strings.HasPrefix(s, primary) })
+			// Both backends are stuck in their calls now...
+			for _, want := range []string{"ipsec apply", "bgp apply"} {
+				if want == "bgp apply" && !d.BGP {
+					continue
+				}
+				waitEntered(t, g, want)
+			}
+			// ...and have newer work queued: a new desired version.
+			d2 := d
+			d2.Tunnels = slices.Clone(d.Tunnels)
+			d2.Tunnels[2].MTU = 1380
+			r.updates <- syncer.State{Version: 2, Desired: d2}
+
+			verdict := time.Now()
+			r.prober.send("t1", probe.StateUp, probe.StateDown)
+			w := r.links.waitRoutes(t, "the backup route", func(s string) bool { return strings.HasPrefix(s, backup) })
+			took := w.at.Sub(verdict)
+			t.Logf("%s: route switch %v after the verdict (probe interval %v), IPsec and BGP blocked", mode, took, interval)
+			if took >= interval {
+				t.Errorf("route switch took %v, want < one probe interval (%v)", took, interval)
+			}
+			select {
+			case <-g.release:
+				t.Fatal("the backends were released before the switch: the test proves nothing")
+			default:
+			}
+			if r.o.Applied() == 2 {
+				t.Error("version 2 reported applied while IPsec had not applied it")
+			}
+			// Released, the workers catch up with the newest state only.
+			release()
+			waitFor(t, "version 2 applied after the release", func() bool { return r.o.Applied() == 2 })
+			ip.mu.Lock()
+			last := ip.applied[len(ip.applied)-1]
+			ip.mu.Unlock()
+			if last.Tunnels[2].MTU != 1380 {
+				t.Errorf("ipsec's last apply has MTU %d, want the newest state's 1380", last.Tunnels[2].MTU)
+			}
+		})
+	}
+}
+
+func waitEntered(t *testing.T, g *gate, want string) {
+	t.Helper()
+	waitFor(t, "the backend blocked in "+want, func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.entered[want]
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestOwnerRetiresLinkAfterIPsec: a removed tunnel's link stays until the
+// IPsec worker has applied a state without it and its SAs are gone; a
+// new tunnel reaches IPsec only after its link was applied.
+func TestOwnerRetiresLinkAfterIPsec(t *testing.T) {
+	d := twoTransports()
+	var mu sync.Mutex
+	sasGone := false
+	sas := func() (map[[2]netip.Addr]bool, error) {
+		out, _ := allSAs()
+		mu.Lock()
+		defer mu.Unlock()
+		if sasGone {
+			delete(out, [2]netip.Addr{d.Tunnels[2].LocalUnderlay, d.Tunnels[2].RemoteUnderlay})
+		}
+		return out, nil
+	}
+	ip := &blockedIPsec{g: newGate()}
+	close(ip.g.release)
+	lk := newFakeLinks()
+	r := startOwner(t, Config{IPsec: ip, SAs: sas}, lk)
+	r.updates <- syncer.State{Version: 1, Desired: d}
+	waitFor(t, "version 1 applied", func() bool { return r.o.Applied() == 1 })
+	ip.mu.Lock()
+	if n := len(ip.applied[0].Tunnels); n != 3 {
+		t.Errorf("first IPsec apply has %d tunnels, want 3 (links applied first)", n)
+	}
+	ip.mu.Unlock()
+
+	d2 := d
+	d2.Tunnels = d.Tunnels[:2]
+	r.updates <- syncer.State{Version: 2, Desired: d2}
+	waitFor(t, "ipsec applied without t3", func() bool {
+		ip.mu.Lock()
+		defer ip.mu.Unlock()
+		return len(ip.applied[len(ip.applied)-1].Tunnels) == 2
+	})
+	time.Sleep(200 * time.Millisecond) // the worker polls the SAs; the link must stay meanwhile
+	if got := lk.lastLinks(); len(got) != 3 {
+		t.Fatalf("links while t3's SAs are installed: %v, want t3 kept", got)
+	}
+	mu.Lock()
+	sasGone = true
+	mu.Unlock()
+	waitFor(t, "t3's link deleted", func() bool { return len(lk.lastLinks()) == 2 })
+	waitFor(t, "version 2 applied", func() bool { return r.o.Applied() == 2 })
+}
+
+// TestOwnerGracefulRestart: the BGP routes a previous process left in the
+// kernel are kept until the new speaker's RIB stops holding.
+func TestOwnerGracefulRestart(t *testing.T) {
+	d := twoTransports()
+	d.BGP = true
+	d.Paths.Disabled = true
+	lk := newFakeLinks()
+	lk.adopted = []kernel.Route{
+		{Dst: mustPrefix("10.2.0.0/16"), Via: []netip.Addr{netip.MustParseAddr("10.255.0.2")}, Metric: 20, Protocol: kernel.ProtoBGP},
+		{Dst: mustPrefix("10.9.0.0/16"), Via: []netip.Addr{netip.MustParseAddr("10.255.0.2")}, Metric: 7, Protocol: kernel.ProtoStatic},
+	}
+	speakers := make(chan *blockedSpeaker, 1)
+	g := newGate()
+	close(g.release)
+	r := startOwner(t, Config{BGP: func(_ context.Context, c BGPStart) (Speaker, error) {
+		s := &blockedSpeaker{g: g, onRIB: c.OnRIB}
+		speakers <- s
+		return s, nil
+	}}, lk)
+	r.updates <- syncer.State{Version: 1, Desired: d}
+	lk.waitRoutes(t, "the adopted BGP route only", func(s string) bool { return s == "10.2.0.0/16>[10.255.0.2]/20" })
+	s := <-speakers
+	s.onRIB(bgp.RIB{Holding: true, Dests: map[netip.Prefix][]bgp.Path{mustPrefix("10.3.0.0/16"): {{NextHop: netip.MustParseAddr("10.255.0.10")}}}})
+	lk.waitRoutes(t, "adopted plus learned", func(s string) bool { return s == "10.2.0.0/16>[10.255.0.2]/20 10.3.0.0/16>[10.255.0.10]/20" })
+	s.onRIB(bgp.RIB{Dests: map[netip.Prefix][]bgp.Path{mustPrefix("10.3.0.0/16"): {{NextHop: netip.MustParseAddr("10.255.0.10")}}}})
+	lk.waitRoutes(t, "the RIB alone after the hold", func(s string) bool { return s == "10.3.0.0/16>[10.255.0.10]/20" })
+}
+
+// TestOwnerLinkFailureHoldsIPsec: a tunnel whose link could not be
+// created is not handed to IPsec (its packets would trigger IKE against
+// a missing link), and gets no static route; the others go on.
+func TestOwnerLinkFailureHoldsIPsec(t *testing.T) {
+	d := twoTransports()
+	d.Paths.Disabled = true
+	lk := newFakeLinks()
+	lk.failFor = map[string]bool{"mw-t1": true}
+	ip := &blockedIPsec{g: newGate()}
+	close(ip.g.release)
+	r := startOwner(t, Config{IPsec: ip}, lk)
+	r.updates <- syncer.State{Version: 1, Desired: d}
+	lk.waitRoutes(t, "routes without t1", func(s string) bool {
+		return s == "10.2.0.0/16>[10.255.0.6]/0 10.3.0.0/16>[10.255.0.10]/0"
+	})
+	waitFor(t, "ipsec applied", func() bool {
+		ip.mu.Lock()
+		defer ip.mu.Unlock()
+		return len(ip.applied) > 0
+	})
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	for _, tn := range ip.applied[len(ip.applied)-1].Tunnels {
+		if tn.ID == "t1" {
+			t.Errorf("t1 handed to IPsec although its link failed")
+		}
+	}
+	if r.o.Applied() != 0 {
+		t.Errorf("applied = %d with a failing link", r.o.Applied())
+	}
+}
+
+func TestTunnelStatusesAndHealth(t *testing.T) {
+	d := twoTransports()
+	ts := TunnelStatuses(d, []link.Status{{TunnelID: "t1", Present: true, Up: true}, {TunnelID: "t2", Present: true, Up: true}},
+		[]ipsec.Status{{TunnelID: "t1", ChildState: "INSTALLED"}, {TunnelID: "t2", ChildState: "INSTALLED"}, {TunnelID: "t3", ChildState: "INSTALLED"}})
+	mergeHealth(ts, map[string]PathHealth{
+		"t1": {Probed: true, State: probe.StateUp, LossPct: 6, Usable: true},
+		"t2": {Probed: true, State: probe.StateDown},
+		"t3": {Probed: true, State: probe.StateUp},
+	})
+	var got []string
+	for _, s := range ts {
+		got = append(got, s.ID+"="+s.State.String()+"/"+s.ProbeState.String())
+	}
+	if want := "t1=degraded/up t2=down/down t3=down/up"; strings.Join(got, " ") != want {
+		t.Errorf("states %s, want %s", strings.Join(got, " "), want)
+	}
+}
