@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	edgebackoff "github.com/meshwan/meshwan/edge/backoff"
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/identity"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
@@ -160,9 +161,11 @@ func (s *Syncer) Identity() *identity.Identity {
 }
 
 // renewLoop renews the certificate at 2/3 of its lifetime, retrying a
-// failed renewal after a tenth of the time left (between 1 s and 1 min).
+// failed renewal with backoff from 1 s to 1 min, never later than a tenth
+// of the time left.
 func (s *Syncer) renewLoop(ctx context.Context) {
 	var retryAt time.Time
+	bo := edgebackoff.Policy{Min: time.Second, Max: time.Minute, Jitter: 0.2}.New()
 	for {
 		id := s.Identity()
 		at := id.RenewAt()
@@ -183,7 +186,7 @@ func (s *Syncer) renewLoop(ctx context.Context) {
 			s.renewing = false
 			s.mu.Unlock()
 			left := time.Until(id.NotAfter())
-			retryAt = time.Now().Add(min(max(left/10, time.Second), time.Minute))
+			retryAt = time.Now().Add(min(bo.Next(), max(left/10, time.Second)))
 			s.log.Error("certificate renewal failed", "err", err, "not_after", id.NotAfter(), "retry_at", retryAt)
 			continue
 		}
@@ -193,10 +196,11 @@ func (s *Syncer) renewLoop(ctx context.Context) {
 			s.renewing = false
 			s.mu.Unlock()
 			s.log.Error("dial with the renewed certificate", "err", err)
-			retryAt = time.Now().Add(time.Second)
+			retryAt = time.Now().Add(bo.Next())
 			continue
 		}
 		retryAt = time.Time{}
+		bo.Reset()
 		s.mu.Lock()
 		old := s.conn
 		s.conn, s.id, s.renewing = conn, nid, false
@@ -245,7 +249,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 	if s.cfg.Renew != nil {
 		wg.Go(func() { s.renewLoop(ctx) })
 	}
-	backoff := s.cfg.MinBackoff
+	// Jitter 0.8: a fleet that lost its controller together reconnects
+	// spread over most of each delay, not in lockstep.
+	bo := edgebackoff.Policy{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff, Jitter: 0.8}.New()
 	for {
 		started := time.Now()
 		s.mu.Lock()
@@ -265,11 +271,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 			return fmt.Errorf("%w: %v", ErrPermanent, err)
 		}
 		if time.Since(started) > time.Minute {
-			backoff = s.cfg.MinBackoff
+			bo.Reset()
 		}
-		// Full jitter keeps a fleet from reconnecting in lockstep after a
-		// controller restart.
-		wait := time.Duration(rand.Int64N(int64(backoff))) + s.cfg.MinBackoff/2
+		wait := bo.Next()
 		s.log.Warn("controller stream lost, reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		if s.cfg.OnStream != nil {
 			s.cfg.OnStream(false, err)
@@ -298,7 +302,6 @@ func (s *Syncer) Run(ctx context.Context) error {
 		} else if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
 
