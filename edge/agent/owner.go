@@ -550,7 +550,11 @@ func (l *loop) step() {
 	}
 	// 4. Steering.
 	si := steerInput{classes: p.Classes, plan: p.Steer}
-	if l.force || l.steerIn == nil || !reflect.DeepEqual(*l.steerIn, si) {
+	// A resync re-reads the steering state only when there are classes:
+	// with none, the last successful apply left none, and a resync
+	// touches no nftables table it does not need.
+	resyncSteer := l.force && len(si.classes) > 0
+	if resyncSteer || l.steerIn == nil || !reflect.DeepEqual(*l.steerIn, si) {
 		l.steerIn = nil
 		var err error
 		switch {
