@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/meshwan/meshwan/edge/bgp"
@@ -533,4 +536,97 @@ func TestTunnelStatusesAndHealth(t *testing.T) {
 	if want := "t1=degraded/up t2=down/down t3=down/up"; strings.Join(got, " ") != want {
 		t.Errorf("states %s, want %s", strings.Join(got, " "), want)
 	}
+}
+
+// dropConn drops what it writes while drop is set (a cut path, seen from
+// the reflector: requests arrive, replies vanish).
+type dropConn struct {
+	probe.PacketConn
+	drop *atomic.Bool
+}
+
+func (c dropConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if c.drop.Load() {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, a)
+}
+
+// TestOwnerFailoverAndHoldDownWithProber runs the real prober over the
+// in-memory network (virtual time): cutting t1's replies moves b's route
+// to t2 after the detection time (5 lost probes of 100 ms), and the route
+// comes back to t1 only after the 2 s hold-down.
+func TestOwnerFailoverAndHoldDownWithProber(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		fn := probe.NewFakeNet(5 * time.Millisecond)
+		var cut atomic.Bool
+		for _, a := range []string{"10.255.0.2", "10.255.0.6", "10.255.0.10"} {
+			c, err := fn.Listen(ctx, netip.AddrPortFrom(netip.MustParseAddr(a), probe.DefaultPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a == "10.255.0.2" {
+				c = dropConn{c, &cut}
+			}
+			go probe.NewReflector(c, nil).Run(ctx)
+		}
+		lk := newFakeLinks()
+		ip := &blockedIPsec{g: newGate()}
+		close(ip.g.release)
+		o := New(Config{StateDir: t.TempDir(), Links: lk, Firewall: nopBackend{}, IPsec: ip, SAs: allSAs, Listen: fn.Listen})
+		updates := make(chan syncer.State, 1)
+		done := make(chan error, 1)
+		go func() { done <- o.Run(ctx, updates, nil) }()
+		updates <- syncer.State{Version: 1, Desired: twoTransports()}
+
+		lastRoutes := func() (string, time.Time) {
+			lk.mu.Lock()
+			defer lk.mu.Unlock()
+			w := lk.writes[len(lk.writes)-1]
+			return routesText(w.routes), w.at
+		}
+		both := "10.2.0.0/16>[10.255.0.2]/0 10.2.0.0/16>[10.255.0.6]/1 10.3.0.0/16>[10.255.0.10]/0"
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if got, _ := lastRoutes(); got != both {
+			t.Fatalf("after 1 s: routes %s, want %s", got, both)
+		}
+		if h := o.Health()["t1"]; !h.Usable || h.State != probe.StateUp || h.RTT != 10*time.Millisecond {
+			t.Errorf("t1 health %+v, want up, usable, RTT 10ms", h)
+		}
+
+		cutAt := time.Now()
+		cut.Store(true)
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		got, at := lastRoutes()
+		if want := "10.2.0.0/16>[10.255.0.6]/0 10.3.0.0/16>[10.255.0.10]/0"; got != want {
+			t.Fatalf("after the cut: routes %s, want %s", got, want)
+		}
+		if took := at.Sub(cutAt); took < 400*time.Millisecond || took > 700*time.Millisecond {
+			t.Errorf("t1's route left %v after the cut, want ~500-600 ms", took)
+		}
+
+		restoreAt := time.Now()
+		cut.Store(false)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if h := o.Health()["t1"]; h.State != probe.StateUp || h.Usable || !h.HoldDown {
+			t.Errorf("1 s after restore: t1 %+v, want up, in hold-down, not usable", h)
+		}
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		got, at = lastRoutes()
+		if got != both {
+			t.Fatalf("after the hold-down: routes %s, want %s", got, both)
+		}
+		// 3 answered probes (<= 300 ms) + the 2 s hold-down.
+		if back := at.Sub(restoreAt); back < 2*time.Second || back > 2500*time.Millisecond {
+			t.Errorf("t1 back %v after restore, want 2-2.5 s", back)
+		}
+		cancel()
+		<-done
+	})
 }

@@ -35,8 +35,8 @@ type PathHealth struct {
 //
 // Rules:
 //   - a tunnel is usable when its probes say up, its SA is installed and,
-//     after a recovery (down -> up, or the SA coming back after it had
-//     been up), the hold-down has passed; the first up after start has
+//     after a recovery (down -> up, or the SA coming back after the
+//     tunnel had been usable), the hold-down has passed; the first up after start has
 //     no hold-down so a fresh edge forwards at once;
 //   - an unusable tunnel's fallback rank is MaxInt64 while in hold-down,
 //     else the time it last stopped being usable (0: never usable), so
@@ -123,7 +123,9 @@ func (k *Tracker) SAs(now time.Time, sas map[[2]netip.Addr]bool) {
 	k.sas, k.sasSeen = sas, true
 	for id, t := range k.tracks {
 		has := sas == nil || sas[k.pairs[id]]
-		if has && !t.sa && t.everUp {
+		// A return after the tunnel had carried traffic is a recovery;
+		// an SA showing up for a tunnel never usable yet is not.
+		if has && !t.sa && (t.usable || !t.lastUsed.IsZero()) {
 			t.recovered = now
 		}
 		t.sa = has
