@@ -17,7 +17,9 @@ func TestTracker(t *testing.T) {
 	d := twoTransports()
 	d.Paths.HoldDown = 2 * time.Second
 	t0 := time.Unix(1000, 0)
-	pair := func(i int) [2]netip.Addr { return [2]netip.Addr{d.Tunnels[i].LocalUnderlay, d.Tunnels[i].RemoteUnderlay} }
+	pair := func(i int) [2]netip.Addr {
+		return [2]netip.Addr{d.Tunnels[i].LocalUnderlay, d.Tunnels[i].RemoteUnderlay}
+	}
 	all := map[[2]netip.Addr]bool{pair(0): true, pair(1): true, pair(2): true}
 	noT1 := map[[2]netip.Addr]bool{pair(1): true, pair(2): true}
 
