@@ -48,6 +48,53 @@ var retryPolicy = backoff.Policy{Min: 100 * time.Millisecond, Max: 10 * time.Sec
 // anyway (charon deletes them within milliseconds of the unload).
 const saGoneWait = 5 * time.Second
 
+// serve is a worker's loop until ctx ends: apply the newest input from in,
+// retry a failed apply with retryPolicy (a newer input replaces the one
+// being retried), and query status after every successful apply and
+// every statusEvery.
+func serve[T any](ctx context.Context, log *slog.Logger, what string, in slot[T], statusEvery time.Duration, apply func(T) error, status func()) {
+	var cur T
+	have := false
+	bo := retryPolicy.New()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	statusT := time.NewTicker(statusEvery)
+	defer statusT.Stop()
+	try := func() {
+		err := apply(cur)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			d := bo.Next()
+			log.Error(what+" apply failed, will retry", "err", err, "retry_in", d)
+			retry.Reset(d)
+			return
+		}
+		bo.Reset()
+		retry.Stop()
+		status()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case cur = <-in.c:
+			have = true
+			try()
+		case <-retry.C:
+			if have {
+				try()
+			}
+		case <-statusT.C:
+			if have {
+				status()
+			}
+		}
+	}
+}
+
 // ipsecInput is what the owner hands the IPsec worker.
 type ipsecInput struct {
 	gen     uint64
@@ -78,51 +125,17 @@ type ipsecWorker struct {
 }
 
 func (w *ipsecWorker) run(ctx context.Context) {
-	var cur ipsecInput
-	have := false
-	bo := retryPolicy.New()
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	statusT := time.NewTicker(w.statusEvery)
-	defer statusT.Stop()
-	apply := func() {
-		err := w.backend.Apply(ctx, cur.desired)
+	serve(ctx, w.log, "ipsec", w.in, w.statusEvery, func(in ipsecInput) error {
+		err := w.backend.Apply(ctx, in.desired)
 		if ctx.Err() != nil {
-			return
+			return err
 		}
 		// Retiring tunnels are reported gone even when Apply failed (after
 		// the bounded wait): a removed tunnel must not stay up because
 		// charon is unreachable.
-		gone := w.waitGone(ctx, cur)
-		w.ack.put(ipsecAck{gen: cur.gen, err: err, gone: gone})
-		if err != nil {
-			d := bo.Next()
-			w.log.Error("ipsec apply failed, will retry", "err", err, "retry_in", d)
-			retry.Reset(d)
-			return
-		}
-		bo.Reset()
-		retry.Stop()
-		w.queryStatus(ctx)
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case cur = <-w.in.c:
-			have = true
-			apply()
-		case <-retry.C:
-			if have {
-				apply()
-			}
-		case <-statusT.C:
-			if have {
-				w.queryStatus(ctx)
-			}
-		}
-	}
+		w.ack.put(ipsecAck{gen: in.gen, err: err, gone: w.waitGone(ctx, in)})
+		return err
+	}, func() { w.queryStatus(ctx) })
 }
 
 func (w *ipsecWorker) queryStatus(ctx context.Context) {
@@ -227,45 +240,14 @@ type bgpWorker struct {
 }
 
 func (w *bgpWorker) run(ctx context.Context) {
-	var cur bgpInput
-	have := false
-	bo := retryPolicy.New()
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	statusT := time.NewTicker(w.statusEvery)
-	defer statusT.Stop()
-	apply := func() {
-		err := w.apply(ctx, cur.plan)
-		if ctx.Err() != nil {
-			return
+	// No Stop when ctx ends: see the invariant.
+	serve(ctx, w.log, "bgp", w.in, w.statusEvery, func(in bgpInput) error {
+		err := w.apply(ctx, in.plan)
+		if ctx.Err() == nil {
+			w.ack.put(bgpAck{gen: in.gen, err: err})
 		}
-		w.ack.put(bgpAck{gen: cur.gen, err: err})
-		if err != nil {
-			d := bo.Next()
-			w.log.Error("bgp apply failed, will retry", "err", err, "retry_in", d)
-			retry.Reset(d)
-			return
-		}
-		bo.Reset()
-		retry.Stop()
-		w.queryStatus(ctx)
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return // no Stop: see the invariant
-		case cur = <-w.in.c:
-			have = true
-			apply()
-		case <-retry.C:
-			if have {
-				apply()
-			}
-		case <-statusT.C:
-			w.queryStatus(ctx)
-		}
-	}
+		return err
+	}, func() { w.queryStatus(ctx) })
 }
 
 func (w *bgpWorker) apply(ctx context.Context, p *plan.BGP) error {
