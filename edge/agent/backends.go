@@ -72,6 +72,10 @@ type Speaker interface {
 type BGPStart struct {
 	ASN      uint32
 	RouterID netip.Addr
+	// Restarting: the owner found BGP routes of a previous process in the
+	// kernel (graceful restart: the speaker's RIB holds until its peers
+	// have resent theirs, and peers get the Restart State bit).
+	Restarting bool
 	// OnRIB receives every new RIB; it must not block (it puts into a
 	// newest-wins slot).
 	OnRIB func(bgp.RIB)

@@ -274,27 +274,6 @@ func (o *Owner) Run(ctx context.Context, updates <-chan syncer.State, report fun
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Go(func() { o.ipsecW.run(ctx) })
-	wg.Go(func() { o.bgpW.run(ctx) })
-	if o.cfg.SAs != nil {
-		wg.Go(func() { o.pollSAs(ctx) })
-	}
-	if o.cfg.ListenReflector != nil {
-		wg.Go(func() { o.runReflector(ctx) })
-	}
-	if updates != nil {
-		wg.Go(func() {
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case st := <-updates:
-					o.desired.put(st)
-				}
-			}
-		})
-	}
-
 	l := &loop{o: o, ctx: ctx, tracker: NewTracker(), linksApplied: map[string]bool{}, retireGen: map[string]uint64{},
 		bo: retryPolicy.New(), retry: time.NewTimer(time.Hour), tick: time.NewTicker(time.Hour)}
 	l.retry.Stop()
@@ -316,6 +295,28 @@ func (o *Owner) Run(ctx context.Context, updates <-chan syncer.State, report fun
 			o.log.Info("restart: adopted kernel BGP routes until the RIB is resynchronised", "routes", len(l.adopted))
 		}
 	}
+	o.bgpW.restarting = len(l.adopted) > 0
+	wg.Go(func() { o.ipsecW.run(ctx) })
+	wg.Go(func() { o.bgpW.run(ctx) })
+	if o.cfg.SAs != nil {
+		wg.Go(func() { o.pollSAs(ctx) })
+	}
+	if o.cfg.ListenReflector != nil {
+		wg.Go(func() { o.runReflector(ctx) })
+	}
+	if updates != nil {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case st := <-updates:
+					o.desired.put(st)
+				}
+			}
+		})
+	}
+
 	if st, ok, err := o.LoadCache(); err != nil {
 		o.log.Error("ignoring unreadable cache", "err", err)
 	} else if ok {

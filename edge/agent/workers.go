@@ -235,8 +235,10 @@ type bgpWorker struct {
 	status      slot[[]dataplane.BGPPeer]
 	rib         slot[*bgp.RIB]
 
-	speaker Speaker
-	asn     uint32
+	// restarting is set by the owner before run starts (see BGPStart).
+	restarting bool
+	speaker    Speaker
+	asn        uint32
 }
 
 func (w *bgpWorker) run(ctx context.Context) {
@@ -268,7 +270,7 @@ func (w *bgpWorker) apply(ctx context.Context, p *plan.BGP) error {
 		if w.start == nil {
 			return fmt.Errorf("routing: the controller asks for BGP but this agent runs without it")
 		}
-		s, err := w.start(ctx, BGPStart{ASN: p.ASN, RouterID: p.RouterID, OnRIB: func(r bgp.RIB) { w.rib.put(&r) }})
+		s, err := w.start(ctx, BGPStart{ASN: p.ASN, RouterID: p.RouterID, Restarting: w.restarting, OnRIB: func(r bgp.RIB) { w.rib.put(&r) }})
 		if err != nil {
 			return fmt.Errorf("bgp: %w", err)
 		}

@@ -36,16 +36,15 @@ const (
 	// DefaultRestartTime is the graceful-restart time we advertise: how
 	// long peers keep our routes after our session dropped without a
 	// NOTIFICATION (agent crash or restart). It also bounds how long a
-	// restarted agent keeps the kernel routes it adopted (see README.md).
+	// restarted speaker's RIB is Holding (see README.md).
 	DefaultRestartTime = 120 * time.Second
-	// DefaultRouteMetric is the kernel priority of the routes we install.
-	// It differs from the link package's static routes (metric 0 and up
-	// from RouteMetric) so the two never share a (prefix, metric) key;
-	// 20 echoes the administrative distance routers give eBGP.
-	DefaultRouteMetric = 20
-	// DefaultResyncInterval is how often the kernel routes are fully
-	// re-read and repaired even without a BGP event (for example after a
-	// tunnel link was re-created, which makes the kernel drop its routes).
+	// RouteMetric is the kernel priority the owner gives the routes
+	// chosen from the RIB. It differs from the static routes' (metric 0
+	// and up) so the two never share a (prefix, metric) key; 20 echoes
+	// the administrative distance routers give eBGP.
+	RouteMetric = 20
+	// DefaultResyncInterval is how often the RIB is published even
+	// without a BGP event: a lost event delays a change by at most this.
 	DefaultResyncInterval = 10 * time.Second
 	// connectRetry replaces GoBGP's 120 s connect-retry: GoBGP waits
 	// between one and two intervals before each new active attempt, and a
@@ -80,30 +79,30 @@ type Config struct {
 	// always demoted to debug (see gobgplog.go).
 	GoBGPLogLevel slog.Leveler
 
-	// Routes is the kernel routing table the best paths are written to;
-	// nil disables the kernel route sync (a speaker that only speaks BGP,
-	// used by tests).
-	Routes RouteHandle
-	// Table is the kernel routing table; 0 means main (254).
-	Table int
-	// RouteMetric is the kernel priority of our routes; 0 means
-	// DefaultRouteMetric.
-	RouteMetric int
+	// OnRIB receives a fresh RIB (nothing in it is shared with the
+	// speaker or with an earlier RIB) at start, after every GoBGP
+	// best-path, End-of-RIB or peer event and every Apply (coalesced),
+	// every ResyncInterval, and when the restart hold ends. It is called
+	// from the speaker's own goroutine, one call at a time, never with
+	// the speaker's mutex held and never after Stop returned. It must be
+	// cheap (store the RIB in a newest-wins slot) and must not call Stop.
+	// nil: nothing is published (a speaker that only speaks BGP).
+	OnRIB func(RIB)
+	// Restarting: the agent restarted while the kernel kept forwarding
+	// (the owner found BGP routes of ours in the kernel at start). Peers
+	// added within RestartTime get the Restart State bit, and published
+	// RIBs are Holding until every tunnel peer has sent its End-of-RIB or
+	// RestartTime has passed.
+	Restarting bool
 	// RestartTime is the graceful-restart time; 0 means
 	// DefaultRestartTime.
 	RestartTime time.Duration
-	// ResyncInterval is the period of the full kernel resync; 0 means
-	// DefaultResyncInterval.
+	// ResyncInterval is the period of publishing the RIB without an
+	// event; 0 means DefaultResyncInterval.
 	ResyncInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
-	if c.Table == 0 {
-		c.Table = mainTable
-	}
-	if c.RouteMetric == 0 {
-		c.RouteMetric = DefaultRouteMetric
-	}
 	if c.RestartTime == 0 {
 		c.RestartTime = DefaultRestartTime
 	}
@@ -127,8 +126,8 @@ func (c Config) validate() error {
 	case c.RestartTime < 0 || c.RestartTime > 4095*time.Second:
 		// The capability carries 12 bits of seconds.
 		return fmt.Errorf("%w: restart time %v out of 0..4095s", ErrInvalid, c.RestartTime)
-	case c.ResyncInterval < 0 || c.RouteMetric < 0 || c.Table < 0:
-		return fmt.Errorf("%w: negative resync interval, metric or table", ErrInvalid)
+	case c.ResyncInterval < 0:
+		return fmt.Errorf("%w: negative resync interval", ErrInvalid)
 	}
 	return nil
 }
@@ -162,9 +161,7 @@ type Neighbor struct {
 	// reported in Status and logs. Changing it does not touch GoBGP.
 	Description string
 	// Interface is the tunnel's link name, reported in Status and logs.
-	// Kernel routes carry only the gateway (Addr, on the tunnel's /30) and
-	// the kernel resolves the link from it, so the route sync needs no
-	// link lookups. Changing it does not touch GoBGP.
+	// Changing it does not touch GoBGP.
 	Interface string
 	// HoldTime and KeepAlive; zero means DefaultHoldTime and
 	// DefaultKeepAlive. Whole seconds; HoldTime >= 3s, KeepAlive <
@@ -181,8 +178,7 @@ type Neighbor struct {
 	// another site's prefix cannot leak into the overlay.
 	LAN bool
 	// Passive: wait for the peer to connect instead of connecting too.
-	// FromDataplane makes exactly one end of each tunnel passive (see
-	// there).
+	// FromDataplane makes a tunnel's IKE responder passive (see there).
 	Passive bool
 }
 
@@ -257,14 +253,17 @@ func (d Desired) normalise(localASN uint32) (Desired, error) {
 // address, local address = ours, description = tunnel id, interface =
 // link name, default timers) and the site's LAN prefixes as Originate.
 //
-// The end with the higher /30 address is passive, the other connects;
-// both ends compute the same answer. Problem met (TestLANPeer, GoBGP on
-// both sides): after a session reset each GoBGP side stays idle for 5 s,
-// closes connections arriving meanwhile, and goes idle again after each
-// of its own failed attempts, so two active ends can keep missing each
-// other (re-establishing took from 8 s to over 60 s). With one passive
-// end the active end's first attempt after the other's idle hold
-// succeeds.
+// The tunnel's IKE responder (dataplane.Tunnel.Passive, set per tunnel
+// by the controller) is the passive BGP end too; the initiator connects.
+// Exactly one end is passive, and the choice follows the tunnel's stored
+// orientation, not its addresses or its sites' roles. Problem met
+// (TestLANPeer, GoBGP on both sides): after a session reset each GoBGP
+// side stays idle for 5 s, closes connections arriving meanwhile, and
+// goes idle again after each of its own failed attempts, so two active
+// ends can keep missing each other (re-establishing took from 8 s to
+// over 60 s). With one passive end the active end's first attempt after
+// the other's idle hold succeeds.
+//
 // remoteASN maps tunnel id to the far site's ASN (the controller sends it
 // with each tunnel); a tunnel without one, or with the site's own ASN, is
 // an error. LAN peers are not in dataplane.Desired: the agent appends
@@ -284,7 +283,7 @@ func FromDataplane(siteASN uint32, d dataplane.Desired, remoteASN map[string]uin
 			LocalAddr:   t.LocalInner.Addr(),
 			Description: t.ID,
 			Interface:   t.LinkName,
-			Passive:     t.LocalInner.Addr().Compare(t.RemoteInner) > 0,
+			Passive:     t.Passive,
 		})
 	}
 	n, err := out.normalise(siteASN)

@@ -17,9 +17,12 @@ func TestFromDataplane(t *testing.T) {
 		Site:        "b",
 		LANPrefixes: []netip.Prefix{mp("10.2.1.0/24"), mp("10.2.0.7/16"), mp("10.2.1.0/24")},
 		Tunnels: []dataplane.Tunnel{
-			{ID: "t-c-inet", LinkName: "mw-c-inet-inet", LocalInner: mp("10.255.0.5/30"), RemoteInner: ma("10.255.0.6"), RemoteSite: "c"},
+			// BGP's passive end is the IKE responder (Tunnel.Passive), whatever
+			// the address order: t-c-inet is passive with the lower address,
+			// t-a-inet active with the higher one.
+			{ID: "t-c-inet", LinkName: "mw-c-inet-inet", LocalInner: mp("10.255.0.5/30"), RemoteInner: ma("10.255.0.6"), RemoteSite: "c", Passive: true},
 			{ID: "t-a-inet", LinkName: "mw-a-inet-inet", LocalInner: mp("10.255.0.2/30"), RemoteInner: ma("10.255.0.1"), RemoteSite: "a"},
-			{ID: "t-a-lte", LinkName: "mw-a-lte-inet", LocalInner: mp("10.255.0.10/30"), RemoteInner: ma("10.255.0.9"), RemoteSite: "a"},
+			{ID: "t-a-lte", LinkName: "mw-a-lte-inet", LocalInner: mp("10.255.0.10/30"), RemoteInner: ma("10.255.0.9"), RemoteSite: "a", Passive: true},
 		},
 	}
 	asn := map[string]uint32{"t-a-inet": 4200000001, "t-a-lte": 4200000001, "t-c-inet": 4200000003}
@@ -29,8 +32,8 @@ func TestFromDataplane(t *testing.T) {
 	}
 	want := `originate 10.2.0.0/16
 originate 10.2.1.0/24
-neighbor 10.255.0.1 as 4200000001 local 10.255.0.2 port 0 desc t-a-inet if mw-a-inet-inet hold 9s keepalive 3s lan false passive true
-neighbor 10.255.0.6 as 4200000003 local 10.255.0.5 port 0 desc t-c-inet if mw-c-inet-inet hold 9s keepalive 3s lan false passive false
+neighbor 10.255.0.1 as 4200000001 local 10.255.0.2 port 0 desc t-a-inet if mw-a-inet-inet hold 9s keepalive 3s lan false passive false
+neighbor 10.255.0.6 as 4200000003 local 10.255.0.5 port 0 desc t-c-inet if mw-c-inet-inet hold 9s keepalive 3s lan false passive true
 neighbor 10.255.0.9 as 4200000001 local 10.255.0.10 port 0 desc t-a-lte if mw-a-lte-inet hold 9s keepalive 3s lan false passive true`
 	if s := desiredText(got); s != want {
 		t.Errorf("FromDataplane:\n%s\nwant:\n%s", s, want)

@@ -28,7 +28,7 @@ func leftoverGoroutines() []string {
 	return out
 }
 
-// TestStopLeavesNoGoroutines: after Stop, the route sync loop, GoBGP's
+// TestStopLeavesNoGoroutines: after Stop, the publish loop, GoBGP's
 // peer goroutines and its event watcher are gone (polled: GoBGP ends some
 // of them asynchronously).
 func TestStopLeavesNoGoroutines(t *testing.T) {
@@ -36,8 +36,8 @@ func TestStopLeavesNoGoroutines(t *testing.T) {
 	b := startNode(t, "b", "127.0.7.2", 4200000072)
 	a.apply(Desired{Originate: []netip.Prefix{mp("10.71.0.0/16")}, Neighbors: []Neighbor{a.to(b)}})
 	b.apply(Desired{Neighbors: []Neighbor{b.to(a)}})
-	waitText(t, "b's kernel", "10.71.0.0/16 via 127.0.7.1 proto 241 metric 20 table 254", b.kernel.String)
-	if left := strings.Join(leftoverGoroutines(), "\n\n"); !strings.Contains(left, "(*Speaker).syncLoop") || !strings.Contains(left, "created by github.com/osrg/gobgp") {
+	b.waitRoutes("b's routes", "10.71.0.0/16 via 127.0.7.1")
+	if left := strings.Join(leftoverGoroutines(), "\n\n"); !strings.Contains(left, "(*Speaker).publishLoop") || !strings.Contains(left, "created by github.com/osrg/gobgp") {
 		t.Fatalf("the leak check does not see the running goroutines:\n%s", left)
 	}
 	a.s.Stop()

@@ -16,37 +16,38 @@ import (
 	"github.com/osrg/gobgp/v3/pkg/server"
 )
 
-// Speaker is the edge's embedded BGP speaker (GoBGP v3, pkg/server) plus
-// the kernel route sync.
+// Speaker is the edge's embedded BGP speaker (GoBGP v3, pkg/server). It
+// never writes kernel state: it publishes its RIB (Config.OnRIB) and the
+// edge's owner computes and writes the routes (Choose), so a failover
+// never waits for a GoBGP call.
 //
 // Concurrency: Apply, Stop and Status may be called from any goroutine.
 // mu serialises Apply and Stop and guards the fields below it; it is
-// never held while waiting for the sync loop. The sync loop (one
-// goroutine, owned by the Speaker, ended by Stop) is the only user of
-// kernel and of the restart-hold fields. GoBGP's own goroutines: its
-// Serve loop (started here; GoBGP v3 offers no way to end it, so after
-// Stop it stays parked on its channels), per-peer FSM goroutines (ended
-// by Stop) and the WatchEvent goroutine (ended when ctx is cancelled).
+// never held while waiting for the publish loop nor while OnRIB runs. The
+// publish loop (one goroutine, owned by the Speaker, ended by Stop) is
+// the only caller of OnRIB. GoBGP's own goroutines: its Serve loop
+// (started here; GoBGP v3 offers no way to end it, so after Stop it stays
+// parked on its channels), per-peer FSM goroutines (ended by Stop) and
+// the WatchEvent goroutine (ended when ctx is cancelled).
 type Speaker struct {
-	cfg    Config
-	log    *slog.Logger
-	bgp    *server.BgpServer
-	kernel *kernelSync // nil when cfg.Routes is nil
+	cfg Config
+	log *slog.Logger
+	bgp *server.BgpServer
 
 	ctx    context.Context // cancelled by Stop
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the sync loop
-	kick   chan struct{}  // capacity 1: "resync soon", coalesced
+	wg     sync.WaitGroup // the publish loop
+	kicks  chan struct{}  // capacity 1: "publish soon", coalesced
 
 	// writes counts GoBGP calls that change its state (peers, paths,
 	// policy); a repeated Apply with the same Desired adds none.
 	writes atomic.Uint64
 
-	// restartUntil is non-zero when Start found routes of ours in the
-	// kernel: the agent restarted while forwarding. Until then (or until
-	// every tunnel peer has sent End-of-RIB) adopted routes are kept, and
-	// peers are added with the Restart State bit. Set in Start, read-only
-	// afterwards.
+	// restartUntil is non-zero when Config.Restarting: the agent
+	// restarted while the kernel kept forwarding. Until then (or until
+	// every tunnel peer has sent End-of-RIB) the published RIB is
+	// Holding, and peers are added with the Restart State bit. Set in
+	// Start, read-only afterwards.
 	restartUntil time.Time
 
 	mu         sync.Mutex
@@ -55,22 +56,21 @@ type Speaker struct {
 	peers      map[netip.Addr]Neighbor // as configured in GoBGP, normalised
 	originated map[netip.Prefix][]byte // prefix -> AddPath UUID
 	lanAddrs   map[netip.Addr]bool     // members of lanSetName besides the sentinel
-	excluded   map[netip.Addr]bool     // next hops not to route over (SetExcluded)
 }
 
 // Start starts a speaker with cfg: GoBGP with the site's ASN, router id
-// and listener, the LAN-peer policy, and (with cfg.Routes) the kernel
-// route sync. It has no neighbors and announces nothing until Apply. ctx
-// bounds only the start itself; Stop ends the speaker.
+// and listener, the LAN-peer policy, and (with cfg.OnRIB) the publish
+// loop, which hands OnRIB its first RIB at once. It has no neighbors and
+// announces nothing until Apply. ctx bounds only the start itself; Stop
+// ends the speaker.
 //
-// Graceful restart, restarting side: Start first reads our routes from
-// the kernel table. Finding some means the agent restarted while the
-// kernel kept forwarding (a reboot empties the table). They are adopted,
-// not flushed: kept as they are until GoBGP has re-learned the RIB
-// (every tunnel peer established and its End-of-RIB received) or the
-// restart time has passed, then made equal to the RIB. Peers added
-// during that window get the Restart State bit, so they keep our routes
-// until our End-of-RIB.
+// Graceful restart, restarting side: with cfg.Restarting (the owner found
+// BGP routes of a previous agent in the kernel) the speaker opens a
+// restart window of cfg.RestartTime. Peers added in that window get the
+// Restart State bit, so they keep our routes until our End-of-RIB, and
+// every RIB published is Holding until every tunnel peer is established
+// and has sent its End-of-RIB, or the window has ended; the owner keeps
+// the routes it adopted while the RIB is Holding.
 func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	s := &Speaker{
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "bgp"),
-		kick:       make(chan struct{}, 1),
+		kicks:      make(chan struct{}, 1),
 		peers:      map[netip.Addr]Neighbor{},
 		originated: map[netip.Prefix][]byte{},
 		lanAddrs:   map[netip.Addr]bool{},
@@ -97,38 +97,30 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	if err := s.installPolicy(ctx); err != nil {
 		return fail(err)
 	}
-	if cfg.Routes != nil {
-		k, adopted, err := newKernelSync(cfg.Routes, cfg.Table, cfg.RouteMetric, s.log)
-		if err != nil {
-			return fail(err)
-		}
-		s.kernel = k
-		if adopted > 0 {
-			s.restartUntil = time.Now().Add(cfg.RestartTime)
-			s.log.Info("restart: adopted kernel routes, keeping them until the rib is resynchronised",
-				"routes", adopted, "table", cfg.Table, "hold", cfg.RestartTime)
-		}
+	if cfg.Restarting {
+		s.restartUntil = time.Now().Add(cfg.RestartTime)
+		s.log.Info("restart: the rib is holding until it is resynchronised", "hold", cfg.RestartTime)
 	}
 
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	watch := &api.WatchEventRequest{
-		Peer: &api.WatchEventRequest_Peer{},
-		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
-			{Type: api.WatchEventRequest_Table_Filter_BEST},
-			{Type: api.WatchEventRequest_Table_Filter_EOR},
-		}},
-	}
-	// The callback runs on GoBGP's watch goroutine: it must not block.
-	if err := s.bgp.WatchEvent(s.ctx, watch, func(*api.WatchEventResponse) { s.Resync() }); err != nil {
-		s.cancel()
-		return fail(fmt.Errorf("watch bgp events: %w", err))
-	}
-	if s.kernel != nil {
+	if cfg.OnRIB != nil {
+		watch := &api.WatchEventRequest{
+			Peer: &api.WatchEventRequest_Peer{},
+			Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
+				{Type: api.WatchEventRequest_Table_Filter_BEST},
+				{Type: api.WatchEventRequest_Table_Filter_EOR},
+			}},
+		}
+		// The callback runs on GoBGP's watch goroutine: it must not block.
+		if err := s.bgp.WatchEvent(s.ctx, watch, func(*api.WatchEventResponse) { s.kick() }); err != nil {
+			s.cancel()
+			return fail(fmt.Errorf("watch bgp events: %w", err))
+		}
 		s.wg.Add(1)
-		go s.syncLoop()
+		go s.publishLoop()
 	}
 	s.log.Info("bgp speaker started", "asn", cfg.ASN, "router_id", cfg.RouterID.String(),
-		"listen_port", cfg.ListenPort, "kernel_sync", s.kernel != nil)
+		"listen_port", cfg.ListenPort, "publishes_rib", cfg.OnRIB != nil, "restarting", cfg.Restarting)
 	return s, nil
 }
 
@@ -287,28 +279,20 @@ func (s *Speaker) Apply(ctx context.Context, d Desired) error {
 		s.log.Info("prefix announced", "prefix", p.String())
 	}
 	s.applied = true
-	s.Resync()
+	// New neighbors can end the restart hold, new announcements change
+	// the RIB: publish soon (GoBGP's own events cover the rest).
+	s.kick()
 	return errors.Join(errs...)
 }
 
-// Resync asks the route sync for a full pass soon (it coalesces); the
-// agent calls it after re-creating tunnel links, whose kernel routes the
-// kernel drops. It never blocks.
-func (s *Speaker) Resync() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Stop ends the speaker: the route sync stops first, then GoBGP closes
-// every session with a Cease NOTIFICATION (peers withdraw our routes at
-// once). Kernel routes are left in place on purpose: the next Start
-// adopts them (FlushRoutes removes them for good). For a graceful
-// restart, where peers must keep our routes, the agent does not call
-// Stop: it exits, the sessions drop without a NOTIFICATION, and the peers
-// hold our routes for the restart time (see README.md). Stop is
-// idempotent.
+// Stop ends the speaker: the publish loop stops first (no OnRIB call
+// after Stop returns), then GoBGP closes every session with a Cease
+// NOTIFICATION (peers withdraw our routes at once). The kernel routes are
+// the owner's, not the speaker's. For a graceful restart, where peers
+// must keep our routes, the agent does not call Stop: it exits, the
+// sessions drop without a NOTIFICATION, and the peers hold our routes for
+// the restart time (see README.md). Stop is idempotent. It must not be
+// called from OnRIB (it waits for the loop that runs OnRIB).
 func (s *Speaker) Stop() {
 	s.mu.Lock()
 	if s.stopped {
@@ -340,75 +324,4 @@ func (s *Speaker) rib(ctx context.Context) ([]*api.Destination, error) {
 		return nil, fmt.Errorf("list rib: %w", err)
 	}
 	return out, nil
-}
-
-// Routes returns the routes the kernel should hold according to the RIB
-// right now (what the next sync writes), sorted by prefix. It changes
-// nothing.
-func (s *Speaker) Routes(ctx context.Context) ([]Route, error) {
-	dests, err := s.rib(ctx)
-	if err != nil {
-		return nil, err
-	}
-	rs, errs := routesFromRIB(dests, s.cfg.ASN, s.excludedSet())
-	return rs, errors.Join(errs...)
-}
-
-// SetExcluded sets the next hops whose paths the kernel route sync must
-// not use (see routesFromRIB) and resyncs at once when the set changed.
-// BGP itself is not touched: sessions stay up and keep advertising, so
-// recovery needs no new session, only a resync. It never blocks.
-func (s *Speaker) SetExcluded(nextHops []netip.Addr) {
-	set := make(map[netip.Addr]bool, len(nextHops))
-	for _, a := range nextHops {
-		set[a] = true
-	}
-	s.mu.Lock()
-	changed := !maps.Equal(set, s.excluded)
-	s.excluded = set
-	s.mu.Unlock()
-	if changed {
-		s.Resync()
-	}
-}
-
-func (s *Speaker) excludedSet() map[netip.Addr]bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.excluded
-}
-
-// Candidates returns, per learned prefix, the next hops of every valid
-// path (not only the best ones), sorted: the ways traffic to the prefix
-// could go, for SLA steering. Prefixes we originate are left out.
-func (s *Speaker) Candidates(ctx context.Context) (map[netip.Prefix][]netip.Addr, error) {
-	dests, err := s.rib(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := map[netip.Prefix][]netip.Addr{}
-	var errs []error
-	for _, d := range dests {
-		dst, err := netip.ParsePrefix(d.Prefix)
-		if err != nil || !dst.Addr().Is4() {
-			continue
-		}
-		var nhs []netip.Addr
-		for _, p := range d.Paths {
-			c, err := candidateFrom(p, s.cfg.ASN)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("destination %v: %w", dst, err))
-				continue
-			}
-			if c.Local || c.NHInvalid || !c.NextHop.IsValid() {
-				continue
-			}
-			nhs = append(nhs, c.NextHop)
-		}
-		if len(nhs) > 0 {
-			slices.SortFunc(nhs, netip.Addr.Compare)
-			out[dst.Masked()] = slices.Compact(nhs)
-		}
-	}
-	return out, errors.Join(errs...)
 }

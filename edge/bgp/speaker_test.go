@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,14 +24,88 @@ import (
 const waitTimeout = 60 * time.Second
 
 type node struct {
-	t      *testing.T
-	name   string
-	s      *Speaker
-	cfg    Config
-	addr   netip.Addr
-	port   int
-	asn    uint32
-	kernel *FakeRoutes
+	t    *testing.T
+	name string
+	s    *Speaker
+	cfg  Config
+	addr netip.Addr
+	port int
+	asn  uint32
+	ribs *ribLog // what the running speaker published
+}
+
+// ribLog records the RIBs a speaker publishes (Config.OnRIB) and counts
+// calls made after the test marked the speaker stopped.
+type ribLog struct {
+	mu      sync.Mutex
+	ribs    []RIB
+	stopped bool          // set by the test once Stop returned
+	late    int           // OnRIB calls while stopped
+	changed chan struct{} // closed and replaced on every call
+	// block, when set, makes the next call close entered and wait for
+	// release before it returns.
+	block *struct{ entered, release chan struct{} }
+}
+
+func newRIBLog() *ribLog { return &ribLog{changed: make(chan struct{})} }
+
+func (l *ribLog) publish(r RIB) {
+	l.mu.Lock()
+	if l.stopped {
+		l.late++
+	}
+	l.ribs = append(l.ribs, r)
+	close(l.changed)
+	l.changed = make(chan struct{})
+	b := l.block
+	l.block = nil
+	l.mu.Unlock()
+	if b != nil {
+		close(b.entered)
+		<-b.release
+	}
+}
+
+// blockNext makes the next OnRIB call close entered and return only once
+// release is closed.
+func (l *ribLog) blockNext() (entered <-chan struct{}, release chan<- struct{}) {
+	b := &struct{ entered, release chan struct{} }{make(chan struct{}), make(chan struct{})}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.block = b
+	return b.entered, b.release
+}
+
+// latest returns the newest RIB (ok false before the first), how many
+// were published, and a channel closed at the next publish.
+func (l *ribLog) latest() (r RIB, n int, next <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.ribs) > 0 {
+		r = l.ribs[len(l.ribs)-1]
+	}
+	return r, len(l.ribs), l.changed
+}
+
+// all returns every RIB published so far, oldest first.
+func (l *ribLog) all() []RIB {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.ribs)
+}
+
+// markStopped records that Stop returned; lateCalls reports OnRIB calls
+// since.
+func (l *ribLog) markStopped() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+}
+
+func (l *ribLog) lateCalls() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.late
 }
 
 // freePort finds a TCP port free on addr: listen on port 0, close.
@@ -44,27 +119,63 @@ func freePort(t *testing.T, addr netip.Addr) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startNode starts a speaker on addr with a fake kernel table.
+// startNode starts a speaker on addr that records what it publishes.
 func startNode(t *testing.T, name, addr string, asn uint32) *node {
 	t.Helper()
-	n := &node{t: t, name: name, addr: ma(addr), asn: asn, kernel: NewFakeRoutes()}
+	n := &node{t: t, name: name, addr: ma(addr), asn: asn}
 	n.port = freePort(t, n.addr)
 	n.cfg = Config{
 		ASN: asn, RouterID: n.addr, ListenPort: int32(n.port), ListenAddrs: []netip.Addr{n.addr},
-		Logger: testLogger(t).With("node", name), Routes: n.kernel,
+		Logger: testLogger(t).With("node", name),
 	}
 	n.start()
 	return n
 }
 
+// start starts a speaker with n.cfg and a new ribLog.
 func (n *node) start() {
 	n.t.Helper()
-	s, err := Start(context.Background(), n.cfg)
+	n.ribs = newRIBLog()
+	cfg := n.cfg
+	cfg.OnRIB = n.ribs.publish
+	s, err := Start(context.Background(), cfg)
 	if err != nil {
 		n.t.Fatalf("%s: start: %v", n.name, err)
 	}
 	n.s = s
 	n.t.Cleanup(s.Stop)
+}
+
+// waitRIB waits until the newest RIB n published satisfies cond (checked
+// at every publish); cond returns the state it saw, printed on failure.
+func (n *node) waitRIB(what string, cond func(RIB) (bool, string)) RIB {
+	n.t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		rib, count, next := n.ribs.latest()
+		state := "nothing published"
+		if count > 0 {
+			var ok bool
+			if ok, state = cond(rib); ok {
+				return rib
+			}
+		}
+		select {
+		case <-next:
+		case <-deadline:
+			n.t.Fatalf("%s: timed out after %v waiting for %s; last of %d published RIBs:\n%s", n.name, waitTimeout, what, count, state)
+		}
+	}
+}
+
+// waitRoutes waits until Choose on the newest RIB (nothing excluded)
+// prints as want, one route a line.
+func (n *node) waitRoutes(what, want string) RIB {
+	n.t.Helper()
+	return n.waitRIB(what, func(r RIB) (bool, string) {
+		got := routesText(Choose(r, nil))
+		return got == want, got + "\nwant:\n" + want
+	})
 }
 
 // to is a neighbor entry on n for peer.
@@ -149,7 +260,7 @@ func waitText(t *testing.T, what, want string, f func() string) {
 }
 
 // TestTwoSpeakers (a): two speakers establish a session, each learns the
-// other's prefix, the route sync installs it in the (fake) kernel, and
+// other's prefix, each publishes a RIB whose Choose gives the route, and
 // Status counts one prefix each way.
 func TestTwoSpeakers(t *testing.T) {
 	a := startNode(t, "a", "127.0.1.1", 4200000001)
@@ -159,8 +270,8 @@ func TestTwoSpeakers(t *testing.T) {
 
 	waitText(t, "a's rib", "10.1.0.0/16 local\n10.2.0.0/16 via 127.0.1.2 aspath [4200000002]", a.ribText)
 	waitText(t, "b's rib", "10.1.0.0/16 via 127.0.1.1 aspath [4200000001]\n10.2.0.0/16 local", b.ribText)
-	waitText(t, "a's kernel", "10.2.0.0/16 via 127.0.1.2 proto 241 metric 20 table 254", a.kernel.String)
-	waitText(t, "b's kernel", "10.1.0.0/16 via 127.0.1.1 proto 241 metric 20 table 254", b.kernel.String)
+	a.waitRoutes("a's routes", "10.2.0.0/16 via 127.0.1.2")
+	b.waitRoutes("b's routes", "10.1.0.0/16 via 127.0.1.1")
 	waitFor(t, "status counters", func() (bool, string) {
 		st := a.status()
 		return len(st) == 1 && st[0].State == "established" && st[0].Received == 1 && st[0].Accepted == 1 && st[0].Advertised == 1 &&
@@ -180,13 +291,12 @@ func TestHubAndSpoke(t *testing.T) {
 
 	waitText(t, "b's rib", "10.11.0.0/16 local\n10.12.0.0/16 via 127.0.2.1 aspath [4200000010 4200000012]", b.ribText)
 	waitText(t, "c's rib", "10.11.0.0/16 via 127.0.2.1 aspath [4200000010 4200000011]\n10.12.0.0/16 local", c.ribText)
-	waitText(t, "b's kernel", "10.12.0.0/16 via 127.0.2.1 proto 241 metric 20 table 254", b.kernel.String)
-	waitText(t, "hub's kernel", `10.11.0.0/16 via 127.0.2.2 proto 241 metric 20 table 254
-10.12.0.0/16 via 127.0.2.3 proto 241 metric 20 table 254`, hub.kernel.String)
+	b.waitRoutes("b's routes", "10.12.0.0/16 via 127.0.2.1")
+	hub.waitRoutes("hub's routes", "10.11.0.0/16 via 127.0.2.2\n10.12.0.0/16 via 127.0.2.3")
 }
 
 // TestTwoHubs (c): spokes B and C peer with hubs H1 and H2. B learns C's
-// prefix via both hubs; the paths tie, so the kernel route is ECMP over
+// prefix via both hubs; the paths tie, so the chosen route is ECMP over
 // both. Stopping H1 leaves the route via H2.
 func TestTwoHubs(t *testing.T) {
 	h1 := startNode(t, "h1", "127.0.3.1", 4200000020)
@@ -198,49 +308,34 @@ func TestTwoHubs(t *testing.T) {
 	b.apply(Desired{Originate: []netip.Prefix{mp("10.22.0.0/16")}, Neighbors: []Neighbor{b.to(h1), b.to(h2)}})
 	c.apply(Desired{Originate: []netip.Prefix{mp("10.23.0.0/16")}, Neighbors: []Neighbor{c.to(h1), c.to(h2)}})
 
-	waitText(t, "b's kernel: ECMP via both hubs",
-		"10.23.0.0/16 via 127.0.3.1,127.0.3.2 proto 241 metric 20 table 254", b.kernel.String)
-	waitText(t, "c's kernel: ECMP via both hubs",
-		"10.22.0.0/16 via 127.0.3.1,127.0.3.2 proto 241 metric 20 table 254", c.kernel.String)
-	rs, err := b.s.Routes(context.Background())
-	if err != nil || fmt.Sprint(rs) != "[10.23.0.0/16 via 127.0.3.1,127.0.3.2]" {
-		t.Errorf("b.Routes = %v, %v", rs, err)
+	rib := b.waitRoutes("b's routes: ECMP via both hubs", "10.23.0.0/16 via 127.0.3.1,127.0.3.2")
+	c.waitRoutes("c's routes: ECMP via both hubs", "10.22.0.0/16 via 127.0.3.1,127.0.3.2")
+	if got := fmt.Sprint(rib.Candidates()); got != "map[10.23.0.0/16:[127.0.3.1 127.0.3.2]]" {
+		t.Errorf("b's candidates = %v", got)
 	}
-	cands, err := b.s.Candidates(context.Background())
-	if err != nil || fmt.Sprint(cands) != "map[10.23.0.0/16:[127.0.3.1 127.0.3.2]]" {
-		t.Errorf("b.Candidates = %v, %v", cands, err)
+	// The agent's probes say the tunnel to h1 is down: the owner
+	// excludes its next hop and routes over h2 without asking BGP; the
+	// session stays up.
+	if got := routesText(Choose(rib, map[netip.Addr]bool{h1.addr: true})); got != "10.23.0.0/16 via 127.0.3.2" {
+		t.Errorf("b's routes with h1 excluded: %s", got)
 	}
-
-	// The agent's probes say the tunnel to h1 is down: b stops routing
-	// over it at once while the session stays up, and returns when told.
-	b.s.SetExcluded([]netip.Addr{ma("127.0.3.1")})
-	waitText(t, "b's kernel with h1 excluded", "10.23.0.0/16 via 127.0.3.2 proto 241 metric 20 table 254", b.kernel.String)
-	b.s.SetExcluded(nil)
-	waitText(t, "b's kernel with nothing excluded",
-		"10.23.0.0/16 via 127.0.3.1,127.0.3.2 proto 241 metric 20 table 254", b.kernel.String)
-	b.kernel.ResetCalls()
 
 	h1.s.Stop()
-	waitText(t, "b's kernel after losing h1", "10.23.0.0/16 via 127.0.3.2 proto 241 metric 20 table 254", b.kernel.String)
-	waitText(t, "c's kernel after losing h1", "10.22.0.0/16 via 127.0.3.2 proto 241 metric 20 table 254", c.kernel.String)
-	// Replaced in place: the route was never deleted on the way.
-	if w := b.kernel.Writes(); !slices.Equal(w, []string{"RouteReplace 10.23.0.0/16 via 127.0.3.2 proto 241 metric 20 table 254"}) {
-		t.Errorf("b's kernel writes after losing h1: %q, want one in-place replace", w)
-	}
+	b.waitRoutes("b's routes after losing h1", "10.23.0.0/16 via 127.0.3.2")
+	c.waitRoutes("c's routes after losing h1", "10.22.0.0/16 via 127.0.3.2")
 }
 
 // TestApplyIdempotentAndRemovals (d): a second Apply with the same Desired
-// makes no GoBGP call that changes anything and no kernel write, and the
-// sessions stay up; removing a prefix withdraws it at the peer (and from
-// the peer's kernel); removing a neighbor ends the session.
+// makes no GoBGP call that changes anything, and the sessions stay up;
+// removing a prefix withdraws it at the peer (and from the peer's
+// published RIB); removing a neighbor ends the session.
 func TestApplyIdempotentAndRemovals(t *testing.T) {
 	a := startNode(t, "a", "127.0.4.1", 4200000031)
 	b := startNode(t, "b", "127.0.4.2", 4200000032)
 	da := Desired{Originate: []netip.Prefix{mp("10.31.0.0/16"), mp("10.31.1.0/24")}, Neighbors: []Neighbor{a.to(b)}}
 	a.apply(da)
 	b.apply(Desired{Originate: []netip.Prefix{mp("10.32.0.0/16")}, Neighbors: []Neighbor{b.to(a)}})
-	waitText(t, "b's kernel", `10.31.0.0/16 via 127.0.4.1 proto 241 metric 20 table 254
-10.31.1.0/24 via 127.0.4.1 proto 241 metric 20 table 254`, b.kernel.String)
+	b.waitRoutes("b's routes", "10.31.0.0/16 via 127.0.4.1\n10.31.1.0/24 via 127.0.4.1")
 	up := func() time.Duration {
 		st := a.status()
 		if len(st) != 1 || st[0].State != "established" {
@@ -250,7 +345,6 @@ func TestApplyIdempotentAndRemovals(t *testing.T) {
 	}
 	before := up()
 	writes := a.s.writes.Load()
-	b.kernel.ResetCalls()
 
 	// Same Desired, reordered, with explicit defaults and a new description.
 	again := Desired{Originate: []netip.Prefix{mp("10.31.1.0/24"), mp("10.31.0.0/16"), mp("10.31.0.0/16")}}
@@ -272,10 +366,7 @@ func TestApplyIdempotentAndRemovals(t *testing.T) {
 	// Withdraw one prefix.
 	a.apply(Desired{Originate: []netip.Prefix{mp("10.31.0.0/16")}, Neighbors: []Neighbor{nb}})
 	waitText(t, "b's rib after the withdraw", "10.31.0.0/16 via 127.0.4.1 aspath [4200000031]\n10.32.0.0/16 local", b.ribText)
-	waitText(t, "b's kernel after the withdraw", "10.31.0.0/16 via 127.0.4.1 proto 241 metric 20 table 254", b.kernel.String)
-	if w := b.kernel.Writes(); !slices.Equal(w, []string{"RouteDel 10.31.1.0/24 via 127.0.4.1 proto 241 metric 20 table 254"}) {
-		t.Errorf("b's kernel writes: %q", w)
-	}
+	b.waitRoutes("b's routes after the withdraw", "10.31.0.0/16 via 127.0.4.1")
 
 	// Remove the neighbor.
 	a.apply(Desired{Originate: []netip.Prefix{mp("10.31.0.0/16")}})
@@ -287,8 +378,8 @@ func TestApplyIdempotentAndRemovals(t *testing.T) {
 		return len(st) == 1 && st[0].State != "established", fmt.Sprint(st)
 	})
 	waitText(t, "b's rib without a", "10.32.0.0/16 local", b.ribText)
-	waitText(t, "b's kernel without a", "", b.kernel.String)
-	waitText(t, "a's kernel without b", "", a.kernel.String)
+	b.waitRoutes("b's routes without a", "")
+	a.waitRoutes("a's routes without b", "")
 }
 
 // TestLANPeer: a LAN router (a GoBGP speaker standing in for FRR) peers
@@ -321,14 +412,14 @@ func TestLANPeer(t *testing.T) {
 		return false, "no lan peer"
 	})
 	waitText(t, "remote's rib: no lan routes", "10.41.0.0/16 via 127.0.5.1 aspath [4200000041]\n10.42.0.0/16 local", remote.ribText)
-	waitText(t, "e's kernel", "10.42.0.0/16 via 127.0.5.2 proto 241 metric 20 table 254", e.kernel.String)
+	e.waitRoutes("e's routes", "10.42.0.0/16 via 127.0.5.2")
 
 	// The peer turns into a tunnel peer: the session is re-created and
 	// its routes are accepted now.
 	e.apply(Desired{Originate: []netip.Prefix{mp("10.41.0.0/16")}, Neighbors: []Neighbor{e.to(remote), e.to(lan)}})
-	waitText(t, "e's kernel with the former lan peer as a tunnel peer", `0.0.0.0/0 via 127.0.5.3 proto 241 metric 20 table 254
-10.41.99.0/24 via 127.0.5.3 proto 241 metric 20 table 254
-10.42.0.0/16 via 127.0.5.2 proto 241 metric 20 table 254`, e.kernel.String)
+	e.waitRoutes("e's routes with the former lan peer as a tunnel peer", `0.0.0.0/0 via 127.0.5.3
+10.41.99.0/24 via 127.0.5.3
+10.42.0.0/16 via 127.0.5.2`)
 	var sets []string
 	err := e.s.bgp.ListDefinedSet(context.Background(), &api.ListDefinedSetRequest{DefinedType: api.DefinedType_NEIGHBOR, Name: lanSetName},
 		func(d *api.DefinedSet) { sets = append(sets, fmt.Sprint(d.Name, d.List)) })

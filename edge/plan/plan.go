@@ -284,7 +284,7 @@ func StaticRoutes(tunnels []dataplane.Tunnel, v PathView) []kernel.Route {
 // none is, the best fallback; when none was ever usable, all: fail-open).
 // Next hops that are no tunnel's far end (a LAN router) are never left
 // out. While rib is nil or holding (graceful restart), an adopted route
-// whose prefix the choice lacks is kept. Metric bgp.DefaultRouteMetric,
+// whose prefix the choice lacks is kept. Metric bgp.RouteMetric,
 // sorted by Dst. Pure.
 func BGPRoutes(d dataplane.Desired, v PathView, rib *bgp.RIB, adopted []kernel.Route) []kernel.Route {
 	byNH := map[netip.Addr][]string{}
@@ -319,7 +319,7 @@ func BGPRoutes(d dataplane.Desired, v PathView, rib *bgp.RIB, adopted []kernel.R
 				}
 			}
 			for _, r := range bgp.Choose(bgp.RIB{Dests: map[netip.Prefix][]bgp.Path{dst: paths}}, excluded) {
-				out = append(out, kernel.Route{Dst: r.Dst, Via: r.Via, Metric: bgp.DefaultRouteMetric, Protocol: kernel.ProtoBGP})
+				out = append(out, kernel.Route{Dst: r.Dst, Via: r.Via, Metric: bgp.RouteMetric, Protocol: kernel.ProtoBGP})
 				have[r.Dst] = true
 			}
 		}

@@ -1,10 +1,9 @@
 package main
 
-// INTERIM adapters, to be deleted when the h-kernel and h-bgp branches
-// land: link.Manager then has ApplyRoutes/Routes itself (over
-// kernel.Netlink) and bgp.Speaker publishes its RIB through
-// Config.OnRIB. Until then these adapt the current packages to the
-// owner's interfaces without any second writer of kernel state.
+// INTERIM adapter, to be deleted when the h-kernel branch lands:
+// link.Manager then has ApplyRoutes/Routes itself (over kernel.Netlink).
+// Until then this adapts the current link.Manager to the owner's Links
+// interface without any second writer of kernel state.
 
 import (
 	"cmp"
@@ -14,13 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"reflect"
 	"slices"
-	"sync"
-	"time"
 
-	"github.com/meshwan/meshwan/edge/agent"
-	"github.com/meshwan/meshwan/edge/bgp"
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
@@ -160,84 +154,4 @@ func (l *interimLinks) Routes(ctx context.Context) ([]kernel.Route, error) {
 		return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()), cmp.Compare(a.Metric, b.Metric))
 	})
 	return out, nil
-}
-
-// interimSpeaker is the current bgp.Speaker without its kernel route
-// sync, publishing a RIB rebuilt from its Routes and Candidates every
-// ribPoll (the h-bgp speaker publishes on GoBGP's events instead).
-type interimSpeaker struct {
-	*bgp.Speaker
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-}
-
-const ribPoll = 250 * time.Millisecond
-
-func startInterimSpeaker(ctx context.Context, c agent.BGPStart, listenPort int32, log *slog.Logger) (agent.Speaker, error) {
-	s, err := bgp.Start(ctx, bgp.Config{ASN: c.ASN, RouterID: c.RouterID, ListenPort: listenPort, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	is := &interimSpeaker{Speaker: s, cancel: cancel}
-	started := time.Now()
-	is.wg.Go(func() {
-		t := time.NewTicker(ribPoll)
-		defer t.Stop()
-		settled := time.Time{}
-		var last bgp.RIB
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			best, err1 := s.Routes(ctx)
-			cands, err2 := s.Candidates(ctx)
-			peers, err3 := s.Status(ctx)
-			if err := errors.Join(err1, err2, err3); err != nil {
-				continue
-			}
-			// Holding approximates the restart hold: until every tunnel
-			// neighbor is established (plus 2 s for its updates), within
-			// the restart time.
-			all := true
-			for _, p := range peers {
-				if !p.LAN && p.State != "established" {
-					all = false
-				}
-			}
-			if !all || len(peers) == 0 {
-				settled = time.Time{}
-			} else if settled.IsZero() {
-				settled = time.Now()
-			}
-			holding := time.Since(started) < bgp.DefaultRestartTime && (settled.IsZero() || time.Since(settled) < 2*time.Second)
-			rib := bgp.RIB{Holding: holding, Dests: map[netip.Prefix][]bgp.Path{}}
-			for _, r := range best {
-				for _, nh := range r.Via {
-					rib.Dests[r.Dst] = append(rib.Dests[r.Dst], bgp.Path{NextHop: nh, LocalPref: 100})
-				}
-			}
-			for dst, nhs := range cands {
-				for _, nh := range nhs {
-					if !slices.ContainsFunc(rib.Dests[dst], func(p bgp.Path) bool { return p.NextHop == nh }) {
-						rib.Dests[dst] = append(rib.Dests[dst], bgp.Path{NextHop: nh, LocalPref: 50})
-					}
-				}
-			}
-			if !reflect.DeepEqual(rib, last) {
-				c.OnRIB(rib)
-				last = rib
-			}
-		}
-	})
-	return is, nil
-}
-
-// Stop ends the RIB poll and the speaker (routing turned static).
-func (s *interimSpeaker) Stop() {
-	s.cancel()
-	s.wg.Wait()
-	s.Speaker.Stop()
 }

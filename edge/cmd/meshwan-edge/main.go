@@ -161,7 +161,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		IPsec:    im,
 		SAs:      ipsec.KernelSAs,
 		BGP: func(ctx context.Context, c agent.BGPStart) (agent.Speaker, error) {
-			return startInterimSpeaker(ctx, c, 0, log)
+			return bgp.Start(ctx, bgp.Config{ASN: c.ASN, RouterID: c.RouterID, Logger: log, OnRIB: c.OnRIB, Restarting: c.Restarting})
 		},
 		LANPeers:        lanPeers,
 		ListenReflector: func(ctx context.Context) (probe.PacketConn, error) { return probe.ListenUDP(ctx, probeAddr) },
