@@ -630,3 +630,24 @@ func TestOwnerFailoverAndHoldDownWithProber(t *testing.T) {
 		<-done
 	})
 }
+
+// TestOwnerResyncRepairs: the periodic resync applies every step again
+// even when nothing changed (the kernel may have drifted), and hands
+// IPsec its state again.
+func TestOwnerResyncRepairs(t *testing.T) {
+	d := twoTransports()
+	d.Paths.Disabled = true
+	lk := newFakeLinks()
+	ip := &blockedIPsec{g: newGate()}
+	close(ip.g.release)
+	r := startOwner(t, Config{IPsec: ip, Resync: 100 * time.Millisecond}, lk)
+	r.updates <- syncer.State{Version: 1, Desired: d}
+	waitFor(t, "three link applies, three route writes and three IPsec applies", func() bool {
+		lk.mu.Lock()
+		links, routes := len(lk.applies), len(lk.writes)
+		lk.mu.Unlock()
+		ip.mu.Lock()
+		defer ip.mu.Unlock()
+		return links >= 3 && routes >= 3 && len(ip.applied) >= 3
+	})
+}
