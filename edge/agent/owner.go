@@ -159,14 +159,15 @@ func New(cfg Config) *Owner {
 // owner's steps and the IPsec and BGP workers' acknowledgements.
 func (o *Owner) Applied() int64 { return o.applied.Load() }
 
-// Health returns each probed tunnel's health by tunnel id.
+// Health returns each probed tunnel's health by tunnel id. The map is
+// shared (the owner publishes a new one each iteration): do not modify.
 func (o *Owner) Health() map[string]PathHealth {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.health
 }
 
-// Choices returns the current steering choices.
+// Choices returns the current steering choices (shared: do not modify).
 func (o *Owner) Choices() []steer.Choice {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -253,7 +254,6 @@ type loop struct {
 	ipsecWant uint64
 	bgpWant   uint64
 
-	kernelTS  []dataplane.TunnelStatus
 	linkSt    []link.Status
 	ipsecSt   []ipsec.Status
 	bgpPeers  []dataplane.BGPPeer
