@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/validity"
 	"math"
 	"net/netip"
@@ -159,7 +160,7 @@ const reportSlack = 16
 
 func limitsFor(tunnels int) reportLimits {
 	t := tunnels + reportSlack
-	return reportLimits{tunnels: t, bgpPeers: t + 256, classPaths: t * intent.MaxTrafficClasses}
+	return reportLimits{tunnels: t, bgpPeers: t + 256, classPaths: t * dataplane.MaxClasses}
 }
 
 // reportFromPB converts an edge's report, keeping at most lim's entries of
@@ -260,13 +261,13 @@ func pathPolicyFromPB(p *pb.PathPolicy) (intent.PathPolicy, error) {
 		if err != nil {
 			return intent.PathPolicy{}, err
 		}
-		out.SLAClasses = append(out.SLAClasses, intent.SLAClass{Name: s.GetName(), MaxRTT: rtt, MaxLossPct: s.GetMaxLossPct(),
-			MaxJitter: jitter, TransportPreference: slices.Clone(s.GetTransportPreference()),
+		out.SLAs = append(out.SLAs, intent.SLAClass{Name: s.GetName(), MaxRTT: rtt, MaxLossPct: s.GetMaxLossPct(),
+			MaxJitter: jitter, Transports: slices.Clone(s.GetTransportPreference()),
 			Damping: time.Duration(s.GetDampingMs()) * time.Millisecond})
 	}
 	for i, c := range p.GetTrafficClasses() {
 		field := fmt.Sprintf("%straffic_classes[%d].", f, i)
-		tc := intent.TrafficClass{Name: c.GetName(), SLAClass: c.GetSlaClass(), Protocol: c.GetProtocol()}
+		tc := intent.TrafficClass{Name: c.GetName(), SLA: c.GetSlaClass(), Protocol: c.GetProtocol()}
 		for j, d := range c.GetDscp() {
 			v, err := intent.ParseDSCP(fmt.Sprintf("%sdscp[%d]", field, j), d)
 			if err != nil {
@@ -288,7 +289,7 @@ func pathPolicyFromPB(p *pb.PathPolicy) (intent.PathPolicy, error) {
 			}
 			tc.Destinations = append(tc.Destinations, pfx)
 		}
-		out.TrafficClasses = append(out.TrafficClasses, tc)
+		out.Classes = append(out.Classes, tc)
 	}
 	return out, nil
 }
@@ -296,13 +297,13 @@ func pathPolicyFromPB(p *pb.PathPolicy) (intent.PathPolicy, error) {
 func pathPolicyToPB(p intent.PathPolicy) *pb.PathPolicy {
 	out := &pb.PathPolicy{ProbeIntervalMs: uint32(p.ProbeInterval.Milliseconds()), DownAfter: uint32(p.DownAfter), UpAfter: uint32(p.UpAfter),
 		HoldDownMs: uint32(p.HoldDown.Milliseconds()), Disabled: p.Disabled}
-	for _, s := range p.SLAClasses {
+	for _, s := range p.SLAs {
 		out.SlaClasses = append(out.SlaClasses, &pb.SLAClass{Name: s.Name, MaxRttMs: intent.Millis(s.MaxRTT), MaxLossPct: s.MaxLossPct,
-			MaxJitterMs: intent.Millis(s.MaxJitter), TransportPreference: slices.Clone(s.TransportPreference),
+			MaxJitterMs: intent.Millis(s.MaxJitter), TransportPreference: slices.Clone(s.Transports),
 			DampingMs: uint32(s.Damping.Milliseconds())})
 	}
-	for _, c := range p.TrafficClasses {
-		tc := &pb.TrafficClass{Name: c.Name, SlaClass: c.SLAClass, Protocol: c.Protocol}
+	for _, c := range p.Classes {
+		tc := &pb.TrafficClass{Name: c.Name, SlaClass: c.SLA, Protocol: c.Protocol}
 		for _, d := range c.DSCP {
 			tc.Dscp = append(tc.Dscp, uint32(d))
 		}

@@ -42,7 +42,7 @@ func TestPathPolicyRoundTrip(t *testing.T) {
 	}
 	// No policy on the wire: the zero policy; out again with defaults.
 	top, _ = topologyFromPB(&pb.Topology{})
-	if top.PathPolicy.ProbeInterval != 0 || top.PathPolicy.SLAClasses != nil {
+	if top.PathPolicy.ProbeInterval != 0 || top.PathPolicy.SLAs != nil {
 		t.Errorf("no policy became %+v", top.PathPolicy)
 	}
 	want := &pb.PathPolicy{ProbeIntervalMs: 100, DownAfter: 5, UpAfter: 3, HoldDownMs: 2000}

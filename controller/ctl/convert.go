@@ -52,12 +52,12 @@ func topologyToPB(t intent.Topology) *pb.Topology {
 	p := t.PathPolicy
 	pp := &pb.PathPolicy{ProbeIntervalMs: uint32(p.ProbeInterval.Milliseconds()), DownAfter: uint32(p.DownAfter), UpAfter: uint32(p.UpAfter),
 		HoldDownMs: uint32(p.HoldDown.Milliseconds()), Disabled: p.Disabled}
-	for _, s := range p.SLAClasses {
+	for _, s := range p.SLAs {
 		pp.SlaClasses = append(pp.SlaClasses, &pb.SLAClass{Name: s.Name, MaxRttMs: intent.Millis(s.MaxRTT), MaxLossPct: s.MaxLossPct,
-			MaxJitterMs: intent.Millis(s.MaxJitter), TransportPreference: slices.Clone(s.TransportPreference), DampingMs: uint32(s.Damping.Milliseconds())})
+			MaxJitterMs: intent.Millis(s.MaxJitter), TransportPreference: slices.Clone(s.Transports), DampingMs: uint32(s.Damping.Milliseconds())})
 	}
-	for _, c := range p.TrafficClasses {
-		tc := &pb.TrafficClass{Name: c.Name, SlaClass: c.SLAClass, Protocol: c.Protocol}
+	for _, c := range p.Classes {
+		tc := &pb.TrafficClass{Name: c.Name, SlaClass: c.SLA, Protocol: c.Protocol}
 		for _, d := range c.DSCP {
 			tc.Dscp = append(tc.Dscp, uint32(d))
 		}

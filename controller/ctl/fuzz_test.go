@@ -115,9 +115,9 @@ func checkTopologyOnWire(t *testing.T, want intent.Topology, m *pb.Topology) {
 	same("path_policy.down_after", int(pp.GetDownAfter()), wp.DownAfter)
 	same("path_policy.up_after", int(pp.GetUpAfter()), wp.UpAfter)
 	same("path_policy.disabled", pp.GetDisabled(), wp.Disabled)
-	same("path_policy.sla_classes (count)", len(pp.GetSlaClasses()), len(wp.SLAClasses))
+	same("path_policy.sla_classes (count)", len(pp.GetSlaClasses()), len(wp.SLAs))
 	for i, s := range pp.GetSlaClasses() {
-		w := wp.SLAClasses[i]
+		w := wp.SLAs[i]
 		f := fmt.Sprintf("path_policy.sla_classes[%d].", i)
 		rtt, err := intent.MillisDuration(f+"max_rtt_ms", s.GetMaxRttMs())
 		if err != nil {
@@ -133,9 +133,9 @@ func checkTopologyOnWire(t *testing.T, want intent.Topology, m *pb.Topology) {
 		same(f+"name", s.GetName(), w.Name)
 		same(f+"max_loss_pct", s.GetMaxLossPct(), w.MaxLossPct)
 	}
-	same("path_policy.traffic_classes (count)", len(pp.GetTrafficClasses()), len(wp.TrafficClasses))
+	same("path_policy.traffic_classes (count)", len(pp.GetTrafficClasses()), len(wp.Classes))
 	for i, c := range pp.GetTrafficClasses() {
-		w := wp.TrafficClasses[i]
+		w := wp.Classes[i]
 		f := fmt.Sprintf("path_policy.traffic_classes[%d].", i)
 		for j, p := range c.GetPorts() {
 			r, err := intent.ParsePortRange(fmt.Sprintf("%sports[%d]", f, j), p)
@@ -160,7 +160,7 @@ func checkTopologyOnWire(t *testing.T, want intent.Topology, m *pb.Topology) {
 		}
 		same(f+"counts", []int{len(c.GetPorts()), len(c.GetDestinations()), len(c.GetDscp())}, []int{len(w.Ports), len(w.Destinations), len(w.DSCP)})
 		same(f+"name", c.GetName(), w.Name)
-		same(f+"sla_class", c.GetSlaClass(), w.SLAClass)
+		same(f+"sla_class", c.GetSlaClass(), w.SLA)
 		same(f+"protocol", c.GetProtocol(), w.Protocol)
 	}
 }

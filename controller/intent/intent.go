@@ -322,7 +322,7 @@ func (t Topology) Validate(sites []Site) error {
 	if t.MTU != 0 && (t.MTU < 1280 || t.MTU > 9000) {
 		return invalid("topology.mtu", "%d must be between 1280 and 9000", t.MTU)
 	}
-	if err := t.PathPolicy.Validate(); err != nil {
+	if err := ValidatePathPolicy(t.PathPolicy); err != nil {
 		return err
 	}
 	transit := make([]validity.PrefixEntry[int], 0, len(t.TransitPrefixes))

@@ -542,7 +542,7 @@ func (p *parser) pathPolicy(n *yaml.Node, field string) (intent.PathPolicy, erro
 			if err != nil {
 				return pp, err
 			}
-			pp.SLAClasses = append(pp.SLAClasses, c)
+			pp.SLAs = append(pp.SLAs, c)
 		}
 	}
 	if x, ok := m["traffic_classes"]; ok {
@@ -555,7 +555,7 @@ func (p *parser) pathPolicy(n *yaml.Node, field string) (intent.PathPolicy, erro
 			if err != nil {
 				return pp, err
 			}
-			pp.TrafficClasses = append(pp.TrafficClasses, c)
+			pp.Classes = append(pp.Classes, c)
 		}
 	}
 	return pp, nil
@@ -599,7 +599,7 @@ func (p *parser) slaClass(n *yaml.Node, field string) (intent.SLAClass, error) {
 		}
 	}
 	if x, ok := m["transport_preference"]; ok {
-		if c.TransportPreference, err = p.strs(x, field+".transport_preference"); err != nil {
+		if c.Transports, err = p.strs(x, field+".transport_preference"); err != nil {
 			return c, err
 		}
 	}
@@ -619,7 +619,7 @@ func (p *parser) trafficClass(n *yaml.Node, field string) (intent.TrafficClass, 
 	if err != nil {
 		return c, err
 	}
-	for key, dst := range map[string]*string{"name": &c.Name, "sla_class": &c.SLAClass, "protocol": &c.Protocol} {
+	for key, dst := range map[string]*string{"name": &c.Name, "sla_class": &c.SLA, "protocol": &c.Protocol} {
 		if x, ok := m[key]; ok {
 			if *dst, err = p.str(x, field+"."+key); err != nil {
 				return c, err

@@ -59,7 +59,7 @@ topology:
 		t.Errorf("site %+v", s)
 	}
 	if f.Topology.Mode != intent.ModeHubAndSpoke || f.Topology.IPsec.IKELifetime.Hours() != 2 ||
-		f.Topology.PathPolicy.ProbeInterval.Milliseconds() != 200 || f.Topology.PathPolicy.SLAClasses[0].MaxRTT.Milliseconds() != 150 {
+		f.Topology.PathPolicy.ProbeInterval.Milliseconds() != 200 || f.Topology.PathPolicy.SLAs[0].MaxRTT.Milliseconds() != 150 {
 		t.Errorf("topology %+v", f.Topology)
 	}
 	if p, _ := f.Pos("sites[0].lan_prefixes[0]"); p != (Pos{6, 20}) {

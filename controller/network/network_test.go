@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meshwan/meshwan/edge/dataplane"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -326,8 +327,8 @@ func TestBadInputLeavesStateUnchanged(t *testing.T) {
 		}, intent.ErrInvalid, "topology.path_policy.probe_interval_ms"},
 		{"path policy class without SLA class", func() error {
 			_, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, PathPolicy: intent.PathPolicy{
-				SLAClasses:     []intent.SLAClass{{Name: "realtime"}},
-				TrafficClasses: []intent.TrafficClass{{Name: "voice", SLAClass: "realtime"}, {Name: "video", SLAClass: "gold"}}}})
+				SLAs:    []intent.SLAClass{{Name: "realtime"}},
+				Classes: []intent.TrafficClass{{Name: "voice", SLA: "realtime"}, {Name: "video", SLA: "gold"}}}})
 			return err
 		}, intent.ErrInvalid, "topology.path_policy.traffic_classes[1].sla_class"},
 		{"bad proposal", func() error {
@@ -452,16 +453,16 @@ func TestPathPolicyStoredAndSent(t *testing.T) {
 	ctx := context.Background()
 	f.addSites(t, mkSite(0, intent.RoleSpoke), mkSite(1, intent.RoleSpoke))
 	policy := intent.PathPolicy{
-		DownAfter:      3,
-		SLAClasses:     []intent.SLAClass{{Name: "realtime", MaxRTT: 150 * time.Millisecond, TransportPreference: []string{"inet1"}}},
-		TrafficClasses: []intent.TrafficClass{{Name: "voice", SLAClass: "realtime", Protocol: "udp", Ports: []intent.PortRange{{From: 5004, To: 5005}}}},
+		DownAfter: 3,
+		SLAs:      []intent.SLAClass{{Name: "realtime", MaxRTT: 150 * time.Millisecond, Transports: []string{"inet1"}}},
+		Classes:   []intent.TrafficClass{{Name: "voice", SLA: "realtime", Protocol: "udp", Ports: []intent.PortRange{{From: 5004, To: 5005}}}},
 	}
 	got, err := f.net.SetTopology(ctx, intent.Topology{Mode: intent.ModeFullMesh, PathPolicy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := policy.WithDefaults()
-	if !reflect.DeepEqual(got.PathPolicy, want) || want.ProbeInterval != intent.DefaultProbeInterval || want.SLAClasses[0].Damping != intent.DefaultDamping {
+	if !reflect.DeepEqual(got.PathPolicy, want) || want.ProbeInterval != dataplane.DefaultProbeInterval || want.SLAs[0].Damping != dataplane.DefaultDamping {
 		t.Errorf("SetTopology returned %+v, want %+v", got.PathPolicy, want)
 	}
 	snap, _ := f.net.Snapshot(ctx)

@@ -713,13 +713,13 @@ func TunnelStatuses(d dataplane.Desired, links []link.Status, sas []ipsec.Status
 	out := make([]dataplane.TunnelStatus, 0, len(d.Tunnels))
 	for _, t := range d.Tunnels {
 		l, sa := byLink[t.ID], bySA[t.ID]
-		ts := dataplane.TunnelStatus{ID: t.ID, LinkUp: l.Present && l.Up, IKEState: sa.IKEState, ChildState: sa.ChildState,
+		ts := dataplane.TunnelStatus{ID: t.ID, LinkUp: l.Present && l.Up, IKEState: string(sa.IKEState), ChildState: string(sa.ChildState),
 			BytesIn: l.RxBytes, BytesOut: l.TxBytes, PacketsIn: l.RxPackets, PacketsOut: l.TxPackets, PSKSerial: sa.PSKSerial}
 		var why []string
 		if !ts.LinkUp {
 			why = append(why, "GRE link "+t.LinkName+" missing or down")
 		}
-		if sa.ChildState != "INSTALLED" {
+		if sa.ChildState != ipsec.ChildInstalled {
 			why = append(why, fmt.Sprintf("no installed child SA (IKE %q, child %q)", sa.IKEState, sa.ChildState))
 		}
 		ts.State = dataplane.TunnelUp

@@ -187,7 +187,9 @@ func (d Desired) Validate() error {
 		checkIPsec(t.IPsec, func(name string) string { return field("IPsec." + name) }, bad)
 	}
 	if !d.Paths.Disabled || len(d.Paths.Classes) > 0 {
-		d.Paths.WithDefaults().validate(bad)
+		for _, e := range d.Paths.Problems() {
+			bad("Paths."+e.Field, "%s", e.Msg)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -298,19 +300,6 @@ func checkIPsec(p IPsecPolicy, field func(string) string, bad func(string, strin
 			bad(field("ESPLifetime"), "%v", err)
 		}
 	}
-}
-
-// checkPrefix accepts a valid, masked IPv4 prefix.
-func checkPrefix(p netip.Prefix) error {
-	switch {
-	case !p.IsValid():
-		return errors.New("invalid prefix")
-	case !p.Addr().Is4():
-		return fmt.Errorf("%v is not IPv4", p)
-	case p != p.Masked():
-		return fmt.Errorf("%v has host bits set (want %v)", p, p.Masked())
-	}
-	return nil
 }
 
 // checkID accepts [A-Za-z0-9._~-]{1,MaxIDLen}, which covers the

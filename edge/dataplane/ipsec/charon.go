@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meshwan/meshwan/edge/backoff"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -49,14 +50,21 @@ type CharonConfig struct {
 	LogLevel int
 	// Logger gets supervision events; nil discards.
 	Logger *slog.Logger
-	// RestartDelay is the first delay before restarting a charon that
-	// died; it doubles up to MaxRestartDelay and resets after a minute of
-	// good running. Defaults 500ms and 30s.
-	RestartDelay, MaxRestartDelay time.Duration
+	// Restart paces restarts of a charon that died; the sequence starts
+	// again after a minute of good running. Zero fields default to Min
+	// 500ms and Max 30s (defaultRestart).
+	Restart backoff.Policy
 	// StopTimeout is how long charon gets after SIGTERM before SIGKILL;
 	// default 5s.
 	StopTimeout time.Duration
 }
+
+// defaultRestart is the restart policy of a supervised charon.
+var defaultRestart = backoff.Policy{Min: 500 * time.Millisecond, Max: 30 * time.Second}
+
+// readyPoll paces WaitReady's attempts: quick at first (charon usually
+// answers within a second), then no busier than twice a second.
+var readyPoll = backoff.Policy{Min: 50 * time.Millisecond, Max: 500 * time.Millisecond}
 
 // Charon starts and supervises one charon daemon with a generated
 // configuration, for edges that do not use a system-wide strongSwan and
@@ -87,11 +95,11 @@ func NewCharon(cfg CharonConfig) (*Charon, error) {
 	if cfg.LogLevel == 0 {
 		cfg.LogLevel = 1
 	}
-	if cfg.RestartDelay <= 0 {
-		cfg.RestartDelay = 500 * time.Millisecond
+	if cfg.Restart.Min <= 0 {
+		cfg.Restart.Min = defaultRestart.Min
 	}
-	if cfg.MaxRestartDelay < cfg.RestartDelay {
-		cfg.MaxRestartDelay = max(30*time.Second, cfg.RestartDelay)
+	if cfg.Restart.Max <= 0 {
+		cfg.Restart.Max = max(defaultRestart.Max, cfg.Restart.Min)
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 5 * time.Second
@@ -184,7 +192,7 @@ func (c *Charon) Run(ctx context.Context) error {
 	if err := os.MkdirAll(c.cfg.RunDir, 0o700); err != nil {
 		return fmt.Errorf("charon: create run dir: %w", err)
 	}
-	delay := c.cfg.RestartDelay
+	restart := c.cfg.Restart.New()
 	for first := true; ; first = false {
 		started := time.Now()
 		err := c.runOnce(ctx)
@@ -196,8 +204,9 @@ func (c *Charon) Run(ctx context.Context) error {
 			return fmt.Errorf("charon: %w", err)
 		}
 		if time.Since(started) > time.Minute {
-			delay = c.cfg.RestartDelay
+			restart.Reset()
 		}
+		delay := restart.Next()
 		c.mu.Lock()
 		c.restarts++
 		c.mu.Unlock()
@@ -207,7 +216,6 @@ func (c *Charon) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-time.After(delay):
 		}
-		delay = min(2*delay, c.cfg.MaxRestartDelay)
 	}
 }
 
@@ -330,6 +338,7 @@ func (c *Charon) startInNamespaces(out *os.File) (*exec.Cmd, error) {
 // or ctx ends.
 func (c *Charon) WaitReady(ctx context.Context) error {
 	var last error
+	poll := readyPoll.New()
 	for {
 		s, err := Dial(ctx, c.SocketPath())
 		if err == nil {
@@ -343,7 +352,7 @@ func (c *Charon) WaitReady(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("charon at %s not ready: %w (last error: %v)", c.SocketPath(), ctx.Err(), last)
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(poll.Next()):
 		}
 	}
 }

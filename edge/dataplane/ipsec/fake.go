@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -18,8 +19,8 @@ import (
 // as sorted text. The VM lab proves the real charon.
 type FakeCharon struct {
 	mu      sync.Mutex
-	conns   map[string]*vici.Message // name -> section as loaded
-	secrets map[string]fakeSecret
+	conns   map[string]connConfig // name -> as loaded
+	secrets map[string]sharedSecret
 	sas     map[string][]ikeSA
 	calls   []string
 	fail    map[string]error // command (or "command name") -> error
@@ -28,17 +29,11 @@ type FakeCharon struct {
 	dials   int
 }
 
-type fakeSecret struct {
-	typ    string
-	data   string
-	owners []string
-}
-
 var errBroken = errors.New("vici: error waiting for response: io: read/write on closed pipe")
 
 // NewFakeCharon returns a fake charon with nothing loaded.
 func NewFakeCharon() *FakeCharon {
-	return &FakeCharon{conns: map[string]*vici.Message{}, secrets: map[string]fakeSecret{}, sas: map[string][]ikeSA{}, fail: map[string]error{}}
+	return &FakeCharon{conns: map[string]connConfig{}, secrets: map[string]sharedSecret{}, sas: map[string][]ikeSA{}, fail: map[string]error{}}
 }
 
 // Dial is the Manager's dial function.
@@ -58,11 +53,11 @@ func (f *FakeCharon) Secrets(keys ...[]byte) []string {
 	for id, s := range f.secrets {
 		k := -1
 		for i, key := range keys {
-			if s.data == string(key) {
+			if s.Data == string(key) {
 				k = i
 			}
 		}
-		out = append(out, fmt.Sprintf("%s owners=%v key=%d", id, s.owners, k))
+		out = append(out, fmt.Sprintf("%s owners=%v key=%d", id, s.Owners, k))
 	}
 	slices.Sort(out)
 	return out
@@ -79,10 +74,10 @@ func (f *FakeCharon) Rekeys() []string {
 
 // SetSA sets the IKE_SA state of a connection (with one installed child),
 // as after a successful negotiation.
-func (f *FakeCharon) SetSA(name, state string) {
+func (f *FakeCharon) SetSA(name string, state IKEState) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.sas[name] = []ikeSA{{state: state, children: []childSA{{name: ChildName, state: "INSTALLED"}}}}
+	f.sas[name] = []ikeSA{{state: state, children: []childSA{{name: ChildName, state: ChildInstalled}}}}
 }
 
 // dial counts the dial and clears a simulated broken socket.
@@ -120,13 +115,12 @@ func (f *FakeCharon) String() string {
 	defer f.mu.Unlock()
 	var lines []string
 	for name, c := range f.conns {
-		child := c.Get("children").(*vici.Message).Get(ChildName).(*vici.Message)
+		child := c.Children[ChildName]
 		lines = append(lines, fmt.Sprintf("conn %s %v->%v ike %v esp %v start %v",
-			name, strs(c.Get("local_addrs")), strs(c.Get("remote_addrs")), strs(c.Get("proposals")),
-			strs(child.Get("esp_proposals")), child.Get("start_action")))
+			name, c.LocalAddrs, c.RemoteAddrs, c.Proposals, child.ESPProposals, child.StartAction))
 	}
 	for id, s := range f.secrets {
-		lines = append(lines, fmt.Sprintf("secret %s %s owners %v key %d bytes", id, s.typ, s.owners, len(s.data)))
+		lines = append(lines, fmt.Sprintf("secret %s %s owners %v key %d bytes", id, s.Type, s.Owners, len(s.Data)))
 	}
 	for name, list := range f.sas {
 		for _, sa := range list {
@@ -137,33 +131,41 @@ func (f *FakeCharon) String() string {
 	return strings.Join(lines, "\n")
 }
 
-func reply(ok bool, errmsg string) *vici.Message {
-	m := vici.NewMessage()
-	if ok {
-		_ = m.Set("success", "yes")
-	} else {
-		_ = m.Set("success", "no")
-		_ = m.Set("errmsg", errmsg)
+// fakeReply is charon's answer to a command; fakeVersion to "version".
+type fakeReply struct {
+	Success bool   `vici:"success"`
+	Errmsg  string `vici:"errmsg"`
+}
+
+type fakeVersion struct {
+	Daemon  string `vici:"daemon"`
+	Version string `vici:"version"`
+}
+
+// mustMarshal marshals the fake's own answer types, which always marshal.
+func mustMarshal(v any) *vici.Message {
+	m, err := vici.MarshalMessage(v)
+	if err != nil {
+		panic(err)
 	}
 	return m
+}
+
+func reply(ok bool, errmsg string) *vici.Message {
+	if ok {
+		errmsg = ""
+	}
+	return mustMarshal(fakeReply{Success: ok, Errmsg: errmsg})
 }
 
 func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*vici.Message, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	name := ""
-	if in != nil {
-		switch cmd {
-		case "load-conn":
-			name = in.Keys()[0]
-		case "unload-conn":
-			name = str(in.Get("name"))
-		case "load-shared", "unload-shared":
-			name = str(in.Get("id"))
-		case "initiate", "terminate", "rekey":
-			name = str(in.Get("ike"))
-		}
+	req, err := parseRequest(cmd, in)
+	if err != nil {
+		return reply(false, err.Error()), fmt.Errorf("vici: command failed: %w", err)
 	}
+	name := req.name()
 	entry := strings.TrimSpace(cmd + " " + name)
 	f.calls = append(f.calls, entry)
 	if f.broken {
@@ -176,27 +178,20 @@ func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 	}
 	switch cmd {
 	case "version":
-		m := vici.NewMessage()
-		_ = m.Set("daemon", "charon")
-		_ = m.Set("version", "5.9.8")
-		return m, nil
+		return mustMarshal(fakeVersion{Daemon: "charon", Version: "5.9.8"}), nil
 	case "load-conn":
-		sec := in.Get(name).(*vici.Message)
+		conn := req.conn[name]
 		old, had := f.conns[name]
-		f.conns[name] = sec
-		child := sec.Get("children").(*vici.Message).Get(ChildName).(*vici.Message)
+		f.conns[name] = conn
 		// charon 5.9 (vici_config.c merge_config): an identical config is an
 		// update that keeps every SA; a changed one (connection or child)
 		// undoes the old config's start action, which for "start" closes
 		// the connection's IKE_SAs, then runs the new one's (initiate).
-		if had && old.String() != sec.String() {
-			oldChild := old.Get("children").(*vici.Message).Get(ChildName).(*vici.Message)
-			if strings.Contains(str(oldChild.Get("start_action")), "start") {
-				delete(f.sas, name)
-			}
+		if had && !reflect.DeepEqual(old, conn) && strings.Contains(old.Children[ChildName].StartAction, "start") {
+			delete(f.sas, name)
 		}
-		if strings.Contains(str(child.Get("start_action")), "start") && len(f.sas[name]) == 0 {
-			f.sas[name] = []ikeSA{{state: "CONNECTING"}}
+		if strings.Contains(conn.Children[ChildName].StartAction, "start") && len(f.sas[name]) == 0 {
+			f.sas[name] = []ikeSA{{state: IKEConnecting}}
 		}
 		return reply(true, ""), nil
 	case "unload-conn":
@@ -206,31 +201,24 @@ func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 		delete(f.conns, name)
 		return reply(true, ""), nil
 	case "load-shared":
-		f.secrets[name] = fakeSecret{typ: str(in.Get("type")), data: str(in.Get("data")), owners: strs(in.Get("owners"))}
+		f.secrets[name] = req.secret
 		return reply(true, ""), nil
 	case "unload-shared":
 		delete(f.secrets, name)
 		return reply(true, ""), nil
 	case "get-shared":
-		var keys []string
-		for k := range f.secrets {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		m := vici.NewMessage()
-		_ = m.Set("keys", keys)
-		return m, nil
+		return vici.MarshalMessage(sharedKeys{Keys: sortedKeys(f.secrets)})
 	case "initiate":
 		if _, ok := f.conns[name]; !ok {
 			return reply(false, "CHILD_SA config 'gre' not found"), errors.New("vici: command failed")
 		}
-		f.sas[name] = append(f.sas[name], ikeSA{state: "CONNECTING"})
+		f.sas[name] = append(f.sas[name], ikeSA{state: IKEConnecting})
 		return reply(true, ""), nil
 	case "rekey":
 		if len(f.sas[name]) == 0 {
 			return reply(false, "no matching IKE_SA found"), errors.New("vici: command failed")
 		}
-		f.rekeys = append(f.rekeys, name+" reauth="+str(in.Get("reauth")))
+		f.rekeys = append(f.rekeys, fmt.Sprintf("%s reauth=%v", name, yesNo(req.rekey.Reauth)))
 		return reply(true, ""), nil
 	case "terminate":
 		if len(f.sas[name]) == 0 {
@@ -253,54 +241,143 @@ func (f *FakeCharon) Stream(ctx context.Context, cmd, event string, in *vici.Mes
 		return nil, err
 	}
 	var out []*vici.Message
+	add := func(name string, v any) error {
+		m, err := vici.MarshalMessage(map[string]any{name: v})
+		out = append(out, m)
+		return err
+	}
 	switch cmd {
 	case "list-conns":
 		for _, name := range sortedKeys(f.conns) {
 			c := f.conns[name]
-			children := vici.NewMessage()
-			for _, k := range c.Get("children").(*vici.Message).Keys() {
-				ch := vici.NewMessage()
-				_ = ch.Set("mode", "TRANSPORT")
-				_ = children.Set(k, ch)
+			children := map[string]fakeListedChild{}
+			for k := range c.Children {
+				children[k] = fakeListedChild{Mode: "TRANSPORT"}
 			}
-			sec := vici.NewMessage()
-			_ = sec.Set("local_addrs", strs(c.Get("local_addrs")))
-			_ = sec.Set("remote_addrs", strs(c.Get("remote_addrs")))
-			_ = sec.Set("version", "IKEv2")
-			_ = sec.Set("children", children)
-			m := vici.NewMessage()
-			_ = m.Set(name, sec)
-			out = append(out, m)
+			if err := add(name, fakeListedConn{LocalAddrs: c.LocalAddrs, RemoteAddrs: c.RemoteAddrs, Version: "IKEv2", Children: children}); err != nil {
+				return nil, err
+			}
 		}
 	case "list-sas":
 		id := 0
 		for _, name := range sortedKeys(f.sas) {
 			for _, sa := range f.sas[name] {
 				id++
-				sec := vici.NewMessage()
-				_ = sec.Set("uniqueid", fmt.Sprint(id))
-				_ = sec.Set("state", sa.state)
-				cs := vici.NewMessage()
+				l := fakeListedIKE{UniqueID: fmt.Sprint(id), State: sa.state, Children: map[string]fakeListedChildSA{}}
 				for i, c := range sa.children {
-					cm := vici.NewMessage()
-					_ = cm.Set("name", c.name)
-					_ = cm.Set("state", c.state)
-					if c.state == "INSTALLED" {
-						_ = cm.Set("bytes-in", fmt.Sprint(c.bytesIn))
-						_ = cm.Set("packets-in", fmt.Sprint(c.packetsIn))
-						_ = cm.Set("bytes-out", fmt.Sprint(c.bytesOut))
-						_ = cm.Set("packets-out", fmt.Sprint(c.packetsOut))
+					lc := fakeListedChildSA{Name: c.name, State: c.state}
+					if c.state == ChildInstalled {
+						lc.BytesIn, lc.BytesOut, lc.PacketsIn, lc.PacketsOut = &c.bytesIn, &c.bytesOut, &c.packetsIn, &c.packetsOut
 					}
-					_ = cs.Set(fmt.Sprintf("%s-%d", c.name, i+1), cm)
+					l.Children[fmt.Sprintf("%s-%d", c.name, i+1)] = lc
 				}
-				_ = sec.Set("child-sas", cs)
-				m := vici.NewMessage()
-				_ = m.Set(name, sec)
-				out = append(out, m)
+				if err := add(name, l); err != nil {
+					return nil, err
+				}
 			}
 		}
 	default:
 		return nil, errors.New("unknown stream " + cmd)
 	}
 	return out, nil
+}
+
+// fakeRequest is a request the fake parsed; name is what it acts on.
+type fakeRequest struct {
+	conn      map[string]connConfig
+	secret    sharedSecret
+	unload    unloadConn
+	initiate  initiateRequest
+	terminate terminateRequest
+	rekey     rekeyRequest
+	cmd       string
+}
+
+func parseRequest(cmd string, in *vici.Message) (fakeRequest, error) {
+	r := fakeRequest{cmd: cmd, conn: map[string]connConfig{}}
+	if in == nil {
+		return r, nil
+	}
+	var target any
+	switch cmd {
+	case "load-conn":
+		target = r.conn
+	case "load-shared", "unload-shared":
+		target = &r.secret
+	case "unload-conn":
+		target = &r.unload
+	case "initiate":
+		target = &r.initiate
+	case "terminate":
+		target = &r.terminate
+	case "rekey":
+		target = &r.rekey
+	default:
+		return r, nil
+	}
+	if err := vici.UnmarshalMessage(in, target); err != nil {
+		return r, fmt.Errorf("%s request: %w", cmd, err)
+	}
+	if cmd == "load-conn" && len(r.conn) != 1 {
+		return r, fmt.Errorf("load-conn request with %d connections", len(r.conn))
+	}
+	return r, nil
+}
+
+func (r fakeRequest) name() string {
+	switch r.cmd {
+	case "load-conn":
+		for name := range r.conn {
+			return name
+		}
+	case "load-shared", "unload-shared":
+		return r.secret.ID
+	case "unload-conn":
+		return r.unload.Name
+	case "initiate":
+		return r.initiate.IKE
+	case "terminate":
+		return r.terminate.IKE
+	case "rekey":
+		return r.rekey.IKE
+	}
+	return ""
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// fakeListedConn and fakeListedChild add fields charon lists that the
+// Manager does not read, so the fake's answers have charon's shape.
+type fakeListedConn struct {
+	LocalAddrs  []string                   `vici:"local_addrs"`
+	RemoteAddrs []string                   `vici:"remote_addrs"`
+	Version     string                     `vici:"version"`
+	Children    map[string]fakeListedChild `vici:"children"`
+}
+
+type fakeListedChild struct {
+	Mode string `vici:"mode"`
+}
+
+// fakeListedIKE and fakeListedChildSA are list-sa events as charon sends
+// them: the counters (pointers: govici leaves nil out) only for an
+// installed CHILD_SA.
+type fakeListedIKE struct {
+	UniqueID string                       `vici:"uniqueid"`
+	State    IKEState                     `vici:"state"`
+	Children map[string]fakeListedChildSA `vici:"child-sas"`
+}
+
+type fakeListedChildSA struct {
+	Name       string     `vici:"name"`
+	State      ChildState `vici:"state"`
+	BytesIn    *uint64    `vici:"bytes-in"`
+	PacketsIn  *uint64    `vici:"packets-in"`
+	BytesOut   *uint64    `vici:"bytes-out"`
+	PacketsOut *uint64    `vici:"packets-out"`
 }

@@ -1,6 +1,7 @@
 // Package ipsec owns meshwan's IKE side: one IKEv2 connection per tunnel,
-// loaded into strongSwan's charon over VICI (github.com/strongswan/govici),
-// with a PSK and a transport-mode CHILD_SA protecting the GRE packets
+// loaded into strongSwan's charon over VICI (github.com/strongswan/govici,
+// every request and answer a Go struct marshalled by govici, see
+// messages.go), with a PSK and a transport-mode CHILD_SA protecting the GRE packets
 // between the two underlay addresses. It also supervises a private charon
 // (Charon) for edges and labs that do not use a system-wide one.
 //
@@ -58,7 +59,6 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -126,14 +126,14 @@ func (m *Manager) Close() error {
 
 // fingerprint covers everything loaded for t, including the key. It is
 // salted per Manager and kept in memory only.
-func (m *Manager) fingerprint(conn, secret *vici.Message, t dataplane.Tunnel) [32]byte {
+func (m *Manager) fingerprint(conn *vici.Message, secret sharedSecret) [32]byte {
 	h := sha256.New()
 	h.Write(m.salt[:])
 	h.Write([]byte(conn.String()))
 	h.Write([]byte{0})
-	h.Write(t.PSK)
+	h.Write([]byte(secret.Data))
 	h.Write([]byte{0})
-	h.Write([]byte(strings.Join(strs(secret.Get("owners")), ",")))
+	h.Write([]byte(strings.Join(secret.Owners, ",")))
 	var sum [32]byte
 	copy(sum[:], h.Sum(nil))
 	return sum
@@ -183,10 +183,43 @@ func (m *Manager) stream(ctx context.Context, cmd, event string) ([]*vici.Messag
 	return msgs, nil
 }
 
-func named(name string, key string) *vici.Message {
-	msg := vici.NewMessage()
-	_ = msg.Set(key, name) // a string value cannot fail
-	return msg
+// request runs a command whose request is the struct req.
+func (m *Manager) request(ctx context.Context, cmd string, req any) (*vici.Message, error) {
+	in, err := marshal(cmd+" request", req)
+	if err != nil {
+		return nil, err
+	}
+	return m.call(ctx, cmd, in)
+}
+
+// listConns and listSAs run the streamed list commands and parse them.
+func (m *Manager) listConns(ctx context.Context) (map[string]observedConn, error) {
+	msgs, err := m.stream(ctx, "list-conns", "list-conn")
+	if err != nil {
+		return nil, err
+	}
+	return parseConns(msgs)
+}
+
+func (m *Manager) listSAs(ctx context.Context) (map[string][]ikeSA, error) {
+	msgs, err := m.stream(ctx, "list-sas", "list-sa")
+	if err != nil {
+		return nil, err
+	}
+	return parseSAs(msgs)
+}
+
+// sharedIDs runs get-shared: the ids of the loaded shared secrets.
+func (m *Manager) sharedIDs(ctx context.Context) ([]string, error) {
+	res, err := m.call(ctx, "get-shared", nil)
+	if err != nil {
+		return nil, err
+	}
+	var keys sharedKeys
+	if err := vici.UnmarshalMessage(res, &keys); err != nil {
+		return nil, fmt.Errorf("parse get-shared answer: %w", err)
+	}
+	return keys.Keys, nil
 }
 
 // Apply makes charon hold exactly d's connections and secrets (among the
@@ -200,17 +233,16 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	defer m.mu.Unlock()
 	m.last = slices.Clone(d.Tunnels)
 
-	connMsgs, err := m.stream(ctx, "list-conns", "list-conn")
+	conns, err := m.listConns(ctx)
 	if err != nil {
 		return fmt.Errorf("ipsec apply: %w", err)
 	}
-	conns := parseConns(connMsgs)
-	shared, err := m.call(ctx, "get-shared", nil)
+	ids, err := m.sharedIDs(ctx)
 	if err != nil {
 		return fmt.Errorf("ipsec apply: %w", err)
 	}
 	secrets := map[string]bool{}
-	for _, k := range strs(shared.Get("keys")) {
+	for _, k := range ids {
 		secrets[k] = true
 	}
 
@@ -257,7 +289,7 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 		if !strings.HasPrefix(name, NamePrefix) || want[name] {
 			continue
 		}
-		if _, err := m.call(ctx, "unload-conn", named(name, "name")); err != nil {
+		if _, err := m.request(ctx, "unload-conn", unloadConn{Name: name}); err != nil {
 			errs = append(errs, fmt.Errorf("unload connection %s: %w", name, err))
 			continue
 		}
@@ -268,7 +300,7 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 		if !strings.HasPrefix(id, NamePrefix) || wantSecret[id] {
 			continue
 		}
-		if _, err := m.call(ctx, "unload-shared", named(id, "id")); err != nil {
+		if _, err := m.request(ctx, "unload-shared", unloadShared{ID: id}); err != nil {
 			errs = append(errs, fmt.Errorf("unload secret %s: %w", id, err))
 			// An accept-only key of a live tunnel still loaded: its key
 			// set is not the one it was sent.
@@ -291,11 +323,10 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 		}
 	}
 
-	saMsgs, err := m.stream(ctx, "list-sas", "list-sa")
+	sas, err := m.listSAs(ctx)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("ipsec apply: %w", err))...)
 	}
-	sas := parseSAs(saMsgs)
 	for _, name := range removed {
 		if len(sas[name]) > 0 {
 			m.terminate(ctx, name)
@@ -333,18 +364,15 @@ func (m *Manager) ensure(ctx context.Context, t dataplane.Tunnel, conns map[stri
 	if err != nil {
 		return false, err
 	}
-	secret, err := SecretMessage(t)
-	if err != nil {
-		return false, err
-	}
-	fp := m.fingerprint(conn, secret, t)
+	secret := secretOf(t)
+	fp := m.fingerprint(conn, secret)
 	obs, present := conns[name]
 	same := m.loaded[name] == fp
 	if same && present && obs.matches(t) && secrets[name] {
 		return false, nil
 	}
 	if !same || !secrets[name] {
-		if _, err := m.call(ctx, "load-shared", secret); err != nil {
+		if _, err := m.request(ctx, "load-shared", secret); err != nil {
 			return false, fmt.Errorf("load secret %s: %w", name, err)
 		}
 		m.log.Info("ipsec secret loaded", "secret_id", name)
@@ -393,7 +421,7 @@ func (m *Manager) keyFingerprint(key []byte) [32]byte {
 // established reports whether the connection has an established IKE_SA.
 func established(sas []ikeSA) bool {
 	for _, sa := range sas {
-		if sa.state == "ESTABLISHED" {
+		if sa.state == IKEEstablished {
 			return true
 		}
 	}
@@ -403,9 +431,7 @@ func established(sas []ikeSA) bool {
 // reauth asks charon to re-authenticate the connection's IKE_SA
 // (asynchronously). Failures are logged only.
 func (m *Manager) reauth(ctx context.Context, name string) {
-	b := &builder{}
-	msg := b.section("ike", name, "reauth", "yes")
-	if _, err := m.call(ctx, "rekey", msg); err != nil {
+	if _, err := m.request(ctx, "rekey", rekeyRequest{IKE: name, Reauth: true}); err != nil {
 		m.log.Warn("ipsec re-authentication failed", "conn", name, "err", err)
 		return
 	}
@@ -417,41 +443,37 @@ func (m *Manager) reauth(ctx context.Context, name string) {
 // duplicate.
 func needsInitiate(sas []ikeSA) bool {
 	for _, sa := range sas {
-		switch sa.state {
-		case "CREATED", "CONNECTING", "PASSIVE":
+		if sa.state.Pending() {
 			return false
-		case "ESTABLISHED", "REKEYING", "REKEYED":
-			for _, c := range sa.children {
-				switch c.state {
-				case "CREATED", "INSTALLING", "INSTALLED", "UPDATING", "REKEYING", "REKEYED", "RETRYING":
-					return false
-				}
-			}
+		}
+		if sa.state.Up() && slices.ContainsFunc(sa.children, func(c childSA) bool { return c.state.Usable() }) {
+			return false
 		}
 	}
 	return true
 }
 
 func (m *Manager) initiate(ctx context.Context, name string) error {
-	timeout := "-1" // asynchronous
-	if m.initWait > 0 {
-		timeout = strconv.FormatInt(m.initWait.Milliseconds(), 10)
-	}
-	b := &builder{}
-	msg := b.section("child", ChildName, "ike", name, "timeout", timeout, "loglevel", "-1")
-	if _, err := m.call(ctx, "initiate", msg); err != nil {
+	if _, err := m.request(ctx, "initiate", initiateRequest{Child: ChildName, IKE: name, Timeout: m.initiateTimeout(), LogLevel: -1}); err != nil {
 		return fmt.Errorf("initiate %s: %w", name, err)
 	}
 	m.log.Info("ipsec initiated", "conn", name)
 	return nil
 }
 
+// initiateTimeout is the initiate request's timeout in ms; -1 returns at
+// once (asynchronous).
+func (m *Manager) initiateTimeout() int64 {
+	if m.initWait > 0 {
+		return m.initWait.Milliseconds()
+	}
+	return -1
+}
+
 // terminate closes a connection's IKE_SAs without waiting for the peer.
 // Failures are logged only: the connection is gone, DPD ends the rest.
 func (m *Manager) terminate(ctx context.Context, name string) {
-	b := &builder{}
-	msg := b.section("ike", name, "force", "yes", "timeout", "-1", "loglevel", "-1")
-	if _, err := m.call(ctx, "terminate", msg); err != nil {
+	if _, err := m.request(ctx, "terminate", terminateRequest{IKE: name, Force: true, Timeout: -1, LogLevel: -1}); err != nil {
 		m.log.Warn("ipsec terminate failed", "conn", name, "err", err)
 		return
 	}
@@ -467,35 +489,35 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	clear(m.keyFP)
 	clear(m.serial)
 	m.last = nil
-	connMsgs, err := m.stream(ctx, "list-conns", "list-conn")
+	conns, err := m.listConns(ctx)
 	if err != nil {
 		return fmt.Errorf("ipsec cleanup: %w", err)
 	}
 	var errs []error
-	for _, name := range sortedKeys(parseConns(connMsgs)) {
+	for _, name := range sortedKeys(conns) {
 		if !strings.HasPrefix(name, NamePrefix) {
 			continue
 		}
-		if _, err := m.call(ctx, "unload-conn", named(name, "name")); err != nil {
+		if _, err := m.request(ctx, "unload-conn", unloadConn{Name: name}); err != nil {
 			errs = append(errs, fmt.Errorf("unload connection %s: %w", name, err))
 		}
 	}
-	if shared, err := m.call(ctx, "get-shared", nil); err != nil {
+	if ids, err := m.sharedIDs(ctx); err != nil {
 		errs = append(errs, err)
 	} else {
-		for _, id := range strs(shared.Get("keys")) {
+		for _, id := range ids {
 			if !strings.HasPrefix(id, NamePrefix) {
 				continue
 			}
-			if _, err := m.call(ctx, "unload-shared", named(id, "id")); err != nil {
+			if _, err := m.request(ctx, "unload-shared", unloadShared{ID: id}); err != nil {
 				errs = append(errs, fmt.Errorf("unload secret %s: %w", id, err))
 			}
 		}
 	}
-	if saMsgs, err := m.stream(ctx, "list-sas", "list-sa"); err != nil {
+	if sas, err := m.listSAs(ctx); err != nil {
 		errs = append(errs, err)
 	} else {
-		for _, name := range sortedKeys(parseSAs(saMsgs)) {
+		for _, name := range sortedKeys(sas) {
 			if strings.HasPrefix(name, NamePrefix) {
 				m.terminate(ctx, name)
 			}
@@ -514,9 +536,10 @@ type Status struct {
 	// Loaded: charon has the connection.
 	Loaded bool
 	// IKEState and ChildState are the best states among the connection's
-	// SAs ("ESTABLISHED", "INSTALLED", ...); "" when there is none.
-	IKEState   string
-	ChildState string
+	// SAs (IKEEstablished, ChildInstalled, ...); IKENone and ChildNone
+	// when there is none.
+	IKEState   IKEState
+	ChildState ChildState
 	IKESAs     int
 	ChildSAs   int
 	// PSKSerial is the key set serial whose keys charon holds (0: none
@@ -530,24 +553,19 @@ type Status struct {
 	BytesIn, BytesOut, PacketsIn, PacketsOut uint64
 }
 
-var ikeRank = map[string]int{"ESTABLISHED": 8, "REKEYING": 7, "REKEYED": 6, "CONNECTING": 5, "CREATED": 4, "PASSIVE": 3, "DELETING": 2, "DESTROYING": 1}
-var childRank = map[string]int{"INSTALLED": 11, "REKEYING": 10, "REKEYED": 9, "UPDATING": 8, "INSTALLING": 7, "CREATED": 6, "RETRYING": 5, "ROUTED": 4, "DELETING": 3, "DELETED": 2, "DESTROYING": 1}
-
 // Status reports the tunnels of the last Apply, sorted by tunnel id. It
 // changes nothing.
 func (m *Manager) Status(ctx context.Context) ([]Status, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	connMsgs, err := m.stream(ctx, "list-conns", "list-conn")
+	conns, err := m.listConns(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ipsec status: %w", err)
 	}
-	conns := parseConns(connMsgs)
-	saMsgs, err := m.stream(ctx, "list-sas", "list-sa")
+	sas, err := m.listSAs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ipsec status: %w", err)
 	}
-	sas := parseSAs(saMsgs)
 	out := make([]Status, 0, len(m.last))
 	for _, t := range m.last {
 		name := ConnName(t.ID)
@@ -559,12 +577,12 @@ func (m *Manager) Status(ctx context.Context) ([]Status, error) {
 				s.IKEIDs += ","
 			}
 			s.IKEIDs += sa.id
-			if ikeRank[sa.state] > ikeRank[s.IKEState] {
+			if rank(ikeOrder, sa.state) > rank(ikeOrder, s.IKEState) {
 				s.IKEState = sa.state
 			}
 			for _, c := range sa.children {
 				s.ChildSAs++
-				if childRank[c.state] > childRank[s.ChildState] {
+				if rank(childOrder, c.state) > rank(childOrder, s.ChildState) {
 					s.ChildState = c.state
 				}
 				s.BytesIn += c.bytesIn

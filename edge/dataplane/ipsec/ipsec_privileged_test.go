@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/edge/backoff"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/strongswan/govici/vici"
 	"github.com/vishvananda/netlink"
@@ -73,7 +74,7 @@ func startCharon(t *testing.T) (ch *Charon, stop func() error) {
 		t.Fatal(err)
 	}
 
-	ch, err = NewCharon(CharonConfig{RunDir: t.TempDir(), NetNS: netnstest.Path(ns), RestartDelay: 100 * time.Millisecond})
+	ch, err = NewCharon(CharonConfig{RunDir: t.TempDir(), NetNS: netnstest.Path(ns), Restart: backoff.Policy{Min: 100 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,20 +102,32 @@ func listNames(t *testing.T, s Session) (conns, secrets, sas []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns = sortedKeys(parseConns(cm))
+	cs, err := parseConns(cm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns = sortedKeys(cs)
 	sh, err := s.Call(ctx, "get-shared", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets = strs(sh.Get("keys"))
+	var keys sharedKeys
+	if err := vici.UnmarshalMessage(sh, &keys); err != nil {
+		t.Fatal(err)
+	}
+	secrets = keys.Keys
 	slices.Sort(secrets)
 	sm, err := s.Stream(ctx, "list-sas", "list-sa", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, list := range parseSAs(sm) {
+	all, err := parseSAs(sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, list := range all {
 		for _, sa := range list {
-			sas = append(sas, name+" "+sa.state)
+			sas = append(sas, name+" "+string(sa.state))
 		}
 	}
 	slices.Sort(sas)
@@ -151,10 +164,8 @@ func TestPrivilegedCharonApply(t *testing.T) {
 	defer obs.Close()
 
 	// An operator's own connection, which must survive.
-	foreign, err := ConnMessage(tunnel("x", "203.0.113.9", psk1))
+	site, err := vici.MarshalMessage(map[string]connConfig{"site-x": connConfigOf(tunnel("x", "203.0.113.9", psk1))})
 	must(t, err)
-	site := vici.NewMessage()
-	must(t, site.Set("site-x", foreign.Get("mw-x")))
 	if _, err := obs.Call(ctx, "load-conn", site); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +182,9 @@ func TestPrivilegedCharonApply(t *testing.T) {
 		t.Errorf("after apply: SAs %v", sas)
 	}
 	cm, _ := obs.Stream(ctx, "list-conns", "list-conn", nil)
-	if c := parseConns(cm)["mw-t1"]; !c.matches(twoTunnels().Tunnels[0]) {
+	listed, err := parseConns(cm)
+	must(t, err)
+	if c := listed["mw-t1"]; !c.matches(twoTunnels().Tunnels[0]) {
 		t.Errorf("charon lists mw-t1 as %+v", c)
 	}
 	take()
@@ -212,7 +225,7 @@ func TestPrivilegedCharonApply(t *testing.T) {
 
 	st, err := m.Status(ctx)
 	must(t, err)
-	if len(st) != 1 || !st[0].Loaded || st[0].IKEState != "CONNECTING" {
+	if len(st) != 1 || !st[0].Loaded || st[0].IKEState != IKEConnecting {
 		t.Errorf("status %+v", st)
 	}
 
@@ -284,15 +297,17 @@ func TestPrivilegedViciStreamComplete(t *testing.T) {
 	defer s.Close()
 	const n = 300
 	for i := range n {
-		b := &builder{}
-		msg := b.section(fmt.Sprintf("mw-s%03d", i), b.section(
-			"local_addrs", []string{"192.0.2.1"},
-			"remote_addrs", []string{fmt.Sprintf("198.51.%d.%d", 100+i/250, 1+i%250)},
-			"local", b.section("auth", "psk"),
-			"remote", b.section("auth", "psk"),
-			"children", b.section(ChildName, b.section("mode", "transport")),
-		))
-		must(t, b.err)
+		// A minimal connection: the numbers govici always sends (version,
+		// keyingtries, the bools) are valid values for charon.
+		msg, err := vici.MarshalMessage(map[string]connConfig{fmt.Sprintf("mw-s%03d", i): {
+			Version:     2,
+			LocalAddrs:  []string{"192.0.2.1"},
+			RemoteAddrs: []string{fmt.Sprintf("198.51.%d.%d", 100+i/250, 1+i%250)},
+			Local:       authConfig{Auth: "psk"},
+			Remote:      authConfig{Auth: "psk"},
+			Children:    map[string]childConfig{ChildName: {Mode: "transport"}},
+		}})
+		must(t, err)
 		if _, err := s.Call(ctx, "load-conn", msg); err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +317,9 @@ func TestPrivilegedViciStreamComplete(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := len(parseConns(msgs)); got != n {
+		listed, err := parseConns(msgs)
+		must(t, err)
+		if got := len(listed); got != n {
 			t.Fatalf("round %d: list-conns returned %d connections, want %d", round, got, n)
 		}
 		if _, err := s.Call(ctx, "get-shared", nil); err != nil {

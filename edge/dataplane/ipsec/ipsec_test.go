@@ -101,11 +101,12 @@ func TestSecretMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := str(m.Get("data")); got != string(psk1) {
-		t.Errorf("data = %x, want the raw key bytes %x", got, psk1)
+	var got sharedSecret
+	must(t, vici.UnmarshalMessage(m, &got))
+	if got.Data != string(psk1) {
+		t.Errorf("data = %x, want the raw key bytes %x", got.Data, psk1)
 	}
-	if str(m.Get("id")) != "mw-t1" || str(m.Get("type")) != "IKE" ||
-		!slices.Equal(strs(m.Get("owners")), []string{"192.0.2.1", "198.51.100.1"}) {
+	if got.ID != "mw-t1" || got.Type != "IKE" || !slices.Equal(got.Owners, []string{"192.0.2.1", "198.51.100.1"}) {
 		t.Errorf("secret message fields: %v", m.Keys())
 	}
 }
@@ -115,12 +116,16 @@ func TestParse(t *testing.T) {
 	conn := vici.NewMessage()
 	sec := vici.NewMessage()
 	must(t, sec.Set("local_addrs", []string{"192.0.2.1"}))
-	must(t, sec.Set("remote_addrs", "198.51.100.1")) // a single value also parses
+	must(t, sec.Set("remote_addrs", []string{"198.51.100.1"}))
+	must(t, sec.Set("version", "IKEv2")) // not read
 	ch := vici.NewMessage()
-	must(t, ch.Set("gre", vici.NewMessage()))
+	gre := vici.NewMessage()
+	must(t, gre.Set("mode", "TRANSPORT"))
+	must(t, ch.Set("gre", gre))
 	must(t, sec.Set("children", ch))
 	must(t, conn.Set("mw-t1", sec))
-	got := parseConns([]*vici.Message{conn})
+	got, err := parseConns([]*vici.Message{conn})
+	must(t, err)
 	if c := got["mw-t1"]; !c.matches(tunnel("t1", "198.51.100.1", nil)) || c.matches(tunnel("t1", "198.51.100.9", nil)) {
 		t.Errorf("parsed conn %+v", c)
 	}
@@ -136,15 +141,16 @@ func TestParse(t *testing.T) {
 	must(t, cs.Set("gre-7", c1))
 	must(t, s.Set("child-sas", cs))
 	must(t, sa.Set("mw-t1", s))
-	sas := parseSAs([]*vici.Message{sa})
-	want := []ikeSA{{state: "ESTABLISHED", children: []childSA{{name: "gre", state: "INSTALLED", bytesIn: 100, bytesOut: 200, packetsIn: 1, packetsOut: 2}}}}
+	sas, err := parseSAs([]*vici.Message{sa})
+	must(t, err)
+	want := []ikeSA{{state: IKEEstablished, children: []childSA{{name: "gre", state: ChildInstalled, bytesIn: 100, bytesOut: 200, packetsIn: 1, packetsOut: 2}}}}
 	if !slices.EqualFunc(sas["mw-t1"], want, func(a, b ikeSA) bool { return a.state == b.state && slices.Equal(a.children, b.children) }) {
 		t.Errorf("parsed SAs %+v", sas)
 	}
 }
 
 func TestNeedsInitiate(t *testing.T) {
-	child := func(st string) []childSA { return []childSA{{name: "gre", state: st}} }
+	child := func(st ChildState) []childSA { return []childSA{{name: "gre", state: st}} }
 	tests := []struct {
 		name string
 		sas  []ikeSA
@@ -152,12 +158,12 @@ func TestNeedsInitiate(t *testing.T) {
 	}{
 		{"no SA", nil, true},
 		{"connecting", []ikeSA{{state: "CONNECTING"}}, false},
-		{"established with child", []ikeSA{{state: "ESTABLISHED", children: child("INSTALLED")}}, false},
-		{"established, child rekeying", []ikeSA{{state: "ESTABLISHED", children: child("REKEYING")}}, false},
-		{"established without child", []ikeSA{{state: "ESTABLISHED"}}, true},
-		{"established, child deleting", []ikeSA{{state: "ESTABLISHED", children: child("DELETING")}}, true},
+		{"established with child", []ikeSA{{state: IKEEstablished, children: child(ChildInstalled)}}, false},
+		{"established, child rekeying", []ikeSA{{state: IKEEstablished, children: child(ChildRekeying)}}, false},
+		{"established without child", []ikeSA{{state: IKEEstablished}}, true},
+		{"established, child deleting", []ikeSA{{state: IKEEstablished, children: child(ChildDeleting)}}, true},
 		{"only deleting", []ikeSA{{state: "DELETING"}}, true},
-		{"duplicate, one good", []ikeSA{{state: "ESTABLISHED"}, {state: "ESTABLISHED", children: child("INSTALLED")}}, false},
+		{"duplicate, one good", []ikeSA{{state: IKEEstablished}, {state: IKEEstablished, children: child(ChildInstalled)}}, false},
 	}
 	for _, tc := range tests {
 		if got := needsInitiate(tc.sas); got != tc.want {
@@ -250,7 +256,7 @@ func TestApplyAfterCharonRestartAndAgentRestart(t *testing.T) {
 
 	// charon restarted: everything gone, and the old socket is dead.
 	f.mu.Lock()
-	f.conns, f.secrets, f.sas = map[string]*vici.Message{}, map[string]fakeSecret{}, map[string][]ikeSA{}
+	f.conns, f.secrets, f.sas = map[string]connConfig{}, map[string]sharedSecret{}, map[string][]ikeSA{}
 	f.broken = true
 	f.mu.Unlock()
 	f.takeCalls()
@@ -286,7 +292,7 @@ func TestApplyInitiates(t *testing.T) {
 	must(t, m.Apply(ctx, twoTunnels()))
 	f.mu.Lock()
 	delete(f.sas, "mw-t1") // charon gave up on t1's peer
-	f.sas["mw-t2"] = []ikeSA{{state: "ESTABLISHED"}}
+	f.sas["mw-t2"] = []ikeSA{{state: IKEEstablished}}
 	f.mu.Unlock()
 	f.takeCalls()
 	must(t, m.Apply(ctx, twoTunnels()))
@@ -294,7 +300,7 @@ func TestApplyInitiates(t *testing.T) {
 		t.Errorf("writes %q, want both initiated", got)
 	}
 	f.mu.Lock()
-	f.sas["mw-t2"] = []ikeSA{{state: "ESTABLISHED", children: []childSA{{name: "gre", state: "INSTALLED"}}}}
+	f.sas["mw-t2"] = []ikeSA{{state: IKEEstablished, children: []childSA{{name: "gre", state: ChildInstalled}}}}
 	f.mu.Unlock()
 	must(t, m.Apply(ctx, twoTunnels()))
 	if got := writes(f.takeCalls()); len(got) != 0 {
@@ -306,11 +312,8 @@ func TestApplyLeavesForeignAlone(t *testing.T) {
 	ctx := context.Background()
 	f := NewFakeCharon()
 	// A connection and secret an operator loaded with swanctl.
-	foreign, err := ConnMessage(tunnel("x", "203.0.113.9", psk1))
-	must(t, err)
-	sec := foreign.Get("mw-x").(*vici.Message)
-	f.conns["site-x"] = sec
-	f.secrets["site-x"] = fakeSecret{typ: "IKE", data: "k"}
+	f.conns["site-x"] = connConfigOf(tunnel("x", "203.0.113.9", psk1))
+	f.secrets["site-x"] = sharedSecret{ID: "site-x", Type: "IKE", Data: "k"}
 	m := NewManager(f.dial, Options{})
 	must(t, m.Apply(ctx, twoTunnels()))
 	must(t, m.Cleanup(ctx))
@@ -361,9 +364,9 @@ func TestStatus(t *testing.T) {
 	must(t, m.Apply(ctx, twoTunnels()))
 	f.mu.Lock()
 	f.sas["mw-t1"] = []ikeSA{
-		{state: "ESTABLISHED", children: []childSA{
-			{name: "gre", state: "INSTALLED", bytesIn: 100, bytesOut: 200, packetsIn: 1, packetsOut: 2},
-			{name: "gre", state: "INSTALLED", bytesIn: 10, bytesOut: 20, packetsIn: 3, packetsOut: 4}}},
+		{state: IKEEstablished, children: []childSA{
+			{name: "gre", state: ChildInstalled, bytesIn: 100, bytesOut: 200, packetsIn: 1, packetsOut: 2},
+			{name: "gre", state: ChildInstalled, bytesIn: 10, bytesOut: 20, packetsIn: 3, packetsOut: 4}}},
 		{state: "CONNECTING"},
 	}
 	delete(f.sas, "mw-t2")
@@ -373,7 +376,7 @@ func TestStatus(t *testing.T) {
 	st, err := m.Status(ctx)
 	must(t, err)
 	want := []Status{
-		{TunnelID: "t1", Conn: "mw-t1", Loaded: true, IKEState: "ESTABLISHED", ChildState: "INSTALLED", IKESAs: 2, ChildSAs: 2, IKEIDs: "1,2",
+		{TunnelID: "t1", Conn: "mw-t1", Loaded: true, IKEState: IKEEstablished, ChildState: ChildInstalled, IKESAs: 2, ChildSAs: 2, IKEIDs: "1,2",
 			BytesIn: 110, BytesOut: 220, PacketsIn: 4, PacketsOut: 6},
 		{TunnelID: "t2", Conn: "mw-t2"},
 	}

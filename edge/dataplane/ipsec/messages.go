@@ -60,7 +60,137 @@ func withDefaults(p dataplane.IPsecPolicy) dataplane.IPsecPolicy {
 
 func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) + "s" }
 
-// ConnMessage builds the load-conn request for t: { "mw-<id>": { ... } }.
+// The VICI messages meshwan sends and reads, as Go structs marshalled by
+// govici (vici.MarshalMessage, vici.UnmarshalMessage). A field's vici tag
+// is its key on the wire, the field order is the message's key order, and
+// govici leaves out empty strings and lists (never numbers or bools: an
+// int is sent as its decimal string, a bool as "yes"/"no").
+// Durations are strings ("28800s"): govici would send an integer without
+// the unit. testdata/messages/*.golden hold the messages as the untyped
+// builder these structs replaced produced them (TestMessagesGolden).
+
+// connConfig is one connection of a load-conn request.
+type connConfig struct {
+	Version     int                    `vici:"version"`
+	LocalAddrs  []string               `vici:"local_addrs"`
+	RemoteAddrs []string               `vici:"remote_addrs"`
+	Proposals   []string               `vici:"proposals"`
+	RekeyTime   string                 `vici:"rekey_time"`
+	OverTime    string                 `vici:"over_time"`
+	RandTime    string                 `vici:"rand_time"`
+	DPDDelay    string                 `vici:"dpd_delay"`
+	KeyingTries int                    `vici:"keyingtries"`
+	Mobike      bool                   `vici:"mobike"`
+	Encap       bool                   `vici:"encap"`
+	SendCertreq bool                   `vici:"send_certreq"`
+	Local       authConfig             `vici:"local"`
+	Remote      authConfig             `vici:"remote"`
+	Children    map[string]childConfig `vici:"children"`
+}
+
+// authConfig is a local or remote authentication round.
+type authConfig struct {
+	Auth string `vici:"auth"`
+	ID   string `vici:"id"`
+}
+
+// childConfig is a CHILD_SA configuration.
+type childConfig struct {
+	Mode         string   `vici:"mode"`
+	LocalTS      []string `vici:"local_ts"`
+	RemoteTS     []string `vici:"remote_ts"`
+	ESPProposals []string `vici:"esp_proposals"`
+	RekeyTime    string   `vici:"rekey_time"`
+	LifeTime     string   `vici:"life_time"`
+	RandTime     string   `vici:"rand_time"`
+	StartAction  string   `vici:"start_action"`
+	DPDAction    string   `vici:"dpd_action"`
+	CloseAction  string   `vici:"close_action"`
+}
+
+// sharedSecret is a load-shared request. Data holds the key: a value of
+// this type is never logged.
+type sharedSecret struct {
+	ID     string   `vici:"id"`
+	Type   string   `vici:"type"`
+	Data   string   `vici:"data"`
+	Owners []string `vici:"owners"`
+}
+
+// unloadConn and unloadShared are the unload-conn and unload-shared requests.
+type unloadConn struct {
+	Name string `vici:"name"`
+}
+
+type unloadShared struct {
+	ID string `vici:"id"`
+}
+
+// initiateRequest is an initiate request; Timeout in ms, -1: do not wait.
+type initiateRequest struct {
+	Child    string `vici:"child"`
+	IKE      string `vici:"ike"`
+	Timeout  int64  `vici:"timeout"`
+	LogLevel int    `vici:"loglevel"`
+}
+
+// terminateRequest is a terminate request of a connection's IKE_SAs.
+type terminateRequest struct {
+	IKE      string `vici:"ike"`
+	Force    bool   `vici:"force"`
+	Timeout  int    `vici:"timeout"`
+	LogLevel int    `vici:"loglevel"`
+}
+
+// rekeyRequest is a rekey request of an IKE_SA (Reauth: re-authenticate).
+type rekeyRequest struct {
+	IKE    string `vici:"ike"`
+	Reauth bool   `vici:"reauth"`
+}
+
+// sharedKeys is the get-shared answer.
+type sharedKeys struct {
+	Keys []string `vici:"keys"`
+}
+
+// listedConn is one connection of a list-conn event, { <name>: {...} }:
+// only what the Manager reads.
+type listedConn struct {
+	LocalAddrs  []string            `vici:"local_addrs"`
+	RemoteAddrs []string            `vici:"remote_addrs"`
+	Children    map[string]struct{} `vici:"children"`
+}
+
+// listedIKE is one IKE_SA of a list-sa event, { <conn name>: {...} };
+// child-sas are keyed "<child>-<unique id>".
+type listedIKE struct {
+	UniqueID string                 `vici:"uniqueid"`
+	State    IKEState               `vici:"state"`
+	Children map[string]listedChild `vici:"child-sas"`
+}
+
+// listedChild is one CHILD_SA of a list-sa event. The counters are only
+// present while the SA is installed (or rekeying).
+type listedChild struct {
+	Name       string     `vici:"name"`
+	State      ChildState `vici:"state"`
+	BytesIn    uint64     `vici:"bytes-in"`
+	BytesOut   uint64     `vici:"bytes-out"`
+	PacketsIn  uint64     `vici:"packets-in"`
+	PacketsOut uint64     `vici:"packets-out"`
+}
+
+// marshal turns a request struct into a message, naming what for errors
+// (never the payload: a secret's holds the key).
+func marshal(what string, v any) (*vici.Message, error) {
+	m, err := vici.MarshalMessage(v)
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", what, err)
+	}
+	return m, nil
+}
+
+// connConfigOf is the connection meshwan loads for t.
 //
 // Choices, each for a reason:
 //   - IKEv2, PSK both ways, identities = underlay addresses (what a
@@ -84,68 +214,63 @@ func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second
 //     traps rather than initiating immediately, so two ends that both
 //     close do not fight; the next GRE packet (BGP keepalives, probes)
 //     brings it back.
-func ConnMessage(t dataplane.Tunnel) (*vici.Message, error) {
+func connConfigOf(t dataplane.Tunnel) connConfig {
 	p := withDefaults(t.IPsec)
 	local, remote := t.LocalUnderlay.String(), t.RemoteUnderlay.String()
 	start, dpd := "trap|start", "restart"
 	if t.Passive {
 		start, dpd = "trap", "trap"
 	}
-	b := &builder{}
-	child := b.section(
-		"mode", "transport",
-		"local_ts", []string{"dynamic[gre]"},
-		"remote_ts", []string{"dynamic[gre]"},
-		"esp_proposals", splitProposals(p.ESPProposal),
-		"rekey_time", secs(p.ESPLifetime),
-		"life_time", secs(p.ESPLifetime+p.ESPLifetime/10),
-		"rand_time", secs(p.ESPLifetime/10),
-		"start_action", start,
-		"dpd_action", dpd,
-		"close_action", "trap",
-	)
-	conn := b.section(
-		"version", "2",
-		"local_addrs", []string{local},
-		"remote_addrs", []string{remote},
-		"proposals", splitProposals(p.IKEProposal),
-		"rekey_time", secs(p.IKELifetime),
-		"over_time", secs(p.IKELifetime/10),
-		"rand_time", secs(p.IKELifetime/10),
-		"dpd_delay", secs(p.DPDInterval),
-		"keyingtries", "0",
-		"mobike", "no",
-		"encap", "no",
-		"send_certreq", "no",
-		"local", b.section("auth", "psk", "id", local),
-		"remote", b.section("auth", "psk", "id", remote),
-		"children", b.section(ChildName, child),
-	)
-	msg := b.section(ConnName(t.ID), conn)
-	if b.err != nil {
-		return nil, fmt.Errorf("build connection %s: %w", ConnName(t.ID), b.err)
+	return connConfig{
+		Version:     2,
+		LocalAddrs:  []string{local},
+		RemoteAddrs: []string{remote},
+		Proposals:   splitProposals(p.IKEProposal),
+		RekeyTime:   secs(p.IKELifetime),
+		OverTime:    secs(p.IKELifetime / 10),
+		RandTime:    secs(p.IKELifetime / 10),
+		DPDDelay:    secs(p.DPDInterval),
+		KeyingTries: 0,
+		Mobike:      false,
+		Encap:       false,
+		SendCertreq: false,
+		Local:       authConfig{Auth: "psk", ID: local},
+		Remote:      authConfig{Auth: "psk", ID: remote},
+		Children: map[string]childConfig{ChildName: {
+			Mode:         "transport",
+			LocalTS:      []string{"dynamic[gre]"},
+			RemoteTS:     []string{"dynamic[gre]"},
+			ESPProposals: splitProposals(p.ESPProposal),
+			RekeyTime:    secs(p.ESPLifetime),
+			LifeTime:     secs(p.ESPLifetime + p.ESPLifetime/10),
+			RandTime:     secs(p.ESPLifetime / 10),
+			StartAction:  start,
+			DPDAction:    dpd,
+			CloseAction:  "trap",
+		}},
 	}
-	return msg, nil
 }
 
-// SecretMessage builds the load-shared request for t's PSK: an IKE secret
-// with id "mw-<id>", owned by both underlay identities. data carries the
-// raw key bytes (a VICI value is a byte string; swanctl sends the decoded
-// bytes of a "0x..." secret the same way), so a third-party peer must be
-// given the same 32 bytes, e.g. as swanctl `secret = 0x<hex>`. The result
-// holds the key: never log it or its String().
+// ConnMessage builds the load-conn request for t: { "mw-<id>": { ... } }
+// (see connConfigOf for the choices).
+func ConnMessage(t dataplane.Tunnel) (*vici.Message, error) {
+	return marshal("connection "+ConnName(t.ID), map[string]connConfig{ConnName(t.ID): connConfigOf(t)})
+}
+
+// secretOf is the primary key of t: an IKE secret with id "mw-<id>",
+// owned by both underlay identities. Data carries the raw key bytes (a
+// VICI value is a byte string; swanctl sends the decoded bytes of a
+// "0x..." secret the same way), so a third-party peer must be given the
+// same 32 bytes, e.g. as swanctl `secret = 0x<hex>`.
+func secretOf(t dataplane.Tunnel) sharedSecret {
+	return sharedSecret{ID: ConnName(t.ID), Type: "IKE", Data: string(t.PSK),
+		Owners: []string{t.LocalUnderlay.String(), t.RemoteUnderlay.String()}}
+}
+
+// SecretMessage builds the load-shared request for t's PSK (see
+// secretOf). The result holds the key: never log it or its String().
 func SecretMessage(t dataplane.Tunnel) (*vici.Message, error) {
-	b := &builder{}
-	msg := b.section(
-		"id", ConnName(t.ID),
-		"type", "IKE",
-		"data", string(t.PSK),
-		"owners", []string{t.LocalUnderlay.String(), t.RemoteUnderlay.String()},
-	)
-	if b.err != nil {
-		return nil, fmt.Errorf("build secret %s: %w", ConnName(t.ID), b.err)
-	}
-	return msg, nil
+	return marshal("secret "+ConnName(t.ID), secretOf(t))
 }
 
 // AcceptSecretID names an accept-only key of a tunnel:
@@ -170,18 +295,8 @@ func AcceptSecretID(tunnelID string, key []byte) string {
 // enumerates create_shared_enumerator), so the peer may use this key or
 // the primary one. The result holds the key: never log it.
 func AcceptSecretMessage(t dataplane.Tunnel, key []byte) (*vici.Message, error) {
-	b := &builder{}
 	id := AcceptSecretID(t.ID, key)
-	msg := b.section(
-		"id", id,
-		"type", "IKE",
-		"data", string(key),
-		"owners", []string{t.RemoteUnderlay.String()},
-	)
-	if b.err != nil {
-		return nil, fmt.Errorf("build secret %s: %w", id, b.err)
-	}
-	return msg, nil
+	return marshal("secret "+id, sharedSecret{ID: id, Type: "IKE", Data: string(key), Owners: []string{t.RemoteUnderlay.String()}})
 }
 
 // splitProposals accepts "a,b" as two proposals.
@@ -195,19 +310,6 @@ func splitProposals(s string) []string {
 	return out
 }
 
-// builder makes ordered VICI sections and keeps the first error.
-type builder struct{ err error }
-
-func (b *builder) section(kv ...any) *vici.Message {
-	m := vici.NewMessage()
-	for i := 0; i+1 < len(kv); i += 2 {
-		if err := m.Set(kv[i].(string), kv[i+1]); err != nil && b.err == nil {
-			b.err = fmt.Errorf("%s: %w", kv[i], err)
-		}
-	}
-	return m
-}
-
 // observedConn is what list-conns shows of one connection.
 type observedConn struct {
 	localAddrs, remoteAddrs []string
@@ -216,22 +318,18 @@ type observedConn struct {
 
 // parseConns reads list-conn events: one message per connection,
 // { <name>: { local_addrs, remote_addrs, ..., children { <child> {...} } } }.
-func parseConns(msgs []*vici.Message) map[string]observedConn {
+func parseConns(msgs []*vici.Message) (map[string]observedConn, error) {
 	out := map[string]observedConn{}
 	for _, m := range msgs {
-		for _, name := range m.Keys() {
-			sec, ok := m.Get(name).(*vici.Message)
-			if !ok {
-				continue
-			}
-			c := observedConn{localAddrs: strs(sec.Get("local_addrs")), remoteAddrs: strs(sec.Get("remote_addrs"))}
-			if ch, ok := sec.Get("children").(*vici.Message); ok {
-				c.children = ch.Keys()
-			}
-			out[name] = c
+		conns := map[string]listedConn{}
+		if err := vici.UnmarshalMessage(m, conns); err != nil {
+			return nil, fmt.Errorf("parse list-conn event: %w", err)
+		}
+		for name, c := range conns {
+			out[name] = observedConn{localAddrs: c.LocalAddrs, remoteAddrs: c.RemoteAddrs, children: sortedKeys(c.Children)}
 		}
 	}
-	return out
+	return out, nil
 }
 
 // matches reports whether the loaded connection has t's endpoints and our
@@ -246,62 +344,38 @@ func (c observedConn) matches(t dataplane.Tunnel) bool {
 // ikeSA and childSA are what list-sas shows.
 type ikeSA struct {
 	id       string // uniqueid
-	state    string
+	state    IKEState
 	children []childSA
 }
 
 type childSA struct {
-	name, state                              string
+	name                                     string
+	state                                    ChildState
 	bytesIn, bytesOut, packetsIn, packetsOut uint64
 }
 
 // parseSAs reads list-sa events: { <ike name>: { state, ..., child-sas {
 // <child>-<id>: { name, state, bytes-in, ... } } } }, grouped by name
-// (one connection can have several IKE_SAs, e.g. after a collision).
-func parseSAs(msgs []*vici.Message) map[string][]ikeSA {
+// (one connection can have several IKE_SAs, e.g. after a collision). The
+// CHILD_SAs of an IKE_SA are sorted by their key (charon's order is not
+// kept by the map govici fills; nothing depends on it).
+func parseSAs(msgs []*vici.Message) (map[string][]ikeSA, error) {
 	out := map[string][]ikeSA{}
 	for _, m := range msgs {
-		for _, name := range m.Keys() {
-			sec, ok := m.Get(name).(*vici.Message)
-			if !ok {
-				continue
-			}
-			sa := ikeSA{id: str(sec.Get("uniqueid")), state: str(sec.Get("state"))}
-			if cs, ok := sec.Get("child-sas").(*vici.Message); ok {
-				for _, k := range cs.Keys() {
-					c, ok := cs.Get(k).(*vici.Message)
-					if !ok {
-						continue
-					}
-					sa.children = append(sa.children, childSA{
-						name: str(c.Get("name")), state: str(c.Get("state")),
-						bytesIn: num(c.Get("bytes-in")), bytesOut: num(c.Get("bytes-out")),
-						packetsIn: num(c.Get("packets-in")), packetsOut: num(c.Get("packets-out")),
-					})
-				}
+		sas := map[string]listedIKE{}
+		if err := vici.UnmarshalMessage(m, sas); err != nil {
+			return nil, fmt.Errorf("parse list-sa event: %w", err)
+		}
+		for _, name := range sortedKeys(sas) {
+			l := sas[name]
+			sa := ikeSA{id: l.UniqueID, state: l.State}
+			for _, k := range sortedKeys(l.Children) {
+				c := l.Children[k]
+				sa.children = append(sa.children, childSA{name: c.Name, state: c.State,
+					bytesIn: c.BytesIn, bytesOut: c.BytesOut, packetsIn: c.PacketsIn, packetsOut: c.PacketsOut})
 			}
 			out[name] = append(out[name], sa)
 		}
 	}
-	return out
-}
-
-func str(v any) string {
-	s, _ := v.(string)
-	return s
-}
-
-func strs(v any) []string {
-	switch v := v.(type) {
-	case string:
-		return []string{v}
-	case []string:
-		return v
-	}
-	return nil
-}
-
-func num(v any) uint64 {
-	n, _ := strconv.ParseUint(str(v), 10, 64)
-	return n
+	return out, nil
 }

@@ -68,7 +68,7 @@ func TestESPProposalChangeReloadsOnly(t *testing.T) {
 		if got := f.String(); !strings.Contains(got, "esp [aes256gcm16] ") {
 			t.Fatalf("explicit no-PFS proposal not loaded as given:\n%s", got)
 		}
-		f.SetSA("mw-t1", "ESTABLISHED")
+		f.SetSA("mw-t1", IKEEstablished)
 		f.takeCalls()
 
 		must(t, m.Apply(ctx, tu(""))) // empty: the new default

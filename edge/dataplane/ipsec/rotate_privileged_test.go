@@ -113,7 +113,7 @@ func TestPrivilegedRotationAcceptOnlyKeys(t *testing.T) {
 		deadline := time.Now().Add(90 * time.Second)
 		for {
 			s := status(a)
-			if s.IKESAs == 1 && s.IKEState == "ESTABLISHED" && s.ChildState == "INSTALLED" && s.IKEIDs != old {
+			if s.IKESAs == 1 && s.IKEState == IKEEstablished && s.ChildState == ChildInstalled && s.IKEIDs != old {
 				t.Logf("%s: IKE_SA %s (was %s)", desc, s.IKEIDs, old)
 				return s
 			}

@@ -40,7 +40,7 @@ func TestRotationKeySetsMakeBeforeBreak(t *testing.T) {
 	f := NewFakeCharon()
 	m := NewManager(f.dial, Options{})
 	must(t, m.Apply(ctx, keyed(1, psk1)))
-	f.SetSA("mw-t1", "ESTABLISHED")
+	f.SetSA("mw-t1", IKEEstablished)
 	f.takeCalls()
 	if s := serialOf(t, m); s != 1 {
 		t.Fatalf("serial %d, want 1", s)
@@ -109,7 +109,7 @@ func TestRotationPassiveEndDoesNotReauth(t *testing.T) {
 	m := NewManager(f.dial, Options{})
 	passive := func(d dataplane.Desired) dataplane.Desired { d.Tunnels[0].Passive = true; return d }
 	must(t, m.Apply(ctx, passive(keyed(2, psk1, pskNew))))
-	f.SetSA("mw-t1", "ESTABLISHED")
+	f.SetSA("mw-t1", IKEEstablished)
 	must(t, m.Apply(ctx, passive(keyed(3, pskNew, psk1))))
 	if r := f.Rekeys(); len(r) != 0 {
 		t.Fatalf("passive end re-authenticated: %q", r)

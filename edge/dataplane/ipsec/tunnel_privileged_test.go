@@ -147,7 +147,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 		must(t, err)
 		sb, err := b.ipsec.Status(ctx)
 		must(t, err)
-		if sa[0].ChildState == "INSTALLED" && sb[0].ChildState == "INSTALLED" {
+		if sa[0].ChildState == ChildInstalled && sb[0].ChildState == ChildInstalled {
 			t.Logf("SAs: a %+v, b %+v", sa[0], sb[0])
 			break
 		}
@@ -182,7 +182,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 	apply(a)
 	after, err := a.ipsec.Status(ctx)
 	must(t, err)
-	if after[0].IKESAs != before.IKESAs || after[0].ChildState != "INSTALLED" {
+	if after[0].IKESAs != before.IKESAs || after[0].ChildState != ChildInstalled {
 		t.Errorf("re-apply disturbed the SAs: %+v -> %+v", before, after[0])
 	}
 
