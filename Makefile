@@ -73,7 +73,7 @@ vm-smoke: vm-prepare ## boot the lab VM and prove GRE + ESP + strongSwan + netem
 	e2e/vm/run.sh --timeout 300 -- e2e/vm/smoke.sh
 
 E2E_OUT ?= $(CURDIR)/e2e/out
-PRIV_PKGS := ./edge/dataplane/link ./edge/dataplane/firewall ./edge/dataplane/ipsec ./edge/dataplane/netnstest ./edge/steer
+PRIV_PKGS := ./edge/dataplane/kernel ./edge/dataplane/link ./edge/dataplane/firewall ./edge/dataplane/ipsec ./edge/dataplane/netnstest ./edge/steer
 e2e: vm-prepare ## kernel tests in the VM lab: privileged package tests + end-to-end scenarios (GRE, ESP, strongSwan, nftables)
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meshwan-edge
 	rm -rf $(BIN)/test && mkdir -p $(BIN)/test

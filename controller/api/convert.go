@@ -379,7 +379,7 @@ func tunnelToPB(t network.TunnelView) *pb.Tunnel {
 		return &pb.TunnelEnd{Site: e.Site, Transport: e.Transport, UnderlayAddress: addrString(e.Underlay), InnerAddress: e.Inner.String(), Asn: e.ASN}
 	}
 	out := &pb.Tunnel{Id: t.ID, A: end(t.AEnd), B: end(t.BEnd), Prefix: t.Prefix.String(), CreatedAt: timestamppb.New(t.CreatedAt),
-		PskSerial: t.Serial(), PskRotation: t.PSKRotation}
+		PskSerial: t.Serial(), PskRotation: t.PSKRotation, Initiator: string(t.InitiatorSide())}
 	if !t.PSKRotatedAt.IsZero() {
 		out.PskRotatedAt = timestamppb.New(t.PSKRotatedAt)
 	}
@@ -423,7 +423,10 @@ func desiredToPB(d network.DesiredState) *pb.DesiredState {
 		et := &pb.EdgeTunnel{Id: t.ID, LocalTransport: t.LocalTransport, LocalUnderlay: t.LocalUnderlay.String(),
 			RemoteSite: t.RemoteSite, RemoteTransport: t.RemoteTransport, RemoteUnderlay: t.RemoteUnderlay.String(),
 			LocalInner: t.LocalInner.String(), RemoteInner: t.RemoteInner.String(), RemoteAsn: t.RemoteASN, Psk: t.PSK,
-			AcceptPsks: t.AcceptPSKs, PskSerial: t.PSKSerial}
+			AcceptPsks: t.AcceptPSKs, PskSerial: t.PSKSerial, Role: pb.TunnelRole_TUNNEL_ROLE_RESPONDER}
+		if t.Initiator {
+			et.Role = pb.TunnelRole_TUNNEL_ROLE_INITIATOR
+		}
 		for _, p := range t.RemoteLANs {
 			et.RemoteLanPrefixes = append(et.RemoteLanPrefixes, p.String())
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/meshwan/meshwan/controller/health"
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/network"
+	"github.com/meshwan/meshwan/controller/topology"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -142,5 +143,23 @@ func TestRotationFieldsConvert(t *testing.T) {
 	rep := reportFromPB("v1", &pb.EdgeReport{Tunnels: []*pb.TunnelStatus{{TunnelId: "t", PskSerial: 7}}}, limitsFor(1))
 	if rep.Tunnels[0].PSKSerial != 7 || statusToPB(health.Status{State: health.Up, Report: rep}).Tunnels[0].PskSerial != 7 {
 		t.Errorf("reported serial %+v", rep.Tunnels[0])
+	}
+}
+
+// TestInitiatorConverts: the admin API shows a tunnel's initiator ("a"
+// for a record written before it existed), and each end's desired state
+// says whether that end initiates or responds.
+func TestInitiatorConverts(t *testing.T) {
+	for _, tc := range []struct {
+		stored topology.Side
+		want   string
+	}{{"", "a"}, {topology.SideA, "a"}, {topology.SideB, "b"}} {
+		if got := tunnelToPB(network.TunnelView{Tunnel: network.Tunnel{Initiator: tc.stored}}).Initiator; got != tc.want {
+			t.Errorf("stored initiator %q shows as %q, want %q", tc.stored, got, tc.want)
+		}
+	}
+	d := desiredToPB(network.DesiredState{Tunnels: []network.EdgeTunnel{{ID: "i", Initiator: true}, {ID: "r"}}})
+	if d.Tunnels[0].Role != pb.TunnelRole_TUNNEL_ROLE_INITIATOR || d.Tunnels[1].Role != pb.TunnelRole_TUNNEL_ROLE_RESPONDER {
+		t.Errorf("roles %v %v, want initiator and responder", d.Tunnels[0].Role, d.Tunnels[1].Role)
 	}
 }

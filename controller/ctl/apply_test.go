@@ -224,7 +224,7 @@ func TestApplyWait(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "did not converge after 3s: 2/3 edges converged; lagging:\n  br2: edge never seen") {
 		t.Fatalf("wait without br2's edge: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "+ tunnel hq.inet1~br2.inet1") {
+	if !strings.Contains(out, "+ tunnel br2.inet1~hq.inet1") {
 		t.Fatalf("apply output:\n%s", out)
 	}
 	simEdge(t, e, "br2")

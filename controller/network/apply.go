@@ -272,8 +272,9 @@ func siteErr(name string, err error) error { return fmt.Errorf("site %q: %w", na
 // tunnels) with a declaration (want: every declared site, ASNs resolved)
 // and returns the plan. Sites not declared are deleted with prune and
 // otherwise kept; tunnels come from topology.Derive over the resulting
-// sites. It is pure.
-func planNetwork[V any](cur map[string]intent.Site, curTopo intent.Topology, tunnels map[string]V, want []intent.Site, t intent.Topology, prune bool) Plan {
+// sites, matched to the stored ones by their pair of ends (topology.Diff),
+// so a role change keeps every tunnel that stays. It is pure.
+func planNetwork[V topology.Ends](cur map[string]intent.Site, curTopo intent.Topology, tunnels map[string]V, want []intent.Site, t intent.Topology, prune bool) Plan {
 	var p Plan
 	final := make([]intent.Site, 0, len(want)+len(cur))
 	declared := make(map[string]bool, len(want))

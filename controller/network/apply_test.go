@@ -15,6 +15,7 @@ import (
 	"github.com/meshwan/meshwan/controller/ipam"
 	"github.com/meshwan/meshwan/controller/secrets"
 	"github.com/meshwan/meshwan/controller/store"
+	"github.com/meshwan/meshwan/controller/topology"
 )
 
 func applySite(name string, hub bool, i int) intent.Site {
@@ -35,10 +36,15 @@ func siteMap(sites ...intent.Site) map[string]intent.Site {
 	return m
 }
 
-func tunnelSet(ids ...string) map[string]bool {
-	m := map[string]bool{}
+// tunnelSet is stored tunnels with the ends their ids name.
+func tunnelSet(ids ...string) map[string]Tunnel {
+	m := map[string]Tunnel{}
 	for _, id := range ids {
-		m[id] = true
+		a, b, ok := topology.ParseID(id)
+		if !ok {
+			panic("bad tunnel id " + id)
+		}
+		m[id] = Tunnel{ID: id, A: a, B: b}
 	}
 	return m
 }
@@ -54,21 +60,21 @@ func TestPlanNetwork(t *testing.T) {
 		name    string
 		cur     map[string]intent.Site
 		curTopo intent.Topology
-		tunnels map[string]bool
+		tunnels map[string]Tunnel
 		want    []intent.Site
 		topo    intent.Topology
 		prune   bool
 		plan    Plan
 	}{
 		{name: "empty to seed", cur: siteMap(), want: []intent.Site{hq, br1}, topo: hs,
-			plan: Plan{Created: []string{"br1", "hq"}, Topology: []string{"mode"}, TunnelsAdded: []string{"hq.inet1~br1.inet1"}}},
+			plan: Plan{Created: []string{"br1", "hq"}, Topology: []string{"mode"}, TunnelsAdded: []string{"br1.inet1~hq.inet1"}}},
 		{name: "unchanged", cur: siteMap(hq, br1), curTopo: hs, tunnels: tunnelSet("hq.inet1~br1.inet1"), want: []intent.Site{hq, br1}, topo: hs,
 			plan: Plan{TunnelsKept: 1}},
 		{name: "spelled-out defaults are no change", cur: siteMap(hq, br1), curTopo: hs, tunnels: tunnelSet("hq.inet1~br1.inet1"), want: []intent.Site{hq, br1},
 			topo: intent.Topology{Mode: intent.ModeHubAndSpoke, MTU: 1400, Match: intent.MatchSameName, Routing: intent.RoutingStatic},
 			plan: Plan{TunnelsKept: 1}},
 		{name: "add a spoke keeps the old tunnel", cur: siteMap(hq, br1), curTopo: hs, tunnels: tunnelSet("hq.inet1~br1.inet1"), want: []intent.Site{hq, br1, br2}, topo: hs,
-			plan: Plan{Created: []string{"br2"}, TunnelsAdded: []string{"hq.inet1~br2.inet1"}, TunnelsKept: 1}},
+			plan: Plan{Created: []string{"br2"}, TunnelsAdded: []string{"br2.inet1~hq.inet1"}, TunnelsKept: 1}},
 		{name: "site missing without prune is kept", cur: siteMap(hq, br1, br2), curTopo: hs, tunnels: tunnelSet("hq.inet1~br1.inet1", "hq.inet1~br2.inet1"),
 			want: []intent.Site{hq, br1}, topo: hs,
 			plan: Plan{NotInRequest: []string{"br2"}, TunnelsKept: 2}},
@@ -77,10 +83,16 @@ func TestPlanNetwork(t *testing.T) {
 			plan: Plan{Deleted: []string{"br2"}, TunnelsRemoved: []string{"hq.inet1~br2.inet1"}, TunnelsKept: 1}},
 		{name: "changed fields", cur: siteMap(hq, br1), curTopo: hs, tunnels: tunnelSet("hq.inet1~br1.inet1"), want: []intent.Site{hq, br1moved}, topo: hs,
 			plan: Plan{Updated: []SiteUpdate{{"br1", []string{"lan_prefixes"}}}, TunnelsKept: 1}},
-		{name: "role and mode change re-derive", cur: siteMap(hq, br1, br2), curTopo: hs, tunnels: tunnelSet("hq.inet1~br1.inet1", "hq.inet1~br2.inet1"),
+		// The stored ids name the hub first (an older version); the
+		// tunnels are matched by their ends and kept.
+		{name: "role and mode change keep every tunnel that stays", cur: siteMap(hq, br1, br2), curTopo: hs, tunnels: tunnelSet("hq.inet1~br1.inet1", "hq.inet1~br2.inet1"),
 			want: []intent.Site{hq, br1hub, br2}, topo: intent.Topology{Mode: intent.ModeFullMesh, MTU: 1380},
 			plan: Plan{Updated: []SiteUpdate{{"br1", []string{"role"}}}, Topology: []string{"mode", "mtu"},
-				TunnelsAdded: []string{"br1.inet1~br2.inet1", "br1.inet1~hq.inet1"}, TunnelsRemoved: []string{"hq.inet1~br1.inet1"}, TunnelsKept: 1}},
+				TunnelsAdded: []string{"br1.inet1~br2.inet1"}, TunnelsKept: 2}},
+		{name: "demoting the hub removes only the spokes' tunnels", cur: siteMap(hq, br1hub, br2), curTopo: hs,
+			tunnels: tunnelSet("br1.inet1~br2.inet1", "br1.inet1~hq.inet1", "br2.inet1~hq.inet1"),
+			want:    []intent.Site{applySite("hq", false, 1), br1hub, br2}, topo: hs,
+			plan: Plan{Updated: []SiteUpdate{{"hq", []string{"role"}}}, TunnelsRemoved: []string{"br2.inet1~hq.inet1"}, TunnelsKept: 2}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -220,7 +232,7 @@ func TestApplyNetworkIdempotentAllOrNothingPrune(t *testing.T) {
 		t.Fatalf("without prune: %+v %v", p, err)
 	}
 	p, err = f.net.ApplyNetwork(ctx, sites[:2], hs, true, false)
-	if err != nil || !reflect.DeepEqual(p.Deleted, []string{"br2"}) || !reflect.DeepEqual(p.TunnelsRemoved, []string{"hq.inet1~br2.inet1"}) {
+	if err != nil || !reflect.DeepEqual(p.Deleted, []string{"br2"}) || !reflect.DeepEqual(p.TunnelsRemoved, []string{"br2.inet1~hq.inet1"}) {
 		t.Fatalf("prune: %+v %v", p, err)
 	}
 	if tuns, _ := f.net.ListTunnels(ctx, ""); len(tuns) != 1 {

@@ -28,6 +28,10 @@ type EdgeTunnel struct {
 	// set (the edge reports the serial it has loaded).
 	AcceptPSKs [][]byte
 	PSKSerial  uint64
+	// Initiator: this end initiates IKE (and opens BGP); the other end
+	// only responds. From the tunnel's stored initiator, fixed at its
+	// creation.
+	Initiator bool
 }
 
 // DesiredState is everything one edge needs.
@@ -66,9 +70,9 @@ func (n *Network) DesiredState(s *Snapshot, site string) (DesiredState, error) {
 // edgeTunnel is tunnel t as site's end must build it; ok is false while an
 // end's address is unknown. psk, when set, holds opened PSKs by tunnel id.
 func (n *Network) edgeTunnel(s *Snapshot, psk map[string][]byte, site string, t Tunnel) (EdgeTunnel, bool, error) {
-	local, remote, localInner, remoteInner := t.A, t.B, t.AInner(), t.BInner()
+	local, remote, localInner, remoteInner, side := t.A, t.B, t.AInner(), t.BInner(), topology.SideA
 	if site == t.B.Site {
-		local, remote, localInner, remoteInner = t.B, t.A, t.BInner(), t.AInner()
+		local, remote, localInner, remoteInner, side = t.B, t.A, t.BInner(), t.AInner(), topology.SideB
 	}
 	lu, ru := s.Underlay(local), s.Underlay(remote)
 	if !lu.IsValid() || !ru.IsValid() {
@@ -87,7 +91,7 @@ func (n *Network) edgeTunnel(s *Snapshot, psk map[string][]byte, site string, t 
 		RemoteSite: remote.Site, RemoteTransport: remote.Transport, RemoteUnderlay: ru,
 		LocalInner: localInner, RemoteInner: remoteInner.Addr(),
 		RemoteASN: peer.ASN, RemoteLANs: slices.Clone(peer.LANPrefixes), PSK: key,
-		PSKSerial: t.Serial(),
+		PSKSerial: t.Serial(), Initiator: side == t.InitiatorSide(),
 	}
 	if len(t.SealedAcceptPSK) > 0 {
 		// Opened per build: only tunnels in a rotation have one, briefly.
@@ -188,13 +192,12 @@ func (v *view) ready(site intent.Site) bool {
 	if len(v.unready) > 0 {
 		return false
 	}
-	ids := v.bySite[site.Name]
 	for h := range v.hubs {
 		if h == site.Name {
 			continue
 		}
 		for _, l := range topology.DeriveFor(site, []intent.Site{v.snap.Sites[h]}, v.snap.Topology) {
-			if _, ok := ids[l.ID]; !ok {
+			if _, ok := v.stored(l.ID); !ok {
 				return false
 			}
 		}
@@ -203,15 +206,15 @@ func (v *view) ready(site intent.Site) bool {
 }
 
 // exact reports whether site's stored tunnels are exactly those the intent
-// derives for it. Called with the view locked.
+// derives for it, matched by their pair of ends (a stored tunnel's id may
+// name its ends in the other order). Called with the view locked.
 func (v *view) exact(site intent.Site) bool {
 	links := v.linksFor(site, v.snap.Topology)
-	ids := v.bySite[site.Name]
-	if len(links) != len(ids) {
+	if len(links) != len(v.bySite[site.Name]) {
 		return false
 	}
 	for _, l := range links {
-		if _, ok := ids[l.ID]; !ok {
+		if _, ok := v.stored(l.ID); !ok {
 			return false
 		}
 	}

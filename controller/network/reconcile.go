@@ -24,7 +24,9 @@ const releaseBatch = 40
 // Reconcile makes the stored tunnels match what the intent derives, for
 // the whole network: it removes the tunnels no longer wanted (releasing
 // their /30s) and then creates the missing ones, each with a fresh /30 and
-// PSK. It is safe to run concurrently in several replicas: every write is
+// PSK. Stored tunnels are matched to derived ones by their unordered pair
+// of ends, so a tunnel that stays wanted is never rewritten: its id, /30,
+// PSK and initiator survive any change of the sites' roles. It is safe to run concurrently in several replicas: every write is
 // guarded, and a lost race only means somebody else did the work. Running
 // it on an unchanged intent writes nothing.
 func (n *Network) Reconcile(ctx context.Context) error { return n.reconcile(ctx, nil, true) }
@@ -63,6 +65,10 @@ func (n *Network) plan(sites []string, all bool) (add []topology.Link, remove []
 			remove = append(remove, s.Tunnels[id])
 		}
 	} else {
+		// A derived link's id is its key (the unordered pair of its
+		// ends); a stored tunnel is matched by its key, never by its id,
+		// which an older version may have written with the ends the other
+		// way round (topology.Key).
 		want := map[string]bool{}
 		gone := map[string]bool{}
 		for _, name := range sites {
@@ -72,15 +78,17 @@ func (n *Network) plan(sites []string, all bool) (add []topology.Link, remove []
 						continue
 					}
 					want[l.ID] = true
-					if _, have := s.Tunnels[l.ID]; !have {
+					if _, have := n.v.stored(l.ID); !have {
 						add = append(add, l)
 					}
 				}
 			}
 			for id := range n.v.bySite[name] {
-				if !want[id] && !gone[id] {
+				t := s.Tunnels[id]
+				keep, _ := n.v.stored(t.Key())
+				if (!want[t.Key()] || keep != id) && !gone[id] {
 					gone[id] = true
-					remove = append(remove, s.Tunnels[id])
+					remove = append(remove, t)
 				}
 			}
 		}
@@ -129,7 +137,9 @@ func (n *Network) reconcileOnce(ctx context.Context, sites []string, all bool) (
 		now := n.now().UTC()
 		got, rev, err := n.tuns.TakeFree(ctx, ids, free, func(id string, i int) ([]store.Cmp, []store.Op) {
 			l := byID[id]
-			t := Tunnel{ID: id, A: l.A, B: l.B, Index: i, Prefix: n.cfg.TunnelPool.At(i), CreatedAt: now,
+			// The initiator is chosen here, once (topology.Initiator), and
+			// never rewritten: a role change re-keys nothing.
+			t := Tunnel{ID: id, A: l.A, B: l.B, Initiator: l.Initiator, Index: i, Prefix: n.cfg.TunnelPool.At(i), CreatedAt: now,
 				SealedPSK: n.cfg.Sealer.Seal(secrets.NewPSK(), pskContext(id))}
 			raw, _ := json.Marshal(t)
 			return []store.Cmp{store.Absent(tunnelsDir + id)}, []store.Op{store.Put(tunnelsDir+id, raw)}

@@ -26,21 +26,30 @@ const (
 // desired state.
 var WatchPrefixes = []string{"intent/", tunnelsDir, observedDir}
 
-// Tunnel is a stored tunnel: its ends, its /30, its sealed PSK and the
-// state of a key rotation (see rotate.go).
+// Tunnel is a stored tunnel: its ends, its /30, its sealed PSK, its
+// initiator and the state of a key rotation (see rotate.go).
 //
 // Invariants: SealedPSK is the key both ends authenticate with;
 // SealedAcceptPSK is set exactly while PSKRotation is not "" (staged: the
 // new key, committed: the old one). Records written before rotation
 // existed have no serial and read as serial 1, no rotation (Serial).
+// ID, A, B, Index, Prefix and Initiator are fixed at creation: nothing
+// rewrites them, whatever happens to the sites' roles. A tunnel is found
+// by the unordered pair of its ends (Key), so records of older versions,
+// whose A end was the hub and whose id names it first, keep their id.
 type Tunnel struct {
-	ID        string       `json:"id"`
-	A         topology.End `json:"a"`
-	B         topology.End `json:"b"`
-	Index     int          `json:"index"`
-	Prefix    netip.Prefix `json:"prefix"`
-	CreatedAt time.Time    `json:"created_at"`
-	SealedPSK []byte       `json:"sealed_psk"`
+	ID string       `json:"id"`
+	A  topology.End `json:"a"`
+	B  topology.End `json:"b"`
+	// Initiator is the end that initiates IKE and opens BGP ("a" or
+	// "b"), chosen by topology.Initiator at creation. Records written
+	// before it existed have none and read as "a" (InitiatorSide): their
+	// A end initiated, inferred by the edges from the lower /30 address.
+	Initiator topology.Side `json:"initiator,omitempty"`
+	Index     int           `json:"index"`
+	Prefix    netip.Prefix  `json:"prefix"`
+	CreatedAt time.Time     `json:"created_at"`
+	SealedPSK []byte        `json:"sealed_psk"`
 	// PSKSerial grows with every change of the key set the ends load
 	// (0 in old records: read as 1).
 	PSKSerial uint64 `json:"psk_serial,omitempty"`
@@ -55,6 +64,20 @@ type Tunnel struct {
 	// PSKRotatedAt is the end of the last completed rotation.
 	PSKRotatedAt time.Time `json:"psk_rotated_at,omitzero"`
 	modRev       int64
+}
+
+// Ends returns the tunnel's ends in the stored order (topology.Ends).
+func (t Tunnel) Ends() (a, b topology.End) { return t.A, t.B }
+
+// Key is the tunnel's identity: the unordered pair of its ends.
+func (t Tunnel) Key() string { return topology.Key(t.A, t.B) }
+
+// InitiatorSide is the end that initiates; old records read as "a".
+func (t Tunnel) InitiatorSide() topology.Side {
+	if t.Initiator == topology.SideB {
+		return topology.SideB
+	}
+	return topology.SideA
 }
 
 // Serial is the serial of the tunnel's key set; old records read as 1.

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/store"
+	"github.com/meshwan/meshwan/controller/topology"
 )
 
 // view is this process's copy of the network keyspace (intent, tunnels,
@@ -22,7 +24,10 @@ import (
 //
 // Invariants: snap.Revision only grows; everything in snap is as of
 // snap.Revision; bySite[s] holds exactly the ids of the stored tunnels
-// with an end at s; psk holds the opened PSK of every stored tunnel.
+// with an end at s; byKey[k] holds exactly the ids of the stored tunnels
+// whose unordered pair of ends is k (one, except after a race between
+// replicas of different versions; see topology.Winner); psk holds the
+// opened PSK of every stored tunnel.
 // Readers hold mu.RLock for the duration of their use of snap and must not
 // keep references into it past that (read copies what it returns).
 type view struct {
@@ -31,6 +36,7 @@ type view struct {
 	mu     sync.RWMutex
 	snap   Snapshot
 	bySite map[string]map[string]struct{}
+	byKey  map[string][]string
 	hubs   map[string]struct{}
 	psk    map[string][]byte
 	// tunIdx and asnIdx are the taken /30 and ASN pool indexes, so that
@@ -184,6 +190,7 @@ func (v *view) load(ctx context.Context) error {
 	defer v.mu.Unlock()
 	v.snap = snap
 	v.bySite = map[string]map[string]struct{}{}
+	v.byKey = map[string][]string{}
 	v.hubs = map[string]struct{}{}
 	v.psk = map[string][]byte{}
 	v.tunIdx, v.asnIdx = newIndexSet(), newIndexSet()
@@ -281,12 +288,14 @@ func (v *view) put(key string, value []byte, modRev int64, d *Dirty) error {
 		}
 		if old, ok := s.Tunnels[t.ID]; ok {
 			v.tunIdx.remove(old.Index)
+			v.indexKey(old, false)
 		}
 		s.Tunnels[t.ID] = t
 		v.tunIdx.add(t.Index)
 		v.psk[t.ID] = psk
 		v.index(t.A.Site, t.ID, true)
 		v.index(t.B.Site, t.ID, true)
+		v.indexKey(t, true)
 		d.tunnel(t)
 	case strings.HasPrefix(key, observedDir):
 		var m map[string]netip.Addr
@@ -330,6 +339,7 @@ func (v *view) del(key string, d *Dirty) {
 		delete(v.psk, id)
 		v.index(t.A.Site, id, false)
 		v.index(t.B.Site, id, false)
+		v.indexKey(t, false)
 		d.tunnel(t)
 	case strings.HasPrefix(key, observedDir):
 		site := strings.TrimPrefix(key, observedDir)
@@ -370,6 +380,34 @@ func (v *view) index(site, id string, add bool) {
 	if len(ids) == 0 {
 		delete(v.bySite, site)
 	}
+}
+
+// indexKey adds t to (or removes it from) byKey.
+func (v *view) indexKey(t Tunnel, add bool) {
+	k := t.Key()
+	ids := slices.DeleteFunc(v.byKey[k], func(id string) bool { return id == t.ID })
+	if add {
+		ids = append(ids, t.ID)
+	}
+	if len(ids) == 0 {
+		delete(v.byKey, k)
+		return
+	}
+	v.byKey[k] = ids
+}
+
+// stored returns the id of the stored tunnel with the pair of ends key,
+// the winner when there are two (topology.Winner). Called with mu held.
+func (v *view) stored(key string) (string, bool) {
+	ids := v.byKey[key]
+	if len(ids) == 0 {
+		return "", false
+	}
+	keep := ids[0]
+	for _, id := range ids[1:] {
+		keep, _ = topology.Winner(keep, id)
+	}
+	return keep, true
 }
 
 // WaitRevision blocks until this process's view has applied store

@@ -66,9 +66,6 @@ func deriveAllPairs(sites []intent.Site, t intent.Topology) []Link {
 			if !connected(t.Mode, a, b) {
 				continue
 			}
-			if b.Hub() && !a.Hub() {
-				a, b = b, a
-			}
 			links = append(links, pairLinks(a, b, t.Match)...)
 		}
 	}

@@ -2,6 +2,12 @@
 // sites and topology spec. It is pure: the same intent always yields the
 // same, sorted list of links with the same ids, which is what lets the
 // controller keep a tunnel's /30 and PSK across unrelated changes.
+//
+// A tunnel's identity is the unordered pair of its ends (Key), never the
+// sites' roles: promoting a spoke to hub must not re-create (re-key) any
+// tunnel that exists (issue 13: one role change once re-keyed 44 of 1,225
+// tunnels because the hub was made the A end and the id named the ends in
+// that order).
 package topology
 
 import (
@@ -18,19 +24,91 @@ type End struct {
 	Transport string
 }
 
-// Link is one tunnel the topology asks for. A is the hub in hub-and-spoke
-// and otherwise the site whose name sorts first; A gets the first usable
-// address of the /30.
-type Link struct {
-	ID   string
-	A, B End
+// Compare orders ends by site name, then transport name.
+func (e End) Compare(o End) int {
+	return cmp.Or(strings.Compare(e.Site, o.Site), strings.Compare(e.Transport, o.Transport))
 }
 
-// ID is the stable identifier of the tunnel between two ends, e.g.
-// "hq.inet1~branch1.inet1". Site and transport names cannot contain '.' or
-// '~', so ids never collide and are safe in etcd keys and URL paths.
+// Side names one end of a tunnel, "a" or "b"; it is how a stored tunnel
+// records its initiator.
+type Side string
+
+// The two sides. The empty Side is what records written before the
+// initiator existed hold; it reads as SideA, the end that initiated then.
+const (
+	SideA Side = "a"
+	SideB Side = "b"
+)
+
+// Link is one tunnel the topology asks for. Its ends are in canonical
+// order (Order: A is the end whose site name sorts first) and A gets the
+// first usable address of the /30. Initiator is the end that initiates IKE
+// (and opens BGP): it is chosen (Initiator) only when the tunnel is
+// created and then stored with it; a derived link's Initiator is ignored
+// for a tunnel that exists.
+type Link struct {
+	ID        string
+	A, B      End
+	Initiator Side
+}
+
+// ID is the identifier of the tunnel between two ends named in this
+// order, e.g. "branch1.inet1~hq.inet1". Site and transport names cannot
+// contain '.' or '~', so ids never collide and are safe in etcd keys and
+// URL paths. A derived link's id names its ends in canonical order, so it
+// equals Key; a tunnel stored by an older version may name its ends the
+// other way round (the hub first) and keeps that id.
 func ID(a, b End) string {
 	return a.Site + "." + a.Transport + "~" + b.Site + "." + b.Transport
+}
+
+// Order returns x and y in canonical order: the end whose site name sorts
+// first is a (then by transport, though the two ends of a tunnel are
+// always at different sites). In a full mesh without hubs this is the
+// order older versions used too, so those ids are unchanged.
+func Order(x, y End) (a, b End) {
+	if y.Compare(x) < 0 {
+		return y, x
+	}
+	return x, y
+}
+
+// Key is the identity of the tunnel between two ends, whatever their
+// order: the id of the ends in canonical order. A stored tunnel matches a
+// derived link when their keys are equal.
+func Key(x, y End) string { return ID(Order(x, y)) }
+
+// ParseID splits an id into its ends (in the id's order).
+func ParseID(id string) (a, b End, ok bool) {
+	l, r, ok := strings.Cut(id, "~")
+	if !ok {
+		return End{}, End{}, false
+	}
+	split := func(s string) (End, bool) {
+		site, tr, ok := strings.Cut(s, ".")
+		return End{site, tr}, ok && site != "" && tr != ""
+	}
+	a, okA := split(l)
+	b, okB := split(r)
+	return a, b, okA && okB
+}
+
+// Initiator chooses which end of a NEW tunnel initiates IKE (and opens
+// BGP), given its sites in canonical order (a's name sorts first): the
+// hub when exactly one end is a hub, otherwise a. This is the end older
+// versions made the A end, so a network keeps its pattern of initiators.
+//
+// It is applied only at creation: the controller stores the result with
+// the tunnel and never re-applies it, because changing a tunnel's
+// initiator reloads its connection on both ends and charon 5.9
+// renegotiates on a connection change (packet loss). A later rule (the
+// end behind NAT initiates, issue 14) belongs here, with the transports
+// as further arguments.
+func Initiator(a, b intent.Site) Side {
+	if b.Hub() && !a.Hub() {
+		return SideB
+	}
+	return SideA
 }
 
 // Derive returns the links the topology needs, sorted by id.
@@ -44,18 +122,11 @@ func Derive(sites []intent.Site, t intent.Topology) []Link {
 	sites = slices.Clone(sites)
 	intent.SortSites(sites)
 	var links []Link
-	pair := func(i, j int) { // i < j
-		a, b := sites[i], sites[j]
-		if b.Hub() && !a.Hub() {
-			a, b = b, a
-		}
-		links = append(links, pairLinks(a, b, t.Match)...)
-	}
 	switch t.Mode {
 	case intent.ModeFullMesh:
 		for i := range sites {
 			for j := i + 1; j < len(sites); j++ {
-				pair(i, j)
+				links = append(links, pairLinks(sites[i], sites[j], t.Match)...)
 			}
 		}
 	case intent.ModeHubAndSpoke:
@@ -68,7 +139,7 @@ func Derive(sites []intent.Site, t intent.Topology) []Link {
 				if j == h || (sites[j].Hub() && j < h) {
 					continue // a hub pair is made once, from its first hub
 				}
-				pair(min(h, j), max(h, j))
+				links = append(links, pairLinks(sites[min(h, j)], sites[max(h, j)], t.Match)...)
 			}
 		}
 	}
@@ -86,8 +157,10 @@ func connected(m intent.Mode, a, b intent.Site) bool {
 	return false
 }
 
+// pairLinks joins the transports of two sites; a's name sorts before b's.
 func pairLinks(a, b intent.Site, m intent.Match) []Link {
 	var out []Link
+	first := Initiator(a, b)
 	for _, ta := range a.Transports {
 		for _, tb := range b.Transports {
 			if m != intent.MatchAllPairs && ta.Name != tb.Name {
@@ -97,29 +170,59 @@ func pairLinks(a, b intent.Site, m intent.Match) []Link {
 				continue
 			}
 			ea, eb := End{a.Name, ta.Name}, End{b.Name, tb.Name}
-			out = append(out, Link{ID: ID(ea, eb), A: ea, B: eb})
+			out = append(out, Link{ID: ID(ea, eb), A: ea, B: eb, Initiator: first})
 		}
 	}
 	return out
 }
 
-// Diff splits want against have (both keyed by id) into the ids to add and
-// to remove, each sorted.
-func Diff[V any](want []Link, have map[string]V) (add []Link, remove []string) {
-	wantIDs := make(map[string]bool, len(want))
+// Ends is what Diff needs of a stored tunnel: its two ends, in the order
+// it stores them.
+type Ends interface {
+	Ends() (a, b End)
+}
+
+// Diff matches want against have (stored tunnels keyed by their stored
+// id) by the unordered pair of ends (Key), not by id, and returns the
+// links to add and the stored ids to remove, each sorted. Two stored
+// tunnels with the same pair (written concurrently by replicas of
+// different versions during an upgrade) keep the one with the smaller id
+// (Winner); the other is removed.
+func Diff[V Ends](want []Link, have map[string]V) (add []Link, remove []string) {
+	byKey := make(map[string]string, len(have))
+	for id, t := range have {
+		k := Key(t.Ends())
+		if cur, dup := byKey[k]; dup {
+			keep, drop := Winner(cur, id)
+			byKey[k] = keep
+			remove = append(remove, drop)
+			continue
+		}
+		byKey[k] = id
+	}
+	wanted := make(map[string]bool, len(want))
 	for _, l := range want {
-		wantIDs[l.ID] = true
-		if _, ok := have[l.ID]; !ok {
+		wanted[l.ID] = true
+		if _, ok := byKey[l.ID]; !ok {
 			add = append(add, l)
 		}
 	}
-	for id := range have {
-		if !wantIDs[id] {
+	for k, id := range byKey {
+		if !wanted[k] {
 			remove = append(remove, id)
 		}
 	}
 	slices.SortFunc(remove, cmp.Compare)
 	return add, remove
+}
+
+// Winner decides between two stored tunnels with the same pair of ends:
+// the smaller id is kept. Every replica decides the same way.
+func Winner(x, y string) (keep, drop string) {
+	if y < x {
+		return y, x
+	}
+	return x, y
 }
 
 // DeriveFor returns the links of Derive(all sites, t) that have an end at
@@ -136,9 +239,6 @@ func DeriveFor(site intent.Site, candidates []intent.Site, t intent.Topology) []
 		}
 		a, b := site, o
 		if b.Name < a.Name {
-			a, b = b, a
-		}
-		if b.Hub() && !a.Hub() {
 			a, b = b, a
 		}
 		links = append(links, pairLinks(a, b, t.Match)...)

@@ -31,6 +31,15 @@ func ids(links []Link) string {
 	return strings.Join(out, " ")
 }
 
+// show lists links as "id/initiator".
+func show(links []Link) string {
+	var out []string
+	for _, l := range links {
+		out = append(out, l.ID+"/"+string(l.Initiator))
+	}
+	return strings.Join(out, " ")
+}
+
 func TestDerive(t *testing.T) {
 	hub := intent.RoleHub
 	spoke := intent.RoleSpoke
@@ -42,21 +51,27 @@ func TestDerive(t *testing.T) {
 	}{
 		{"no mode, no tunnels", []intent.Site{site("a", spoke, "inet1"), site("b", spoke, "inet1")}, intent.Topology{}, ""},
 		{"mesh of three", []intent.Site{site("c", spoke, "inet1"), site("a", spoke, "inet1"), site("b", spoke, "inet1")},
-			intent.Topology{Mode: intent.ModeFullMesh}, "a.inet1~b.inet1 a.inet1~c.inet1 b.inet1~c.inet1"},
-		{"hub first even when it sorts last", []intent.Site{site("zhub", hub, "inet1"), site("a", spoke, "inet1"), site("b", spoke, "inet1")},
-			intent.Topology{Mode: intent.ModeHubAndSpoke}, "zhub.inet1~a.inet1 zhub.inet1~b.inet1"},
+			intent.Topology{Mode: intent.ModeFullMesh}, "a.inet1~b.inet1/a a.inet1~c.inet1/a b.inet1~c.inet1/a"},
+		{"ends by name, the hub initiates even when it sorts last", []intent.Site{site("zhub", hub, "inet1"), site("a", spoke, "inet1"), site("b", spoke, "inet1")},
+			intent.Topology{Mode: intent.ModeHubAndSpoke}, "a.inet1~zhub.inet1/b b.inet1~zhub.inet1/b"},
+		{"a hub that sorts first initiates as a", []intent.Site{site("hq", hub, "inet1"), site("x", spoke, "inet1")},
+			intent.Topology{Mode: intent.ModeHubAndSpoke}, "hq.inet1~x.inet1/a"},
 		{"two hubs: spokes to both, hubs to each other", []intent.Site{site("h1", hub, "inet1"), site("h2", hub, "inet1"), site("s1", spoke, "inet1"), site("s2", spoke, "inet1")},
-			intent.Topology{Mode: intent.ModeHubAndSpoke}, "h1.inet1~h2.inet1 h1.inet1~s1.inet1 h1.inet1~s2.inet1 h2.inet1~s1.inet1 h2.inet1~s2.inet1"},
+			intent.Topology{Mode: intent.ModeHubAndSpoke}, "h1.inet1~h2.inet1/a h1.inet1~s1.inet1/a h1.inet1~s2.inet1/a h2.inet1~s1.inet1/a h2.inet1~s2.inet1/a"},
+		{"hub in a full mesh initiates", []intent.Site{site("a", spoke, "inet1"), site("m", hub, "inet1"), site("z", spoke, "inet1")},
+			intent.Topology{Mode: intent.ModeFullMesh}, "a.inet1~m.inet1/b a.inet1~z.inet1/a m.inet1~z.inet1/a"},
 		{"same-name transports only", []intent.Site{site("a", spoke, "inet1", "mpls"), site("b", spoke, "inet1", "lte")},
-			intent.Topology{Mode: intent.ModeFullMesh}, "a.inet1~b.inet1"},
-		{"all pairs", []intent.Site{site("a", spoke, "inet1", "mpls"), site("b", spoke, "inet1", "lte")},
-			intent.Topology{Mode: intent.ModeFullMesh, Match: intent.MatchAllPairs}, "a.inet1~b.inet1 a.inet1~b.lte a.mpls~b.inet1 a.mpls~b.lte"},
+			intent.Topology{Mode: intent.ModeFullMesh}, "a.inet1~b.inet1/a"},
+		{"all pairs", []intent.Site{site("a", spoke, "inet1", "mpls"), site("b", hub, "inet1", "lte")},
+			intent.Topology{Mode: intent.ModeFullMesh, Match: intent.MatchAllPairs}, "a.inet1~b.inet1/b a.inet1~b.lte/b a.mpls~b.inet1/b a.mpls~b.lte/b"},
 		{"dynamic to dynamic skipped", []intent.Site{site("a", spoke, "inet1*"), site("b", spoke, "inet1*"), site("c", spoke, "inet1")},
-			intent.Topology{Mode: intent.ModeFullMesh}, "a.inet1~c.inet1 b.inet1~c.inet1"},
+			intent.Topology{Mode: intent.ModeFullMesh}, "a.inet1~c.inet1/a b.inet1~c.inet1/a"},
+		{"a prefix of another name sorts first", []intent.Site{site("a-b", spoke, "inet1"), site("a", hub, "inet1")},
+			intent.Topology{Mode: intent.ModeFullMesh}, "a.inet1~a-b.inet1/a"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := ids(Derive(tc.sites, tc.topo)); got != tc.want {
+			if got := show(Derive(tc.sites, tc.topo)); got != tc.want {
 				t.Errorf("Derive:\n got  %s\n want %s", got, tc.want)
 			}
 		})
@@ -99,9 +114,14 @@ func TestDeriveMatchesReference(t *testing.T) {
 				if a.Name == b.Name {
 					continue
 				}
-				// a is the A end iff it is a hub and b is not, or both have the same role and a sorts first.
-				if !(a.Hub() && !b.Hub() || a.Hub() == b.Hub() && a.Name < b.Name) {
+				// a is the A end iff its name sorts first; roles play no part.
+				if a.Name > b.Name {
 					continue
+				}
+				// The initiator is the hub of a hub-spoke pair, else a.
+				side := "a"
+				if b.Hub() && !a.Hub() {
+					side = "b"
 				}
 				if topo.Mode == intent.ModeHubAndSpoke && !a.Hub() && !b.Hub() {
 					continue
@@ -111,13 +131,13 @@ func TestDeriveMatchesReference(t *testing.T) {
 						if topo.Match == intent.MatchSameName && ta.Name != tb.Name || ta.Dynamic && tb.Dynamic {
 							continue
 						}
-						want = append(want, a.Name+"."+ta.Name+"~"+b.Name+"."+tb.Name)
+						want = append(want, a.Name+"."+ta.Name+"~"+b.Name+"."+tb.Name+"/"+side)
 					}
 				}
 			}
 		}
 		slices.Sort(want)
-		if got := ids(Derive(sites, topo)); got != strings.Join(want, " ") {
+		if got := show(Derive(sites, topo)); got != strings.Join(want, " ") {
 			t.Fatalf("iteration %d (%s/%s): Derive\n got  %s\n want %s", iter, topo.Mode, topo.Match, got, strings.Join(want, " "))
 		}
 	}
@@ -134,14 +154,132 @@ func TestFullMeshOf50(t *testing.T) {
 	}
 }
 
-func TestDiff(t *testing.T) {
-	want := []Link{{ID: "a"}, {ID: "b"}, {ID: "c"}}
-	have := map[string]int{"b": 1, "d": 1, "e": 1}
-	add, remove := Diff(want, have)
-	if got := ids(add); got != "a c" {
-		t.Errorf("add = %q, want %q", got, "a c")
+// stored is a stored tunnel for Diff: its ends in the stored order.
+type stored struct{ a, b End }
+
+func (s stored) Ends() (End, End) { return s.a, s.b }
+
+func storedAs(id string) stored {
+	a, b, ok := ParseID(id)
+	if !ok {
+		panic("bad id " + id)
 	}
-	if got := strings.Join(remove, " "); got != "d e" {
-		t.Errorf("remove = %q, want %q", got, "d e")
+	return stored{a, b}
+}
+
+func TestDiff(t *testing.T) {
+	link := func(id string) Link { a, b, _ := ParseID(id); return Link{ID: id, A: a, B: b} }
+	tests := []struct {
+		name         string
+		want         []string
+		have         []string
+		add, removed string
+	}{
+		{"by id", []string{"a.x~b.x", "b.x~c.x", "c.x~d.x"}, []string{"b.x~c.x", "d.x~e.x", "e.x~f.x"}, "a.x~b.x c.x~d.x", "d.x~e.x e.x~f.x"},
+		{"an old record with the hub first is the same tunnel", []string{"a.x~hub.x", "b.x~hub.x"}, []string{"hub.x~a.x"}, "b.x~hub.x", ""},
+		{"an old record not wanted is removed under its own id", nil, []string{"hub.x~a.x"}, "", "hub.x~a.x"},
+		{"transports are part of the pair", []string{"a.x~b.y"}, []string{"b.x~a.y"}, "a.x~b.y", "b.x~a.y"},
+		{"two records of one pair keep the smaller id", []string{"a.x~hub.x"}, []string{"hub.x~a.x", "a.x~hub.x"}, "", "hub.x~a.x"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var want []Link
+			for _, id := range tc.want {
+				want = append(want, link(id))
+			}
+			have := map[string]stored{}
+			for _, id := range tc.have {
+				have[id] = storedAs(id)
+			}
+			add, remove := Diff(want, have)
+			if got := ids(add); got != tc.add {
+				t.Errorf("add = %q, want %q", got, tc.add)
+			}
+			if got := strings.Join(remove, " "); got != tc.removed {
+				t.Errorf("remove = %q, want %q", got, tc.removed)
+			}
+		})
+	}
+}
+
+func TestKeyOrderParse(t *testing.T) {
+	tests := []struct {
+		id, key string
+		ok      bool
+	}{
+		{"hq.inet1~branch1.inet1", "branch1.inet1~hq.inet1", true},
+		{"branch1.inet1~hq.inet1", "branch1.inet1~hq.inet1", true},
+		{"a.lte~a-b.inet1", "a.lte~a-b.inet1", true},
+		{"a-b.inet1~a.lte", "a.lte~a-b.inet1", true},
+		{"hq.inet1", "", false},
+		{"hq~br.inet1", "", false},
+		{".x~br.inet1", "", false},
+	}
+	for _, tc := range tests {
+		a, b, ok := ParseID(tc.id)
+		if ok != tc.ok {
+			t.Errorf("ParseID(%q) ok = %v, want %v", tc.id, ok, tc.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if ID(a, b) != tc.id {
+			t.Errorf("ID(ParseID(%q)) = %q", tc.id, ID(a, b))
+		}
+		if k := Key(a, b); k != tc.key || Key(b, a) != k {
+			t.Errorf("Key(%q) = %q / %q reversed, want %q both ways", tc.id, k, Key(b, a), tc.key)
+		}
+	}
+}
+
+func TestInitiator(t *testing.T) {
+	hub, spoke := intent.Site{Role: intent.RoleHub}, intent.Site{Role: intent.RoleSpoke}
+	tests := []struct {
+		a, b intent.Site
+		want Side
+	}{
+		{spoke, spoke, SideA},
+		{hub, hub, SideA},
+		{hub, spoke, SideA},
+		{spoke, hub, SideB},
+	}
+	for _, tc := range tests {
+		if got := Initiator(tc.a, tc.b); got != tc.want {
+			t.Errorf("Initiator(%s, %s) = %s, want %s", tc.a.Role, tc.b.Role, got, tc.want)
+		}
+	}
+}
+
+// TestIdentityIndependentOfRoles: on random networks, re-rolling every
+// site's role changes the ends and id of no link that both derivations
+// ask for (only the initiator a NEW tunnel would get may differ).
+func TestIdentityIndependentOfRoles(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	roles := []intent.Role{intent.RoleHub, intent.RoleSpoke}
+	for iter := range 200 {
+		var before, after []intent.Site
+		for i := range 2 + r.IntN(10) {
+			s := site(fmt.Sprintf("s%d", r.IntN(30)*20+i), roles[r.IntN(2)], "inet1", "inet2")
+			before = append(before, s)
+			s.Role = roles[r.IntN(2)]
+			after = append(after, s)
+		}
+		for _, mode := range []intent.Mode{intent.ModeFullMesh, intent.ModeHubAndSpoke} {
+			top := intent.Topology{Mode: mode, Match: intent.MatchAllPairs}
+			old := map[string]Link{}
+			for _, l := range Derive(before, top) {
+				old[l.ID] = l
+			}
+			for _, l := range Derive(after, top) {
+				o, ok := old[l.ID]
+				if ok && (o.A != l.A || o.B != l.B) {
+					t.Fatalf("iteration %d (%s): link %s has ends %v/%v before and %v/%v after the role change", iter, mode, l.ID, o.A, o.B, l.A, l.B)
+				}
+				if l.ID != Key(l.A, l.B) || l.A.Compare(l.B) >= 0 {
+					t.Fatalf("iteration %d (%s): link %s is not in canonical order", iter, mode, l.ID)
+				}
+			}
+		}
 	}
 }

@@ -207,15 +207,15 @@ func TestEdgeControlPath(t *testing.T) {
 
 	rec := newRecorder()
 	stop := runEdge(t, addr, id, stateDir, rec)
-	d := rec.waitTunnels(t, "hub.inet1~br1.inet1")
+	d := rec.waitTunnels(t, "br1.inet1~hub.inet1")
 	tun := d.Tunnels[0]
 	if tun.LocalUnderlay != netip.MustParseAddr("198.51.100.2") || tun.RemoteUnderlay != netip.MustParseAddr("198.51.100.1") ||
-		tun.LocalInner != netip.MustParsePrefix("10.255.0.2/30") || tun.RemoteInner != netip.MustParseAddr("10.255.0.1") ||
+		tun.LocalInner != netip.MustParsePrefix("10.255.0.1/30") || tun.RemoteInner != netip.MustParseAddr("10.255.0.2") || !tun.Passive ||
 		len(tun.PSK) != 32 || tun.MTU != 1400 || tun.IPsec.ESPProposal != "aes256gcm16-modp2048" || !strings.HasPrefix(tun.LinkName, "mw-") {
 		t.Errorf("tunnel as applied: %+v", tun)
 	}
 	l.topology(t, pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH)
-	rec.waitTunnels(t, "br1.inet1~br2.inet1", "hub.inet1~br1.inet1")
+	rec.waitTunnels(t, "br1.inet1~br2.inet1", "br1.inet1~hub.inet1")
 
 	// Status reaches the controller.
 	waitFor(t, "br1 up with 2 tunnels", func() bool {
@@ -233,7 +233,7 @@ func TestEdgeControlPath(t *testing.T) {
 	// Restart the edge with no controller: it applies the cached state.
 	rec2 := newRecorder()
 	runEdge(t, addr, id, stateDir, rec2)
-	rec2.waitTunnels(t, "br1.inet1~br2.inet1", "hub.inet1~br1.inet1")
+	rec2.waitTunnels(t, "br1.inet1~br2.inet1", "br1.inet1~hub.inet1")
 	if applies == 0 {
 		t.Fatal("nothing was applied before the restart")
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/meshwan/meshwan/edge/probe"
 	"github.com/meshwan/meshwan/edge/steer"
 	"github.com/meshwan/meshwan/edge/syncer"
+	"github.com/vishvananda/netlink"
 )
 
 // Test doubles of the backends. They model only what the owner's logic
@@ -53,34 +55,32 @@ type routeWrite struct {
 	routes []kernel.Route
 }
 
-// fakeLinks records link and route applies; Routes returns adopted.
+// fakeLinks is the real link.Manager over kernel.FakeNetlink, recording
+// what the owner asked of it (and when each route write returned).
 type fakeLinks struct {
+	*link.Manager
+	nl      *kernel.FakeNetlink
 	mu      sync.Mutex
 	applies []dataplane.Desired
 	writes  []routeWrite
-	adopted []kernel.Route
-	failFor map[string]bool // link names whose Apply fails (not created)
-	wrote   chan struct{}   // signalled (non-blocking) on every route write
+	wrote   chan struct{} // signalled (non-blocking) on every route write
 }
 
-func newFakeLinks() *fakeLinks { return &fakeLinks{wrote: make(chan struct{}, 1)} }
+func newFakeLinks() *fakeLinks {
+	nl := kernel.NewFakeNetlink()
+	return &fakeLinks{Manager: link.NewManager(nl, link.Options{}), nl: nl, wrote: make(chan struct{}, 1)}
+}
 
-func (f *fakeLinks) Apply(_ context.Context, d dataplane.Desired) error {
-	if err := d.Validate(); err != nil {
-		return err
-	}
+func (f *fakeLinks) Apply(ctx context.Context, d dataplane.Desired) error {
+	err := f.Manager.Apply(ctx, d)
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.applies = append(f.applies, d)
-	for _, t := range d.Tunnels {
-		if f.failFor[t.LinkName] {
-			return fmt.Errorf("link %s: refused", t.LinkName)
-		}
-	}
-	return nil
+	f.mu.Unlock()
+	return err
 }
 
-func (f *fakeLinks) ApplyRoutes(_ context.Context, rs []kernel.Route) error {
+func (f *fakeLinks) ApplyRoutes(ctx context.Context, rs []kernel.Route) error {
+	err := f.Manager.ApplyRoutes(ctx, rs)
 	f.mu.Lock()
 	f.writes = append(f.writes, routeWrite{at: time.Now(), routes: slices.Clone(rs)})
 	f.mu.Unlock()
@@ -88,34 +88,25 @@ func (f *fakeLinks) ApplyRoutes(_ context.Context, rs []kernel.Route) error {
 	case f.wrote <- struct{}{}:
 	default:
 	}
-	return nil
+	return err
 }
 
-func (f *fakeLinks) Routes(context.Context) ([]kernel.Route, error) { return f.adopted, nil }
+// adopt puts a route into the fake kernel as a previous process left it.
+func (f *fakeLinks) adopt(r kernel.Route) {
+	nr := netlink.Route{Dst: &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), 32)},
+		Gw: r.Via[0].AsSlice(), Priority: r.Metric, Protocol: netlink.RouteProtocol(r.Protocol), Table: kernel.MainTable}
+	f.nl.InjectRoute(nr)
+}
 
-func (f *fakeLinks) Retiring(d dataplane.Desired) ([]link.Retiring, map[string]bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	present := map[string]bool{}
-	for _, t := range d.Tunnels {
-		present[t.LinkName] = !f.failFor[t.LinkName]
+// kernelRoutes is the fake kernel's main table, our routes only.
+func (f *fakeLinks) kernelRoutes(t *testing.T) string {
+	t.Helper()
+	rs, err := f.Manager.Routes(context.Background())
+	if err != nil {
+		t.Fatal(err)
 	}
-	return nil, present, nil
+	return routesText(rs)
 }
-
-func (f *fakeLinks) Status(context.Context) ([]link.Status, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []link.Status
-	if n := len(f.applies); n > 0 {
-		for _, t := range f.applies[n-1].Tunnels {
-			out = append(out, link.Status{TunnelID: t.ID, Link: t.LinkName, Present: true, Up: true})
-		}
-	}
-	return out, nil
-}
-
-func (f *fakeLinks) Cleanup(context.Context) error { return nil }
 
 func (f *fakeLinks) lastLinks() []string {
 	f.mu.Lock()
@@ -372,6 +363,9 @@ func TestFailoverWhileBackendsBlocked(t *testing.T) {
 			if took >= interval {
 				t.Errorf("route switch took %v, want < one probe interval (%v)", took, interval)
 			}
+			if got := r.links.kernelRoutes(t); !strings.HasPrefix(got, backup) {
+				t.Errorf("the kernel's routes after the switch: %s, want %s...", got, backup)
+			}
 			select {
 			case <-g.release:
 				t.Fatal("the backends were released before the switch: the test proves nothing")
@@ -467,10 +461,8 @@ func TestOwnerGracefulRestart(t *testing.T) {
 	d.BGP = true
 	d.Paths.Disabled = true
 	lk := newFakeLinks()
-	lk.adopted = []kernel.Route{
-		{Dst: mustPrefix("10.2.0.0/16"), Via: []netip.Addr{netip.MustParseAddr("10.255.0.2")}, Metric: 20, Protocol: kernel.ProtoBGP},
-		{Dst: mustPrefix("10.9.0.0/16"), Via: []netip.Addr{netip.MustParseAddr("10.255.0.2")}, Metric: 7, Protocol: kernel.ProtoStatic},
-	}
+	lk.adopt(kernel.Route{Dst: mustPrefix("10.2.0.0/16"), Via: []netip.Addr{netip.MustParseAddr("10.255.0.2")}, Metric: 20, Protocol: kernel.ProtoBGP})
+	lk.adopt(kernel.Route{Dst: mustPrefix("10.9.0.0/16"), Via: []netip.Addr{netip.MustParseAddr("10.255.0.2")}, Metric: 7, Protocol: kernel.ProtoStatic})
 	speakers := make(chan *blockedSpeaker, 1)
 	g := newGate()
 	close(g.release)
@@ -486,6 +478,9 @@ func TestOwnerGracefulRestart(t *testing.T) {
 	lk.waitRoutes(t, "adopted plus learned", func(s string) bool { return s == "10.2.0.0/16>[10.255.0.2]/20 10.3.0.0/16>[10.255.0.10]/20" })
 	s.onRIB(bgp.RIB{Dests: map[netip.Prefix][]bgp.Path{mustPrefix("10.3.0.0/16"): {{NextHop: netip.MustParseAddr("10.255.0.10")}}}})
 	lk.waitRoutes(t, "the RIB alone after the hold", func(s string) bool { return s == "10.3.0.0/16>[10.255.0.10]/20" })
+	if got := lk.kernelRoutes(t); got != "10.3.0.0/16>[10.255.0.10]/20" {
+		t.Errorf("kernel routes after the hold: %s (the adopted static route and BGP route must be gone)", got)
+	}
 }
 
 // TestOwnerLinkFailureHoldsIPsec: a tunnel whose link could not be
@@ -495,7 +490,7 @@ func TestOwnerLinkFailureHoldsIPsec(t *testing.T) {
 	d := twoTransports()
 	d.Paths.Disabled = true
 	lk := newFakeLinks()
-	lk.failFor = map[string]bool{"mw-t1": true}
+	lk.nl.Fail("LinkAdd", "mw-t1", errors.New("refused"))
 	ip := &blockedIPsec{g: newGate()}
 	close(ip.g.release)
 	r := startOwner(t, Config{IPsec: ip}, lk)

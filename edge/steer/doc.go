@@ -31,7 +31,7 @@
 // empty and its packets follow the ordinary routes.
 //
 // Ownership: the nft table is ours entirely; ip rules and routes are ours
-// when they carry protocol RouteProtocol (242), and only those are ever
+// when they carry protocol kernel.ProtoSteer (242), and only those are ever
 // replaced or deleted. A route of another protocol in a class table at a
 // destination we need is reported, not overwritten.
 //

@@ -9,60 +9,9 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/google/nftables"
 	"github.com/meshwan/meshwan/edge/dataplane"
-	"github.com/meshwan/meshwan/edge/dataplane/firewall"
-	"github.com/vishvananda/netlink"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 )
-
-// NFTConn lists the nftables calls this package makes; *nftables.Conn
-// implements it. Every Apply and Cleanup uses a fresh one (google/nftables
-// keeps queued messages and a sticky error until Flush).
-type NFTConn interface {
-	ListTablesOfFamily(family nftables.TableFamily) ([]*nftables.Table, error)
-	ListChainsOfTableFamily(family nftables.TableFamily) ([]*nftables.Chain, error)
-	GetRules(t *nftables.Table, c *nftables.Chain) ([]*nftables.Rule, error)
-	GetSets(t *nftables.Table) ([]*nftables.Set, error)
-	AddTable(t *nftables.Table) *nftables.Table
-	DelTable(t *nftables.Table)
-	AddChain(c *nftables.Chain) *nftables.Chain
-	FlushChain(c *nftables.Chain)
-	DelChain(c *nftables.Chain)
-	AddSet(s *nftables.Set, vals []nftables.SetElement) error
-	DelSet(s *nftables.Set)
-	AddRule(r *nftables.Rule) *nftables.Rule
-	InsertRule(r *nftables.Rule) *nftables.Rule
-	DelRule(r *nftables.Rule) error
-	Flush() error
-}
-
-var _ NFTConn = (*nftables.Conn)(nil)
-
-// NewNFTConn opens an nftables connection acting in the network namespace
-// open as file descriptor nsFD, or in the caller's namespace if nsFD < 0.
-// Nothing switches the calling thread's namespace.
-func NewNFTConn(nsFD int) (NFTConn, error) {
-	c, err := firewall.OpenNFT(nsFD)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// Netlink lists exactly the netlink calls this package makes.
-// *netlink.Handle implements it; open one in a namespace with
-// netlink.NewHandleAt (or share the agent's link.NewNetlinkHandle).
-type Netlink interface {
-	LinkList() ([]netlink.Link, error)
-	RuleListFiltered(family int, filter *netlink.Rule, filterMask uint64) ([]netlink.Rule, error)
-	RuleAdd(rule *netlink.Rule) error
-	RuleDel(rule *netlink.Rule) error
-	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
-	RouteReplace(route *netlink.Route) error
-	RouteDel(route *netlink.Route) error
-}
-
-var _ Netlink = (*netlink.Handle)(nil)
 
 // KernelOptions configure a Kernel. Netlink and NFT decide which network
 // namespace is programmed: the agent passes handles on its own namespace,
@@ -71,12 +20,12 @@ type KernelOptions struct {
 	// Logger gets one line per change; nil discards.
 	Logger *slog.Logger
 	// Netlink reaches links, ip rules and routes. Required.
-	Netlink Netlink
+	Netlink kernel.Netlink
 	// NFT opens a fresh nftables connection, e.g.
-	// func() (NFTConn, error) { return NewNFTConn(nsFD) }. Required.
-	NFT func() (NFTConn, error)
+	// func() (kernel.NFT, error) { return kernel.NewNFT(nsFD) }. Required.
+	NFT func() (kernel.NFT, error)
 	// TableBase, RulePriorityBase and MarkMask are the Numbering (zero:
-	// the defaults 7400, 7400, 0x7f000000). Plans must come from a Steerer
+	// kernel.SteerTableBase, SteerRulePriorityBase, SteerMarkMask). Plans must come from a Steerer
 	// with the same numbering (NewWithNumbering(opts.Numbering())).
 	TableBase, RulePriorityBase int
 	MarkMask                    uint32
@@ -91,8 +40,8 @@ func (o KernelOptions) Numbering() Numbering {
 // rule per class sends a mark to the class's table, and the class tables
 // hold the routes of the plan. Its methods are serialized.
 type Kernel struct {
-	nl   Netlink
-	dial func() (NFTConn, error)
+	nl   kernel.Netlink
+	dial func() (kernel.NFT, error)
 	log  *slog.Logger
 	num  Numbering
 	mu   sync.Mutex

@@ -23,15 +23,31 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
+// writeLog records write calls, in order, across the recording wrappers.
+type writeLog struct {
+	mu sync.Mutex
+	w  []string
+}
+
+func (l *writeLog) note(s string) { l.mu.Lock(); l.w = append(l.w, s); l.mu.Unlock() }
+func (l *writeLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.w
+	l.w = nil
+	return w
+}
+
 // recNL wraps a Netlink and records its write calls.
 type recNL struct {
-	Netlink
+	kernel.Netlink
 	log *writeLog
 }
 
@@ -52,44 +68,44 @@ func (r recNL) RouteDel(x *netlink.Route) error {
 	return r.Netlink.RouteDel(x)
 }
 
-// recNFT wraps an NFTConn and records its write calls.
+// recNFT wraps an NFT and records its write calls.
 type recNFT struct {
-	NFTConn
+	kernel.NFT
 	log *writeLog
 }
 
 func (r recNFT) AddTable(t *nftables.Table) *nftables.Table {
 	r.log.note("AddTable")
-	return r.NFTConn.AddTable(t)
+	return r.NFT.AddTable(t)
 }
-func (r recNFT) DelTable(t *nftables.Table) { r.log.note("DelTable"); r.NFTConn.DelTable(t) }
+func (r recNFT) DelTable(t *nftables.Table) { r.log.note("DelTable"); r.NFT.DelTable(t) }
 func (r recNFT) AddChain(c *nftables.Chain) *nftables.Chain {
 	r.log.note("AddChain " + c.Name)
-	return r.NFTConn.AddChain(c)
+	return r.NFT.AddChain(c)
 }
 func (r recNFT) FlushChain(c *nftables.Chain) {
 	r.log.note("FlushChain " + c.Name)
-	r.NFTConn.FlushChain(c)
+	r.NFT.FlushChain(c)
 }
-func (r recNFT) DelChain(c *nftables.Chain) { r.log.note("DelChain " + c.Name); r.NFTConn.DelChain(c) }
+func (r recNFT) DelChain(c *nftables.Chain) { r.log.note("DelChain " + c.Name); r.NFT.DelChain(c) }
 func (r recNFT) AddSet(s *nftables.Set, v []nftables.SetElement) error {
 	r.log.note("AddSet")
-	return r.NFTConn.AddSet(s, v)
+	return r.NFT.AddSet(s, v)
 }
-func (r recNFT) DelSet(s *nftables.Set) { r.log.note("DelSet " + s.Name); r.NFTConn.DelSet(s) }
+func (r recNFT) DelSet(s *nftables.Set) { r.log.note("DelSet " + s.Name); r.NFT.DelSet(s) }
 func (r recNFT) AddRule(x *nftables.Rule) *nftables.Rule {
 	r.log.note("AddRule " + x.Chain.Name)
-	return r.NFTConn.AddRule(x)
+	return r.NFT.AddRule(x)
 }
 func (r recNFT) InsertRule(x *nftables.Rule) *nftables.Rule {
 	r.log.note("InsertRule " + x.Chain.Name)
-	return r.NFTConn.InsertRule(x)
+	return r.NFT.InsertRule(x)
 }
 func (r recNFT) DelRule(x *nftables.Rule) error {
 	r.log.note("DelRule " + x.Chain.Name)
-	return r.NFTConn.DelRule(x)
+	return r.NFT.DelRule(x)
 }
-func (r recNFT) Flush() error { r.log.note("Flush"); return r.NFTConn.Flush() }
+func (r recNFT) Flush() error { r.log.note("Flush"); return r.NFT.Flush() }
 
 // steerLab is five namespaces: a LAN host, the edge, and three far ends.
 //
@@ -106,7 +122,7 @@ func (r recNFT) Flush() error { r.log.note("Flush"); return r.NFTConn.Flush() }
 type steerLab struct {
 	lan, edge     netns.NsHandle
 	far           map[string]netns.NsHandle
-	nl            *netlink.Handle // the edge's
+	nl            *kernel.NetlinkHandle // the edge's
 	arrivals      chan arrival
 	wg            sync.WaitGroup
 	mu            sync.Mutex
@@ -138,7 +154,12 @@ func newSteerLab(t *testing.T) *steerLab {
 		t.Cleanup(x.Close)
 		return x
 	}
-	l.nl = h(l.edge)
+	edge, err := kernel.NewNetlinkHandle(l.edge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(edge.Close)
+	l.nl = edge
 	veth := func(name, peer string, peerNS netns.NsHandle) {
 		v := &netlink.Veth{LinkAttrs: netlink.NewLinkAttrs(), PeerName: peer, PeerNamespace: netlink.NsFd(int(peerNS))}
 		v.Name = name
@@ -175,15 +196,15 @@ func newSteerLab(t *testing.T) *steerLab {
 	up(hl, "lo")
 	up(hl, "eth0", "10.2.1.2/24")
 	route(hl, "0.0.0.0/0", "10.2.1.1")
-	up(l.nl, "lo")
-	up(l.nl, "lan0", "10.2.1.1/24")
+	up(l.nl.Handle, "lo")
+	up(l.nl.Handle, "lan0", "10.2.1.1/24")
 	for i, p := range []string{"p1", "p2", "p3"} {
 		edgeName := "mw-" + p
 		if p == "p3" {
 			edgeName = "wan0"
 		}
 		veth(edgeName, "eth0", l.far[p])
-		up(l.nl, edgeName, fmt.Sprintf("10.255.0.%d/30", 4*i+1))
+		up(l.nl.Handle, edgeName, fmt.Sprintf("10.255.0.%d/30", 4*i+1))
 		hp := h(l.far[p])
 		up(hp, "lo", "10.9.0.1/32", "10.8.0.1/32")
 		up(hp, "eth0", fmt.Sprintf("10.255.0.%d/30", 4*i+2))
@@ -224,17 +245,17 @@ func newSteerLab(t *testing.T) *steerLab {
 		}
 		l.wg.Wait()
 	})
-	route(l.nl, "10.9.0.0/24", "10.255.0.10")
-	route(l.nl, "10.8.0.0/24", "10.255.0.10")
+	route(l.nl.Handle, "10.9.0.0/24", "10.255.0.10")
+	route(l.nl.Handle, "10.8.0.0/24", "10.255.0.10")
 	if err := netnstest.Sysctl(l.edge, "net/ipv4/ip_forward", "1"); err != nil {
 		t.Fatal(err)
 	}
 
 	k, err := NewKernel(KernelOptions{
 		Netlink: recNL{Netlink: l.nl, log: l.writes},
-		NFT: func() (NFTConn, error) {
-			c, err := NewNFTConn(int(l.edge))
-			return recNFT{NFTConn: c, log: l.writes}, err
+		NFT: func() (kernel.NFT, error) {
+			c, err := kernel.NewNFT(int(l.edge))
+			return recNFT{NFT: c, log: l.writes}, err
 		},
 	})
 	if err != nil {
@@ -341,7 +362,7 @@ func (l *steerLab) check(t *testing.T, stage string, flows []flow) {
 // nftHandles returns "chain/handle comment" of our rules.
 func nftHandles(t *testing.T, ns netns.NsHandle) []string {
 	t.Helper()
-	c, err := NewNFTConn(int(ns))
+	c, err := kernel.NewNFT(int(ns))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +381,7 @@ func nftHandles(t *testing.T, ns netns.NsHandle) []string {
 }
 
 // kernelText prints our ip rules and routes in the edge namespace.
-func kernelText(t *testing.T, h *netlink.Handle) string {
+func kernelText(t *testing.T, h kernel.Netlink) string {
 	t.Helper()
 	links, err := h.LinkList()
 	if err != nil {
@@ -376,11 +397,11 @@ func kernelText(t *testing.T, h *netlink.Handle) string {
 		t.Fatal(err)
 	}
 	for _, r := range rules {
-		if r.Protocol == RouteProtocol {
-			lines = append(lines, "rule "+ruleKey(r))
+		if r.Protocol == kernel.ProtoSteer {
+			lines = append(lines, "rule "+strings.TrimSuffix(kernel.RuleText(r), " proto 242"))
 		}
 	}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: RouteProtocol},
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC, Protocol: kernel.ProtoSteer},
 		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		t.Fatal(err)
@@ -432,7 +453,7 @@ func TestPrivilegedSteering(t *testing.T) {
 	// A foreign table: sets bit 0x00100000 on voice packets before our
 	// chain runs, and counts packets whose mark is then exactly voice's
 	// class mark plus that bit.
-	fc, err := NewNFTConn(int(l.edge))
+	fc, err := kernel.NewNFT(int(l.edge))
 	if err != nil {
 		t.Fatal(err)
 	}

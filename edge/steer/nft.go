@@ -8,6 +8,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 )
 
 var table = &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
@@ -25,7 +26,7 @@ type obsChain struct {
 	comments []string
 }
 
-func observeNFT(c NFTConn) (nftObserved, error) {
+func observeNFT(c kernel.NFT) (nftObserved, error) {
 	var o nftObserved
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -49,8 +50,7 @@ func observeNFT(c NFTConn) (nftObserved, error) {
 		}
 		oc := &obsChain{chain: ch, rules: rules}
 		for _, r := range rules {
-			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			oc.comments = append(oc.comments, comment)
+			oc.comments = append(oc.comments, kernel.RuleComment(r))
 		}
 		o.chains = append(o.chains, oc)
 	}
@@ -66,23 +66,9 @@ func observeNFT(c NFTConn) (nftObserved, error) {
 	return o, nil
 }
 
-func chainShape(typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority, policy *nftables.ChainPolicy) string {
-	s := "type " + string(typ)
-	if hook != nil {
-		s += fmt.Sprintf(" hook %d", *hook)
-	}
-	if prio != nil {
-		s += fmt.Sprintf(" priority %d", *prio)
-	}
-	if policy != nil {
-		s += fmt.Sprintf(" policy %d", *policy)
-	}
-	return s
-}
-
 func wantShape(ch Chain) string {
 	accept := nftables.ChainPolicyAccept
-	return chainShape(ch.Type, &ch.Hook, &ch.Priority, &accept)
+	return kernel.ChainShape(ch.Type, &ch.Hook, &ch.Priority, &accept)
 }
 
 // applyNFT makes our table hold want. It writes nothing when the table
@@ -118,7 +104,7 @@ func (k *Kernel) applyNFT(want Ruleset) error {
 	var added, deleted int
 	for _, oc := range o.chains {
 		w, ok := wantByName[oc.chain.Name]
-		if ok && chainShape(oc.chain.Type, oc.chain.Hooknum, oc.chain.Priority, oc.chain.Policy) == wantShape(w) {
+		if ok && kernel.ChainShape(oc.chain.Type, oc.chain.Hooknum, oc.chain.Priority, oc.chain.Policy) == wantShape(w) {
 			kept[oc.chain.Name] = oc
 			continue
 		}
@@ -229,7 +215,7 @@ func (k *Kernel) deleteNFT() error {
 // transaction), so google/nftables' package-global set ID counter, which
 // is not safe across connections, is never used.
 type batch struct {
-	c     NFTConn
+	c     kernel.NFT
 	n     int
 	setID uint32
 }

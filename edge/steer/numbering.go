@@ -6,23 +6,8 @@ import (
 	"math/bits"
 
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 )
-
-// Defaults of Numbering (and KernelOptions).
-const (
-	DefaultMarkMask         uint32 = 0x7f000000
-	DefaultTableBase               = 7400
-	DefaultRulePriorityBase        = 7400
-)
-
-// RouteProtocol marks the kernel routes and ip rules steering installs
-// (rtm_protocol / FRA_PROTOCOL). 242 is unassigned in the kernel's
-// rtnetlink.h, iproute2's rt_protos and FRR's range (186-197), and it is
-// neither the link package's 240 (static routes) nor the bgp package's 241,
-// so `ip route show table all proto 242` and `ip rule show proto 242` list
-// exactly steering's state. Only routes and rules with this protocol are
-// ever replaced or deleted.
-const RouteProtocol = 242
 
 // Numbering maps a traffic class's position i in PathPolicy.Classes to its
 // packet mark, routing table and ip rule priority:
@@ -49,21 +34,22 @@ type Numbering struct {
 	RulePriorityBase int
 }
 
-// DefaultNumbering is mask 0x7f000000, tables and priorities from 7401.
+// DefaultNumbering is kernel's: mask 0x7f000000, tables and priorities
+// from 7401.
 func DefaultNumbering() Numbering {
-	return Numbering{MarkMask: DefaultMarkMask, TableBase: DefaultTableBase, RulePriorityBase: DefaultRulePriorityBase}
+	return Numbering{MarkMask: kernel.SteerMarkMask, TableBase: kernel.SteerTableBase, RulePriorityBase: kernel.SteerRulePriorityBase}
 }
 
 // withDefaults fills zero fields.
 func (n Numbering) withDefaults() Numbering {
 	if n.MarkMask == 0 {
-		n.MarkMask = DefaultMarkMask
+		n.MarkMask = kernel.SteerMarkMask
 	}
 	if n.TableBase == 0 {
-		n.TableBase = DefaultTableBase
+		n.TableBase = kernel.SteerTableBase
 	}
 	if n.RulePriorityBase == 0 {
-		n.RulePriorityBase = DefaultRulePriorityBase
+		n.RulePriorityBase = kernel.SteerRulePriorityBase
 	}
 	return n
 }

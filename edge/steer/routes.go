@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/meshwan/meshwan/edge/dataplane/link"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +28,7 @@ func compareRouteKey(a, b routeKey) int {
 	return cmp.Or(cmp.Compare(a.table, b.table), comparePrefix(a.dst, b.dst), cmp.Compare(a.metric, b.metric))
 }
 
-// observedRoutes: ours are the IPv4 routes with RouteProtocol in any table;
+// observedRoutes: ours are the IPv4 routes with kernel.ProtoSteer in any table;
 // foreign are routes of other protocols inside the class tables.
 type observedRoutes struct {
 	ours    map[routeKey]netlink.Route
@@ -51,7 +51,7 @@ func routeKeyOf(r netlink.Route) (routeKey, bool) {
 // listRoutes reads the IPv4 routes of every table (one dump) and keeps
 // ours and the foreign ones in class tables.
 func (k *Kernel) listRoutes() (observedRoutes, error) {
-	all, err := link.RetryDump(func() ([]netlink.Route, error) {
+	all, err := kernel.RetryDump(func() ([]netlink.Route, error) {
 		return k.nl.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
@@ -64,7 +64,7 @@ func (k *Kernel) listRoutes() (observedRoutes, error) {
 			continue
 		}
 		switch {
-		case r.Protocol == RouteProtocol:
+		case r.Protocol == kernel.ProtoSteer:
 			o.ours[key] = r
 		case k.num.ownsTable(r.Table):
 			o.foreign[key] = r
@@ -82,7 +82,7 @@ type wantRoute struct {
 }
 
 func (k *Kernel) linkIndex() (map[string]int, error) {
-	links, err := link.RetryDump(k.nl.LinkList)
+	links, err := kernel.RetryDump(k.nl.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -145,7 +145,7 @@ func (k *Kernel) addRoutes(o observedRoutes, want map[routeKey]wantRoute) []erro
 			Table:     key.table,
 			Dst:       &net.IPNet{IP: key.dst.Addr().AsSlice(), Mask: net.CIDRMask(key.dst.Bits(), 32)},
 			LinkIndex: w.linkIndex,
-			Protocol:  RouteProtocol,
+			Protocol:  kernel.ProtoSteer,
 			Type:      unix.RTN_UNICAST,
 		}
 		if w.Gw.IsValid() {
@@ -187,21 +187,6 @@ func sortedKeys[V any](m map[routeKey]V) []routeKey {
 	return keys
 }
 
-// ruleKey renders the parts of an ip rule that matter here; a rule with
-// any other selector renders differently from every wanted rule.
-func ruleKey(r netlink.Rule) string {
-	mask := uint32(0xffffffff)
-	if r.Mask != nil {
-		mask = *r.Mask
-	}
-	s := fmt.Sprintf("pref %d fwmark %#x/%#x lookup %d", r.Priority, r.Mark, mask, r.Table)
-	if r.Src != nil || r.Dst != nil || r.IifName != "" || r.OifName != "" || r.Invert || r.Tos != 0 ||
-		r.Dport != nil || r.Sport != nil || r.IPProto != 0 || r.UIDRange != nil || r.Goto > 0 {
-		s += " +other selectors"
-	}
-	return s
-}
-
 // wantRules returns one rule per active class.
 func (k *Kernel) wantRules(active []bool) []netlink.Rule {
 	var out []netlink.Rule
@@ -216,21 +201,21 @@ func (k *Kernel) wantRules(active []bool) []netlink.Rule {
 		r.Mark = k.num.Mark(i)
 		mask := k.num.MarkMask
 		r.Mask = &mask
-		r.Protocol = RouteProtocol
+		r.Protocol = kernel.ProtoSteer
 		out = append(out, *r)
 	}
 	return out
 }
 
-// listRules returns our IPv4 ip rules (protocol RouteProtocol).
+// listRules returns our IPv4 ip rules (protocol kernel.ProtoSteer).
 func (k *Kernel) listRules() ([]netlink.Rule, error) {
-	all, err := link.RetryDump(func() ([]netlink.Rule, error) { return k.nl.RuleListFiltered(netlink.FAMILY_V4, nil, 0) })
+	all, err := kernel.RetryDump(func() ([]netlink.Rule, error) { return k.nl.RuleListFiltered(netlink.FAMILY_V4, nil, 0) })
 	if err != nil {
 		return nil, fmt.Errorf("list ip rules: %w", err)
 	}
 	var ours []netlink.Rule
 	for _, r := range all {
-		if r.Protocol == RouteProtocol {
+		if r.Protocol == kernel.ProtoSteer {
 			ours = append(ours, r)
 		}
 	}
@@ -240,15 +225,15 @@ func (k *Kernel) listRules() ([]netlink.Rule, error) {
 func (k *Kernel) addRules(have, want []netlink.Rule) []error {
 	present := map[string]bool{}
 	for _, r := range have {
-		present[ruleKey(r)] = true
+		present[kernel.RuleText(r)] = true
 	}
 	var errs []error
 	for _, r := range want {
-		if present[ruleKey(r)] {
+		if present[kernel.RuleText(r)] {
 			continue
 		}
 		if err := k.nl.RuleAdd(&r); err != nil {
-			errs = append(errs, fmt.Errorf("add ip rule %s: %w", ruleKey(r), err))
+			errs = append(errs, fmt.Errorf("add ip rule %s: %w", kernel.RuleText(r), err))
 			continue
 		}
 		k.log.Info("steering ip rule added", "priority", r.Priority, "mark", fmt.Sprintf("%#08x", r.Mark), "table", r.Table)
@@ -260,11 +245,11 @@ func (k *Kernel) addRules(have, want []netlink.Rule) []error {
 func (k *Kernel) delRules(have, want []netlink.Rule) []error {
 	wanted := map[string]bool{}
 	for _, r := range want {
-		wanted[ruleKey(r)] = true
+		wanted[kernel.RuleText(r)] = true
 	}
 	var errs []error
 	for _, r := range have {
-		key := ruleKey(r)
+		key := kernel.RuleText(r)
 		if wanted[key] {
 			wanted[key] = false // keep the first copy only
 			continue

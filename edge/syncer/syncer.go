@@ -547,9 +547,10 @@ func FromPB(d *pb.DesiredState) (State, error) {
 			LocalUnderlay: lu, RemoteUnderlay: ru, LocalInner: li, RemoteInner: ri, MTU: int(d.GetMtu()),
 			RemoteSite: t.GetRemoteSite(), PSK: t.GetPsk(), IPsec: pol,
 			AcceptPSKs: t.GetAcceptPsks(), PSKSerial: t.GetPskSerial(),
-			// The controller gives the A end the lower /30 address; the B
-			// end is the passive one.
-			Passive:        ri.Less(li.Addr()),
+			// The controller names the initiator (EdgeTunnel.role); an
+			// older controller does not, and then the A end, which it gives
+			// the lower /30 address, initiates and the B end is passive.
+			Passive:        t.GetRole() == pb.TunnelRole_TUNNEL_ROLE_RESPONDER || t.GetRole() == pb.TunnelRole_TUNNEL_ROLE_UNSPECIFIED && ri.Less(li.Addr()),
 			RemoteASN:      t.GetRemoteAsn(),
 			LocalTransport: t.GetLocalTransport(), RemoteTransport: t.GetRemoteTransport(),
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/meshwan/meshwan/edge/config"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/identity"
 	"github.com/meshwan/meshwan/edge/probe"
@@ -129,7 +130,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		}
 		viciPath = ch.SocketPath()
 	}
-	h, err := link.NewNetlinkHandle(netns.None())
+	h, err := kernel.NewNetlinkHandle(netns.None())
 	if err != nil {
 		return err
 	}
@@ -145,7 +146,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		return fmt.Errorf("--probe-listen: %w", err)
 	}
 	sk, err := steer.NewKernel(steer.KernelOptions{Logger: log, Netlink: h,
-		NFT: func() (steer.NFTConn, error) { return steer.NewNFTConn(-1) }})
+		NFT: func() (kernel.NFT, error) { return kernel.NewNFT(-1) }})
 	if err != nil {
 		return err
 	}
@@ -154,9 +155,9 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	// GoBGP are driven by its workers, never awaited by it.
 	a := agent.New(agent.Config{
 		StateDir: f.stateDir, Logger: log, WANInterfaces: splitList(f.wan),
-		Firewall: firewall.NewManager(func() (firewall.Conn, error) { return firewall.NewConn(-1) },
+		Firewall: firewall.NewManager(func() (kernel.NFT, error) { return kernel.NewNFT(-1) },
 			firewall.Options{Logger: log, ProbePort: probeAddr.Port(), BGPLANPeers: lanPeerAddrs(lanPeers)}),
-		Links:    newInterimLinks(h, log),
+		Links:    link.NewManager(h, link.Options{Logger: log}),
 		Steering: sk,
 		IPsec:    im,
 		SAs:      ipsec.KernelSAs,

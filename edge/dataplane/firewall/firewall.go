@@ -57,7 +57,8 @@
 // set an operator added) is removed: the table is ours.
 //
 // Pitfalls met: google/nftables' Conn keeps a serialization error and
-// queued messages until a Flush, so every Apply uses a fresh Conn; in an
+// queued messages until a Flush, so every Apply opens a fresh kernel.NFT
+// (the one nftables shim, shared with steering); in an
 // inet table, matches on the IPv4 header need `meta nfproto ipv4` first;
 // interval sets reject overlapping elements (see Ranges).
 package firewall
@@ -75,58 +76,21 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 )
 
 // TableName is meshwan's table, in the inet family.
 const TableName = "meshwan"
 
-// Conn lists the nftables calls this package makes; *nftables.Conn
-// implements it.
-type Conn interface {
-	ListTablesOfFamily(family nftables.TableFamily) ([]*nftables.Table, error)
-	ListChainsOfTableFamily(family nftables.TableFamily) ([]*nftables.Chain, error)
-	GetRules(t *nftables.Table, c *nftables.Chain) ([]*nftables.Rule, error)
-	GetSets(t *nftables.Table) ([]*nftables.Set, error)
-	GetSetElements(s *nftables.Set) ([]nftables.SetElement, error)
-	AddTable(t *nftables.Table) *nftables.Table
-	DelTable(t *nftables.Table)
-	AddChain(c *nftables.Chain) *nftables.Chain
-	FlushChain(c *nftables.Chain)
-	DelChain(c *nftables.Chain)
-	AddSet(s *nftables.Set, vals []nftables.SetElement) error
-	FlushSet(s *nftables.Set)
-	SetAddElements(s *nftables.Set, vals []nftables.SetElement) error
-	DelSet(s *nftables.Set)
-	AddRule(r *nftables.Rule) *nftables.Rule
-	Flush() error
-}
+// Conn is the nftables shim.
+//
+// Deprecated: use kernel.NFT; removed when the owner lands (issue 13).
+type Conn = kernel.NFT
 
-var _ Conn = (*nftables.Conn)(nil)
-
-// NewConn opens an nftables connection acting in the network namespace
-// open as file descriptor nsFD, or in the caller's namespace if nsFD < 0.
-// Nothing switches the calling thread's namespace.
-func NewConn(nsFD int) (Conn, error) {
-	c, err := OpenNFT(nsFD)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// OpenNFT is NewConn's concrete connection, shared with the steer
-// package (its own narrow interface, same connection).
-func OpenNFT(nsFD int) (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
-	if nsFD >= 0 {
-		opts = append(opts, nftables.WithNetNSFd(nsFD))
-	}
-	c, err := nftables.New(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("open nftables connection: %w", err)
-	}
-	return c, nil
-}
+// NewConn is kernel.NewNFT.
+//
+// Deprecated: use kernel.NewNFT; removed when the owner lands (issue 13).
+func NewConn(nsFD int) (kernel.NFT, error) { return kernel.NewNFT(nsFD) }
 
 // Options configure a Manager.
 type Options struct {
@@ -145,15 +109,15 @@ type Options struct {
 // Manager applies the firewall part of a Desired. Its methods are
 // serialized.
 type Manager struct {
-	dial func() (Conn, error)
+	dial func() (kernel.NFT, error)
 	log  *slog.Logger
 	par  Params
 	mu   sync.Mutex
 }
 
-// NewManager returns a Manager that opens a fresh Conn with dial for every
-// call, e.g. func() (Conn, error) { return NewConn(nsFD) }.
-func NewManager(dial func() (Conn, error), opts Options) *Manager {
+// NewManager returns a Manager that opens a fresh kernel.NFT with dial for
+// every call, e.g. func() (kernel.NFT, error) { return kernel.NewNFT(nsFD) }.
+func NewManager(dial func() (kernel.NFT, error), opts Options) *Manager {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -235,7 +199,7 @@ type observed struct {
 	shape  string
 }
 
-func observe(c Conn) (observed, error) {
+func observe(c kernel.NFT) (observed, error) {
 	var o observed
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -261,8 +225,7 @@ func observe(c Conn) (observed, error) {
 			return o, fmt.Errorf("list rules of chain %s: %w", ch.Name, err)
 		}
 		for i, r := range rules {
-			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
-			lines = append(lines, fmt.Sprintf("rule %s %03d %s", ch.Name, i, comment))
+			lines = append(lines, fmt.Sprintf("rule %s %03d %s", ch.Name, i, kernel.RuleComment(r)))
 		}
 	}
 	sets, err := c.GetSets(table)
@@ -300,17 +263,7 @@ func shapeOf(rs Ruleset) string {
 }
 
 func chainLine(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority, policy *nftables.ChainPolicy) string {
-	s := "chain " + name + " type " + string(typ)
-	if hook != nil {
-		s += fmt.Sprintf(" hook %d", *hook)
-	}
-	if prio != nil {
-		s += fmt.Sprintf(" priority %d", *prio)
-	}
-	if policy != nil {
-		s += fmt.Sprintf(" policy %d", *policy)
-	}
-	return s
+	return "chain " + name + " " + kernel.ChainShape(typ, hook, prio, policy)
 }
 
 func setLine(name, keyType string, interval bool, rs []Range) string {
@@ -320,7 +273,7 @@ func setLine(name, keyType string, interval bool, rs []Range) string {
 // program queues, on c, the one batch that turns cur into want.
 // Order inside the batch matters to the kernel: rules go before the sets
 // they reference can be deleted, chains are flushed before deletion.
-func program(c Conn, cur observed, want Ruleset) error {
+func program(c kernel.NFT, cur observed, want Ruleset) error {
 	if !cur.exists {
 		c.AddTable(table)
 	}

@@ -22,15 +22,16 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// recording wraps a Conn and logs its write calls.
+// recording wraps a kernel.NFT and logs its write calls.
 type recording struct {
-	Conn
+	kernel.NFT
 	mu     sync.Mutex
 	writes []string
 }
@@ -45,33 +46,33 @@ func (r *recording) take() []string {
 }
 func (r *recording) AddTable(t *nftables.Table) *nftables.Table {
 	r.note("AddTable")
-	return r.Conn.AddTable(t)
+	return r.NFT.AddTable(t)
 }
-func (r *recording) DelTable(t *nftables.Table) { r.note("DelTable"); r.Conn.DelTable(t) }
+func (r *recording) DelTable(t *nftables.Table) { r.note("DelTable"); r.NFT.DelTable(t) }
 func (r *recording) AddChain(c *nftables.Chain) *nftables.Chain {
 	r.note("AddChain " + c.Name)
-	return r.Conn.AddChain(c)
+	return r.NFT.AddChain(c)
 }
 func (r *recording) FlushChain(c *nftables.Chain) {
 	r.note("FlushChain " + c.Name)
-	r.Conn.FlushChain(c)
+	r.NFT.FlushChain(c)
 }
-func (r *recording) DelChain(c *nftables.Chain) { r.note("DelChain " + c.Name); r.Conn.DelChain(c) }
+func (r *recording) DelChain(c *nftables.Chain) { r.note("DelChain " + c.Name); r.NFT.DelChain(c) }
 func (r *recording) AddSet(s *nftables.Set, v []nftables.SetElement) error {
 	r.note("AddSet " + s.Name)
-	return r.Conn.AddSet(s, v)
+	return r.NFT.AddSet(s, v)
 }
-func (r *recording) FlushSet(s *nftables.Set) { r.note("FlushSet " + s.Name); r.Conn.FlushSet(s) }
+func (r *recording) FlushSet(s *nftables.Set) { r.note("FlushSet " + s.Name); r.NFT.FlushSet(s) }
 func (r *recording) SetAddElements(s *nftables.Set, v []nftables.SetElement) error {
 	r.note("SetAddElements " + s.Name)
-	return r.Conn.SetAddElements(s, v)
+	return r.NFT.SetAddElements(s, v)
 }
-func (r *recording) DelSet(s *nftables.Set) { r.note("DelSet " + s.Name); r.Conn.DelSet(s) }
+func (r *recording) DelSet(s *nftables.Set) { r.note("DelSet " + s.Name); r.NFT.DelSet(s) }
 func (r *recording) AddRule(x *nftables.Rule) *nftables.Rule {
 	r.note("AddRule")
-	return r.Conn.AddRule(x)
+	return r.NFT.AddRule(x)
 }
-func (r *recording) Flush() error { r.note("Flush"); return r.Conn.Flush() }
+func (r *recording) Flush() error { r.note("Flush"); return r.NFT.Flush() }
 
 func labDesired() dataplane.Desired {
 	return dataplane.Desired{
@@ -88,7 +89,7 @@ func labDesired() dataplane.Desired {
 }
 
 // handles returns the rule handles of our table, to prove "no rewrite".
-func handles(t *testing.T, c Conn) []string {
+func handles(t *testing.T, c kernel.NFT) []string {
 	t.Helper()
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
@@ -121,14 +122,14 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	ctx := context.Background()
 	ns := netnstest.New(t)
 	rec := &recording{}
-	m := NewManager(func() (Conn, error) {
-		c, err := NewConn(int(ns))
-		rec.Conn = c
+	m := NewManager(func() (kernel.NFT, error) {
+		c, err := kernel.NewNFT(int(ns))
+		rec.NFT = c
 		return rec, err
 	}, Options{PermitMark: 0x100000})
 
 	// A foreign table that must survive everything.
-	other, err := NewConn(int(ns))
+	other, err := kernel.NewNFT(int(ns))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +149,7 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	if n := count(w, "Flush"); n != 1 {
 		t.Errorf("first apply: %d Flushes, want 1: %q", n, w)
 	}
-	check, _ := NewConn(int(ns))
+	check, _ := kernel.NewNFT(int(ns))
 	o, err := observe(check)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +189,7 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	}
 
 	// Tamper: an operator appends a rule to our forward chain.
-	tc, _ := NewConn(int(ns))
+	tc, _ := kernel.NewNFT(int(ns))
 	tc.AddRule(&nftables.Rule{Table: table, Chain: &nftables.Chain{Name: ChainForward, Table: table},
 		Exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}})
 	if err := tc.Flush(); err != nil {
@@ -206,7 +207,7 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 
 	// An operator's chain inside our table goes; a deleted chain of ours
 	// comes back (DelChain and AddChain in the same single batch).
-	tc2, _ := NewConn(int(ns))
+	tc2, _ := kernel.NewNFT(int(ns))
 	tc2.AddChain(&nftables.Chain{Name: "extra", Table: table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter})
 	mssChain := &nftables.Chain{Name: ChainMSS, Table: table}
@@ -344,7 +345,7 @@ func newLab(t *testing.T) *lab {
 
 	// The operator's masquerade: table ip opnat, postrouting at srcnat,
 	// `ip saddr 10.2.1.0/24 masquerade` (no interface condition).
-	c, err := NewConn(int(l.r))
+	c, err := kernel.NewNFT(int(l.r))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +444,7 @@ func TestPrivilegedNATAndMSS(t *testing.T) {
 	l := newLab(t)
 
 	// 1. Control with an accept-only exemption.
-	c, err := NewConn(int(l.r))
+	c, err := kernel.NewNFT(int(l.r))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +469,7 @@ func TestPrivilegedNATAndMSS(t *testing.T) {
 	}
 
 	// 2. meshwan's table.
-	m := NewManager(func() (Conn, error) { return NewConn(int(l.r)) }, Options{})
+	m := NewManager(func() (kernel.NFT, error) { return kernel.NewNFT(int(l.r)) }, Options{})
 	if err := m.Apply(ctx, labDesired()); err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +498,7 @@ func TestPrivilegedPermitMark(t *testing.T) {
 	ctx := context.Background()
 	l := newLab(t)
 	const mark = 0x100000
-	c, err := NewConn(int(l.r))
+	c, err := kernel.NewNFT(int(l.r))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,14 +516,14 @@ func TestPrivilegedPermitMark(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	unmarked := NewManager(func() (Conn, error) { return NewConn(int(l.r)) }, Options{})
+	unmarked := NewManager(func() (kernel.NFT, error) { return kernel.NewNFT(int(l.r)) }, Options{})
 	if err := unmarked.Apply(ctx, labDesired()); err != nil {
 		t.Fatal(err)
 	}
 	if got := l.udpSource(t, "10.1.2.2"); got != "" {
 		t.Errorf("without PermitMark the operator's drop policy should win; B saw %q", got)
 	}
-	marked := NewManager(func() (Conn, error) { return NewConn(int(l.r)) }, Options{PermitMark: mark})
+	marked := NewManager(func() (kernel.NFT, error) { return kernel.NewNFT(int(l.r)) }, Options{PermitMark: mark})
 	if err := marked.Apply(ctx, labDesired()); err != nil {
 		t.Fatal(err)
 	}

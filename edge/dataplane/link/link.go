@@ -1,11 +1,12 @@
 // Package link owns the kernel side of meshwan tunnels that netlink
-// reaches: one IPv4 GRE link per tunnel, its /30 inner address, and static
-// routes to the remote LANs via the peer's inner address.
+// reaches: one IPv4 GRE link per tunnel with its /30 inner address
+// (Apply), and the edge's routes in the main table, static and BGP alike
+// (ApplyRoutes), all through the one shim kernel.Netlink.
 //
-// Apply is declarative and idempotent: it reads links, addresses and routes
-// back from the kernel on every call (there is no cached state to go
-// stale, so every Apply is a full resync), changes only the difference,
-// and a second Apply with the same Desired makes no netlink write at all.
+// Apply and ApplyRoutes are declarative and idempotent: they read the
+// kernel back on every call (there is no cached state to go stale, so
+// every call is a full resync), change only the difference, and a second
+// call with the same input makes no netlink write at all.
 //
 // What is ours, and how we avoid touching anything else:
 //   - links: names start with dataplane.LinkPrefix ("mw-") and carry the
@@ -13,10 +14,11 @@
 //     link named in Desired is managed whatever it carries (the prefix is
 //     reserved for meshwan); a link is deleted only if it has both the
 //     prefix and our alias, so a hand-made "mw-test" survives.
-//   - routes: installed with protocol RouteProtocol (240) and only routes
-//     with that protocol are ever replaced or deleted. A desired route whose
-//     (prefix, metric, table) is taken by someone else's route is reported
-//     as a conflict, never overwritten.
+//   - routes: ours carry protocol kernel.ProtoStatic (240) or
+//     kernel.ProtoBGP (241) in the main table, and only those are ever
+//     replaced or deleted. A wanted route whose (prefix, metric) is taken
+//     by someone else's route is reported as a conflict, never
+//     overwritten (RouteReplace would replace it whatever its protocol).
 //   - addresses: every address on our own links is ours.
 //
 // Problems met and handled here:
@@ -36,9 +38,9 @@
 //     otherwise left for an operator (it cannot be told from a hand-made
 //     one).
 //   - Interrupted dumps (netlink.ErrDumpInterrupted) are re-read, see
-//     RetryDump.
-//   - Receive offload (GRO) is turned off on our links before they come
-//     up. Decrypted transport-mode ESP reaches a GRE link from the
+//     kernel.RetryDump.
+//   - Receive offload (GRO) is off on our links by default (Options.GRO),
+//     set before they come up. Decrypted transport-mode ESP reaches a GRE link from the
 //     kernel's xfrm_trans_reinject work; with GRO on, that delivery goes
 //     through the link's GRO cells, and the lab's Debian 6.1 guest froze
 //     there under probe traffic (both CPUs looping in gro_cell_poll →
@@ -89,16 +91,12 @@ import (
 	"sync"
 
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
-
-// RouteProtocol marks the static routes this package installs (rtm_protocol).
-// 240 (0xf0) is unassigned in iproute2's rt_protos and by the routing
-// daemons we know (bird 12, zebra 11, FRR bgp 186..., keepalived 18).
-// `ip route show proto 240` lists exactly meshwan's static routes.
-const RouteProtocol netlink.RouteProtocol = 240
 
 // AliasPrefix starts the alias of every link we create: "meshwan:<id>".
 const AliasPrefix = "meshwan:"
@@ -110,16 +108,19 @@ const greTTL = 64
 type Options struct {
 	// Logger receives one line per change; nil discards.
 	Logger *slog.Logger
-	// Table is the routing table for the static routes; 0 means main (254).
-	Table int
+	// GRO turns generic receive offload on for the GRE links; off (the
+	// default) is what the package comment explains. Apply repairs the
+	// setting either way.
+	GRO bool
 }
 
-// Manager applies the link part of a Desired through a Handle. Its methods
-// are safe for concurrent use; they are serialized.
+// Manager applies the link part of a Desired and the main-table routes
+// through a kernel.Netlink. Its methods are safe for concurrent use; they
+// are serialized.
 type Manager struct {
-	h     Handle
-	log   *slog.Logger
-	table int
+	h   kernel.Netlink
+	log *slog.Logger
+	gro bool
 
 	mu   sync.Mutex
 	last []dataplane.Tunnel // tunnels of the last Apply, for Status
@@ -127,6 +128,9 @@ type Manager struct {
 	// tried again by this Manager, so a kernel without altnames costs
 	// one failed call per link, not one per Apply.
 	altFailed map[altKey]bool
+	// conflicts: the last route conflicts logged, so each set is logged
+	// once.
+	conflicts string
 }
 
 type altKey struct {
@@ -135,22 +139,32 @@ type altKey struct {
 }
 
 // NewManager returns a Manager driving h.
-func NewManager(h Handle, opts Options) *Manager {
+func NewManager(h kernel.Netlink, opts Options) *Manager {
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	table := opts.Table
-	if table == 0 {
-		table = unix.RT_TABLE_MAIN
-	}
-	return &Manager{h: h, log: log, table: table, altFailed: map[altKey]bool{}}
+	return &Manager{h: h, log: log, gro: opts.GRO, altFailed: map[altKey]bool{}}
 }
 
-// Apply makes the kernel match d: GRE links, addresses, routes. It
-// validates d first and changes nothing if d is invalid. It carries on past
-// a failing tunnel and returns all failures joined, so one bad peer does
-// not block the others; the next Apply retries whatever failed.
+// NetlinkHandle is the real kernel.Netlink.
+//
+// Deprecated: use kernel.NetlinkHandle; removed when the owner lands
+// (issue 13).
+type NetlinkHandle = kernel.NetlinkHandle
+
+// NewNetlinkHandle is kernel.NewNetlinkHandle.
+//
+// Deprecated: use kernel.NewNetlinkHandle; removed when the owner lands
+// (issue 13).
+func NewNetlinkHandle(ns netns.NsHandle) (*NetlinkHandle, error) { return kernel.NewNetlinkHandle(ns) }
+
+// Apply makes the kernel match d's links: GRE links, addresses, GRO; it
+// writes no route (ApplyRoutes does; only a rename on an old kernel puts
+// back the routes its down flushed). It validates d first and changes
+// nothing if d is invalid. It carries on past a failing tunnel and
+// returns all failures joined, so one bad peer does not block the others;
+// the next Apply retries whatever failed.
 func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	if err := d.Validate(); err != nil {
 		return fmt.Errorf("link apply: %w", err)
@@ -165,7 +179,6 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 	}
 
 	var errs []error
-	index := map[string]int{} // link name -> ifindex of links ready for routes
 	tunnels := slices.Clone(d.Tunnels)
 	slices.SortFunc(tunnels, func(a, b dataplane.Tunnel) int { return strings.Compare(a.LinkName, b.LinkName) })
 	cur, claimed := resolve(links, byName, tunnels)
@@ -180,7 +193,6 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 			errs = append(errs, fmt.Errorf("tunnel %s link %s: %w", t.ID, t.LinkName, err))
 			continue
 		}
-		index[t.LinkName] = l.Attrs().Index
 		final[t.LinkName] = l
 	}
 
@@ -206,40 +218,8 @@ func (m *Manager) Apply(ctx context.Context, d dataplane.Desired) error {
 			m.ensureAltName(t, l, names)
 		}
 	}
-	errs = append(errs, m.applyRoutes(PlanRoutes(d), index)...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("link apply: %w", err)
-	}
-	return nil
-}
-
-// ApplyRoutes makes only the routes match d, over the links that already
-// exist as d wants them (same GRE parameters, up); it never creates,
-// changes or deletes a link, and routes over other links are skipped. The
-// probes' path decisions go through here: a path change must not run
-// ahead of the agent's full reconcile, which orders the firewall before a
-// new link and a link's IPsec teardown before its deletion.
-func (m *Manager) ApplyRoutes(ctx context.Context, d dataplane.Desired) error {
-	if err := d.Validate(); err != nil {
-		return fmt.Errorf("link routes: %w", err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, byName, err := m.listLinks()
-	if err != nil {
-		return fmt.Errorf("link routes: %w", err)
-	}
-	index := map[string]int{}
-	for _, t := range d.Tunnels {
-		if l := byName[t.LinkName]; l != nil && sameGRE(l, t) && l.Attrs().Flags&net.FlagUp != 0 {
-			index[t.LinkName] = l.Attrs().Index
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := errors.Join(m.applyRoutes(PlanRoutes(d), index)...); err != nil {
-		return fmt.Errorf("link routes: %w", err)
 	}
 	return nil
 }
@@ -298,7 +278,7 @@ func (m *Manager) Retiring(d dataplane.Desired) (retiring []Retiring, present ma
 
 // listLinks dumps every link, also indexed by name.
 func (m *Manager) listLinks() ([]netlink.Link, map[string]netlink.Link, error) {
-	links, err := RetryDump(m.h.LinkList)
+	links, err := kernel.RetryDump(m.h.LinkList)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list links: %w", err)
 	}
@@ -401,20 +381,20 @@ func (m *Manager) ensureTunnel(t dataplane.Tunnel, cur netlink.Link, names nameT
 		m.log.Info("link mtu set", "link", t.LinkName, "mtu", mtu, "was", a.MTU)
 	}
 
-	// GRO off before the link is up: no decrypted packet may reach its
-	// GRO cells (see the package comment).
+	// GRO set before the link is up: with the default (off) no
+	// decrypted packet may reach its GRO cells (see the package comment).
 	gro, err := m.h.LinkGRO(cur)
 	if err != nil {
 		return nil, err
 	}
-	if gro {
-		if err := m.h.LinkSetGRO(cur, false); err != nil {
+	if gro != m.gro {
+		if err := m.h.LinkSetGRO(cur, m.gro); err != nil {
 			return nil, err
 		}
-		m.log.Info("link gro off", "link", t.LinkName)
+		m.log.Info("link gro set", "link", t.LinkName, "gro", m.gro)
 	}
 
-	addrs, err := RetryDump(func() ([]netlink.Addr, error) { return m.h.AddrList(cur, netlink.FAMILY_ALL) })
+	addrs, err := kernel.RetryDump(func() ([]netlink.Addr, error) { return m.h.AddrList(cur, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("list addresses: %w", err)
 	}
@@ -530,13 +510,14 @@ func isV6LinkLocal(a netlink.Addr) bool {
 }
 
 // Cleanup deletes every link meshwan created (prefix and alias) and every
-// route left with RouteProtocol in the table. Routes through a deleted link
-// vanish with it; the second pass catches any left behind.
+// route of ours (ProtoStatic and ProtoBGP) left in the main table. Routes
+// through a deleted link vanish with it; the second pass catches any left
+// behind (e.g. BGP routes via a LAN router).
 func (m *Manager) Cleanup(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.last = nil
-	links, err := RetryDump(m.h.LinkList)
+	links, err := kernel.RetryDump(m.h.LinkList)
 	if err != nil {
 		return fmt.Errorf("link cleanup: list links: %w", err)
 	}
@@ -554,15 +535,12 @@ func (m *Manager) Cleanup(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	routes, err := m.ourRoutes()
+	table, err := m.listMain()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	for _, r := range routes {
-		r := r
-		if err := m.h.RouteDel(&r); err != nil {
-			errs = append(errs, fmt.Errorf("delete route %v: %w", r.Dst, err))
-		}
+	if err := m.writeRoutes(ctx, nil, table, isOurs); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("link cleanup: %w", err)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -36,7 +37,7 @@ func kernelHandle(t *testing.T) *NetlinkHandle {
 // counting wraps a Handle and records its write calls, so the tests can
 // assert "no netlink write" against the real kernel.
 type counting struct {
-	Handle
+	kernel.Netlink
 	mu     sync.Mutex
 	writes []string
 }
@@ -51,59 +52,59 @@ func (c *counting) take() []string {
 }
 func (c *counting) LinkAdd(l netlink.Link) error {
 	c.note("LinkAdd " + l.Attrs().Name)
-	return c.Handle.LinkAdd(l)
+	return c.Netlink.LinkAdd(l)
 }
 func (c *counting) LinkDel(l netlink.Link) error {
 	c.note("LinkDel " + l.Attrs().Name)
-	return c.Handle.LinkDel(l)
+	return c.Netlink.LinkDel(l)
 }
 func (c *counting) LinkSetUp(l netlink.Link) error {
 	c.note("LinkSetUp " + l.Attrs().Name)
-	return c.Handle.LinkSetUp(l)
+	return c.Netlink.LinkSetUp(l)
 }
 func (c *counting) LinkSetDown(l netlink.Link) error {
 	c.note("LinkSetDown " + l.Attrs().Name)
-	return c.Handle.LinkSetDown(l)
+	return c.Netlink.LinkSetDown(l)
 }
 func (c *counting) LinkSetName(l netlink.Link, n string) error {
 	c.note("LinkSetName " + l.Attrs().Name + " " + n)
-	return c.Handle.LinkSetName(l, n)
+	return c.Netlink.LinkSetName(l, n)
 }
 func (c *counting) LinkAddAltName(l netlink.Link, n string) error {
 	c.note("LinkAddAltName " + l.Attrs().Name + " " + n)
-	return c.Handle.LinkAddAltName(l, n)
+	return c.Netlink.LinkAddAltName(l, n)
 }
 func (c *counting) LinkSetMTU(l netlink.Link, m int) error {
 	c.note("LinkSetMTU " + l.Attrs().Name)
-	return c.Handle.LinkSetMTU(l, m)
+	return c.Netlink.LinkSetMTU(l, m)
 }
 func (c *counting) LinkSetAlias(l netlink.Link, a string) error {
 	c.note("LinkSetAlias " + l.Attrs().Name)
-	return c.Handle.LinkSetAlias(l, a)
+	return c.Netlink.LinkSetAlias(l, a)
 }
 func (c *counting) LinkSetGRO(l netlink.Link, on bool) error {
 	c.note("LinkSetGRO " + l.Attrs().Name)
-	return c.Handle.LinkSetGRO(l, on)
+	return c.Netlink.LinkSetGRO(l, on)
 }
 func (c *counting) LinkSetIP6AddrGenMode(l netlink.Link, m int) error {
 	c.note("LinkSetIP6AddrGenMode " + l.Attrs().Name)
-	return c.Handle.LinkSetIP6AddrGenMode(l, m)
+	return c.Netlink.LinkSetIP6AddrGenMode(l, m)
 }
 func (c *counting) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 	c.note("AddrAdd " + a.IPNet.String())
-	return c.Handle.AddrAdd(l, a)
+	return c.Netlink.AddrAdd(l, a)
 }
 func (c *counting) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	c.note("AddrDel " + a.IPNet.String())
-	return c.Handle.AddrDel(l, a)
+	return c.Netlink.AddrDel(l, a)
 }
 func (c *counting) RouteReplace(r *netlink.Route) error {
 	c.note("RouteReplace " + r.Dst.String())
-	return c.Handle.RouteReplace(r)
+	return c.Netlink.RouteReplace(r)
 }
 func (c *counting) RouteDel(r *netlink.Route) error {
 	c.note("RouteDel " + r.Dst.String())
-	return c.Handle.RouteDel(r)
+	return c.Netlink.RouteDel(r)
 }
 
 // bridgeForGRE stands in for GRE on kernels without it: LinkAdd of a
@@ -113,7 +114,7 @@ func (c *counting) RouteDel(r *netlink.Route) error {
 // (alias, altnames, names, addrgenmode, MTU, up, addresses, routes,
 // statistics, deletion) is the real kernel.
 type bridgeForGRE struct {
-	Handle
+	kernel.Netlink
 	mu  sync.Mutex
 	gre map[int]netlink.Gretun
 }
@@ -121,10 +122,10 @@ type bridgeForGRE struct {
 func (b *bridgeForGRE) LinkAdd(l netlink.Link) error {
 	g, ok := l.(*netlink.Gretun)
 	if !ok {
-		return b.Handle.LinkAdd(l)
+		return b.Netlink.LinkAdd(l)
 	}
 	br := &netlink.Bridge{LinkAttrs: g.LinkAttrs}
-	if err := b.Handle.LinkAdd(br); err != nil {
+	if err := b.Netlink.LinkAdd(br); err != nil {
 		return err
 	}
 	g.Index = br.Index
@@ -135,7 +136,7 @@ func (b *bridgeForGRE) LinkAdd(l netlink.Link) error {
 }
 
 func (b *bridgeForGRE) LinkList() ([]netlink.Link, error) {
-	ls, err := b.Handle.LinkList()
+	ls, err := b.Netlink.LinkList()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for i, l := range ls {
@@ -181,7 +182,7 @@ func kernelState(t *testing.T, h *NetlinkHandle) string {
 			lines = append(lines, "addr "+a.Name+" "+ad.IPNet.String())
 		}
 	}
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: netlink.RouteProtocol(kernel.ProtoStatic)}, netlink.RT_FILTER_PROTOCOL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,10 +203,10 @@ func kernelState(t *testing.T, h *NetlinkHandle) string {
 func TestPrivilegedApplyOnKernel(t *testing.T) {
 	ctx := context.Background()
 	raw := kernelHandle(t)
-	c := &counting{Handle: &bridgeForGRE{Handle: raw, gre: map[int]netlink.Gretun{}}}
+	c := &counting{Netlink: &bridgeForGRE{Netlink: raw, gre: map[int]netlink.Gretun{}}}
 	m := NewManager(c, Options{})
 
-	if err := m.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
 	want := `addr mw-b-inet-inet 10.255.0.1/30
@@ -240,7 +241,7 @@ route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet metric 0`
 		t.Errorf("after waiting, kernel state changed (link-local?):\n%s", got)
 	}
 
-	if err := m.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
 	if w := c.take(); len(w) != 0 {
@@ -250,7 +251,7 @@ route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet metric 0`
 	// MTU change: one write.
 	d := twoTunnels()
 	d.Tunnels[0].MTU = 1380
-	if err := m.Apply(ctx, d); err != nil {
+	if err := applyAll(ctx, m, d); err != nil {
 		t.Fatal(err)
 	}
 	if w := c.take(); !slices.Equal(w, []string{"LinkSetMTU mw-b-inet-inet"}) {
@@ -269,7 +270,7 @@ route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet metric 0`
 	// A foreign static route on t2's (prefix, metric) is not overwritten.
 	d = twoTunnels()
 	d.Tunnels = d.Tunnels[:1]
-	if err := m.Apply(ctx, d); err != nil {
+	if err := applyAll(ctx, m, d); err != nil {
 		t.Fatal(err)
 	}
 	if w := c.take(); !slices.Equal(w, []string{"LinkSetMTU mw-b-inet-inet", "LinkDel mw-c-inet-inet"}) {
@@ -286,7 +287,7 @@ route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet metric 0`
 	if err := raw.RouteAdd(foreign); err != nil {
 		t.Fatal(err)
 	}
-	err = m.Apply(ctx, twoTunnels())
+	err = applyAll(ctx, m, twoTunnels())
 	if err == nil || !strings.Contains(err.Error(), "not touching") {
 		t.Errorf("want a conflict error, got %v", err)
 	}
@@ -325,9 +326,9 @@ func TestPrivilegedApplyGRE(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := &counting{Handle: raw}
+	c := &counting{Netlink: raw}
 	m := NewManager(c, Options{})
-	if err := m.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
 	c.take()
@@ -348,7 +349,7 @@ func TestPrivilegedApplyGRE(t *testing.T) {
 	if gro, err := raw.LinkGRO(l); err != nil || gro {
 		t.Errorf("GRE link GRO on=%v (%v), want off", gro, err)
 	}
-	if err := m.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
 	if w := c.take(); len(w) != 0 {
@@ -356,7 +357,7 @@ func TestPrivilegedApplyGRE(t *testing.T) {
 	}
 	d := twoTunnels()
 	d.Tunnels[0].RemoteUnderlay = addr("198.51.100.50")
-	if err := m.Apply(ctx, d); err != nil {
+	if err := applyAll(ctx, m, d); err != nil {
 		t.Fatal(err)
 	}
 	if w := c.take(); len(w) == 0 || w[0] != "LinkDel mw-b-inet-inet" {
@@ -365,11 +366,11 @@ func TestPrivilegedApplyGRE(t *testing.T) {
 
 	// Upgrade from the site-based names: the GRE links are renamed in
 	// place (on kernels before 6.2: down, rename, up), same ifindex.
-	must(t, m.Apply(ctx, upgraded(true)))
+	must(t, applyAll(ctx, m, upgraded(true)))
 	c.take()
 	old, err := raw.LinkByName("mw-b-inet-inet")
 	must(t, err)
-	must(t, m.Apply(ctx, upgraded(false)))
+	must(t, applyAll(ctx, m, upgraded(false)))
 	w := c.take()
 	if slices.ContainsFunc(w, func(s string) bool { return strings.HasPrefix(s, "LinkDel") || strings.HasPrefix(s, "LinkAdd ") }) {
 		t.Errorf("upgrade re-created GRE links: %q", w)
@@ -378,7 +379,7 @@ func TestPrivilegedApplyGRE(t *testing.T) {
 	if l, err := raw.LinkByName("mw-02bfc000"); err != nil || l.Attrs().Index != old.Attrs().Index || l.Type() != "gre" {
 		t.Errorf("renamed GRE link: %v %v", l, err)
 	}
-	must(t, m.Apply(ctx, upgraded(false)))
+	must(t, applyAll(ctx, m, upgraded(false)))
 	if w := c.take(); len(w) != 0 {
 		t.Errorf("Apply after the rename wrote: %q", w)
 	}

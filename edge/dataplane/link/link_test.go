@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -53,14 +54,14 @@ route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet proto 240 metric 0 table 254`
 
-func checkState(t *testing.T, f *Fake, want string) {
+func checkState(t *testing.T, f *kernel.FakeNetlink, want string) {
 	t.Helper()
 	if got := f.String(); got != want {
 		t.Errorf("state:\n%s\nwant:\n%s", got, want)
 	}
 }
 
-func checkNoWrites(t *testing.T, f *Fake) {
+func checkNoWrites(t *testing.T, f *kernel.FakeNetlink) {
 	t.Helper()
 	if w := f.Writes(); len(w) != 0 {
 		t.Errorf("writes on an idempotent apply: %q", w)
@@ -69,9 +70,9 @@ func checkNoWrites(t *testing.T, f *Fake) {
 
 func TestApplyCreatesAndIsIdempotent(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
-	if err := m.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
 	checkState(t, f, twoTunnelsState)
@@ -92,16 +93,16 @@ func TestApplyCreatesAndIsIdempotent(t *testing.T) {
 		"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
 		"LinkSetUp mw-c-inet-inet",
 		"AddrAdd mw-c-inet-inet 10.255.0.5/30",
-		"RouteReplace 10.1.1.0/24 via 10.255.0.2 dev 1 metric 0",
-		"RouteReplace 10.1.2.0/24 via 10.255.0.2 dev 1 metric 0",
-		"RouteReplace 10.3.0.0/16 via 10.255.0.6 dev 2 metric 0",
+		"RouteReplace 10.1.1.0/24 via 10.255.0.2 proto 240 metric 0 table 254",
+		"RouteReplace 10.1.2.0/24 via 10.255.0.2 proto 240 metric 0 table 254",
+		"RouteReplace 10.3.0.0/16 via 10.255.0.6 proto 240 metric 0 table 254",
 	}
 	if got := f.Writes(); !slices.Equal(got, want) {
 		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 
 	f.ResetCalls()
-	if err := m.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
 	checkNoWrites(t, f)
@@ -143,7 +144,7 @@ func TestApplyChanges(t *testing.T) {
 				"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
 				"LinkSetUp mw-c-inet-inet",
 				"AddrAdd mw-c-inet-inet 10.255.0.5/30",
-				"RouteReplace 10.3.0.0/16 via 10.255.0.6 dev 3 metric 0",
+				"RouteReplace 10.3.0.0/16 via 10.255.0.6 proto 240 metric 0 table 254",
 			},
 			wantState:    strings.Replace(twoTunnelsState, "remote 198.51.100.9", "remote 198.51.100.77", 1),
 			wantRetiring: []string{"mw-c-inet-inet t2 192.0.2.1>198.51.100.9 recreated=true"},
@@ -157,7 +158,7 @@ func TestApplyChanges(t *testing.T) {
 			wantWrites: []string{
 				"AddrDel mw-c-inet-inet 10.255.0.5/30",
 				"AddrAdd mw-c-inet-inet 10.255.0.9/30",
-				"RouteReplace 10.3.0.0/16 via 10.255.0.10 dev 2 metric 0",
+				"RouteReplace 10.3.0.0/16 via 10.255.0.10 proto 240 metric 0 table 254",
 			},
 			wantState: strings.NewReplacer("10.255.0.5/30", "10.255.0.9/30", "via 10.255.0.6", "via 10.255.0.10").Replace(twoTunnelsState),
 		},
@@ -167,8 +168,8 @@ func TestApplyChanges(t *testing.T) {
 				d.Tunnels[0].RemoteLANs = []netip.Prefix{pfx("10.1.1.0/24"), pfx("10.1.9.0/24")}
 			},
 			wantWrites: []string{
-				"RouteReplace 10.1.9.0/24 via 10.255.0.2 dev 1 metric 0",
-				"RouteDel 10.1.2.0/24 metric 0",
+				"RouteReplace 10.1.9.0/24 via 10.255.0.2 proto 240 metric 0 table 254",
+				"RouteDel 10.1.2.0/24 via 10.255.0.2 proto 240 metric 0 table 254",
 			},
 			wantState: strings.Replace(twoTunnelsState, "route 10.1.2.0/24", "route 10.1.9.0/24", 1),
 		},
@@ -188,9 +189,9 @@ route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			f := NewFake()
+			f := kernel.NewFakeNetlink()
 			m := NewManager(f, Options{})
-			if err := m.Apply(ctx, twoTunnels()); err != nil {
+			if err := applyAll(ctx, m, twoTunnels()); err != nil {
 				t.Fatal(err)
 			}
 			f.ResetCalls()
@@ -218,7 +219,7 @@ route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 					t.Errorf("present[%s] = %v, re-created %v", tn.LinkName, present[tn.LinkName], recreated)
 				}
 			}
-			if err := m.Apply(ctx, d); err != nil {
+			if err := applyAll(ctx, m, d); err != nil {
 				t.Fatal(err)
 			}
 			for _, w := range f.Writes() {
@@ -238,7 +239,7 @@ route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 			}
 			checkState(t, f, tc.wantState)
 			f.ResetCalls()
-			if err := m.Apply(ctx, d); err != nil {
+			if err := applyAll(ctx, m, d); err != nil {
 				t.Fatal(err)
 			}
 			checkNoWrites(t, f)
@@ -251,7 +252,7 @@ route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 // route on a desired (prefix, metric) is reported, not overwritten.
 func TestApplyLeavesOthersAlone(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	for _, l := range []netlink.Link{
 		&netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, LinkType: "veth"},
 		&netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-hand"}, LinkType: "dummy"},
@@ -260,12 +261,12 @@ func TestApplyLeavesOthersAlone(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f.AddForeignRoute(netlink.Route{Dst: ipnet("10.9.0.0/16"), LinkIndex: 1, Protocol: unix.RTPROT_STATIC})
-	f.AddForeignRoute(netlink.Route{Dst: ipnet("10.3.0.0/16"), LinkIndex: 1, Protocol: 186}) // BGP, same key as t2's route
+	f.InjectRoute(netlink.Route{Dst: ipnet("10.9.0.0/16"), LinkIndex: 1, Protocol: unix.RTPROT_STATIC})
+	f.InjectRoute(netlink.Route{Dst: ipnet("10.3.0.0/16"), LinkIndex: 1, Protocol: 186}) // BGP, same key as t2's route
 	f.ResetCalls()
 
 	m := NewManager(f, Options{})
-	err := m.Apply(ctx, twoTunnels())
+	err := applyAll(ctx, m, twoTunnels())
 	if err == nil || !strings.Contains(err.Error(), "10.3.0.0/16") || !strings.Contains(err.Error(), "not touching") {
 		t.Fatalf("want a route conflict error for 10.3.0.0/16, got %v", err)
 	}
@@ -273,8 +274,8 @@ func TestApplyLeavesOthersAlone(t *testing.T) {
 	for _, want := range []string{
 		"link eth0 veth mtu 1500",
 		"link mw-hand dummy mtu 1500",
-		"route 10.9.0.0/16 via <nil> dev eth0 proto 4 metric 0 table 254",
-		"route 10.3.0.0/16 via <nil> dev eth0 proto 186 metric 0 table 254",
+		"route 10.9.0.0/16 dev eth0 proto 4 metric 0 table 254",
+		"route 10.3.0.0/16 dev eth0 proto 186 metric 0 table 254",
 		"route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240",
 	} {
 		if !strings.Contains(state, want) {
@@ -290,18 +291,18 @@ func TestApplyLeavesOthersAlone(t *testing.T) {
 	}
 	want := `link eth0 veth mtu 1500
 link mw-hand dummy mtu 1500
-route 10.3.0.0/16 via <nil> dev eth0 proto 186 metric 0 table 254
-route 10.9.0.0/16 via <nil> dev eth0 proto 4 metric 0 table 254`
+route 10.3.0.0/16 dev eth0 proto 186 metric 0 table 254
+route 10.9.0.0/16 dev eth0 proto 4 metric 0 table 254`
 	checkState(t, f, want)
 }
 
 // TestApplyRepairsDrift: state changed behind our back is put right.
 func TestApplyRepairsDrift(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
 	d := desired(tunnel("t1", "mw-b-inet-inet", "198.51.100.1", "10.255.0.1/30", "10.255.0.2", "10.1.1.0/24"))
-	if err := m.Apply(ctx, d); err != nil {
+	if err := applyAll(ctx, m, d); err != nil {
 		t.Fatal(err)
 	}
 	want := f.String()
@@ -314,10 +315,10 @@ func TestApplyRepairsDrift(t *testing.T) {
 	must(t, f.LinkSetGRO(l, true))
 	must(t, f.LinkSetUp(l))
 	must(t, f.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("172.16.0.1").To4(), Mask: net.CIDRMask(24, 32)}}))
-	must(t, f.RouteReplace(&netlink.Route{Dst: ipnet("10.7.0.0/16"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: 1, Protocol: RouteProtocol, Table: 254}))
+	must(t, f.RouteReplace(&netlink.Route{Dst: ipnet("10.7.0.0/16"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: 1, Protocol: kernel.ProtoStatic, Table: 254}))
 	f.ResetCalls()
 
-	if err := m.Apply(ctx, d); err != nil {
+	if err := applyAll(ctx, m, d); err != nil {
 		t.Fatal(err)
 	}
 	checkState(t, f, want)
@@ -326,7 +327,7 @@ func TestApplyRepairsDrift(t *testing.T) {
 		"LinkSetIP6AddrGenMode mw-b-inet-inet 1",
 		"AddrDel mw-b-inet-inet fe80::1/64",
 		"AddrDel mw-b-inet-inet 172.16.0.1/24",
-		"RouteDel 10.7.0.0/16 metric 0",
+		"RouteDel 10.7.0.0/16 via 10.255.0.2 proto 240 metric 0 table 254",
 	}
 	if got := f.Writes(); !slices.Equal(got, wantWrites) {
 		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantWrites, "\n"))
@@ -335,11 +336,11 @@ func TestApplyRepairsDrift(t *testing.T) {
 
 func TestApplyFailuresAreIsolatedAndRetried(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
 	boom := errors.New("boom")
-	f.Fail("LinkAdd mw-b", boom)
-	err := m.Apply(ctx, twoTunnels())
+	f.Fail("LinkAdd", "mw-b", boom)
+	err := applyAll(ctx, m, twoTunnels())
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "tunnel t1 link mw-b-inet-inet: add") {
 		t.Fatalf("want the LinkAdd failure naming tunnel t1, got %v", err)
 	}
@@ -347,9 +348,9 @@ func TestApplyFailuresAreIsolatedAndRetried(t *testing.T) {
 	if s := f.String(); !strings.Contains(s, "route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet") {
 		t.Errorf("t2 not applied:\n%s", s)
 	}
-	f.Fail("LinkAdd mw-b", nil)
+	f.Fail("LinkAdd", "mw-b", nil)
 	f.ResetCalls()
-	if err := m.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
 	checkState(t, f, twoTunnelsState)
@@ -360,28 +361,28 @@ func TestApplyFailuresAreIsolatedAndRetried(t *testing.T) {
 	}
 
 	// A failing route install is reported and retried next time.
-	f2 := NewFake()
+	f2 := kernel.NewFakeNetlink()
 	m2 := NewManager(f2, Options{})
-	f2.Fail("RouteReplace 10.1.2.0/24", boom)
-	if err := m2.Apply(ctx, twoTunnels()); !errors.Is(err, boom) {
+	f2.Fail("RouteReplace", "10.1.2.0/24", boom)
+	if err := applyAll(ctx, m2, twoTunnels()); !errors.Is(err, boom) {
 		t.Fatalf("want route failure, got %v", err)
 	}
-	f2.Fail("RouteReplace 10.1.2.0/24", nil)
+	f2.Fail("RouteReplace", "10.1.2.0/24", nil)
 	f2.ResetCalls()
-	if err := m2.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m2, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f2.Writes(), []string{"RouteReplace 10.1.2.0/24 via 10.255.0.2 dev 1 metric 0"}; !slices.Equal(got, want) {
+	if got, want := f2.Writes(), []string{"RouteReplace 10.1.2.0/24 via 10.255.0.2 proto 240 metric 0 table 254"}; !slices.Equal(got, want) {
 		t.Errorf("retry writes %q, want %q", got, want)
 	}
 }
 
 func TestApplyInvalidChangesNothing(t *testing.T) {
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
 	d := twoTunnels()
 	d.Tunnels[1].LocalInner = pfx("10.255.0.5/24")
-	err := m.Apply(context.Background(), d)
+	err := applyAll(context.Background(), m, d)
 	if !errors.Is(err, dataplane.ErrInvalid) || !strings.Contains(err.Error(), "Tunnels[1](id=t2).LocalInner") {
 		t.Fatalf("got %v", err)
 	}
@@ -391,15 +392,15 @@ func TestApplyInvalidChangesNothing(t *testing.T) {
 }
 
 func TestDumpInterruptedIsRetried(t *testing.T) {
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
-	f.Fail("LinkList", netlink.ErrDumpInterrupted)
+	f.Fail("LinkList", "", netlink.ErrDumpInterrupted)
 	err := m.Apply(context.Background(), twoTunnels())
 	if !errors.Is(err, netlink.ErrDumpInterrupted) {
 		t.Fatalf("got %v", err)
 	}
-	if n := len(f.Calls()); n != dumpRetries {
-		t.Errorf("%d LinkList calls, want %d retries", n, dumpRetries)
+	if n := len(f.Calls()); n != 5 {
+		t.Errorf("%d LinkList calls, want 5 tries (kernel.RetryDump)", n)
 	}
 	if len(f.Writes()) != 0 {
 		t.Errorf("wrote after a failed dump: %q", f.Writes())
@@ -408,9 +409,9 @@ func TestDumpInterruptedIsRetried(t *testing.T) {
 
 func TestStatus(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
-	must(t, m.Apply(ctx, twoTunnels()))
+	must(t, applyAll(ctx, m, twoTunnels()))
 	f.SetStats("mw-b-inet-inet", netlink.LinkStatistics{RxBytes: 100, TxBytes: 200, RxPackets: 1, TxPackets: 2, RxErrors: 3})
 	must(t, f.LinkDel(&netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-c-inet-inet"}}))
 	f.ResetCalls()
@@ -451,6 +452,12 @@ func TestPlanRoutes(t *testing.T) {
 	}
 }
 
+// applyAll is what the agent before the owner does: links, then the
+// static routes over them.
+func applyAll(ctx context.Context, m *Manager, d dataplane.Desired) error {
+	return errors.Join(m.Apply(ctx, d), m.ApplyStaticRoutes(ctx, d))
+}
+
 func ipnet(s string) *net.IPNet {
 	_, n, err := net.ParseCIDR(s)
 	if err != nil {
@@ -466,51 +473,76 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// TestApplyRoutesNeverTouchesLinks: ApplyRoutes installs and removes only
+// TestApplyStaticRoutesNeverTouchesLinks: ApplyStaticRoutes installs and removes only
 // routes. A tunnel without a link (new) gets no link and no route, a link
 // no tunnel wants survives (its routes go), a link whose GRE parameters
 // differ from the tunnel's gets no new route; the next Apply does the
 // link work.
-func TestApplyRoutesNeverTouchesLinks(t *testing.T) {
+func TestApplyStaticRoutesNeverTouchesLinks(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
-	if err := m.Apply(ctx, twoTunnels()); err != nil {
+	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)
 	}
 	f.ResetCalls()
 	d := twoTunnels()
 	d.Tunnels[0].RemoteLANs = append(d.Tunnels[0].RemoteLANs, pfx("10.1.3.0/24"))
 	d.Tunnels = append(d.Tunnels[:1], tunnel("t3", "mw-d-inet-inet", "198.51.100.17", "10.255.0.9/30", "10.255.0.10", "10.4.0.0/16"))
-	if err := m.ApplyRoutes(ctx, d); err != nil {
+	if err := m.ApplyStaticRoutes(ctx, d); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{
-		"RouteReplace 10.1.3.0/24 via 10.255.0.2 dev 1 metric 0",
-		"RouteDel 10.3.0.0/16 metric 0",
+		"RouteReplace 10.1.3.0/24 via 10.255.0.2 proto 240 metric 0 table 254",
+		"RouteDel 10.3.0.0/16 via 10.255.0.6 proto 240 metric 0 table 254",
 	}
 	if got := f.Writes(); !slices.Equal(got, want) {
 		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	if !strings.Contains(f.String(), "link mw-c-inet-inet") {
-		t.Error("ApplyRoutes deleted a link no tunnel wants")
+		t.Error("ApplyStaticRoutes deleted a link no tunnel wants")
 	}
 
 	f.ResetCalls()
 	d = twoTunnels()
 	d.Tunnels[1].RemoteLANs = []netip.Prefix{pfx("10.3.9.0/24")}
 	d.Tunnels[1].RemoteUnderlay = addr("198.51.100.77") // the link must be re-created first
-	if err := m.ApplyRoutes(ctx, d); err != nil {
+	if err := m.ApplyStaticRoutes(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.Writes(), []string{"RouteDel 10.1.3.0/24 metric 0"}; !slices.Equal(got, want) { // no route over the stale link
+	if got, want := f.Writes(), []string{"RouteDel 10.1.3.0/24 via 10.255.0.2 proto 240 metric 0 table 254"}; !slices.Equal(got, want) { // no route over the stale link
 		t.Errorf("writes with a link to re-create: %q, want %q", got, want)
 	}
 	f.ResetCalls()
-	if err := m.Apply(ctx, d); err != nil {
+	if err := applyAll(ctx, m, d); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.Writes(); !slices.Contains(got, "LinkDel mw-c-inet-inet") || !slices.Contains(got, "RouteReplace 10.3.9.0/24 via 10.255.0.6 dev 3 metric 0") {
+	if got := f.Writes(); !slices.Contains(got, "LinkDel mw-c-inet-inet") || !slices.Contains(got, "RouteReplace 10.3.9.0/24 via 10.255.0.6 proto 240 metric 0 table 254") {
 		t.Errorf("the Apply after it: %q, want the link re-created and its route installed", got)
+	}
+}
+
+// TestGROOption: Options.GRO leaves GRO on (a new link has it) and turns
+// it back on where it was off; the default turns it off before up.
+func TestGROOption(t *testing.T) {
+	ctx := context.Background()
+	f := kernel.NewFakeNetlink()
+	must(t, NewManager(f, Options{}).Apply(ctx, twoTunnels()))
+	if n := strings.Count(f.String(), "gro off"); n != 2 {
+		t.Fatalf("default: %d links with GRO off, want 2:\n%s", n, f.String())
+	}
+	f.ResetCalls()
+	must(t, NewManager(f, Options{GRO: true}).Apply(ctx, twoTunnels()))
+	if w := f.Writes(); !slices.Equal(w, []string{"LinkSetGRO mw-b-inet-inet on", "LinkSetGRO mw-c-inet-inet on"}) {
+		t.Errorf("GRO on: writes %q", w)
+	}
+	if strings.Contains(f.String(), "gro off") {
+		t.Errorf("GRO on: state\n%s", f.String())
+	}
+
+	f2 := kernel.NewFakeNetlink()
+	must(t, NewManager(f2, Options{GRO: true}).Apply(ctx, twoTunnels()))
+	if slices.ContainsFunc(f2.Writes(), func(w string) bool { return strings.HasPrefix(w, "LinkSetGRO") }) {
+		t.Errorf("GRO on for new links: writes %q, want no GRO write", f2.Writes())
 	}
 }

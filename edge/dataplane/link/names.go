@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -37,7 +38,7 @@ func (m *Manager) rename(cur netlink.Link, t dataplane.Tunnel) error {
 		return fmt.Errorf("rename from %s: %w", old, err)
 	}
 
-	routes, err := RetryDump(func() ([]netlink.Route, error) {
+	routes, err := kernel.RetryDump(func() ([]netlink.Route, error) {
 		return m.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: a.Index, Table: unix.RT_TABLE_UNSPEC},
 			netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	})

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -23,7 +24,7 @@ import (
 // 6.2, so a newer host exercises the down/rename/up fallback that the
 // lab's Debian 6.1 takes.
 type noLiveRename struct {
-	Handle
+	kernel.Netlink
 	raw *NetlinkHandle
 }
 
@@ -31,7 +32,7 @@ func (n noLiveRename) LinkSetName(l netlink.Link, name string) error {
 	if k, err := n.raw.LinkByIndex(l.Attrs().Index); err == nil && k.Attrs().Flags&net.FlagUp != 0 {
 		return unix.EBUSY
 	}
-	return n.Handle.LinkSetName(l, name)
+	return n.Netlink.LinkSetName(l, name)
 }
 
 // altNamesWork reports whether the kernel takes altnames (Linux 5.5+).
@@ -57,13 +58,13 @@ func TestPrivilegedRenameOnUpgrade(t *testing.T) {
 		t.Run(fmt.Sprintf("live=%v", live), func(t *testing.T) {
 			ctx := context.Background()
 			raw := kernelHandle(t)
-			var h Handle = &bridgeForGRE{Handle: raw, gre: map[int]netlink.Gretun{}}
+			var h kernel.Netlink = &bridgeForGRE{Netlink: raw, gre: map[int]netlink.Gretun{}}
 			if !live {
-				h = noLiveRename{Handle: h, raw: raw}
+				h = noLiveRename{Netlink: h, raw: raw}
 			}
-			c := &counting{Handle: h}
+			c := &counting{Netlink: h}
 			m := NewManager(c, Options{})
-			must(t, m.Apply(ctx, upgraded(true)))
+			must(t, applyAll(ctx, m, upgraded(true)))
 			alt := altNamesWork(t, raw)
 			lo, err := raw.LinkByName("lo")
 			must(t, err)
@@ -84,7 +85,7 @@ func TestPrivilegedRenameOnUpgrade(t *testing.T) {
 			if len(ret) != 0 || len(present) != 2 {
 				t.Errorf("Retiring before the rename: retiring %+v present %v", ret, present)
 			}
-			must(t, m.Apply(ctx, d))
+			must(t, applyAll(ctx, m, d))
 			w := c.take()
 			if slices.ContainsFunc(w, func(s string) bool { return strings.HasPrefix(s, "LinkDel") || strings.HasPrefix(s, "LinkAdd ") }) {
 				t.Errorf("upgrade deleted or created links: %q", w)
@@ -129,7 +130,7 @@ route 10.3.0.0/16 via 10.255.0.6 dev mw-02bfc001 metric 0`
 					t.Errorf("old name %s does not resolve to ifindex %d: %v", old, idx, err)
 				}
 			}
-			must(t, m.Apply(ctx, d))
+			must(t, applyAll(ctx, m, d))
 			if w := c.take(); len(w) != 0 {
 				t.Errorf("second Apply wrote: %q", w)
 			}
@@ -167,9 +168,9 @@ func measureRenameGap(t *testing.T, raw *NetlinkHandle, l netlink.Link, n int) {
 		must(t, raw.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(10, 255, 0, 1), Mask: net.CIDRMask(30, 32)}}))
 	}
 	routes := []*netlink.Route{
-		{Dst: ipnet("10.1.1.0/24"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: idx, Protocol: RouteProtocol},
-		{Dst: ipnet("10.1.2.0/24"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: idx, Protocol: RouteProtocol},
-		{Dst: ipnet("10.1.3.0/24"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: idx, Protocol: RouteProtocol},
+		{Dst: ipnet("10.1.1.0/24"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: idx, Protocol: kernel.ProtoStatic},
+		{Dst: ipnet("10.1.2.0/24"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: idx, Protocol: kernel.ProtoStatic},
+		{Dst: ipnet("10.1.3.0/24"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: idx, Protocol: kernel.ProtoStatic},
 		{Dst: ipnet("10.9.0.0/16"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: idx, Protocol: 186, Table: 100},
 	}
 	for _, r := range routes {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -47,12 +48,12 @@ func TestApplyRenamesOnUpgrade(t *testing.T) {
 	for _, live := range []bool{false, true} {
 		t.Run(fmt.Sprintf("live=%v", live), func(t *testing.T) {
 			ctx := context.Background()
-			f := NewFake()
+			f := kernel.NewFakeNetlink()
 			f.SetLiveRename(live)
 			m := NewManager(f, Options{})
-			must(t, m.Apply(ctx, upgraded(true)))
+			must(t, applyAll(ctx, m, upgraded(true)))
 			// A BGP-style route over t2's link in another table.
-			f.AddForeignRoute(netlink.Route{Dst: ipnet("10.9.0.0/16"), Gw: ipnet("10.255.0.6/32").IP, LinkIndex: 2, Protocol: 186, Table: 100})
+			f.InjectRoute(netlink.Route{Dst: ipnet("10.9.0.0/16"), Gw: ipnet("10.255.0.6/32").IP, LinkIndex: 2, Protocol: 186, Table: 100})
 			if s := f.String(); strings.Contains(s, "altname") {
 				t.Fatalf("old-named links got an altname equal to their name:\n%s", s)
 			}
@@ -66,7 +67,7 @@ func TestApplyRenamesOnUpgrade(t *testing.T) {
 			}
 			checkNoWrites(t, f)
 
-			must(t, m.Apply(ctx, d))
+			must(t, applyAll(ctx, m, d))
 			var want []string
 			for _, l := range []struct{ old, new, route, gw string }{
 				{"mw-b-inet-inet", "mw-02bfc000", "", ""},
@@ -82,15 +83,14 @@ func TestApplyRenamesOnUpgrade(t *testing.T) {
 					"LinkSetDown "+l.old,
 					rename,
 					"LinkSetUp "+l.new)
-				idx := map[string]string{"mw-02bfc000": "1", "mw-02bfc001": "2"}[l.new]
 				if l.new == "mw-02bfc000" {
 					want = append(want,
-						"RouteReplace 10.1.1.0/24 via 10.255.0.2 dev "+idx+" metric 0",
-						"RouteReplace 10.1.2.0/24 via 10.255.0.2 dev "+idx+" metric 0")
+						"RouteReplace 10.1.1.0/24 via 10.255.0.2 dev mw-02bfc000 proto 240 metric 0 table 254",
+						"RouteReplace 10.1.2.0/24 via 10.255.0.2 dev mw-02bfc000 proto 240 metric 0 table 254")
 				} else {
-					want = append(want,
-						"RouteReplace 10.3.0.0/16 via 10.255.0.6 dev "+idx+" metric 0",
-						"RouteReplace "+l.route+" via "+l.gw+" dev "+idx+" metric 0")
+					want = append(want, // in dump order: table 100 first
+						"RouteReplace "+l.route+" via "+l.gw+" dev mw-02bfc001 proto 186 metric 0 table 100",
+						"RouteReplace 10.3.0.0/16 via 10.255.0.6 dev mw-02bfc001 proto 240 metric 0 table 254")
 				}
 			}
 			want = append(want, "LinkAddAltName mw-02bfc000 mw-b-inet-inet", "LinkAddAltName mw-02bfc001 mw-c-inet-inet")
@@ -100,7 +100,7 @@ func TestApplyRenamesOnUpgrade(t *testing.T) {
 			checkState(t, f, upgradedState)
 
 			f.ResetCalls()
-			must(t, m.Apply(ctx, d))
+			must(t, applyAll(ctx, m, d))
 			checkNoWrites(t, f)
 			if ret, _, _ := m.Retiring(d); len(ret) != 0 {
 				t.Errorf("retiring after the upgrade: %+v", ret)
@@ -117,9 +117,9 @@ func TestApplyRenamesOnUpgrade(t *testing.T) {
 // and the next Apply finishes the job.
 func TestApplyRenameEdgeCases(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
-	must(t, m.Apply(ctx, upgraded(true)))
+	must(t, applyAll(ctx, m, upgraded(true)))
 	f.ResetCalls()
 
 	d := upgraded(false)
@@ -134,7 +134,7 @@ func TestApplyRenameEdgeCases(t *testing.T) {
 	if want := []string{"mw-b-inet-inet t1 recreated=false", "mw-c-inet-inet t2 recreated=true"}; !slices.Equal(got, want) || len(present) != 0 {
 		t.Errorf("retiring %q present %v, want %q and none present", got, present, want)
 	}
-	must(t, m.Apply(ctx, d))
+	must(t, applyAll(ctx, m, d))
 	w := f.Writes()
 	if i, j := slices.Index(w, "LinkDel mw-c-inet-inet"), slices.Index(w, "LinkAdd mw-02bfc001 gre"); i < 0 || j < 0 || i > j {
 		t.Errorf("re-create order wrong: %q", w)
@@ -143,22 +143,22 @@ func TestApplyRenameEdgeCases(t *testing.T) {
 		t.Errorf("writes %q: want the orphan deleted and no rename", w)
 	}
 	f.ResetCalls()
-	must(t, m.Apply(ctx, d))
+	must(t, applyAll(ctx, m, d))
 	checkNoWrites(t, f)
 
 	// A rename that fails is reported and retried; the link stays.
-	f2 := NewFake()
+	f2 := kernel.NewFakeNetlink()
 	m2 := NewManager(f2, Options{})
-	must(t, m2.Apply(ctx, upgraded(true)))
-	f2.Fail("LinkSetName mw-b", unix.EPERM)
-	if err := m2.Apply(ctx, upgraded(false)); err == nil || !strings.Contains(err.Error(), "rename from mw-b-inet-inet") {
+	must(t, applyAll(ctx, m2, upgraded(true)))
+	f2.Fail("LinkSetName", "mw-b", unix.EPERM)
+	if err := applyAll(ctx, m2, upgraded(false)); err == nil || !strings.Contains(err.Error(), "rename from mw-b-inet-inet") {
 		t.Fatalf("want the rename failure, got %v", err)
 	}
 	if s := f2.String(); !strings.Contains(s, "link mw-b-inet-inet gre") || !strings.Contains(s, "route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet") {
 		t.Errorf("failed rename disturbed the link:\n%s", s)
 	}
-	f2.Fail("LinkSetName mw-b", nil)
-	must(t, m2.Apply(ctx, upgraded(false)))
+	f2.Fail("LinkSetName", "mw-b", nil)
+	must(t, applyAll(ctx, m2, upgraded(false)))
 	checkState(t, f2, strings.Join(slices.DeleteFunc(strings.Split(upgradedState, "\n"), func(l string) bool { return strings.Contains(l, "proto 186") }), "\n"))
 }
 
@@ -167,36 +167,36 @@ func TestApplyRenameEdgeCases(t *testing.T) {
 // to the first (names and altnames share one namespace).
 func TestAltNames(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
-	f.Fail("LinkAddAltName", unix.EOPNOTSUPP)
-	must(t, m.Apply(ctx, upgraded(false)))
+	f.Fail("LinkAddAltName", "", unix.EOPNOTSUPP)
+	must(t, applyAll(ctx, m, upgraded(false)))
 	if s := f.String(); strings.Contains(s, "altname") || !strings.Contains(s, "alias meshwan:t1") {
 		t.Errorf("state:\n%s", s)
 	}
 	f.ResetCalls()
-	must(t, m.Apply(ctx, upgraded(false)))
+	must(t, applyAll(ctx, m, upgraded(false)))
 	checkNoWrites(t, f)
 
-	f2 := NewFake()
+	f2 := kernel.NewFakeNetlink()
 	m2 := NewManager(f2, Options{})
 	d := upgraded(false)
 	// Remote site "b-inet" over inet/inet and site "b" over inet-inet/inet:
 	// both read "mw-b-inet-inet-inet".
 	d.Tunnels[0].RemoteSite = "b-inet"
 	d.Tunnels[1].RemoteSite, d.Tunnels[1].LocalTransport = "b", "inet-inet"
-	must(t, m2.Apply(ctx, d))
+	must(t, applyAll(ctx, m2, d))
 	if s := f2.String(); strings.Count(s, "altname mw-b-inet-inet-inet") != 1 || !strings.Contains(s, "link mw-02bfc000 gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 altname mw-b-inet-inet-inet") {
 		t.Errorf("contested altname:\n%s", s)
 	}
 	f2.ResetCalls()
-	must(t, m2.Apply(ctx, d))
+	must(t, applyAll(ctx, m2, d))
 	checkNoWrites(t, f2)
 }
 
 // TestFakeNames pins the fake's model of the kernel's name rules.
 func TestFakeNames(t *testing.T) {
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	a := &netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-a"}, LinkType: "dummy"}
 	b := &netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-b"}, LinkType: "dummy"}
 	must(t, f.LinkAdd(a))
@@ -231,14 +231,14 @@ func TestFakeNames(t *testing.T) {
 // an altname, the rename fails before any down (no gap paid for nothing).
 func TestRenameTargetHeldAsAltName(t *testing.T) {
 	ctx := context.Background()
-	f := NewFake()
+	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
-	must(t, m.Apply(ctx, upgraded(true)))
+	must(t, applyAll(ctx, m, upgraded(true)))
 	other := &netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "eth9"}, LinkType: "dummy"}
 	must(t, f.LinkAdd(other))
 	must(t, f.LinkAddAltName(other, "mw-02bfc000"))
 	f.ResetCalls()
-	err := m.Apply(ctx, upgraded(false))
+	err := applyAll(ctx, m, upgraded(false))
 	if err == nil || !strings.Contains(err.Error(), "holds mw-02bfc000 as an altname") {
 		t.Fatalf("got %v", err)
 	}

@@ -3,17 +3,23 @@ package link
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
 // Route is one planned static route: Dst via Gw over the tunnel link Link.
+//
+// Deprecated: removed when the owner lands (issue 13), with PlanRoutes;
+// the owner's planner makes []kernel.Route.
 type Route struct {
 	Dst      netip.Prefix
 	Gw       netip.Addr
@@ -37,6 +43,9 @@ func (r Route) String() string {
 // "b.inet2~a.inet2"), the same on both ends and independent of the link
 // names (which follow the /30s, i.e. allocation order). The result is
 // sorted by (Dst, Metric).
+//
+// Deprecated: removed when the owner lands (issue 13); the owner's pure
+// planner computes every main-table route.
 func PlanRoutes(d dataplane.Desired) []Route {
 	var rs []Route
 	for _, t := range d.Tunnels {
@@ -59,102 +68,167 @@ func PlanRoutes(d dataplane.Desired) []Route {
 	return rs
 }
 
-type routeKey struct {
-	dst    netip.Prefix
-	metric int
+// ErrRouteConflict is wrapped by the error of a route apply that left a
+// wanted route out because a foreign route holds its key: retrying
+// cannot fix it, an operator must remove the other route.
+var ErrRouteConflict = errors.New("a route of another protocol holds the key")
+
+// ApplyRoutes makes the main table's routes with protocol ProtoStatic or
+// ProtoBGP (ours) equal to rs, the whole edge's routes. It reads the
+// table once and writes only the difference: one RouteReplace per new or
+// changed (Dst, Metric), so a route switch costs one netlink write; a
+// RouteDel per route of ours not wanted and per extra copy of one. It
+// never touches a foreign route: a wanted route whose (Dst, Metric) a
+// foreign route holds is left out and reported (the error wraps
+// ErrRouteConflict; the log has it once per change of the conflict set).
+// Invalid routes (checkRoutes) are refused, the others applied. A route
+// write that fails (a gateway whose link is gone: ENETUNREACH) does not
+// stop the others; every failure is returned joined.
+func (m *Manager) ApplyRoutes(ctx context.Context, rs []kernel.Route) error {
+	want, err := checkRoutes(rs)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	table, lerr := m.listMain()
+	if lerr != nil {
+		return fmt.Errorf("routes: %w", lerr)
+	}
+	if err := errors.Join(err, m.writeRoutes(ctx, want, table, isOurs)); err != nil {
+		return fmt.Errorf("routes: %w", err)
+	}
+	return nil
 }
 
-func keyOf(r netlink.Route) (routeKey, bool) {
-	if r.Dst == nil {
-		return routeKey{dst: netip.MustParsePrefix("0.0.0.0/0"), metric: r.Priority}, true
+// Routes returns our routes in the main table (protocols ProtoStatic and
+// ProtoBGP), sorted, e.g. for the owner to adopt BGP routes at start.
+func (m *Manager) Routes(ctx context.Context) ([]kernel.Route, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	ip, ok := netip.AddrFromSlice(r.Dst.IP)
-	if !ok {
-		return routeKey{}, false
-	}
-	ones, _ := r.Dst.Mask.Size()
-	return routeKey{dst: netip.PrefixFrom(ip.Unmap(), ones), metric: r.Priority}, true
-}
-
-// applyRoutes makes our routes in the table equal to plan. index maps link
-// names to ifindexes of links that are ready; routes over other links are
-// skipped (their tunnel already reported an error) but not deleted.
-func (m *Manager) applyRoutes(plan []Route, index map[string]int) []error {
-	all, err := RetryDump(func() ([]netlink.Route, error) {
-		return m.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: m.table}, netlink.RT_FILTER_TABLE)
-	})
+	table, err := m.listMain()
 	if err != nil {
-		return []error{fmt.Errorf("list routes: %w", err)}
+		return nil, fmt.Errorf("routes: %w", err)
 	}
-	ours := map[routeKey]netlink.Route{}
-	foreign := map[routeKey]netlink.Route{}
-	for _, r := range all {
-		k, ok := keyOf(r)
-		if !ok {
-			continue
-		}
-		if r.Protocol == RouteProtocol {
-			ours[k] = r
-		} else {
-			foreign[k] = r
-		}
-	}
-
-	var errs []error
-	keep := map[routeKey]bool{}
-	for _, p := range plan {
-		k := routeKey{p.Dst, p.Metric}
-		keep[k] = true
-		idx, ready := index[p.Link]
-		if !ready {
-			continue
-		}
-		if r, ok := ours[k]; ok && r.LinkIndex == idx && ipIs(r.Gw, p.Gw) {
-			continue
-		}
-		if r, ok := foreign[k]; ok {
-			errs = append(errs, fmt.Errorf("route %v: the table already has a route for %v metric %d with protocol %v; not touching it",
-				p, p.Dst, p.Metric, r.Protocol))
-			continue
-		}
-		nr := &netlink.Route{
-			LinkIndex: idx,
-			Dst:       &net.IPNet{IP: p.Dst.Addr().AsSlice(), Mask: net.CIDRMask(p.Dst.Bits(), 32)},
-			Gw:        p.Gw.AsSlice(),
-			Protocol:  RouteProtocol,
-			Priority:  p.Metric,
-			Table:     m.table,
-		}
-		if err := m.h.RouteReplace(nr); err != nil {
-			errs = append(errs, fmt.Errorf("tunnel %s: install route %v: %w", p.TunnelID, p, err))
-			continue
-		}
-		m.log.Info("route installed", "route", p.String(), "tunnel_id", p.TunnelID)
-	}
-	for k, r := range ours {
-		if keep[k] {
-			continue
-		}
-		r := r
-		if err := m.h.RouteDel(&r); err != nil {
-			errs = append(errs, fmt.Errorf("delete stale route %v metric %d: %w", k.dst, k.metric, err))
-			continue
-		}
-		m.log.Info("route deleted", "dst", k.dst.String(), "metric", k.metric)
-	}
-	return errs
+	table = slices.DeleteFunc(table, func(r kernel.Route) bool { return !isOurs(r.Protocol) })
+	slices.SortFunc(table, compareRoute)
+	return table, nil
 }
 
-// ourRoutes lists the routes with RouteProtocol in the manager's table.
-func (m *Manager) ourRoutes() ([]netlink.Route, error) {
-	rs, err := RetryDump(func() ([]netlink.Route, error) {
-		return m.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: m.table, Protocol: RouteProtocol},
-			netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+func isOurs(protocol int) bool { return protocol == kernel.ProtoStatic || protocol == kernel.ProtoBGP }
+
+// listMain reads the IPv4 routes of the main table (one dump).
+func (m *Manager) listMain() ([]kernel.Route, error) {
+	all, err := kernel.RetryDump(func() ([]netlink.Route, error) {
+		return m.h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: kernel.MainTable}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
-	return rs, nil
+	out := make([]kernel.Route, 0, len(all))
+	for _, r := range all {
+		if k, ok := kernel.RouteFromNetlink(r); ok {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// writeRoutes carries out planRoutes(want, table, owned). Callers hold
+// m.mu.
+func (m *Manager) writeRoutes(ctx context.Context, want, table []kernel.Route, owned func(int) bool) error {
+	p := planRoutes(want, table, owned)
+	var errs []error
+	for _, r := range p.Dedup {
+		if err := m.h.RouteDel(r.NetlinkRoute(kernel.MainTable)); err != nil {
+			errs = append(errs, fmt.Errorf("delete duplicate route %v: %w", r, err))
+			continue
+		}
+		m.log.Info("duplicate route deleted", "route", r.String())
+	}
+	for _, r := range p.Replace {
+		if err := ctx.Err(); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		if err := m.h.RouteReplace(r.NetlinkRoute(kernel.MainTable)); err != nil {
+			errs = append(errs, fmt.Errorf("install route %v: %w", r, err))
+			continue
+		}
+		m.log.Info("route installed", "route", r.String())
+	}
+	for _, r := range p.Delete {
+		if err := m.h.RouteDel(r.NetlinkRoute(kernel.MainTable)); err != nil {
+			errs = append(errs, fmt.Errorf("delete route %v: %w", r, err))
+			continue
+		}
+		m.log.Info("route deleted", "route", r.String())
+	}
+	conflicts := make([]string, len(p.Conflicts))
+	for i, r := range p.Conflicts {
+		conflicts[i] = r.String()
+	}
+	if c := strings.Join(conflicts, "; "); c != m.conflicts {
+		m.conflicts = c
+		if c != "" {
+			m.log.Warn("routes not installed: the main table has a route of another protocol with the same prefix and metric", "routes", c)
+		}
+	}
+	if len(conflicts) > 0 {
+		errs = append(errs, fmt.Errorf("%w, not touching it: %s", ErrRouteConflict, m.conflicts))
+	}
+	return errors.Join(errs...)
+}
+
+// ApplyStaticRoutes makes only the static routes (ProtoStatic) match
+// PlanRoutes(d), over the links that already exist as d wants them (same
+// GRE parameters, up); it never changes a link, and a route over another
+// link is neither installed nor, if present, removed. BGP routes are
+// foreign to it.
+//
+// Deprecated: removed when the owner lands (issue 13); the owner plans
+// every main-table route and calls ApplyRoutes.
+func (m *Manager) ApplyStaticRoutes(ctx context.Context, d dataplane.Desired) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("static routes: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, byName, err := m.listLinks()
+	if err != nil {
+		return fmt.Errorf("static routes: %w", err)
+	}
+	ready := map[string]bool{}
+	for _, t := range d.Tunnels {
+		if l := byName[t.LinkName]; l != nil && sameGRE(l, t) && l.Attrs().Flags&net.FlagUp != 0 {
+			ready[t.LinkName] = true
+		}
+	}
+	table, err := m.listMain()
+	if err != nil {
+		return fmt.Errorf("static routes: %w", err)
+	}
+	static := func(p int) bool { return p == kernel.ProtoStatic }
+	var want []kernel.Route
+	for _, p := range PlanRoutes(d) {
+		if ready[p.Link] {
+			want = append(want, kernel.Route{Dst: p.Dst, Via: []netip.Addr{p.Gw}, Metric: p.Metric, Protocol: kernel.ProtoStatic})
+			continue
+		}
+		// Not ready: keep what is there (the first copy).
+		if i := slices.IndexFunc(table, func(r kernel.Route) bool {
+			return static(r.Protocol) && r.Dst == p.Dst && r.Metric == p.Metric
+		}); i >= 0 {
+			want = append(want, table[i])
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := m.writeRoutes(ctx, want, table, static); err != nil {
+		return fmt.Errorf("static routes: %w", err)
+	}
+	return nil
 }
 
 // Status is the observed state of one tunnel's link.
@@ -186,7 +260,7 @@ func (m *Manager) Status(ctx context.Context) ([]Status, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	links, err := RetryDump(m.h.LinkList)
+	links, err := kernel.RetryDump(m.h.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("link status: list links: %w", err)
 	}

@@ -1355,9 +1355,9 @@ type Tunnel struct {
 	PskRotation  string                 `protobuf:"bytes,7,opt,name=psk_rotation,json=pskRotation,proto3" json:"psk_rotation,omitempty"`
 	PskRotatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=psk_rotated_at,json=pskRotatedAt,proto3" json:"psk_rotated_at,omitempty"`
 	// initiator names the end that initiates IKE and opens BGP ("a" or
-	// "b"). The ends (a, b) and the id are fixed when the tunnel is made and
-	// never change with the sites' roles; the initiator may (a hub answers,
-	// a spoke or a site behind NAT initiates) without re-keying the tunnel.
+	// "b"). Like the ends (a, b) and the id it is fixed when the tunnel is
+	// made and never changes with the sites' roles, so a role change re-keys
+	// and renegotiates nothing.
 	Initiator     string `protobuf:"bytes,9,opt,name=initiator,proto3" json:"initiator,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -1,4 +1,4 @@
-package link
+package kernel
 
 import (
 	"errors"
@@ -11,19 +11,23 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Handle lists exactly the kernel calls this package makes. NetlinkHandle
-// implements it (see NewNetlinkHandle); Fake implements it in memory for
-// unit tests. Keep it narrow: a call added here must be added to Fake.
-type Handle interface {
+// Netlink lists exactly the netlink (and ethtool) calls meshwan makes:
+// the link package's links, addresses, GRO and main-table routes, the
+// steer package's ip rules and class-table routes. NetlinkHandle
+// implements it on the kernel (NewNetlinkHandle); FakeNetlink models it in
+// memory for unit tests. Keep it narrow: a call added here must be added
+// to FakeNetlink, with the kernel's semantics.
+type Netlink interface {
 	LinkList() ([]netlink.Link, error)
 	LinkAdd(link netlink.Link) error
 	LinkDel(link netlink.Link) error
 	LinkSetUp(link netlink.Link) error
+	// LinkSetDown takes a link down. Pitfall: the kernel then flushes
+	// every IPv4 route through it, in every table and of every protocol.
 	LinkSetDown(link netlink.Link) error
 	// LinkSetName renames a link in place (`ip link set DEV name NEW`);
 	// ifindex, addresses and routes stay. Kernels before 6.2 refuse it
-	// with EBUSY while the link is up (6.2 allowed live renames); see
-	// Manager.rename.
+	// with EBUSY while the link is up (6.2 allowed live renames).
 	LinkSetName(link netlink.Link, name string) error
 	// LinkAddAltName adds an alternative name (IFLA_ALT_IFNAME, Linux
 	// 5.5+; `ip link property add DEV altname NAME`). Names and altnames
@@ -38,29 +42,45 @@ type Handle interface {
 	// addr_gen_mode, which would act on the namespace of the calling
 	// thread rather than the handle's.
 	LinkSetIP6AddrGenMode(link netlink.Link, mode int) error
+	// LinkGRO and LinkSetGRO read and set generic receive offload
+	// (`ethtool -k/-K DEV gro`). Not netlink: the ethtool ioctl, on a
+	// socket in the handle's namespace.
+	LinkGRO(link netlink.Link) (bool, error)
+	LinkSetGRO(link netlink.Link, on bool) error
+
 	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
+
+	// RouteListFiltered honours RT_FILTER_TABLE (table 0: every table;
+	// without the flag: the main table), RT_FILTER_PROTOCOL and
+	// RT_FILTER_OIF. Dumps go through RetryDump.
 	RouteListFiltered(family int, filter *netlink.Route, filterMask uint64) ([]netlink.Route, error)
+	// RouteReplace installs a route or replaces the one with its key
+	// (table, dst, tos, metric) whatever that one's protocol: callers
+	// check ownership first. Gateways only (no LinkIndex) let the kernel
+	// find the link of each gateway; MultiPath makes an ECMP route.
 	RouteReplace(route *netlink.Route) error
+	// RouteDel deletes the first route with the request's key whose
+	// protocol and gateways match those the request names (ESRCH: none).
 	RouteDel(route *netlink.Route) error
-	// LinkGRO and LinkSetGRO read and set generic receive offload
-	// (`ethtool -k/-K DEV gro`); see the package comment for why our
-	// links run without it. Not netlink: the ethtool ioctl.
-	LinkGRO(link netlink.Link) (bool, error)
-	LinkSetGRO(link netlink.Link, on bool) error
+
+	RuleListFiltered(family int, filter *netlink.Rule, filterMask uint64) ([]netlink.Rule, error)
+	// RuleAdd fails with EEXIST for a rule equal to an existing one.
+	RuleAdd(rule *netlink.Rule) error
+	RuleDel(rule *netlink.Rule) error
 }
 
-// NetlinkHandle is the real Handle: a netlink handle and an ethtool ioctl
+// NetlinkHandle is the real Netlink: a netlink handle and an ethtool ioctl
 // socket, both in one network namespace.
 type NetlinkHandle struct {
 	*netlink.Handle
 	ethtoolFD int // AF_INET datagram socket in the handle's namespace
 }
 
-var _ Handle = (*NetlinkHandle)(nil)
+var _ Netlink = (*NetlinkHandle)(nil)
 
-// NewNetlinkHandle returns a real Handle acting in network namespace ns, or
+// NewNetlinkHandle returns a real Netlink acting in network namespace ns, or
 // in the caller's namespace when ns is not open (netns.None()). The handle
 // keeps its own sockets in ns: nothing switches the calling thread's
 // namespace afterwards. Close it with Close.
@@ -152,7 +172,7 @@ func (h *NetlinkHandle) ethtool(name string, v *ethtoolValue) error {
 	return nil
 }
 
-// LinkGRO implements Handle.
+// LinkGRO implements Netlink.
 func (h *NetlinkHandle) LinkGRO(link netlink.Link) (bool, error) {
 	v := &ethtoolValue{cmd: ethtoolGGRO}
 	if err := h.ethtool(link.Attrs().Name, v); err != nil {
@@ -161,7 +181,7 @@ func (h *NetlinkHandle) LinkGRO(link netlink.Link) (bool, error) {
 	return v.data != 0, nil
 }
 
-// LinkSetGRO implements Handle.
+// LinkSetGRO implements Netlink.
 func (h *NetlinkHandle) LinkSetGRO(link netlink.Link, on bool) error {
 	v := &ethtoolValue{cmd: ethtoolSGRO}
 	if on {
@@ -178,10 +198,10 @@ const dumpRetries = 5
 
 // RetryDump re-runs a list call while it fails with
 // netlink.ErrDumpInterrupted; every netlink dump of the edge goes through
-// it (the steer package's too). Pitfall: since netlink v1.3 a dump that
+// it. Pitfall: since netlink v1.3 a dump that
 // raced with a change returns ErrDumpInterrupted, and RouteListFiltered
 // then returns no routes at all; treating that as "nothing there" would
-// make Apply re-add (or Cleanup miss) everything.
+// make an Apply re-add (or a Cleanup miss) everything.
 func RetryDump[T any](f func() (T, error)) (T, error) {
 	var (
 		v   T
