@@ -114,6 +114,14 @@ bench-failover: vm-prepare ## opt-in failover benchmark in the VM lab (~20 min):
 	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	e2e/vm/run.sh --timeout 5400 --out $(BENCH_OUT) -- e2e/bench.sh
 
+.PHONY: bench-dataplane
+bench-dataplane: vm-prepare ## opt-in data-plane benchmark in the VM lab (~11 min): iperf3 through meshwan's tunnel vs a hand-made GRE + ESP tunnel, 9 interleaved repetitions (MESHWAN_BENCH_DP_QUICK=1: 5 short ones); prints the table for docs/benchmarks.md
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ ./edge/cmd/meshwan-edge
+	mkdir -p $(BIN)/test
+	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/test/e2e.test ./e2e
+	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	e2e/vm/run.sh --timeout 900 --out $(BENCH_OUT) --env MESHWAN_BENCH_DATAPLANE=1 --env 'MESHWAN_BENCH_RUN=^TestBenchDataplane$$' -- e2e/bench.sh
+
 SCALE_OUT ?= $(CURDIR)/bin/bench-scale
 .PHONY: bench-scale
 bench-scale: ## fleet-scale benchmark (~10 min): simulated edges against a controller process at N=1000 and N=5000, then a 9,900-tunnel full mesh; prints the tables for docs/benchmarks.md

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs inside the lab VM (see `make bench-failover`): the opt-in failover
-# benchmark (TestBench* in e2e/bench_test.go), then prints the markdown
-# tables it wrote to $MESHWAN_LAB_OUT. MESHWAN_BENCH_REPS,
-# MESHWAN_BENCH_SOAK and MESHWAN_BENCH_SOAK_LOSS tune it; MESHWAN_BENCH_RUN
+# Runs inside the lab VM (see `make bench-failover`, `make bench-dataplane`):
+# the opt-in benchmarks (TestBench* in e2e/bench_test.go and
+# e2e/bench_dataplane_test.go; the data-plane one only with
+# MESHWAN_BENCH_DATAPLANE=1), then prints the markdown tables they wrote to
+# $MESHWAN_LAB_OUT. MESHWAN_BENCH_REPS, MESHWAN_BENCH_PROFILES,
+# MESHWAN_BENCH_SOAK, MESHWAN_BENCH_SOAK_LOSS, MESHWAN_BENCH_SOAK_PROFILE and
+# MESHWAN_BENCH_DP_* tune them (see the test files); MESHWAN_BENCH_RUN
 # picks the tests (default ^TestBench); MESHWAN_TEST_BIN (default bin/test)
 # holds e2e.test and MESHWAN_EDGE_BIN names the edge binary (default
 # bin/meshwan-edge).

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshwan/meshwan/controller/daemon"
+	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/identity"
 	"github.com/meshwan/meshwan/edge/syncer"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
@@ -195,7 +196,7 @@ func simEdge(t *testing.T, e *ctlEnv, site string) {
 			case st := <-s.Updates():
 				r := syncer.Report{AppliedVersion: st.Version}
 				for _, tun := range st.Desired.Tunnels {
-					r.Tunnels = append(r.Tunnels, syncer.TunnelStatus{ID: tun.ID, State: "up", LinkUp: true})
+					r.Tunnels = append(r.Tunnels, dataplane.TunnelStatus{ID: tun.ID, State: dataplane.TunnelUp, LinkUp: true})
 				}
 				s.Report(r)
 			}

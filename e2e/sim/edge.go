@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/syncer"
 )
 
@@ -218,9 +219,9 @@ func reportFor(st *syncer.State, max int) syncer.Report {
 		if i == max {
 			break
 		}
-		r.Tunnels = append(r.Tunnels, syncer.TunnelStatus{
-			ID: t.ID, State: "up", LinkUp: true, IKEState: "ESTABLISHED", ChildState: "INSTALLED",
-			Probed: true, ProbeState: "up", Usable: true,
+		r.Tunnels = append(r.Tunnels, dataplane.TunnelStatus{
+			ID: t.ID, State: dataplane.TunnelUp, LinkUp: true, IKEState: "ESTABLISHED", ChildState: "INSTALLED",
+			Probed: true, ProbeState: dataplane.ProbeUp, Usable: true,
 			RTT: time.Duration(5+rand.IntN(20)) * time.Millisecond, RTTP99: 30 * time.Millisecond, Jitter: time.Millisecond,
 		})
 	}
@@ -231,7 +232,7 @@ func reportFor(st *syncer.State, max int) syncer.Report {
 // the RTT wanders a little. Report copies the slice's elements, so the
 // syncer never sees later changes.
 func advance(r *syncer.Report) {
-	ts := make([]syncer.TunnelStatus, len(r.Tunnels))
+	ts := make([]dataplane.TunnelStatus, len(r.Tunnels))
 	copy(ts, r.Tunnels)
 	for i := range ts {
 		ts[i].BytesIn += 12_000

@@ -36,7 +36,7 @@ APT_OPTS=(-o DPkg::Lock::Timeout=600 -o APT::Sandbox::User=root -q)
 # Packages the harness itself needs (on the host) and those smoke.sh uses
 # inside the VM (host packages, visible in the VM through the 9p root share).
 HOST_PKGS=(qemu-system-x86 seabios ipxe-qemu kmod cpio busybox-static xz-utils coreutils util-linux)
-GUEST_PKGS=(strongswan-charon strongswan-swanctl nftables iproute2 iputils-ping procps)
+GUEST_PKGS=(strongswan-charon strongswan-swanctl nftables iproute2 iputils-ping procps iperf3 ethtool)
 
 # Modules that must be in the initramfs: enough to mount the 9p shares. All
 # other modules are loaded later from the full tree (over 9p).

@@ -15,6 +15,9 @@ import (
 	"github.com/meshwan/meshwan/controller/daemon"
 	"github.com/meshwan/meshwan/edge/agent"
 	"github.com/meshwan/meshwan/edge/dataplane"
+	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
+	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/identity"
 	"github.com/meshwan/meshwan/edge/syncer"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
@@ -26,9 +29,9 @@ import (
 	"crypto/x509"
 )
 
-// recorder is a stand-in data plane that remembers what it was told: the
-// control path (enroll, sync, cache, reconcile) is under test here; the
-// real kernel data plane is proven in the VM lab.
+// recorder is a stand-in link backend that remembers what it was told:
+// the control path (enroll, sync, cache, reconcile) is under test here;
+// the real kernel data plane is proven in the VM lab.
 type recorder struct {
 	mu      sync.Mutex
 	applied []dataplane.Desired
@@ -45,13 +48,30 @@ func (r *recorder) Apply(_ context.Context, d dataplane.Desired) error {
 	return nil
 }
 
-func (r *recorder) Status(_ context.Context, d dataplane.Desired) ([]syncer.TunnelStatus, error) {
-	var out []syncer.TunnelStatus
-	for _, t := range d.Tunnels {
-		out = append(out, syncer.TunnelStatus{ID: t.ID, State: "up", LinkUp: true})
+func (r *recorder) ApplyRoutes(context.Context, []kernel.Route) error { return nil }
+func (r *recorder) Routes(context.Context) ([]kernel.Route, error)    { return nil, nil }
+func (r *recorder) Retiring(dataplane.Desired) ([]link.Retiring, map[string]bool, error) {
+	return nil, nil, nil
+}
+
+func (r *recorder) Status(context.Context) ([]link.Status, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []link.Status
+	if n := len(r.applied); n > 0 {
+		for _, t := range r.applied[n-1].Tunnels {
+			out = append(out, link.Status{TunnelID: t.ID, Link: t.LinkName, Present: true, Up: true})
+		}
 	}
 	return out, nil
 }
+
+// nop stands in for the firewall and for charon.
+type nop struct{}
+
+func (nop) Apply(context.Context, dataplane.Desired) error { return nil }
+func (nop) Status(context.Context) ([]ipsec.Status, error) { return nil, nil }
+func (nop) Cleanup(context.Context) error                  { return nil }
 
 func (r *recorder) Cleanup(context.Context) error { return nil }
 
@@ -75,6 +95,7 @@ func (r *recorder) waitTunnels(t *testing.T, want ...string) dataplane.Desired {
 			}
 		}
 		r.mu.Unlock()
+		slices.Sort(got)
 		if slices.Equal(got, want) {
 			return r.last()
 		}
@@ -129,11 +150,11 @@ func (l *lab) topology(t *testing.T, m pb.TopologyMode) {
 
 // runEdge runs syncer + agent like meshwan-edge does, until the returned
 // stop is called.
-func runEdge(t *testing.T, controller string, id *identity.Identity, stateDir string, dp agent.Dataplane) (stop func()) {
+func runEdge(t *testing.T, controller string, id *identity.Identity, stateDir string, rec *recorder) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	a := agent.New(agent.Config{StateDir: stateDir, Dataplane: dp, StatusEvery: 200 * time.Millisecond, Logger: log})
+	a := agent.New(agent.Config{StateDir: stateDir, Links: rec, Firewall: nop{}, IPsec: nop{}, StatusEvery: 200 * time.Millisecond, Logger: log})
 	s, err := syncer.New(syncer.Config{Controller: controller, Identity: id, AgentVersion: "test", Applied: a.Applied, Logger: log,
 		MinBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Heartbeat: time.Second})
 	if err != nil {

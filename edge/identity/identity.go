@@ -32,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meshwan/meshwan/edge/backoff"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -295,8 +296,11 @@ func Claim(ctx context.Context, dir string, o ClaimOptions) (*Identity, error) {
 	defer conn.Close()
 	cli := pb.NewEdgeServiceClient(conn)
 	req := &pb.ClaimRequest{ClaimToken: o.ClaimToken, DeviceId: o.DeviceID, CsrPem: csrFor(key, o.DeviceID), Hostname: o.Hostname}
+	// Errors (controller unreachable) are retried with backoff up to
+	// MaxRetry; a pending claim waits what the controller asks.
+	bo := backoff.Policy{Min: min(time.Second, o.MaxRetry), Max: o.MaxRetry, Jitter: 0.2}.New()
 	for {
-		wait := o.MaxRetry
+		var wait time.Duration
 		resp, err := cli.Claim(ctx, req)
 		switch status.Code(err) {
 		case codes.OK:
@@ -315,9 +319,12 @@ func Claim(ctx context.Context, dir string, o ClaimOptions) (*Identity, error) {
 			if o.OnPending != nil {
 				o.OnPending()
 			}
+			bo.Reset()
 			wait = min(max(time.Duration(resp.GetRetryAfterSeconds())*time.Second, time.Second), o.MaxRetry)
 		case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
 			return nil, fmt.Errorf("claim refused (%s): %s", status.Code(err), status.Convert(err).Message())
+		default:
+			wait = bo.Next()
 		}
 		select {
 		case <-ctx.Done():

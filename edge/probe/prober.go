@@ -54,7 +54,7 @@ type Config struct {
 	// Gate, if set, is asked before every request: false skips it (no
 	// request, no statistics). The agent closes the gate of a tunnel
 	// whose IPsec SA is not installed yet on the end that must not
-	// trigger IKE (see agent.Paths). Called from the tunnel's goroutine;
+	// trigger IKE (see agent.Tracker). Called from the tunnel's goroutine;
 	// must be fast and safe for concurrent use.
 	Gate func(tunnel string) bool
 }

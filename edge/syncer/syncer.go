@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	edgebackoff "github.com/meshwan/meshwan/edge/backoff"
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/identity"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
@@ -51,55 +52,12 @@ type State struct {
 	ipsec dataplane.IPsecPolicy
 }
 
-// TunnelStatus is what the edge reports per tunnel.
-type TunnelStatus struct {
-	ID         string
-	State      string // up, degraded, down
-	LinkUp     bool
-	IKEState   string
-	ChildState string
-	BytesIn    uint64
-	BytesOut   uint64
-	PacketsIn  uint64
-	PacketsOut uint64
-	Detail     string
-	// Probe results; Probed is false when the tunnel is not probed.
-	Probed      bool
-	ProbeState  string // unknown, up, down
-	RTT         time.Duration
-	RTTP99      time.Duration
-	Jitter      time.Duration
-	LossPct     float64
-	Transitions uint64
-	Usable      bool // carries traffic: probes up and the hold-down over
-	// PSKSerial is the key set serial charon has loaded (0: unknown).
-	PSKSerial uint64
-}
-
-// ClassPath is the tunnel one traffic class uses towards one remote site
-// ("" when none is usable and the ordinary routes apply).
-type ClassPath struct {
-	Class, RemoteSite, TunnelID string
-	MeetsSLA                    bool
-}
-
-// BGPPeer is one BGP session's status.
-type BGPPeer struct {
-	Neighbor   string
-	ASN        uint32
-	TunnelID   string
-	State      string
-	Received   uint64
-	Accepted   uint64
-	Advertised uint64
-}
-
 // Report is one status report.
 type Report struct {
 	AppliedVersion int64
-	Tunnels        []TunnelStatus
-	BGPPeers       []BGPPeer
-	ClassPaths     []ClassPath
+	Tunnels        []dataplane.TunnelStatus
+	BGPPeers       []dataplane.BGPPeer
+	ClassPaths     []dataplane.ClassPath
 }
 
 // Config configures a Syncer.
@@ -212,9 +170,11 @@ func (s *Syncer) Identity() *identity.Identity {
 }
 
 // renewLoop renews the certificate at 2/3 of its lifetime, retrying a
-// failed renewal after a tenth of the time left (between 1 s and 1 min).
+// failed renewal with backoff from 1 s to 1 min, never later than a tenth
+// of the time left.
 func (s *Syncer) renewLoop(ctx context.Context) {
 	var retryAt time.Time
+	bo := edgebackoff.Policy{Min: time.Second, Max: time.Minute, Jitter: 0.2}.New()
 	for {
 		id := s.Identity()
 		at := id.RenewAt()
@@ -235,7 +195,7 @@ func (s *Syncer) renewLoop(ctx context.Context) {
 			s.renewing = false
 			s.mu.Unlock()
 			left := time.Until(id.NotAfter())
-			retryAt = time.Now().Add(min(max(left/10, time.Second), time.Minute))
+			retryAt = time.Now().Add(min(bo.Next(), max(left/10, time.Second)))
 			s.log.Error("certificate renewal failed", "err", err, "not_after", id.NotAfter(), "retry_at", retryAt)
 			continue
 		}
@@ -245,10 +205,11 @@ func (s *Syncer) renewLoop(ctx context.Context) {
 			s.renewing = false
 			s.mu.Unlock()
 			s.log.Error("dial with the renewed certificate", "err", err)
-			retryAt = time.Now().Add(time.Second)
+			retryAt = time.Now().Add(bo.Next())
 			continue
 		}
 		retryAt = time.Time{}
+		bo.Reset()
 		s.mu.Lock()
 		old := s.conn
 		s.conn, s.id, s.renewing = conn, nid, false
@@ -297,7 +258,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 	if s.cfg.Renew != nil {
 		wg.Go(func() { s.renewLoop(ctx) })
 	}
-	backoff := s.cfg.MinBackoff
+	// Jitter 0.8: a fleet that lost its controller together reconnects
+	// spread over most of each delay, not in lockstep.
+	bo := edgebackoff.Policy{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff, Jitter: 0.8}.New()
 	for {
 		started := time.Now()
 		s.mu.Lock()
@@ -317,11 +280,9 @@ func (s *Syncer) Run(ctx context.Context) error {
 			return fmt.Errorf("%w: %v", ErrPermanent, err)
 		}
 		if time.Since(started) > time.Minute {
-			backoff = s.cfg.MinBackoff
+			bo.Reset()
 		}
-		// Full jitter keeps a fleet from reconnecting in lockstep after a
-		// controller restart.
-		wait := time.Duration(rand.Int64N(int64(backoff))) + s.cfg.MinBackoff/2
+		wait := bo.Next()
 		s.log.Warn("controller stream lost, reconnecting", "err", err, "retry_in", wait.Round(time.Millisecond))
 		if s.cfg.OnStream != nil {
 			s.cfg.OnStream(false, err)
@@ -350,7 +311,6 @@ func (s *Syncer) Run(ctx context.Context) error {
 		} else if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
 
@@ -589,7 +549,13 @@ func applyDelta(base, delta State, removed []string) State {
 	return out
 }
 
-var tunnelStates = map[string]pb.TunnelState{"up": pb.TunnelState_TUNNEL_STATE_UP, "degraded": pb.TunnelState_TUNNEL_STATE_DEGRADED, "down": pb.TunnelState_TUNNEL_STATE_DOWN}
+// tunnelStates converts the data plane's states at the wire, the one
+// place they meet protobuf.
+var tunnelStates = map[dataplane.TunnelState]pb.TunnelState{
+	dataplane.TunnelUp:       pb.TunnelState_TUNNEL_STATE_UP,
+	dataplane.TunnelDegraded: pb.TunnelState_TUNNEL_STATE_DEGRADED,
+	dataplane.TunnelDown:     pb.TunnelState_TUNNEL_STATE_DOWN,
+}
 
 func reportToPB(r Report) *pb.EdgeReport {
 	out := &pb.EdgeReport{AppliedVersion: r.AppliedVersion}
@@ -601,7 +567,7 @@ func reportToPB(r Report) *pb.EdgeReport {
 		out.Tunnels = append(out.Tunnels, &pb.TunnelStatus{TunnelId: t.ID, State: tunnelStates[t.State], LinkUp: t.LinkUp,
 			IkeState: t.IKEState, ChildState: t.ChildState, BytesIn: t.BytesIn, BytesOut: t.BytesOut,
 			PacketsIn: t.PacketsIn, PacketsOut: t.PacketsOut, Detail: t.Detail,
-			Probed: t.Probed, ProbeState: t.ProbeState, RttMs: millis(t.RTT), RttP99Ms: millis(t.RTTP99),
+			Probed: t.Probed, ProbeState: t.ProbeState.String(), RttMs: millis(t.RTT), RttP99Ms: millis(t.RTTP99),
 			JitterMs: millis(t.Jitter), LossPct: t.LossPct, Transitions: t.Transitions, Usable: t.Usable,
 			PskSerial: t.PSKSerial})
 	}

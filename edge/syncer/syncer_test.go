@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/identity"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc"
@@ -455,7 +456,7 @@ func TestReportsCoalesce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for v := int64(1); v <= 3; v++ {
-		s.Report(Report{AppliedVersion: v, Tunnels: []TunnelStatus{{ID: "t1", State: "up"}}})
+		s.Report(Report{AppliedVersion: v, Tunnels: []dataplane.TunnelStatus{{ID: "t1", State: dataplane.TunnelUp}}})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

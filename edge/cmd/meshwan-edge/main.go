@@ -25,7 +25,6 @@ import (
 	"github.com/meshwan/meshwan/edge/agent"
 	"github.com/meshwan/meshwan/edge/bgp"
 	"github.com/meshwan/meshwan/edge/config"
-	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
 	"github.com/meshwan/meshwan/edge/dataplane/ipsec"
 	"github.com/meshwan/meshwan/edge/dataplane/kernel"
@@ -153,29 +152,23 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	k := &agent.Kernel{
+	// One owner of kernel state (edge/agent): the firewall, links,
+	// routes and steering are written by its goroutine only; charon and
+	// GoBGP are driven by its workers, never awaited by it.
+	a := agent.New(agent.Config{
+		StateDir: f.stateDir, Logger: log, WANInterfaces: splitList(f.wan),
 		Firewall: firewall.NewManager(func() (kernel.NFT, error) { return kernel.NewNFT(-1) },
 			firewall.Options{Logger: log, ProbePort: probeAddr.Port(), BGPLANPeers: lanPeerAddrs(lanPeers)}),
-		Link:    link.NewManager(h, link.Options{Logger: log}),
-		IPsec:   im,
-		Routing: &agent.Routing{Logger: log, LANPeers: lanPeers},
-		Steer:   sk,
-		SAs:     ipsec.KernelSAs,
-		Log:     log,
-	}
-	paths := agent.NewPaths(agent.PathsConfig{
-		Logger:          log,
-		ListenReflector: func(ctx context.Context) (probe.PacketConn, error) { return probe.ListenUDP(ctx, probeAddr) },
-		SAs:             ipsec.KernelSAs,
-		Apply:           k.ApplyPaths,
-		Dests: func(ctx context.Context, d dataplane.Desired) []steer.Dest {
-			if d.BGP {
-				return k.Routing.Dests(ctx, d)
-			}
-			return steer.DestsFromDesired(d)
+		Links:    link.NewManager(h, link.Options{Logger: log}),
+		Steering: sk,
+		IPsec:    im,
+		SAs:      ipsec.KernelSAs,
+		BGP: func(ctx context.Context, c agent.BGPStart) (agent.Speaker, error) {
+			return bgp.Start(ctx, bgp.Config{ASN: c.ASN, RouterID: c.RouterID, Logger: log, OnRIB: c.OnRIB, Restarting: c.Restarting})
 		},
+		LANPeers:        lanPeers,
+		ListenReflector: func(ctx context.Context) (probe.PacketConn, error) { return probe.ListenUDP(ctx, probeAddr) },
 	})
-	a := agent.New(agent.Config{StateDir: f.stateDir, Dataplane: k, Logger: log, WANInterfaces: splitList(f.wan), Paths: paths})
 	if f.cleanup {
 		if err := a.Cleanup(ctx); err != nil {
 			return fmt.Errorf("cleanup: %w", err)
@@ -244,7 +237,7 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	if f.metricsListen != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		if err := agent.RegisterMetrics(reg, paths); err != nil {
+		if err := agent.RegisterMetrics(reg, a); err != nil {
 			return err
 		}
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshwan_edge_cert_expiry_timestamp_seconds",

@@ -533,3 +533,61 @@ func TestPrivilegedPermitMark(t *testing.T) {
 }
 
 func u32ne(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
+
+// TestPrivilegedTunnelTrafficIsUntracked proves on the kernel that the
+// untracked chains keep the tunnel's packets out of connection tracking
+// without weakening the SNAT exemption: LAN -> remote LAN traffic (routed
+// out the WAN here, as a tunnel would carry it) and ESP to a peer leave
+// no conntrack entry and keep their source under the operator's
+// masquerade; other LAN traffic is still tracked and masqueraded.
+func TestPrivilegedTunnelTrafficIsUntracked(t *testing.T) {
+	ctx := context.Background()
+	l := newLab(t)
+	m := NewManager(func() (Conn, error) { return NewConn(int(l.r)) }, Options{})
+	if err := m.Apply(ctx, labDesired()); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.udpSource(t, "10.1.1.2"); got != "10.2.1.2" {
+		t.Errorf("LAN -> remote LAN: B saw source %q, want 10.2.1.2 (not masqueraded)", got)
+	}
+	if got := l.udpSource(t, "198.51.100.2"); got != "203.0.113.1" {
+		t.Errorf("other LAN traffic: B saw source %q, want the masqueraded 203.0.113.1", got)
+	}
+	// ESP from the edge itself to the peer's underlay address (a raw
+	// socket: the host kernel has no ESP to make real SAs).
+	if err := netnstest.Do(l.r, func() error {
+		c, err := net.Dial("ip4:50", "203.0.113.2")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write(make([]byte, 32))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hr, err := netlink.NewHandleAt(l.r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hr.Close()
+	flows, err := hr.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var other bool
+	for _, f := range flows {
+		dst := f.Forward.DstIP.String()
+		switch {
+		case dst == "10.1.1.2":
+			t.Errorf("LAN -> remote LAN flow tracked: %s", f)
+		case dst == "203.0.113.2" && f.Forward.Protocol == unix.IPPROTO_ESP:
+			t.Errorf("ESP to the peer tracked: %s", f)
+		case dst == "198.51.100.2":
+			other = true
+		}
+	}
+	if !other {
+		t.Errorf("the masqueraded flow to 198.51.100.2 is not tracked (conntrack lists %d flows): is conntrack on at all?", len(flows))
+	}
+}

@@ -56,17 +56,22 @@ type Rule struct {
 //   - input/forward filter at filter-10 (-10): before typical operator
 //     chains (0), so the permit mark (if enabled) is set when theirs run;
 //   - mss at mangle (-150) on forward;
-//   - postrouting nat at srcnat-10 (90): before typical masquerade (100).
+//   - postrouting nat at srcnat-10 (90): before typical masquerade (100);
+//   - untracked_in (prerouting) and untracked_out (output) at raw (-300):
+//     notrack must run before connection tracking (-200).
 const (
-	ChainInput       = "input"
-	ChainForward     = "forward"
-	ChainMSS         = "mss"
-	ChainPostrouting = "postrouting"
-	ChainGREGuard    = "gre_guard"
+	ChainInput        = "input"
+	ChainForward      = "forward"
+	ChainMSS          = "mss"
+	ChainPostrouting  = "postrouting"
+	ChainGREGuard     = "gre_guard"
+	ChainUntrackedIn  = "untracked_in"
+	ChainUntrackedOut = "untracked_out"
 
 	PriorityFilter = -10
 	PriorityMangle = -150
 	PriorityNAT    = 90
+	PriorityRaw    = -300
 )
 
 // Set names.
@@ -215,12 +220,44 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 		newRule("gre-needs-ipsec").ipv4().daddrIn(SetPeers).l4(unix.IPPROTO_GRE).ipsecMissing().counter().drop().rule(),
 	}
 
+	// Untracked: the tunnel's own packets skip connection tracking. Our
+	// nat chain makes the kernel track every connection in the namespace,
+	// and each tunnelled packet crosses the hooks three times on each end
+	// (the LAN packet, its GRE, its ESP; in transport mode the decrypted
+	// GRE comes through prerouting again), three conntrack lookups and
+	// state updates per packet each way that none of our rules reads: the
+	// permits, the listener filter, the MSS clamp and the GRE guard are
+	// stateless. Measured in the VM lab (docs/benchmarks.md,
+	// make bench-dataplane). Guarantees kept: an untracked packet never
+	// enters a nat chain (NAT needs a connection), so no operator
+	// masquerade can rewrite it: the SNAT exemption holds, more strictly
+	// than the identity binding below, which still covers the tracked rest
+	// (the edge's own tunnel traffic such as BGP and probes, IKE, and flows
+	// the sets do not name). The GRE guard is a route lookup, not state.
+	// Left tracked on purpose: IKE (UDP 500/4500, low rate), and traffic to
+	// or from the edge itself over a tunnel, so an operator's
+	// `ct state established` rules keep working for it. Not matched here:
+	// IPv6 (our sets are IPv4).
+	untrackedIn := []Rule{
+		newRule("untracked-esp-in").ipv4().saddrIn(SetPeers).l4(unix.IPPROTO_ESP).notrack().rule(),
+		newRule("untracked-gre-in").ipv4().saddrIn(SetPeers).l4(unix.IPPROTO_GRE).notrack().rule(),
+		newRule("untracked-lan-from-tunnel").iif(tun).ipv4().daddrIn(SetLocalLANs).notrack().rule(),
+		newRule("untracked-transit").iif(tun).ipv4().daddrIn(SetRemoteLANs).notrack().rule(),
+		newRule("untracked-lan-to-remote").ipv4().saddrIn(SetLocalLANs).daddrIn(SetRemoteLANs).notrack().rule(),
+	}
+	untrackedOut := []Rule{
+		newRule("untracked-gre-out").ipv4().daddrIn(SetPeers).l4(unix.IPPROTO_GRE).notrack().rule(),
+		newRule("untracked-esp-out").ipv4().daddrIn(SetPeers).l4(unix.IPPROTO_ESP).notrack().rule(),
+	}
+
 	rs.Chains = []Chain{
 		{Name: ChainForward, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityFilter, Rules: forward},
 		{Name: ChainInput, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookInput, Priority: PriorityFilter, Rules: input},
 		{Name: ChainMSS, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityMangle, Rules: mss},
 		{Name: ChainPostrouting, Type: nftables.ChainTypeNAT, Hook: *nftables.ChainHookPostrouting, Priority: PriorityNAT, Rules: post},
 		{Name: ChainGREGuard, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookOutput, Priority: PriorityFilter, Rules: guard},
+		{Name: ChainUntrackedIn, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookPrerouting, Priority: PriorityRaw, Rules: untrackedIn},
+		{Name: ChainUntrackedOut, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookOutput, Priority: PriorityRaw, Rules: untrackedOut},
 	}
 	return rs
 }
@@ -382,6 +419,10 @@ func (b *ruleBuilder) ipsecMissing() *ruleBuilder {
 		&expr.Rt{Register: 1, Key: rtXFRM},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}})
 }
+
+// notrack exempts the packet from connection tracking (only effective in
+// a chain that runs before conntrack, priority < -200).
+func (b *ruleBuilder) notrack() *ruleBuilder { return b.add("notrack", &expr.Notrack{}) }
 
 func (b *ruleBuilder) drop() *ruleBuilder {
 	return b.add("drop", &expr.Verdict{Kind: expr.VerdictDrop})

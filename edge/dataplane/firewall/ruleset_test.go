@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/meshwan/meshwan/edge/dataplane"
 )
 
@@ -78,6 +80,15 @@ chain postrouting { type nat hook postrouting priority 90; policy accept; }
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 4500 counter snat ip to ip saddr comment "mw:keep-src-ike-natt"
 chain gre_guard { type filter hook output priority -10; policy accept; }
   meta nfproto ipv4 ip daddr @peers meta l4proto gre rt ipsec missing counter drop comment "mw:gre-needs-ipsec"
+chain untracked_in { type filter hook prerouting priority -300; policy accept; }
+  meta nfproto ipv4 ip saddr @peers meta l4proto esp notrack comment "mw:untracked-esp-in"
+  meta nfproto ipv4 ip saddr @peers meta l4proto gre notrack comment "mw:untracked-gre-in"
+  iifname "mw-*" meta nfproto ipv4 ip daddr @local_lans notrack comment "mw:untracked-lan-from-tunnel"
+  iifname "mw-*" meta nfproto ipv4 ip daddr @remote_lans notrack comment "mw:untracked-transit"
+  meta nfproto ipv4 ip saddr @local_lans ip daddr @remote_lans notrack comment "mw:untracked-lan-to-remote"
+chain untracked_out { type filter hook output priority -300; policy accept; }
+  meta nfproto ipv4 ip daddr @peers meta l4proto gre notrack comment "mw:untracked-gre-out"
+  meta nfproto ipv4 ip daddr @peers meta l4proto esp notrack comment "mw:untracked-esp-out"
 `
 	if got := stripHashes(Build(d, Params{Mark: 0x100000, BGPLANPeers: []netip.Addr{addr("10.2.1.9")}}).String()); got != want {
 		t.Errorf("ruleset:\n%s\nwant:\n%s", got, want)
@@ -234,5 +245,37 @@ func TestBuildListenerFilter(t *testing.T) {
 	}
 	if strings.Contains(s, "7402") {
 		t.Errorf("ruleset still filters the default probe port:\n%s", s)
+	}
+}
+
+// Untracking the tunnel's packets must not change any verdict of ours:
+// no rule reads connection-tracking state, and the untracked chains run
+// before conntrack (priority -200), or notrack would do nothing.
+func TestUntrackedChainsPrecedeConntrackAndNoRuleReadsIt(t *testing.T) {
+	d := dataplane.Desired{Site: "a", LANPrefixes: []netip.Prefix{pfx("10.2.1.0/24")}, Tunnels: []dataplane.Tunnel{
+		{ID: "t1", LinkName: "mw-b", LocalUnderlay: addr("192.0.2.1"), RemoteUnderlay: addr("192.0.2.9"),
+			LocalInner: pfx("11.11.11.2/30"), RemoteInner: addr("11.11.11.1"), RemoteLANs: []netip.Prefix{pfx("10.1.1.0/24")}}}}
+	rs := Build(d, Params{Mark: 1})
+	untracked := 0
+	for _, c := range rs.Chains {
+		for _, r := range c.Rules {
+			for _, e := range r.Exprs {
+				switch e.(type) {
+				case *expr.Ct:
+					t.Errorf("chain %s rule %s reads conntrack: %s", c.Name, r.Label, r.Text)
+				case *expr.Notrack:
+					untracked++
+					if c.Priority >= -200 {
+						t.Errorf("chain %s (priority %d) untracks after conntrack ran: %s", c.Name, c.Priority, r.Text)
+					}
+					if c.Type != nftables.ChainTypeFilter {
+						t.Errorf("chain %s: notrack in a %s chain", c.Name, c.Type)
+					}
+				}
+			}
+		}
+	}
+	if untracked != 7 {
+		t.Errorf("%d notrack rules, want 7 (ESP and GRE each way, three overlay classes)", untracked)
 	}
 }

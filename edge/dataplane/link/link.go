@@ -86,6 +86,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -144,7 +145,10 @@ func NewManager(h kernel.Netlink, opts Options) *Manager {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Manager{h: h, log: log, gro: opts.GRO, altFailed: map[altKey]bool{}}
+	// MESHWAN_LINK_GRO=on also turns GRO on: the switch the data-plane
+	// benchmark sets in an edge's environment.
+	gro := opts.GRO || os.Getenv("MESHWAN_LINK_GRO") == "on"
+	return &Manager{h: h, log: log, gro: gro, altFailed: map[altKey]bool{}}
 }
 
 // NetlinkHandle is the real kernel.Netlink.
