@@ -63,6 +63,11 @@ type Tunnel struct {
 	// LocalTransport and RemoteTransport name the WAN transports the
 	// tunnel joins ("inet1"); SLA classes prefer tunnels by them.
 	LocalTransport, RemoteTransport string
+	// RemoteUnmanaged: the far end is a third-party router (an unmanaged
+	// site) that answers no probes. The tunnel is never probed; it is
+	// usable while its outbound IPsec SA is installed (with the same
+	// hold-down after a recovery).
+	RemoteUnmanaged bool
 }
 
 // IPsecPolicy is the IKE/ESP parameter set of a tunnel, in strongSwan
