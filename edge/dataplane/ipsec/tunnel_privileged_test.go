@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/vishvananda/netlink"
@@ -134,6 +135,15 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 	apply := func(s *site) {
 		t.Helper()
 		must(t, s.link.Apply(ctx, s.desired))
+		// The routes to the far LAN (the edge's owner plans them; here
+		// one static route per remote LAN is all the test needs).
+		var routes []kernel.Route
+		for _, tn := range s.desired.Tunnels {
+			for _, p := range tn.RemoteLANs {
+				routes = append(routes, kernel.Route{Dst: p, Via: []netip.Addr{tn.RemoteInner}, Protocol: kernel.ProtoStatic})
+			}
+		}
+		must(t, s.link.ApplyRoutes(ctx, routes))
 		must(t, s.fw.Apply(ctx, s.desired))
 		must(t, s.ipsec.Apply(ctx, s.desired))
 	}
