@@ -35,11 +35,11 @@ type Tunnel struct {
 	RemoteSite string
 	RemoteLANs []netip.Prefix
 	// RouteMetric is the kernel priority (metric) of the static routes to
-	// RemoteLANs. Added with the link package: tunnels to one site over
-	// several transports usually list the same RemoteLANs, and the kernel
-	// keeps one route per (prefix, metric), so give them different metrics
-	// for primary/backup. When they are equal the link package breaks the
-	// tie by tunnel id order (see link.PlanRoutes). 0 is a valid metric.
+	// RemoteLANs. Tunnels to one site over several transports usually
+	// list the same RemoteLANs, and the kernel keeps one route per
+	// (prefix, metric), so give them different metrics for
+	// primary/backup. When they are equal the planner breaks the tie by
+	// tunnel id order (see plan.StaticRoutes). 0 is a valid metric.
 	RouteMetric uint32
 	// PSK is the IKE pre-shared key (32 random bytes). Never log it.
 	PSK []byte
