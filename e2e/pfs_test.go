@@ -113,30 +113,31 @@ func describe(list []saView) string {
 	return strings.Join(s, "; ")
 }
 
-// TestPFSRekeysUnderTraffic: two managed sites and a 500 pps stream across
-// their tunnel. The topology starts with an explicit pre-PFS ESP proposal
+// TestPFSRekeysUnderTraffic: two managed sites with the default ESP
+// proposal (aes256gcm16-modp2048: PFS, DH group 14) and a 500 pps stream
+// across their tunnel. On the initiating end a CHILD_SA rekey (VICI rekey,
+// the same exchange an ESP lifetime triggers) of every CHILD_SA negotiates
+// PFS with DH group 14 (list-sas shows dh-group MODP_2048 for every
+// installed CHILD_SA at both ends), and an IKE_SA rekey replaces the
+// IKE_SAs while the CHILD_SAs stay; the stream loses 0 packets across both
+// rekeys.
+//
+// With MESHWAN_E2E_PFS=1 the topology starts with the pre-PFS proposal
 // (aes256gcm16, as stored by older versions) and is switched to the
-// default (aes256gcm16-modp2048): the edges re-load the connection and
-// charon renegotiates at the initiating end (the loss is logged, not
-// asserted: docs/ipsec.md). Then, on the initiating end, a CHILD_SA rekey
-// (VICI rekey, the same exchange an ESP lifetime triggers) of every
-// CHILD_SA negotiates PFS with DH group 14 (list-sas shows dh-group
-// MODP_2048 for every installed CHILD_SA at both ends), and an IKE_SA rekey
-// replaces the IKE_SAs while the CHILD_SAs stay; the stream loses 0
-// packets across both rekeys. (The renegotiation may leave two IKE_SAs,
-// hence "every".)
+// default first: the edges re-load the connection and charon renegotiates
+// at the initiating end (the loss is logged, not asserted: docs/ipsec.md).
+// That variant is opt-in: after the proposal change the two ends sometimes
+// hold different IKE_SAs (the passive end's trap starts its own) and a
+// CHILD_SA rekey then stayed undone for 3 min in 2 of 3 runs.
 func TestPFSRekeysUnderTraffic(t *testing.T) {
-	if os.Getenv("MESHWAN_E2E_PFS") == "" {
-		// Not in `make e2e` yet: after the proposal change the two ends
-		// sometimes hold different IKE_SAs (the passive end's trap starts
-		// its own), and a VICI rekey of the initiator's CHILD_SA then left
-		// it un-rekeyed for 3 min in 2 of 3 runs. Run it with
-		// MESHWAN_E2E_PFS=1 while that is worked out (issue 14).
-		t.Skip("opt-in (MESHWAN_E2E_PFS=1): flaky after a proposal change, see the comment")
-	}
+	switchProposal := os.Getenv("MESHWAN_E2E_PFS") != ""
 	e := setup(t, "br1", "hq")
 	e.declare()
-	e.setTopology(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH, Ipsec: &pb.IPsecPolicy{EspProposal: "aes256gcm16"}})
+	initial := &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH}
+	if switchProposal {
+		initial.Ipsec = &pb.IPsecPolicy{EspProposal: "aes256gcm16"}
+	}
+	e.setTopology(initial)
 	e.enrollAndStart()
 	e.waitAllPairs()
 	ts, err := e.admin.ListTunnels(e.actx, &pb.ListTunnelsRequest{})
@@ -145,44 +146,49 @@ func TestPFSRekeysUnderTraffic(t *testing.T) {
 	}
 	tun := ts.Tunnels[0]
 	conn := ipsec.ConnName(tun.Id)
-	ini, resp := tun.A.Site, tun.B.Site // the A end is the active one
+	ini, resp := tun.A.Site, tun.B.Site // the initiator and the responder
+	if tun.Initiator == "b" {
+		ini, resp = resp, ini
+	}
 
 	st := e.startStream(lab.StreamSpec{From: "br1", To: "hq", Rate: 500})
 	defer st.Stop()
 	e.waitSustained(st, "the stream flows", time.Now(), func(stream.Record) bool { return true }, 2*time.Second, converge)
 
-	// The upgrade: the stored proposal is dropped, the default applies.
-	// charon replaces a changed connection's config and, at the initiating
-	// end, closes and re-initiates its IKE_SA (vici load-conn undoes the
-	// old config's start action), so this costs a renegotiation: measured
-	// and logged, not asserted.
-	var beforeIKEs []string
-	e.waitFor("an established IKE_SA without PFS", converge, func() (bool, string) {
-		l := e.sas(ini, conn)
-		ikes, ch := up(l)
-		beforeIKEs = ikes
-		return len(ikes) > 0 && len(ch) > 0, describe(l)
-	})
-	upStart := time.Now()
-	e.setTopologyApplied(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH})
-	if got, err := e.admin.GetTopology(e.actx, &pb.GetTopologyRequest{}); err != nil || got.GetIpsec().GetEspProposal() != "aes256gcm16-modp2048" {
-		t.Fatalf("topology after the change: %v %v", got, err)
+	if switchProposal {
+		// The upgrade: the stored proposal is dropped, the default applies.
+		// charon replaces a changed connection's config and, at the initiating
+		// end, closes and re-initiates its IKE_SA (vici load-conn undoes the
+		// old config's start action), so this costs a renegotiation: measured
+		// and logged, not asserted.
+		var beforeIKEs []string
+		e.waitFor("an established IKE_SA without PFS", converge, func() (bool, string) {
+			l := e.sas(ini, conn)
+			ikes, ch := up(l)
+			beforeIKEs = ikes
+			return len(ikes) > 0 && len(ch) > 0, describe(l)
+		})
+		upStart := time.Now()
+		e.setTopologyApplied(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH})
+		if got, err := e.admin.GetTopology(e.actx, &pb.GetTopologyRequest{}); err != nil || got.GetIpsec().GetEspProposal() != "aes256gcm16-modp2048" {
+			t.Fatalf("topology after the change: %v %v", got, err)
+		}
+		var afterIKEs []string
+		e.waitFor("an established IKE_SA after the proposal change", converge, func() (bool, string) {
+			l := e.sas(ini, conn)
+			ikes, ch := up(l)
+			afterIKEs = ikes
+			return len(ikes) > 0 && len(ch) > 0, describe(l)
+		})
+		e.waitSustained(st, "the stream flows after the proposal change", time.Now(), func(stream.Record) bool { return true }, 2*time.Second, converge)
+		time.Sleep(5 * time.Second) // let charon settle (duplicate IKE_SAs, DPD) before the measured window
+		recs, err := st.Records()
+		if err != nil {
+			t.Fatal(err)
+		}
+		upSum := stream.Summarize(stream.SentBetween(recs, upStart.Add(-time.Second), time.Now().Add(-2*time.Second)))
+		t.Logf("proposal change aes256gcm16 -> default: IKE_SAs at %s %v -> %v; stream %v", ini, beforeIKEs, afterIKEs, upSum)
 	}
-	var afterIKEs []string
-	e.waitFor("an established IKE_SA after the proposal change", converge, func() (bool, string) {
-		l := e.sas(ini, conn)
-		ikes, ch := up(l)
-		afterIKEs = ikes
-		return len(ikes) > 0 && len(ch) > 0, describe(l)
-	})
-	e.waitSustained(st, "the stream flows after the proposal change", time.Now(), func(stream.Record) bool { return true }, 2*time.Second, converge)
-	time.Sleep(5 * time.Second) // let charon settle (duplicate IKE_SAs, DPD) before the measured window
-	recs, err := st.Records()
-	if err != nil {
-		t.Fatal(err)
-	}
-	upSum := stream.Summarize(stream.SentBetween(recs, upStart.Add(-time.Second), time.Now().Add(-2*time.Second)))
-	t.Logf("proposal change aes256gcm16 -> default: IKE_SAs at %s %v -> %v; stream %v", ini, beforeIKEs, afterIKEs, upSum)
 
 	// CHILD_SA rekey with PFS: every CHILD_SA named gre at the initiator.
 	rekeyStart := time.Now()
@@ -261,7 +267,7 @@ func TestPFSRekeysUnderTraffic(t *testing.T) {
 
 	time.Sleep(2 * time.Second) // packets in flight at the end of the window
 	doneAt := time.Now()
-	recs, err = st.Stop()
+	recs, err := st.Stop()
 	if err != nil {
 		t.Fatal(err)
 	}

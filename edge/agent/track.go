@@ -43,11 +43,14 @@ type PathHealth struct {
 //     when every tunnel to a destination is out the routes stay on the
 //     one usable most recently rather than return to a dead primary.
 type Tracker struct {
-	pol     dataplane.PathPolicy
-	ids     []string                 // desired tunnels, in desired order
-	pairs   map[string][2]netip.Addr // tunnel id -> underlay pair
-	tracks  map[string]*tunnelTrack
-	steerer *steer.Steerer
+	pol   dataplane.PathPolicy
+	ids   []string                 // desired tunnels, in desired order
+	pairs map[string][2]netip.Addr // tunnel id -> underlay pair
+	// unprobed holds the tunnels to third-party routers (no reflector):
+	// judged by their SA alone.
+	unprobed map[string]bool
+	tracks   map[string]*tunnelTrack
+	steerer  *steer.Steerer
 	// sas is the last SA listing (nil: none yet), so a tunnel added later
 	// starts with what the kernel holds.
 	sas     map[[2]netip.Addr]bool
@@ -66,7 +69,7 @@ type tunnelTrack struct {
 
 // NewTracker returns a tracker with no tunnels.
 func NewTracker() *Tracker {
-	return &Tracker{tracks: map[string]*tunnelTrack{}, pairs: map[string][2]netip.Addr{}, steerer: steer.New()}
+	return &Tracker{tracks: map[string]*tunnelTrack{}, pairs: map[string][2]netip.Addr{}, unprobed: map[string]bool{}, steerer: steer.New()}
 }
 
 // SetDesired takes a new desired state: tunnels are added and removed
@@ -79,8 +82,12 @@ func (k *Tracker) SetDesired(d dataplane.Desired) (restart bool) {
 	k.pol = pol
 	k.ids = k.ids[:0]
 	clear(k.pairs)
+	clear(k.unprobed)
 	for _, t := range d.Tunnels {
 		k.ids = append(k.ids, t.ID)
+		if t.RemoteUnmanaged {
+			k.unprobed[t.ID] = true
+		}
 		k.pairs[t.ID] = [2]netip.Addr{t.LocalUnderlay, t.RemoteUnderlay}
 		if k.tracks[t.ID] == nil {
 			k.tracks[t.ID] = &tunnelTrack{sa: k.sasSeen && (k.sas == nil || k.sas[k.pairs[t.ID]])}
@@ -134,11 +141,12 @@ func (k *Tracker) SAs(now time.Time, sas map[[2]netip.Addr]bool) {
 
 // Probed reports which tunnels have their SA installed (the prober's
 // gate: probing earlier sends packets into the trap policy, which starts
-// an IKE negotiation of its own and raced the far end's in the lab).
+// an IKE negotiation of its own and raced the far end's in the lab). A
+// tunnel to an unmanaged site is never probed.
 func (k *Tracker) Probed() map[string]bool {
 	out := make(map[string]bool, len(k.tracks))
 	for id, t := range k.tracks {
-		out[id] = t.sa
+		out[id] = t.sa && !k.unprobed[id]
 	}
 	return out
 }
@@ -170,6 +178,12 @@ func (k *Tracker) View(now time.Time, d dataplane.Desired, snaps map[string]prob
 		s := snaps[id]
 		h := PathHealth{Probed: t.sa, State: t.state, RTT: s.SRTT, RTTP99: s.P99, Jitter: s.Jitter, LossPct: s.LossPct, Transitions: s.Transitions}
 		up := t.sa && t.state == probe.StateUp
+		if k.unprobed[id] {
+			// No reflector at a third-party router: the SA is all
+			// there is to judge by (usable while installed).
+			h = PathHealth{}
+			up = t.sa
+		}
 		h.HoldDown = up && !t.recovered.IsZero() && now.Sub(t.recovered) < k.pol.HoldDown
 		h.Usable = up && !h.HoldDown
 		health[id], usable[id] = h, h.Usable

@@ -145,3 +145,40 @@ func TestTrackerDisabledAndRestart(t *testing.T) {
 		t.Error("t4 added after an all-SAs listing is not probed")
 	}
 }
+
+// TestTrackerUnmanagedPeer: a tunnel to a third-party router (no probe
+// reflector) is never probed and is usable exactly while its outbound SA
+// is installed, with the hold-down after the SA comes back; a probed
+// tunnel beside it still needs its probes.
+func TestTrackerUnmanagedPeer(t *testing.T) {
+	d := twoTransports()
+	d.Tunnels[0].RemoteUnmanaged = true
+	id, other := d.Tunnels[0].ID, d.Tunnels[1].ID
+	pair := [2]netip.Addr{d.Tunnels[0].LocalUnderlay, d.Tunnels[0].RemoteUnderlay}
+	k := NewTracker()
+	k.SetDesired(d)
+	now := time.Now()
+	k.SAs(now, map[[2]netip.Addr]bool{pair: true, {d.Tunnels[1].LocalUnderlay, d.Tunnels[1].RemoteUnderlay}: true})
+	if k.Probed()[id] || !k.Probed()[other] {
+		t.Fatalf("probed: %v; want only %s", k.Probed(), other)
+	}
+	v, h := k.View(now, d, nil, nil)
+	if !v.Usable[id] || v.Usable[other] {
+		t.Errorf("with both SAs and no probe answer: usable %v; want only %s (by its SA)", v.Usable, id)
+	}
+	if h[id].Probed {
+		t.Errorf("%s reported as probed", id)
+	}
+	k.SAs(now.Add(time.Second), map[[2]netip.Addr]bool{})
+	if v, _ := k.View(now.Add(time.Second), d, nil, nil); v.Usable[id] {
+		t.Errorf("%s usable without its SA", id)
+	}
+	back := now.Add(2 * time.Second)
+	k.SAs(back, map[[2]netip.Addr]bool{pair: true})
+	if v, h := k.View(back, d, nil, nil); v.Usable[id] || !h[id].HoldDown {
+		t.Errorf("SA back: usable %v hold-down %v; want hold-down first", v.Usable[id], h[id].HoldDown)
+	}
+	if v, _ := k.View(back.Add(k.Policy().HoldDown), d, nil, nil); !v.Usable[id] {
+		t.Errorf("%s not usable after the hold-down", id)
+	}
+}

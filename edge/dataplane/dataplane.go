@@ -39,11 +39,11 @@ type Tunnel struct {
 	RemoteSite string
 	RemoteLANs []netip.Prefix
 	// RouteMetric is the kernel priority (metric) of the static routes to
-	// RemoteLANs. Added with the link package: tunnels to one site over
-	// several transports usually list the same RemoteLANs, and the kernel
-	// keeps one route per (prefix, metric), so give them different metrics
-	// for primary/backup. When they are equal the link package breaks the
-	// tie by tunnel id order (see link.PlanRoutes). 0 is a valid metric.
+	// RemoteLANs. Tunnels to one site over several transports usually
+	// list the same RemoteLANs, and the kernel keeps one route per
+	// (prefix, metric), so give them different metrics for
+	// primary/backup. When they are equal the planner breaks the tie by
+	// tunnel id order (see plan.StaticRoutes). 0 is a valid metric.
 	RouteMetric uint32
 	// PSK is the IKE pre-shared key (32 random bytes). Never log it.
 	PSK []byte
@@ -67,6 +67,11 @@ type Tunnel struct {
 	// LocalTransport and RemoteTransport name the WAN transports the
 	// tunnel joins ("inet1"); SLA classes prefer tunnels by them.
 	LocalTransport, RemoteTransport string
+	// RemoteUnmanaged: the far end is a third-party router (an unmanaged
+	// site) that answers no probes. The tunnel is never probed; it is
+	// usable while its outbound IPsec SA is installed (with the same
+	// hold-down after a recovery).
+	RemoteUnmanaged bool
 }
 
 // IPsecPolicy is the IKE/ESP parameter set of a tunnel, in strongSwan

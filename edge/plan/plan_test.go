@@ -81,8 +81,8 @@ func TestStaticRoutes(t *testing.T) {
 	}
 }
 
-// TestStaticRoutesMetricBump is link.PlanRoutes' table, moved here: equal
-// metrics become primary/backup by tunnel id, a taken metric is bumped, a
+// TestStaticRoutesMetricBump (the table of the old agent's route planner,
+// moved here from the link package): equal metrics become primary/backup by tunnel id, a taken metric is bumped, a
 // duplicate prefix of one tunnel gives one route.
 func TestStaticRoutesMetricBump(t *testing.T) {
 	a := tun("b.lte~a.inet", "10.255.0.1/30", "10.255.0.2", "10.1.0.0/16", 0)

@@ -14,7 +14,7 @@ type Collector struct {
 	transitions, sent, received, lost, late *prometheus.Desc
 }
 
-// Source is what a Collector reads: a Prober, or the agent's Paths, which
+// Source is what a Collector reads: a Prober, or the agent's Owner, which
 // replaces its Prober when the probe profile changes.
 type Source interface {
 	Snapshot() []TunnelSnapshot

@@ -623,9 +623,10 @@ func FromPB(d *pb.DesiredState) (State, error) {
 			// The controller names the initiator (EdgeTunnel.role); an
 			// older controller does not, and then the A end, which it gives
 			// the lower /30 address, initiates and the B end is passive.
-			Passive:        t.GetRole() == pb.TunnelRole_TUNNEL_ROLE_RESPONDER || t.GetRole() == pb.TunnelRole_TUNNEL_ROLE_UNSPECIFIED && ri.Less(li.Addr()),
-			RemoteASN:      t.GetRemoteAsn(),
-			LocalTransport: t.GetLocalTransport(), RemoteTransport: t.GetRemoteTransport(),
+			Passive:         t.GetRole() == pb.TunnelRole_TUNNEL_ROLE_RESPONDER || t.GetRole() == pb.TunnelRole_TUNNEL_ROLE_UNSPECIFIED && ri.Less(li.Addr()),
+			RemoteUnmanaged: t.GetRemoteUnmanaged(),
+			RemoteASN:       t.GetRemoteAsn(),
+			LocalTransport:  t.GetLocalTransport(), RemoteTransport: t.GetRemoteTransport(),
 		}
 		for j, p := range t.GetRemoteLanPrefixes() {
 			pfx, err := netip.ParsePrefix(p)

@@ -82,16 +82,6 @@ import (
 // TableName is meshwan's table, in the inet family.
 const TableName = "meshwan"
 
-// Conn is the nftables shim.
-//
-// Deprecated: use kernel.NFT; removed when the owner lands (issue 13).
-type Conn = kernel.NFT
-
-// NewConn is kernel.NewNFT.
-//
-// Deprecated: use kernel.NewNFT; removed when the owner lands (issue 13).
-func NewConn(nsFD int) (kernel.NFT, error) { return kernel.NewNFT(nsFD) }
-
 // Options configure a Manager.
 type Options struct {
 	// Logger gets one line per change; nil discards.

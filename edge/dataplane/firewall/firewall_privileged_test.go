@@ -543,7 +543,7 @@ func u32ne(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }
 func TestPrivilegedTunnelTrafficIsUntracked(t *testing.T) {
 	ctx := context.Background()
 	l := newLab(t)
-	m := NewManager(func() (Conn, error) { return NewConn(int(l.r)) }, Options{})
+	m := NewManager(func() (kernel.NFT, error) { return kernel.NewNFT(int(l.r)) }, Options{})
 	if err := m.Apply(ctx, labDesired()); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/meshwan/meshwan/edge/dataplane"
-	"github.com/meshwan/meshwan/edge/dataplane/link"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -30,10 +30,10 @@ func TestPrivilegedRotationAcceptOnlyKeys(t *testing.T) {
 	netnstest.RequireRoot(t)
 	ctx := context.Background()
 	nsA, nsB := netnstest.New(t), netnstest.New(t)
-	ha, err := link.NewNetlinkHandle(nsA)
+	ha, err := kernel.NewNetlinkHandle(nsA)
 	must(t, err)
 	defer ha.Close()
-	hb, err := link.NewNetlinkHandle(nsB)
+	hb, err := kernel.NewNetlinkHandle(nsB)
 	must(t, err)
 	defer hb.Close()
 	// ESP in the kernel is what the VM lab has and the build hosts lack.
@@ -50,7 +50,7 @@ func TestPrivilegedRotationAcceptOnlyKeys(t *testing.T) {
 	v.Name = "wan0"
 	must(t, ha.LinkAdd(v))
 	for _, x := range []struct {
-		h    *link.NetlinkHandle
+		h    *kernel.NetlinkHandle
 		cidr string
 	}{{ha, "192.0.2.1/24"}, {hb, "192.0.2.2/24"}} {
 		l, err := x.h.LinkByName("wan0")

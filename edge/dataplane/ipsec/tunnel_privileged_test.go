@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/firewall"
+	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/meshwan/meshwan/edge/dataplane/link"
 	"github.com/meshwan/meshwan/edge/dataplane/netnstest"
 	"github.com/vishvananda/netlink"
@@ -60,10 +61,10 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 	a := &site{name: "a", ns: netnstest.New(t)}
 	b := &site{name: "b", ns: netnstest.New(t)}
 
-	ha, err := link.NewNetlinkHandle(a.ns)
+	ha, err := kernel.NewNetlinkHandle(a.ns)
 	must(t, err)
 	defer ha.Close()
-	hb, err := link.NewNetlinkHandle(b.ns)
+	hb, err := kernel.NewNetlinkHandle(b.ns)
 	must(t, err)
 	defer hb.Close()
 
@@ -83,7 +84,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 	v := &netlink.Veth{LinkAttrs: netlink.NewLinkAttrs(), PeerName: "wan0", PeerNamespace: netlink.NsFd(int(b.ns))}
 	v.Name = "wan0"
 	must(t, ha.LinkAdd(v))
-	up := func(h *link.NetlinkHandle, name, cidr string) {
+	up := func(h *kernel.NetlinkHandle, name, cidr string) {
 		l, err := h.LinkByName(name)
 		must(t, err)
 		ad, err := netlink.ParseAddr(cidr)
@@ -91,7 +92,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 		must(t, h.AddrAdd(l, ad))
 		must(t, h.LinkSetUp(l))
 	}
-	lan := func(h *link.NetlinkHandle, cidr string) {
+	lan := func(h *kernel.NetlinkHandle, cidr string) {
 		br := &netlink.Bridge{LinkAttrs: netlink.NewLinkAttrs()}
 		br.Name = "lan0"
 		must(t, h.LinkAdd(br))
@@ -101,7 +102,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 	up(hb, "wan0", "192.0.2.2/24")
 	lan(ha, "10.2.1.1/24")
 	lan(hb, "10.1.1.1/24")
-	for _, h := range []*link.NetlinkHandle{ha, hb} {
+	for _, h := range []*kernel.NetlinkHandle{ha, hb} {
 		lo, err := h.LinkByName("lo")
 		must(t, err)
 		must(t, h.LinkSetUp(lo))
@@ -117,7 +118,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 		}
 		s.link = link.NewManager(h, link.Options{})
 		fd := int(s.ns)
-		s.fw = firewall.NewManager(func() (firewall.Conn, error) { return firewall.NewConn(fd) }, firewall.Options{})
+		s.fw = firewall.NewManager(func() (kernel.NFT, error) { return kernel.NewNFT(fd) }, firewall.Options{})
 		s.charon, err = NewCharon(CharonConfig{RunDir: t.TempDir(), NetNS: netnstest.Path(s.ns)})
 		must(t, err)
 		cctx, cancel := context.WithCancel(ctx)
@@ -134,6 +135,15 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 	apply := func(s *site) {
 		t.Helper()
 		must(t, s.link.Apply(ctx, s.desired))
+		// The routes to the far LAN (the edge's owner plans them; here
+		// one static route per remote LAN is all the test needs).
+		var routes []kernel.Route
+		for _, tn := range s.desired.Tunnels {
+			for _, p := range tn.RemoteLANs {
+				routes = append(routes, kernel.Route{Dst: p, Via: []netip.Addr{tn.RemoteInner}, Protocol: kernel.ProtoStatic})
+			}
+		}
+		must(t, s.link.ApplyRoutes(ctx, routes))
 		must(t, s.fw.Apply(ctx, s.desired))
 		must(t, s.ipsec.Apply(ctx, s.desired))
 	}

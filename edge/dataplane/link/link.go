@@ -95,7 +95,6 @@ import (
 	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -150,18 +149,6 @@ func NewManager(h kernel.Netlink, opts Options) *Manager {
 	gro := opts.GRO || os.Getenv("MESHWAN_LINK_GRO") == "on"
 	return &Manager{h: h, log: log, gro: gro, altFailed: map[altKey]bool{}}
 }
-
-// NetlinkHandle is the real kernel.Netlink.
-//
-// Deprecated: use kernel.NetlinkHandle; removed when the owner lands
-// (issue 13).
-type NetlinkHandle = kernel.NetlinkHandle
-
-// NewNetlinkHandle is kernel.NewNetlinkHandle.
-//
-// Deprecated: use kernel.NewNetlinkHandle; removed when the owner lands
-// (issue 13).
-func NewNetlinkHandle(ns netns.NsHandle) (*NetlinkHandle, error) { return kernel.NewNetlinkHandle(ns) }
 
 // Apply makes the kernel match d's links: GRE links, addresses, GRO; it
 // writes no route (ApplyRoutes does; only a rename on an old kernel puts
@@ -245,10 +232,11 @@ type Retiring struct {
 // d wants, and links of d's tunnels that cannot be kept as they are. From
 // the same dump, present names the links of d's tunnels that Apply keeps
 // (by the tunnel's link name), including a link Apply renames in place
-// to that name: a rename is not a deletion. It writes nothing. The agent
-// takes the retiring links' IPsec down before calling Apply, so no link
-// is deleted while ESP for it is still being decrypted (see
-// agent.Kernel's retire).
+// to that name: a rename is not a deletion. It writes nothing. The owner
+// keeps a retiring link in its plan until the IPsec worker has taken the
+// link's connection down, so no link is deleted while ESP for it is
+// still being decrypted (agent.Owner, plan.Plan.Retiring); after a
+// failed Apply, present tells it which links routes may use.
 func (m *Manager) Retiring(d dataplane.Desired) (retiring []Retiring, present map[string]bool, err error) {
 	links, byName, err := m.listLinks()
 	if err != nil {

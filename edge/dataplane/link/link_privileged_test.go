@@ -23,10 +23,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func kernelHandle(t *testing.T) *NetlinkHandle {
+func kernelHandle(t *testing.T) *kernel.NetlinkHandle {
 	t.Helper()
 	ns := netnstest.New(t)
-	h, err := NewNetlinkHandle(ns)
+	h, err := kernel.NewNetlinkHandle(ns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func (b *bridgeForGRE) LinkList() ([]netlink.Link, error) {
 }
 
 // kernelState prints what the kernel holds for our links and routes.
-func kernelState(t *testing.T, h *NetlinkHandle) string {
+func kernelState(t *testing.T, h *kernel.NetlinkHandle) string {
 	t.Helper()
 	links, err := h.LinkList()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/kernel"
+	"github.com/meshwan/meshwan/edge/plan"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -382,7 +383,7 @@ func TestApplyInvalidChangesNothing(t *testing.T) {
 	m := NewManager(f, Options{})
 	d := twoTunnels()
 	d.Tunnels[1].LocalInner = pfx("10.255.0.5/24")
-	err := applyAll(context.Background(), m, d)
+	err := m.Apply(context.Background(), d)
 	if !errors.Is(err, dataplane.ErrInvalid) || !strings.Contains(err.Error(), "Tunnels[1](id=t2).LocalInner") {
 		t.Fatalf("got %v", err)
 	}
@@ -428,34 +429,22 @@ func TestStatus(t *testing.T) {
 	checkNoWrites(t, f)
 }
 
-func TestPlanRoutes(t *testing.T) {
-	a := tunnel("b.lte~a.inet", "mw-00000001", "198.51.100.1", "10.255.0.1/30", "10.255.0.2", "10.1.0.0/16", "10.1.0.0/16")
-	b := tunnel("b.inet~a.inet", "mw-00000002", "198.51.100.2", "10.255.0.5/30", "10.255.0.6", "10.1.0.0/16")
-	c := tunnel("t3", "mw-b-mpls-mpls", "198.51.100.3", "10.255.0.9/30", "10.255.0.10", "10.1.0.0/16", "10.4.0.0/16")
-	c.RouteMetric = 1
-	var got []string
-	for _, r := range PlanRoutes(desired(a, b, c)) {
-		got = append(got, r.String())
-	}
-	// Same metric 0 for the lte and inet tunnels: tunnel-id order (site,
-	// then transport) makes inet primary, although its link name (from
-	// the /30) sorts after; t3 asked for 1, which is taken, so it gets 2;
-	// lte's duplicate is dropped.
-	want := []string{
-		"10.1.0.0/16 via 10.255.0.6 dev mw-00000002 metric 0",
-		"10.1.0.0/16 via 10.255.0.2 dev mw-00000001 metric 1",
-		"10.1.0.0/16 via 10.255.0.10 dev mw-b-mpls-mpls metric 2",
-		"10.4.0.0/16 via 10.255.0.10 dev mw-b-mpls-mpls metric 1",
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-}
-
-// applyAll is what the agent before the owner does: links, then the
-// static routes over them.
+// applyAll does what the edge's owner does for d in static-route mode
+// with no path verdicts: the links, then the routes plan.StaticRoutes
+// plans over the tunnels whose links exist (all of them after a clean
+// Apply; after a failed one, those Retiring reports present), as one
+// ApplyRoutes.
 func applyAll(ctx context.Context, m *Manager, d dataplane.Desired) error {
-	return errors.Join(m.Apply(ctx, d), m.ApplyStaticRoutes(ctx, d))
+	err := m.Apply(ctx, d)
+	ready := d.Tunnels
+	if err != nil {
+		_, present, rerr := m.Retiring(d)
+		if rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		ready = slices.DeleteFunc(slices.Clone(d.Tunnels), func(t dataplane.Tunnel) bool { return !present[t.LinkName] })
+	}
+	return errors.Join(err, m.ApplyRoutes(ctx, plan.StaticRoutes(ready, plan.PathView{})))
 }
 
 func ipnet(s string) *net.IPNet {
@@ -473,12 +462,12 @@ func must(t *testing.T, err error) {
 	}
 }
 
-// TestApplyStaticRoutesNeverTouchesLinks: ApplyStaticRoutes installs and removes only
-// routes. A tunnel without a link (new) gets no link and no route, a link
-// no tunnel wants survives (its routes go), a link whose GRE parameters
-// differ from the tunnel's gets no new route; the next Apply does the
-// link work.
-func TestApplyStaticRoutesNeverTouchesLinks(t *testing.T) {
+// TestApplyRoutesNeverTouchesLinks: ApplyRoutes installs and removes only
+// routes. A route over a tunnel without a link (new) fails alone (the
+// kernel has no link for its gateway) and creates no link; a link whose
+// routes all go survives; the next Apply does the link work, then the
+// route goes in.
+func TestApplyRoutesNeverTouchesLinks(t *testing.T) {
 	ctx := context.Background()
 	f := kernel.NewFakeNetlink()
 	m := NewManager(f, Options{})
@@ -486,39 +475,37 @@ func TestApplyStaticRoutesNeverTouchesLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.ResetCalls()
-	d := twoTunnels()
-	d.Tunnels[0].RemoteLANs = append(d.Tunnels[0].RemoteLANs, pfx("10.1.3.0/24"))
-	d.Tunnels = append(d.Tunnels[:1], tunnel("t3", "mw-d-inet-inet", "198.51.100.17", "10.255.0.9/30", "10.255.0.10", "10.4.0.0/16"))
-	if err := m.ApplyStaticRoutes(ctx, d); err != nil {
-		t.Fatal(err)
+	static := func(dst, gw string) kernel.Route {
+		return kernel.Route{Dst: pfx(dst), Via: []netip.Addr{addr(gw)}, Protocol: kernel.ProtoStatic}
 	}
-	want := []string{
-		"RouteReplace 10.1.3.0/24 via 10.255.0.2 proto 240 metric 0 table 254",
-		"RouteDel 10.3.0.0/16 via 10.255.0.6 proto 240 metric 0 table 254",
+	// t1 gains 10.1.3.0/24, t2's route goes, t3 (no link yet) asks for 10.4.0.0/16.
+	rs := []kernel.Route{static("10.1.1.0/24", "10.255.0.2"), static("10.1.2.0/24", "10.255.0.2"),
+		static("10.1.3.0/24", "10.255.0.2"), static("10.4.0.0/16", "10.255.0.10")}
+	if err := m.ApplyRoutes(ctx, rs); !errors.Is(err, unix.ENETUNREACH) || !strings.Contains(err.Error(), "10.4.0.0/16") {
+		t.Errorf("route over a missing link: %v, want ENETUNREACH for 10.4.0.0/16 alone", err)
 	}
-	if got := f.Writes(); !slices.Equal(got, want) {
-		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	for _, w := range f.Writes() {
+		if !strings.HasPrefix(w, "Route") {
+			t.Errorf("ApplyRoutes wrote %q", w)
+		}
 	}
-	if !strings.Contains(f.String(), "link mw-c-inet-inet") {
-		t.Error("ApplyStaticRoutes deleted a link no tunnel wants")
+	st := f.String()
+	if !strings.Contains(st, "route 10.1.3.0/24 via 10.255.0.2") || strings.Contains(st, "route 10.3.0.0/16") {
+		t.Errorf("routes not applied past the failing one:\n%s", st)
+	}
+	if !strings.Contains(st, "link mw-c-inet-inet") {
+		t.Error("ApplyRoutes deleted a link whose routes went")
+	}
+	if strings.Contains(st, "link mw-d-inet-inet") {
+		t.Error("ApplyRoutes created a link")
 	}
 
-	f.ResetCalls()
-	d = twoTunnels()
-	d.Tunnels[1].RemoteLANs = []netip.Prefix{pfx("10.3.9.0/24")}
-	d.Tunnels[1].RemoteUnderlay = addr("198.51.100.77") // the link must be re-created first
-	if err := m.ApplyStaticRoutes(ctx, d); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := f.Writes(), []string{"RouteDel 10.1.3.0/24 via 10.255.0.2 proto 240 metric 0 table 254"}; !slices.Equal(got, want) { // no route over the stale link
-		t.Errorf("writes with a link to re-create: %q, want %q", got, want)
-	}
-	f.ResetCalls()
-	if err := applyAll(ctx, m, d); err != nil {
-		t.Fatal(err)
-	}
-	if got := f.Writes(); !slices.Contains(got, "LinkDel mw-c-inet-inet") || !slices.Contains(got, "RouteReplace 10.3.9.0/24 via 10.255.0.6 proto 240 metric 0 table 254") {
-		t.Errorf("the Apply after it: %q, want the link re-created and its route installed", got)
+	d := twoTunnels()
+	d.Tunnels = append(d.Tunnels, tunnel("t3", "mw-d-inet-inet", "198.51.100.17", "10.255.0.9/30", "10.255.0.10", "10.4.0.0/16"))
+	must(t, m.Apply(ctx, d))
+	must(t, m.ApplyRoutes(ctx, rs))
+	if !strings.Contains(f.String(), "route 10.4.0.0/16 via 10.255.0.10 dev mw-d-inet-inet") {
+		t.Errorf("route over the new link missing after Apply:\n%s", f.String())
 	}
 }
 

@@ -25,7 +25,7 @@ import (
 // lab's Debian 6.1 takes.
 type noLiveRename struct {
 	kernel.Netlink
-	raw *NetlinkHandle
+	raw *kernel.NetlinkHandle
 }
 
 func (n noLiveRename) LinkSetName(l netlink.Link, name string) error {
@@ -36,7 +36,7 @@ func (n noLiveRename) LinkSetName(l netlink.Link, name string) error {
 }
 
 // altNamesWork reports whether the kernel takes altnames (Linux 5.5+).
-func altNamesWork(t *testing.T, raw *NetlinkHandle) bool {
+func altNamesWork(t *testing.T, raw *kernel.NetlinkHandle) bool {
 	t.Helper()
 	br := &netlink.Bridge{LinkAttrs: netlink.NewLinkAttrs()}
 	br.Name = "altprobe0"
@@ -161,7 +161,7 @@ func TestPrivilegedRenameGap(t *testing.T) {
 // measureRenameGap renames l back and forth n times, by down/rename/up
 // and live, and logs the percentiles. l must be up with an address in
 // 10.255.0.0/30; it is left up under a name of the form "mw-gap<n>".
-func measureRenameGap(t *testing.T, raw *NetlinkHandle, l netlink.Link, n int) {
+func measureRenameGap(t *testing.T, raw *kernel.NetlinkHandle, l netlink.Link, n int) {
 	t.Helper()
 	idx := l.Attrs().Index
 	if a, err := raw.AddrList(l, netlink.FAMILY_V4); err != nil || len(a) == 0 {

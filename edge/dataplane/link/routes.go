@@ -6,67 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"slices"
 	"strings"
 
-	"github.com/meshwan/meshwan/edge/dataplane"
 	"github.com/meshwan/meshwan/edge/dataplane/kernel"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// Route is one planned static route: Dst via Gw over the tunnel link Link.
-//
-// Deprecated: removed when the owner lands (issue 13), with PlanRoutes;
-// the owner's planner makes []kernel.Route.
-type Route struct {
-	Dst      netip.Prefix
-	Gw       netip.Addr
-	Link     string
-	Metric   int
-	TunnelID string
-}
-
-func (r Route) String() string {
-	return fmt.Sprintf("%v via %v dev %s metric %d", r.Dst, r.Gw, r.Link, r.Metric)
-}
-
-// PlanRoutes returns the static routes d asks for: one per (tunnel,
-// RemoteLAN), via the tunnel's RemoteInner, with metric RouteMetric.
-// Invariant: no two planned routes share (Dst, Metric), since the kernel
-// keeps one route per (prefix, metric, table) and RouteReplace would make
-// the tunnels overwrite each other. Tunnels listing the same prefix are
-// ordered by (RouteMetric, TunnelID) and a metric already taken is bumped
-// to one above the previous: equal metrics become primary/backup by tunnel
-// id, i.e. by site and then transport name ("b.inet1~a.inet1" before
-// "b.inet2~a.inet2"), the same on both ends and independent of the link
-// names (which follow the /30s, i.e. allocation order). The result is
-// sorted by (Dst, Metric).
-//
-// Deprecated: removed when the owner lands (issue 13); the owner's pure
-// planner computes every main-table route.
-func PlanRoutes(d dataplane.Desired) []Route {
-	var rs []Route
-	for _, t := range d.Tunnels {
-		for _, p := range t.RemoteLANs {
-			rs = append(rs, Route{Dst: p, Gw: t.RemoteInner, Link: t.LinkName, Metric: int(t.RouteMetric), TunnelID: t.ID})
-		}
-	}
-	slices.SortFunc(rs, func(a, b Route) int {
-		return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()),
-			cmp.Compare(a.Metric, b.Metric), cmp.Compare(a.TunnelID, b.TunnelID))
-	})
-	// A tunnel listing a prefix twice gets one route (the sort made the
-	// copies adjacent); then bump taken metrics.
-	rs = slices.CompactFunc(rs, func(a, b Route) bool { return a.Dst == b.Dst && a.TunnelID == b.TunnelID })
-	for i := 1; i < len(rs); i++ {
-		if rs[i].Dst == rs[i-1].Dst && rs[i].Metric <= rs[i-1].Metric {
-			rs[i].Metric = rs[i-1].Metric + 1
-		}
-	}
-	return rs
-}
 
 // ErrRouteConflict is wrapped by the error of a route apply that left a
 // wanted route out because a foreign route holds its key: retrying
@@ -178,57 +124,6 @@ func (m *Manager) writeRoutes(ctx context.Context, want, table []kernel.Route, o
 		errs = append(errs, fmt.Errorf("%w, not touching it: %s", ErrRouteConflict, m.conflicts))
 	}
 	return errors.Join(errs...)
-}
-
-// ApplyStaticRoutes makes only the static routes (ProtoStatic) match
-// PlanRoutes(d), over the links that already exist as d wants them (same
-// GRE parameters, up); it never changes a link, and a route over another
-// link is neither installed nor, if present, removed. BGP routes are
-// foreign to it.
-//
-// Deprecated: removed when the owner lands (issue 13); the owner plans
-// every main-table route and calls ApplyRoutes.
-func (m *Manager) ApplyStaticRoutes(ctx context.Context, d dataplane.Desired) error {
-	if err := d.Validate(); err != nil {
-		return fmt.Errorf("static routes: %w", err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, byName, err := m.listLinks()
-	if err != nil {
-		return fmt.Errorf("static routes: %w", err)
-	}
-	ready := map[string]bool{}
-	for _, t := range d.Tunnels {
-		if l := byName[t.LinkName]; l != nil && sameGRE(l, t) && l.Attrs().Flags&net.FlagUp != 0 {
-			ready[t.LinkName] = true
-		}
-	}
-	table, err := m.listMain()
-	if err != nil {
-		return fmt.Errorf("static routes: %w", err)
-	}
-	static := func(p int) bool { return p == kernel.ProtoStatic }
-	var want []kernel.Route
-	for _, p := range PlanRoutes(d) {
-		if ready[p.Link] {
-			want = append(want, kernel.Route{Dst: p.Dst, Via: []netip.Addr{p.Gw}, Metric: p.Metric, Protocol: kernel.ProtoStatic})
-			continue
-		}
-		// Not ready: keep what is there (the first copy).
-		if i := slices.IndexFunc(table, func(r kernel.Route) bool {
-			return static(r.Protocol) && r.Dst == p.Dst && r.Metric == p.Metric
-		}); i >= 0 {
-			want = append(want, table[i])
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if err := m.writeRoutes(ctx, want, table, static); err != nil {
-		return fmt.Errorf("static routes: %w", err)
-	}
-	return nil
 }
 
 // Status is the observed state of one tunnel's link.

@@ -323,26 +323,6 @@ func TestApplyRoutesErrors(t *testing.T) {
 	}
 }
 
-// TestApplyStaticRoutesLeavesBGP: the deprecated static apply owns only
-// protocol 240: BGP routes stay, and one on a wanted key is a conflict.
-func TestApplyStaticRoutesLeavesBGP(t *testing.T) {
-	ctx := context.Background()
-	f := kernel.NewFakeNetlink()
-	m := NewManager(f, Options{})
-	d := twoTunnels()
-	must(t, applyAll(ctx, m, d))
-	must(t, m.ApplyRoutes(ctx, append(mustRoutes(t, m), kr("10.8.0.0/16", 20, bgp, "10.255.0.2"))))
-	d.Tunnels[1].RemoteLANs = nil
-	f.ResetCalls()
-	must(t, m.ApplyStaticRoutes(ctx, d))
-	if w := f.Writes(); !slices.Equal(w, []string{"RouteDel 10.3.0.0/16 via 10.255.0.6 proto 240 metric 0 table 254"}) {
-		t.Errorf("writes %q", w)
-	}
-	if !strings.Contains(f.String(), "route 10.8.0.0/16 via 10.255.0.2 dev mw-b-inet-inet proto 241 metric 20") {
-		t.Errorf("BGP route gone:\n%s", f.String())
-	}
-}
-
 func mustRoutes(t *testing.T, m *Manager) []kernel.Route {
 	t.Helper()
 	rs, err := m.Routes(context.Background())
