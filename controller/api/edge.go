@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -119,8 +121,8 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 	if err != nil {
 		return err
 	}
-	if len(hello.GetTransports()) > 0 {
-		if err := e.observe(ctx, site, hello.GetTransports()); err != nil {
+	if egress := egressTransport(ctx); len(hello.GetTransports()) > 0 || egress != "" {
+		if err := e.observe(ctx, site, hello.GetTransports(), egress, peerAddr(ctx)); err != nil {
 			return toStatus(e.Log, "Sync", err)
 		}
 	}
@@ -199,20 +201,86 @@ func (e *Edge) Sync(stream pb.EdgeService_SyncServer) error {
 	}
 }
 
+// EgressTransportKey is the Sync stream's metadata key with which an edge
+// names the transport its controller connection leaves by (the one whose
+// interface address is the connection's local address). It is metadata
+// rather than a Hello field because it describes the connection, like the
+// peer address it qualifies; meshwan-edge sends it (edge/syncer
+// EgressTransportKey, equal by TestEgressKeyMatchesEdge).
+const EgressTransportKey = "meshwan-egress-transport"
+
+// egressTransport is the transport the edge says this stream egresses by,
+// "" when it does not say (an older edge, or none of its transports).
+func egressTransport(ctx context.Context) string {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok {
+		return ""
+	}
+	v := md.Get(EgressTransportKey)
+	if len(v) != 1 {
+		return ""
+	}
+	return v[0]
+}
+
+// peerAddr is the IP address the stream's connection comes from: behind
+// NAT, the public address of the mapping; invalid when unknown.
+func peerAddr(ctx context.Context) netip.Addr {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(p.Addr.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// PreferPeer decides the address to record for each transport an edge
+// reports: reported maps transport names to the addresses the edge sees
+// on its own interfaces; egress names the transport the controller
+// connection leaves by, peer is the address that connection arrives from.
+// The egress transport gets peer, whatever the edge reported for it: an
+// edge behind NAT sees its private address, the peers must send to the
+// public one the NAT maps. The other transports keep their reported
+// addresses (the controller observes nothing about them). nat reports
+// that the edge's own address for the egress transport differs from peer
+// (or that it reported none), i.e. a NAT (or a proxy) sits in between.
+// Without egress or a valid peer, reported is returned unchanged.
+func PreferPeer(reported map[string]netip.Addr, egress string, peer netip.Addr) (out map[string]netip.Addr, nat bool) {
+	if egress == "" || !peer.IsValid() {
+		return reported, false
+	}
+	out = maps.Clone(reported)
+	if out == nil {
+		out = map[string]netip.Addr{}
+	}
+	own, ok := out[egress]
+	out[egress] = peer
+	return out, !ok || own != peer
+}
+
 // observe stores the addresses the edge reports for its dynamic
-// transports. A refused address (unparsable, or one the peers' edges would
-// refuse: see network.ObserveAddresses) leaves the stored one unchanged
-// and does not end the stream (the edge keeps syncing); it is logged,
-// added to the dashboard's events and counted.
-func (e *Edge) observe(ctx context.Context, site string, ts []*pb.Transport) error {
-	addrs := map[string]netip.Addr{}
+// transports, the egress transport's taken from the connection (see
+// PreferPeer). A refused address (unparsable, or one the peers' edges
+// would refuse: see network.ObserveAddresses) leaves the stored one
+// unchanged and does not end the stream (the edge keeps syncing); it is
+// logged, added to the dashboard's events and counted.
+func (e *Edge) observe(ctx context.Context, site string, ts []*pb.Transport, egress string, peer netip.Addr) error {
+	reported := map[string]netip.Addr{}
 	for _, t := range ts {
 		a, err := netip.ParseAddr(t.GetAddress())
 		if err != nil {
 			e.refused(site, t.GetName(), t.GetAddress(), fmt.Errorf("%w: not an IP address", intent.ErrInvalid))
 			continue
 		}
-		addrs[t.GetName()] = a
+		reported[t.GetName()] = a
+	}
+	addrs, nat := PreferPeer(reported, egress, peer)
+	if nat {
+		e.Log.Debug("edge's controller connection is translated: recording the connection's address for its transport",
+			"site", site, "transport", validity.Quote(egress), "reported", reported[egress], "observed", peer)
 	}
 	refused, err := e.Net.ObserveAddresses(ctx, site, addrs)
 	for _, r := range refused {

@@ -94,7 +94,10 @@ func (f *fixture) checkRoleChange(t *testing.T, change func()) (added, removed [
 		if !ok || id != l.ID || tv.A != l.A || tv.B != l.B {
 			t.Errorf("new tunnel %s (%v, %v) is not a derived link in canonical order", id, tv.A, tv.B)
 		}
-		if w := topology.Initiator(byName[tv.A.Site], byName[tv.B.Site]); tv.InitiatorSide() != w {
+		sa, sb := byName[tv.A.Site], byName[tv.B.Site]
+		ta, _ := sa.Transport(tv.A.Transport)
+		tb, _ := sb.Transport(tv.B.Transport)
+		if w := topology.Initiator(sa, sb, ta, tb); tv.InitiatorSide() != w {
 			t.Errorf("new tunnel %s: initiator %s, want %s", id, tv.InitiatorSide(), w)
 		}
 	}

@@ -94,21 +94,32 @@ func ParseID(id string) (a, b End, ok bool) {
 }
 
 // Initiator chooses which end of a NEW tunnel initiates IKE (and opens
-// BGP), given its sites in canonical order (a's name sorts first): the
-// managed end when exactly one end is unmanaged (a third-party router's
-// configuration is exported as responder wherever there is a choice, so
-// the side meshwan controls drives the negotiation); otherwise the hub
-// when exactly one end is a hub, otherwise a. The hub rule is the end
-// older versions made the A end, so a network keeps its pattern of
-// initiators.
+// BGP), given its sites in canonical order (a's name sorts first) and the
+// transports the tunnel joins (ta of a, tb of b): the end whose transport
+// is dynamic when exactly one is (it may be behind NAT, and the other end
+// cannot reach it before it opens a mapping: docs/nat.md; two dynamic
+// transports are never joined); otherwise the managed end when exactly
+// one end is unmanaged (a third-party router's configuration is exported
+// as responder wherever there is a choice, so the side meshwan controls
+// drives the negotiation; an unmanaged site has fixed addresses, so the
+// two rules never disagree); otherwise the hub when exactly one end is a
+// hub, otherwise a. The hub rule is the end older versions made the A
+// end, so a network keeps its pattern of initiators.
 //
 // It is applied only at creation: the controller stores the result with
 // the tunnel and never re-applies it, because changing a tunnel's
 // initiator reloads its connection on both ends and charon 5.9
-// renegotiates on a connection change (packet loss). A later rule (the
-// end behind NAT initiates, issue 14) belongs here, with the transports
-// as further arguments.
-func Initiator(a, b intent.Site) Side {
+// renegotiates on a connection change (packet loss). A tunnel to a
+// dynamic transport created before the dynamic rule keeps its stored
+// initiator; the edge behind NAT initiates anyway (dataplane.Localize), so
+// both ends do, which works (docs/nat.md).
+func Initiator(a, b intent.Site, ta, tb intent.Transport) Side {
+	if ta.Dynamic != tb.Dynamic {
+		if ta.Dynamic {
+			return SideA
+		}
+		return SideB
+	}
 	if a.Unmanaged != b.Unmanaged {
 		if a.Unmanaged {
 			return SideB
@@ -170,7 +181,6 @@ func connected(m intent.Mode, a, b intent.Site) bool {
 // pairLinks joins the transports of two sites; a's name sorts before b's.
 func pairLinks(a, b intent.Site, m intent.Match) []Link {
 	var out []Link
-	first := Initiator(a, b)
 	for _, ta := range a.Transports {
 		for _, tb := range b.Transports {
 			if m != intent.MatchAllPairs && ta.Name != tb.Name {
@@ -180,7 +190,7 @@ func pairLinks(a, b intent.Site, m intent.Match) []Link {
 				continue
 			}
 			ea, eb := End{a.Name, ta.Name}, End{b.Name, tb.Name}
-			out = append(out, Link{ID: ID(ea, eb), A: ea, B: eb, Initiator: first})
+			out = append(out, Link{ID: ID(ea, eb), A: ea, B: eb, Initiator: Initiator(a, b, ta, tb)})
 		}
 	}
 	return out

@@ -131,6 +131,14 @@ func TestDeriveMatchesReference(t *testing.T) {
 						if topo.Match == intent.MatchSameName && ta.Name != tb.Name || ta.Dynamic && tb.Dynamic {
 							continue
 						}
+						// The end on a dynamic transport initiates
+						// (it may be behind NAT).
+						side := side
+						if ta.Dynamic {
+							side = "a"
+						} else if tb.Dynamic {
+							side = "b"
+						}
 						want = append(want, a.Name+"."+ta.Name+"~"+b.Name+"."+tb.Name+"/"+side)
 					}
 				}
@@ -254,9 +262,29 @@ func TestInitiator(t *testing.T) {
 		{uspoke, uhub, SideB},
 		{uhub, uspoke, SideA},
 	}
+	static := intent.Transport{Name: "inet1"}
 	for _, tc := range tests {
-		if got := Initiator(tc.a, tc.b); got != tc.want {
+		if got := Initiator(tc.a, tc.b, static, static); got != tc.want {
 			t.Errorf("Initiator(%s unmanaged=%v, %s unmanaged=%v) = %s, want %s", tc.a.Role, tc.a.Unmanaged, tc.b.Role, tc.b.Unmanaged, got, tc.want)
+		}
+	}
+	// The end on a dynamic transport (possibly behind NAT) initiates,
+	// whatever the roles; with both static the rules above apply.
+	dyn := intent.Transport{Name: "inet1", Dynamic: true}
+	for _, tc := range []struct {
+		a, b   intent.Site
+		ta, tb intent.Transport
+		want   Side
+	}{
+		{hub, spoke, static, dyn, SideB},
+		{spoke, hub, dyn, static, SideA},
+		{hub, spoke, dyn, static, SideA},
+		{spoke, hub, static, dyn, SideB},
+		{uhub, spoke, static, dyn, SideB},
+		{spoke, uhub, dyn, static, SideA},
+	} {
+		if got := Initiator(tc.a, tc.b, tc.ta, tc.tb); got != tc.want {
+			t.Errorf("Initiator(%s dynamic=%v, %s dynamic=%v) = %s, want %s", tc.a.Role, tc.ta.Dynamic, tc.b.Role, tc.tb.Dynamic, got, tc.want)
 		}
 	}
 }

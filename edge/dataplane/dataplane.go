@@ -24,6 +24,10 @@ type Tunnel struct {
 	// and IKE run between.
 	LocalUnderlay  netip.Addr
 	RemoteUnderlay netip.Addr
+	// PublicUnderlay, when valid, is the address the peer knows this end
+	// by, a NAT translating LocalUnderlay (then this end's interface
+	// address) to it: IKE identifies this end by it. See Localize.
+	PublicUnderlay netip.Addr
 	// LocalInner is this end's address on the tunnel /30 (10.255.0.1/30);
 	// RemoteInner is the far end's (10.255.0.2).
 	LocalInner  netip.Prefix

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -28,6 +29,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -65,8 +67,15 @@ type Config struct {
 	AgentVersion string
 	// Applied returns the version the edge runs now (sent in Hello).
 	Applied func() int64
-	// Transports returns the edge's transports and public addresses, for
-	// those declared dynamic (may be nil).
+	// Transports returns the edge's transports and the address each has
+	// on its interface (may be nil). They are reported in Hello (the
+	// controller records them for transports declared dynamic), the one
+	// the controller connection leaves by is named in the stream's
+	// metadata (EgressTransportKey: the controller then records the
+	// connection's public address for it, which behind NAT is not the
+	// interface's), and every desired state is localized with them
+	// (dataplane.Localize: behind NAT, GRE and IKE run from the
+	// interface's address).
 	Transports func() map[string]netip.Addr
 	Logger     *slog.Logger
 	// Heartbeat is how often the last report is re-sent; it must be well
@@ -347,7 +356,13 @@ func (s *Syncer) session(ctx context.Context) error {
 	conn := s.conn
 	s.endSession = cancel
 	s.mu.Unlock()
-	stream, err := pb.NewEdgeServiceClient(conn).Sync(ctx)
+	sctx := ctx
+	if s.cfg.Transports != nil {
+		if name := EgressTransport(s.cfg.Transports(), egressAddr(ctx, s.cfg.Controller)); name != "" {
+			sctx = metadata.AppendToOutgoingContext(ctx, EgressTransportKey, name)
+		}
+	}
+	stream, err := pb.NewEdgeServiceClient(conn).Sync(sctx)
 	if err != nil {
 		return err
 	}
@@ -355,9 +370,17 @@ func (s *Syncer) session(ctx context.Context) error {
 	if s.held != nil {
 		hello.StateHash = s.held.Hash
 	}
+	var local map[string]netip.Addr
 	if s.cfg.Transports != nil {
-		for name, a := range s.cfg.Transports() {
+		local = s.cfg.Transports()
+		for name, a := range local {
 			hello.Transports = append(hello.Transports, &pb.Transport{Name: name, Address: a.String()})
+		}
+		// A transport's interface address may have changed while the
+		// stream was down (the stream breaks with it): run the held
+		// state again from the current addresses.
+		if s.held != nil {
+			s.publish(*s.held)
 		}
 	}
 	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: hello}}); err != nil {
@@ -388,11 +411,7 @@ func (s *Syncer) session(ctx context.Context) error {
 				continue
 			}
 			s.held = &st
-			select {
-			case <-s.updates:
-			default:
-			}
-			s.updates <- st
+			s.publish(st)
 		}
 	}()
 	s.log.Info("controller stream up", "controller", s.cfg.Controller)
@@ -420,6 +439,60 @@ func (s *Syncer) session(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// publish hands st to the agent, localized for the edge's transports
+// (see Config.Transports), replacing an unread one.
+func (s *Syncer) publish(st State) {
+	if s.cfg.Transports != nil {
+		st.Desired = dataplane.Localize(st.Desired, s.cfg.Transports())
+	}
+	select {
+	case <-s.updates:
+	default:
+	}
+	s.updates <- st
+}
+
+// EgressTransportKey is the Sync stream's metadata key naming the
+// transport the controller connection leaves by; the controller records
+// the connection's address (the NAT's public one) for it. It must equal
+// controller/api.EgressTransportKey.
+const EgressTransportKey = "meshwan-egress-transport"
+
+// EgressTransport names the transport whose interface address is local,
+// the source address of the controller connection; "" when none is (the
+// connection leaves by a management link, or local is unknown). Two
+// transports on one address cannot be told apart: the first by name wins.
+func EgressTransport(transports map[string]netip.Addr, local netip.Addr) string {
+	if !local.IsValid() {
+		return ""
+	}
+	best := ""
+	for name, a := range transports {
+		if a == local && (best == "" || name < best) {
+			best = name
+		}
+	}
+	return best
+}
+
+// egressAddr is the source address the kernel picks towards the
+// controller: a connected UDP socket sends nothing but resolves the route
+// the TCP connection takes, without having to reach into gRPC's
+// connection. Invalid when it cannot be found.
+func egressAddr(ctx context.Context, controller string) netip.Addr {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", controller)
+	if err != nil {
+		return netip.Addr{}
+	}
+	defer c.Close()
+	ap, err := netip.ParseAddrPort(c.LocalAddr().String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
 }
 
 // errBase is a delta whose base is not the state this edge holds.

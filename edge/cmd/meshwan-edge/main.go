@@ -48,6 +48,7 @@ type flags struct {
 	controller, token, caHash, site, stateDir string
 	insecure, cleanup                         bool
 	wan                                       string
+	transports                                string
 	viciSocket, charonRunDir                  string
 	lanPeers                                  string
 	logLevel                                  string
@@ -65,6 +66,7 @@ func main() {
 	flag.StringVar(&f.site, "site", "", "site to enroll as, when the token is not bound to one")
 	flag.StringVar(&f.stateDir, "state-dir", "/var/lib/meshwan", "directory for the identity and the cached desired state")
 	flag.StringVar(&f.wan, "wan-interface", "", "comma-separated WAN interfaces (for the firewall permits); empty matches any")
+	flag.StringVar(&f.transports, "transport", "", "comma-separated NAME=IFACE: the interface of each WAN transport, as named in the site's declaration (inet1=eth0,lte=wwan0); its address is reported for transports declared dynamic, and behind NAT tunnels run from it (docs/nat.md)")
 	flag.StringVar(&f.viciSocket, "vici-socket", "/var/run/charon.vici", "VICI socket of the system charon (ignored with --charon-run-dir)")
 	flag.StringVar(&f.charonRunDir, "charon-run-dir", "", "start and supervise a private charon with this run directory (tmpfs) instead of using the system one")
 	flag.StringVar(&f.lanPeers, "bgp-lan-peer", "", "comma-separated IPV4:ASN of LAN routers to peer with when the controller enables BGP (they learn the overlay's routes)")
@@ -225,7 +227,12 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	renew := func(ctx context.Context, cur *identity.Identity) (*identity.Identity, error) {
 		return identity.Renew(ctx, f.stateDir, f.controller, cur)
 	}
-	s, err := syncer.New(syncer.Config{Controller: f.controller, Identity: id, AgentVersion: version, Applied: a.Applied, Initial: initial, Logger: log, Renew: renew})
+	transports, err := parseTransports(f.transports)
+	if err != nil {
+		return err
+	}
+	s, err := syncer.New(syncer.Config{Controller: f.controller, Identity: id, AgentVersion: version, Applied: a.Applied, Initial: initial, Logger: log, Renew: renew,
+		Transports: transportAddrs(transports, log)})
 	if err != nil {
 		return err
 	}
@@ -275,6 +282,62 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// parseTransports reads --transport: NAME=IFACE pairs, each name once.
+func parseTransports(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range splitList(s) {
+		name, iface, ok := strings.Cut(p, "=")
+		if !ok || name == "" || iface == "" {
+			return nil, fmt.Errorf("--transport: %q is not NAME=IFACE", p)
+		}
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("--transport: transport %q given twice", name)
+		}
+		out[name] = iface
+	}
+	return out, nil
+}
+
+// transportAddrs returns the syncer's view of the transports: each
+// interface's first global unicast IPv4 address, read when asked (at
+// every connection and every desired state), so an address a DHCP or PPP
+// client changes is followed. An interface without one is left out (and
+// logged); nil when no transport is configured.
+func transportAddrs(ifaces map[string]string, log *slog.Logger) func() map[string]netip.Addr {
+	if len(ifaces) == 0 {
+		return nil
+	}
+	return func() map[string]netip.Addr {
+		out := map[string]netip.Addr{}
+		for name, dev := range ifaces {
+			a, err := ifaceAddr(dev)
+			if err != nil {
+				log.Warn("transport interface has no usable address", "transport", name, "interface", dev, "err", err)
+				continue
+			}
+			out[name] = a
+		}
+		return out
+	}
+}
+
+func ifaceAddr(dev string) (netip.Addr, error) {
+	ifc, err := net.InterfaceByName(dev)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && p.Addr().IsGlobalUnicast() {
+			return p.Addr(), nil
+		}
+	}
+	return netip.Addr{}, errors.New("no global unicast IPv4 address")
 }
 
 // lanPeerAddrs are the LAN BGP peers' addresses: the firewall lets them

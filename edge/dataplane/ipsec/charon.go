@@ -158,6 +158,11 @@ charon {
 	# new IKE_SA (and its CHILD_SAs) before deleting the old one, so no
 	# packet finds the tunnel without SAs (strongSwan's default is no)
 	make_before_break = yes
+	# NAT-T keepalives (one byte to UDP 4500) from an end behind NAT every
+	# 20 s of silence, well inside common NAT UDP timeouts (30-120 s): the
+	# mapping the peer sends to stays open (docs/nat.md). 20 s is also
+	# strongSwan's default; written out because the NAT page relies on it.
+	keep_alive = 20s
 	plugins {
 		vici {
 			socket = unix:///run/%s

@@ -194,14 +194,19 @@ func marshal(what string, v any) (*vici.Message, error) {
 //
 // Choices, each for a reason:
 //   - IKEv2, PSK both ways, identities = underlay addresses (what a
-//     third-party peer configured by hand expects, seed style);
+//     third-party peer configured by hand expects, seed style); behind NAT
+//     the local identity is the public address the peer knows
+//     (Tunnel.LocalIdentity), not the interface's address charon sends
+//     from (dataplane.Localize);
 //   - rekey_time = IKE lifetime, over_time and rand_time 10% of it: the two
 //     ends do not rekey at the same instant, and an SA lives at most 110%;
 //     no reauthentication (a PSK does not expire; a changed PSK is used
 //     from the next IKE_SA on);
 //   - keyingtries 0: keep trying forever, the peer may come up much later;
 //   - mobike and encap off: fixed public endpoints, and transport mode on
-//     GRE does not survive an address change anyway;
+//     GRE does not survive an address change anyway; encap off only means
+//     "do not force UDP encapsulation": charon still detects a NAT and
+//     then runs IKE and ESP over UDP 4500 (NAT-T, docs/nat.md);
 //   - child: transport mode, traffic selectors dynamic[gre] (only GRE
 //     between the two underlay addresses is protected);
 //   - start_action trap|start (strongSwan >= 5.9.6): install trap
@@ -234,7 +239,7 @@ func connConfigOf(t dataplane.Tunnel) connConfig {
 		Mobike:      false,
 		Encap:       false,
 		SendCertreq: false,
-		Local:       authConfig{Auth: "psk", ID: local},
+		Local:       authConfig{Auth: "psk", ID: t.LocalIdentity().String()},
 		Remote:      authConfig{Auth: "psk", ID: remote},
 		Children: map[string]childConfig{ChildName: {
 			Mode:         "transport",
@@ -258,13 +263,13 @@ func ConnMessage(t dataplane.Tunnel) (*vici.Message, error) {
 }
 
 // secretOf is the primary key of t: an IKE secret with id "mw-<id>",
-// owned by both underlay identities. Data carries the raw key bytes (a
+// owned by both IKE identities (LocalIdentity and the remote underlay). Data carries the raw key bytes (a
 // VICI value is a byte string; swanctl sends the decoded bytes of a
 // "0x..." secret the same way), so a third-party peer must be given the
 // same 32 bytes, e.g. as swanctl `secret = 0x<hex>`.
 func secretOf(t dataplane.Tunnel) sharedSecret {
 	return sharedSecret{ID: ConnName(t.ID), Type: "IKE", Data: string(t.PSK),
-		Owners: []string{t.LocalUnderlay.String(), t.RemoteUnderlay.String()}}
+		Owners: []string{t.LocalIdentity().String(), t.RemoteUnderlay.String()}}
 }
 
 // SecretMessage builds the load-shared request for t's PSK (see

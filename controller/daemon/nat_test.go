@@ -1,0 +1,126 @@
+package daemon_test
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/meshwan/meshwan/controller/api"
+	"github.com/meshwan/meshwan/controller/daemon"
+	"github.com/meshwan/meshwan/controller/network"
+	"github.com/meshwan/meshwan/edge/dataplane/validity"
+	"github.com/meshwan/meshwan/edge/syncer"
+	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
+	"google.golang.org/grpc/metadata"
+)
+
+// hostAddr is an IPv4 address of this host usable as a WAN underlay (not
+// loopback): a connection to it arrives from it, as a connection through
+// a NAT arrives from the NAT's public address.
+func hostAddr(t *testing.T) netip.Addr {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err == nil && p.Addr().Is4() && validity.Underlay(p.Addr()) == nil {
+			return p.Addr()
+		}
+	}
+	t.Skip("no non-loopback IPv4 address on this host to connect from")
+	return netip.Addr{}
+}
+
+// syncVia opens a Sync stream for cert, naming egress (unless "") as the
+// transport the connection leaves by, with a Hello reporting transports,
+// and returns the first desired state sent. The stream ends with the call.
+func syncVia(t *testing.T, e *env, cert tls.Certificate, egress string, transports map[string]string) *pb.DesiredState {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if egress != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, syncer.EgressTransportKey, egress)
+	}
+	stream, err := pb.NewEdgeServiceClient(dial(t, e.d, &cert)).Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := &pb.Hello{AgentVersion: "test"}
+	for name, a := range transports {
+		hello.Transports = append(hello.Transports, &pb.Transport{Name: name, Address: a})
+	}
+	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: hello}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("the stream ended: %v", err)
+	}
+	return st
+}
+
+// TestNATAddressLearntFromConnection: an edge behind NAT reports the
+// private address it sees on its interface and names the transport its
+// controller connection leaves by; the controller records, for that
+// dynamic transport, the address the connection comes from (the NAT's
+// public one), and the hub's desired state follows it without operator
+// action. An edge that names no transport (older agent) gets its own
+// report recorded as before; the other dynamic transports keep their
+// reported addresses; a static transport records nothing.
+func TestNATAddressLearntFromConnection(t *testing.T) {
+	if api.EgressTransportKey != syncer.EgressTransportKey {
+		t.Fatalf("controller reads metadata %q, the edge sends %q", api.EgressTransportKey, syncer.EgressTransportKey)
+	}
+	host := hostAddr(t)
+	e := startWith(t, "10.255.0.0/16", func(c *daemon.Config) { c.GRPCListen = netip.AddrPortFrom(host, 0).String() })
+	br1 := site("br1", false, 2)
+	br1.Transports = []*pb.Transport{{Name: "inet1", Address: "dynamic"}, {Name: "lte", Address: "dynamic"}}
+	e.mustCreate(t, site("hq", true, 1), br1)
+	if _, err := e.admin.SetTopology(e.ctx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE}}); err != nil {
+		t.Fatal(err)
+	}
+	br1Cert, hqCert := e.enroll(t, "br1"), e.enroll(t, "hq")
+	stored := func(site string) map[string]netip.Addr {
+		var m map[string]netip.Addr
+		e.d.Net.Read(func(s *network.Snapshot) { m = s.Observed[site] })
+		return m
+	}
+	hqTunnelToBR1 := func(what string) string {
+		st := edgeAccepts(t, what, syncVia(t, e, hqCert, "", nil))
+		for _, tun := range st.Desired.Tunnels {
+			if tun.RemoteSite == "br1" {
+				return tun.RemoteUnderlay.String()
+			}
+		}
+		return "none"
+	}
+
+	// An older edge: its own report is all there is.
+	syncVia(t, e, br1Cert, "", map[string]string{"inet1": "203.0.113.20", "lte": "203.0.113.9"})
+	if got := stored("br1"); got["inet1"].String() != "203.0.113.20" || got["lte"].String() != "203.0.113.9" {
+		t.Fatalf("without an egress transport: stored %v, want the reported addresses", got)
+	}
+	if got := hqTunnelToBR1("hq, br1 self-reported"); got != "203.0.113.20" {
+		t.Fatalf("hq's tunnel to br1 goes to %s, want 203.0.113.20", got)
+	}
+
+	// Behind NAT: the edge sees 10.0.0.9 on inet1's interface; the
+	// connection arrives from host.
+	edgeAccepts(t, "br1 behind NAT", syncVia(t, e, br1Cert, "inet1", map[string]string{"inet1": "10.0.0.9", "lte": "203.0.113.9"}))
+	if got := stored("br1"); got["inet1"] != host || got["lte"].String() != "203.0.113.9" {
+		t.Fatalf("behind NAT: stored %v, want inet1 %s (the connection's) and lte 203.0.113.9 (reported)", got, host)
+	}
+	if got := hqTunnelToBR1("hq after br1 connected through NAT"); got != host.String() {
+		t.Fatalf("hq's tunnel to br1 goes to %s, want the connection's address %s", got, host)
+	}
+
+	// A static transport's connection address is not recorded.
+	syncVia(t, e, hqCert, "inet1", map[string]string{"inet1": "198.51.100.1"})
+	if got := stored("hq"); len(got) != 0 {
+		t.Fatalf("hq (static) has observed addresses %v, want none", got)
+	}
+}
