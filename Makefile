@@ -80,7 +80,7 @@ e2e: vm-prepare ## kernel tests in the VM lab: privileged package tests + end-to
 	for p in $(PRIV_PKGS); do n=$$(basename $$p); CGO_ENABLED=0 $(GO) test -c -o $(BIN)/test/$$n.test $$p && echo $$p > $(BIN)/test/$$n.dir || exit 1; done
 	CGO_ENABLED=0 $(GO) test -c -tags e2e -o $(BIN)/test/e2e.test ./e2e
 	rm -rf $(E2E_OUT) && mkdir -p $(E2E_OUT)
-	e2e/vm/run.sh --timeout 1900 --out $(E2E_OUT) -- e2e/suite.sh
+	e2e/vm/run.sh --timeout 1900 --out $(E2E_OUT) --modules "nf_conntrack_netlink nft_chain_nat nft_nat" -- e2e/suite.sh
 
 LAB_DATA ?= data-lab
 lab: vm-prepare ## interactive lab: controller on the host (dashboard http://localhost:8080), 4 sites in the VM; Ctrl-C stops it

@@ -73,7 +73,8 @@ type Inputs struct {
 
 // Plan is what the owner applies, step by step.
 type Plan struct {
-	// Firewall is the firewall's input.
+	// Firewall is the firewall's input: the desired state with the
+	// tunnels of Links (retiring ones included).
 	Firewall dataplane.Desired
 	// Links is the link backend's input: the desired tunnels plus the
 	// retiring ones not yet gone (routes are not the link backend's).
@@ -115,11 +116,17 @@ func Key(t dataplane.Tunnel) string {
 // Make computes the plan. Pure.
 func Make(in Inputs) Plan {
 	d := in.Desired
-	p := Plan{Firewall: d}
 	links, retiring := linkTunnels(d.Tunnels, in.Previous, in.Gone)
-	p.Links = d
+	p := Plan{Links: d, Retiring: retiring}
 	p.Links.Tunnels = links
-	p.Retiring = retiring
+	// The firewall covers exactly the links that exist or are made: a
+	// retiring link keeps its peer in the GRE guard and the permits until
+	// it is deleted (its IPsec is already unloaded, so without the guard
+	// its GRE would leave in clear: seen in the VM when a NATed peer's
+	// address changed), and a new incarnation of the same tunnel joins
+	// once the old one is gone, before its link is created.
+	p.Firewall = d
+	p.Firewall.Tunnels = links
 
 	p.IPsec = d
 	p.IPsec.Tunnels = nil

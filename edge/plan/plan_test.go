@@ -194,10 +194,18 @@ func TestMakeRetiresAfterIPsec(t *testing.T) {
 	if err := p.Links.Validate(); err != nil {
 		t.Errorf("links desired invalid: %v", err)
 	}
+	// The firewall keeps the retiring links' peers (GRE guard, permits)
+	// until they are gone: their IPsec is already unloaded.
+	if got, want := ids(p.Firewall.Tunnels), ids(p.Links.Tunnels); got != want {
+		t.Errorf("firewall before gone = %s, want the links %s", got, want)
+	}
 	gone := keys(old.Tunnels[1:])
 	p = Make(Inputs{Desired: d, Previous: p.Links.Tunnels, Gone: gone, LinksApplied: applied})
 	if got, want := ids(p.Links.Tunnels), "t1@"+old.Tunnels[0].RemoteUnderlay.String()+" t2@203.0.113.9"; got != want {
 		t.Errorf("links after gone = %s, want %s", got, want)
+	}
+	if got, want := ids(p.Firewall.Tunnels), ids(p.Links.Tunnels); got != want {
+		t.Errorf("firewall after gone = %s, want %s", got, want)
 	}
 	if len(p.IPsec.Tunnels) != 1 {
 		t.Errorf("the re-created t2 went to IPsec before its link was applied: %s", ids(p.IPsec.Tunnels))
