@@ -307,8 +307,7 @@ type benchCutResult struct {
 
 // gapsAround fills a failover's gaps from the stream's records: the
 // longest hole from 2 s before the cut until the restore, and the holes
-// after the restore. (cutAndRestore in paths_test.go has the same
-// analysis inline.)
+// after the restore (also cutAndRestore's, in paths_test.go).
 func gapsAround(recs []stream.Record, cut, restore time.Time) failover {
 	var f failover
 	var during, after []stream.Gap
@@ -327,7 +326,10 @@ func gapsAround(recs []stream.Record, cut, restore time.Time) failover {
 	return f
 }
 
-var pathsApplied = regexp.MustCompile(`^time=(\S+) .*msg="path decisions applied"`)
+// pathsApplied is the edge's log line written right after a route write
+// (link.Manager.ApplyRoutes): the first one at or after the verdict is the
+// route switch.
+var pathsApplied = regexp.MustCompile(`^time=(\S+) .*msg="route installed"`)
 
 // benchCut is cutAndRestore with the cut made by lab.Cut (one nftables
 // transaction for both directions) and the edge's verdict read back, so

@@ -250,19 +250,8 @@ func (e *env) cutAndRestore(st *lab.Stream, a, primary string, hold, backBound t
 	r = e.waitSustained(st, "stream back on "+primary+" after the restore", restore, onPrimary, time.Second, backBound)
 	f.Back = r.SentAt().Sub(restore)
 	recs, _ := st.Records()
-	var during, after []stream.Gap
-	for _, g := range stream.Gaps(stream.SentBetween(recs, cut.Add(-2*time.Second), time.Time{})) {
-		if g.Before.SentAt().Before(restore) {
-			during = append(during, g)
-		} else {
-			after = append(after, g)
-		}
-	}
-	f.Gap, f.HasGap = stream.LongestBy(during, stream.Gap.Send)
-	f.ReturnGap, f.HasReturn = stream.LongestBy(after, stream.Gap.Send)
-	for _, g := range after {
-		f.ReturnLost += g.Lost()
-	}
+	g := gapsAround(recs, cut, restore)
+	f.Gap, f.HasGap, f.ReturnGap, f.HasReturn, f.ReturnLost = g.Gap, g.HasGap, g.ReturnGap, g.HasReturn, g.ReturnLost
 	return f
 }
 

@@ -51,6 +51,24 @@ func (e *env) vici(site string, f func(ctx context.Context, s ipsec.Session) err
 	}
 }
 
+// rekeyChildren asks site's charon to rekey each CHILD_SA in ids (by
+// unique id: a rekey by name reaches only one of two duplicate IKE_SAs).
+func (e *env) rekeyChildren(site string, ids map[string]string) {
+	e.t.Helper()
+	e.vici(site, func(ctx context.Context, s ipsec.Session) error {
+		for id := range ids {
+			m := vici.NewMessage()
+			if err := m.Set("child-id", id); err != nil {
+				return err
+			}
+			if _, err := s.Call(ctx, "rekey", m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // sas lists a site's IKE_SAs of conn.
 func (e *env) sas(site, conn string) []saView {
 	e.t.Helper()
@@ -198,18 +216,7 @@ func TestPFSRekeysUnderTraffic(t *testing.T) {
 	// By unique id, each one: after the proposal change the two ends may
 	// hold two IKE_SAs with a CHILD_SA each (the passive end's trap), and
 	// a rekey by name reaches only one of them.
-	e.vici(ini, func(ctx context.Context, s ipsec.Session) error {
-		for id := range oldChildren {
-			m := vici.NewMessage()
-			if err := m.Set("child-id", id); err != nil {
-				return err
-			}
-			if _, err := s.Call(ctx, "rekey", m); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	e.rekeyChildren(ini, oldChildren)
 	var children map[string]string
 	took := e.waitFor("the CHILD_SAs are rekeyed with DH group 14 at both ends", converge, func() (bool, string) {
 		var desc []string

@@ -180,18 +180,7 @@ func TestThirdPartySiteFromExport(t *testing.T) {
 	if len(ikes) == 0 || len(oldChildren) == 0 {
 		t.Fatalf("no established SA at tp: %s", describe(e.sas("tp", conn)))
 	}
-	e.vici("tp", func(ctx context.Context, s ipsec.Session) error {
-		for cid := range oldChildren {
-			m := vici.NewMessage()
-			if err := m.Set("child-id", cid); err != nil {
-				return err
-			}
-			if _, err := s.Call(ctx, "rekey", m); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	e.rekeyChildren("tp", oldChildren)
 	var children map[string]string
 	took := e.waitFor("tp's CHILD_SA is rekeyed with DH group 14 at both ends", converge, func() (bool, string) {
 		var desc []string
