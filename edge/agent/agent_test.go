@@ -71,6 +71,7 @@ type nop struct{}
 
 func (nop) Apply(context.Context, dataplane.Desired) error { return nil }
 func (nop) Status(context.Context) ([]ipsec.Status, error) { return nil, nil }
+func (nop) Tidy(context.Context) error                     { return nil }
 func (nop) Cleanup(context.Context) error                  { return nil }
 
 func (r *recorder) Cleanup(context.Context) error { return nil }

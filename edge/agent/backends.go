@@ -51,6 +51,8 @@ type Steering interface {
 type IPsec interface {
 	Apply(ctx context.Context, d dataplane.Desired) error
 	Status(ctx context.Context) ([]ipsec.Status, error)
+	// Tidy ends duplicate SAs where this end initiates (ipsec.Manager.Tidy).
+	Tidy(ctx context.Context) error
 	Cleanup(ctx context.Context) error
 }
 

@@ -211,6 +211,8 @@ func (b *blockedIPsec) Status(ctx context.Context) ([]ipsec.Status, error) {
 	return nil, b.g.pass(ctx, "ipsec status")
 }
 
+func (b *blockedIPsec) Tidy(ctx context.Context) error { return b.g.pass(ctx, "ipsec tidy") }
+
 func (b *blockedIPsec) Cleanup(context.Context) error { return nil }
 
 // blockedSpeaker is GoBGP hanging: Apply and Status wait for the gate.

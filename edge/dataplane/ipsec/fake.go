@@ -26,7 +26,9 @@ type FakeCharon struct {
 	fail    map[string]error // command (or "command name") -> error
 	broken  bool             // next command fails like a dead socket
 	rekeys  []string         // "name reauth=yes" per rekey command
-	dials   int
+	// ikeIDs is the last IKE_SA unique id given (see number).
+	ikeIDs int
+	dials  int
 }
 
 var errBroken = errors.New("vici: error waiting for response: io: read/write on closed pipe")
@@ -221,6 +223,12 @@ func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 		f.rekeys = append(f.rekeys, fmt.Sprintf("%s reauth=%v", name, yesNo(req.rekey.Reauth)))
 		return reply(true, ""), nil
 	case "terminate":
+		if id := req.terminate.IKEID; id != "" {
+			if !f.terminateByID(id) {
+				return reply(false, "no matching SAs to terminate found"), errors.New("vici: command failed")
+			}
+			return reply(true, ""), nil
+		}
 		if len(f.sas[name]) == 0 {
 			return reply(false, "no matching SAs to terminate found"), errors.New("vici: command failed")
 		}
@@ -228,6 +236,33 @@ func (f *FakeCharon) Call(ctx context.Context, cmd string, in *vici.Message) (*v
 		return reply(true, ""), nil
 	}
 	return reply(false, "unknown command "+cmd), errors.New("vici: unknown command")
+}
+
+// terminateByID removes the IKE_SA with the given unique id.
+func (f *FakeCharon) terminateByID(ikeID string) bool {
+	for name, list := range f.sas {
+		for i, sa := range list {
+			if sa.id == ikeID {
+				f.sas[name] = slices.Delete(list, i, i+1)
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// number gives every IKE_SA without a unique id the next one, as charon
+// numbers them, in listing order.
+func (f *FakeCharon) number() {
+	for _, name := range sortedKeys(f.sas) {
+		for i := range f.sas[name] {
+			sa := &f.sas[name][i]
+			if sa.id == "" {
+				f.ikeIDs++
+				sa.id = fmt.Sprint(f.ikeIDs)
+			}
+		}
+	}
 }
 
 func (f *FakeCharon) Stream(ctx context.Context, cmd, event string, in *vici.Message) ([]*vici.Message, error) {
@@ -259,11 +294,10 @@ func (f *FakeCharon) Stream(ctx context.Context, cmd, event string, in *vici.Mes
 			}
 		}
 	case "list-sas":
-		id := 0
+		f.number()
 		for _, name := range sortedKeys(f.sas) {
 			for _, sa := range f.sas[name] {
-				id++
-				l := fakeListedIKE{UniqueID: fmt.Sprint(id), State: sa.state, Children: map[string]fakeListedChildSA{}}
+				l := fakeListedIKE{UniqueID: sa.id, State: sa.state, Children: map[string]fakeListedChildSA{}}
 				for i, c := range sa.children {
 					lc := fakeListedChildSA{Name: c.name, State: c.state}
 					if c.state == ChildInstalled {
@@ -337,6 +371,9 @@ func (r fakeRequest) name() string {
 	case "initiate":
 		return r.initiate.IKE
 	case "terminate":
+		if r.terminate.IKEID != "" {
+			return "ike-id=" + r.terminate.IKEID
+		}
 		return r.terminate.IKE
 	case "rekey":
 		return r.rekey.IKE

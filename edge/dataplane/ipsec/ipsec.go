@@ -97,6 +97,12 @@ type Manager struct {
 	// loaded and every key not in it unloaded.
 	serial map[string]uint64
 	last   []dataplane.Tunnel
+	// seen is what Tidy remembers of the settled IKE_SAs, per conn name;
+	// activeQuiet, passiveQuiet and now are its settings and clock
+	// (ActiveQuiet, PassiveQuiet, time.Now; tests change them).
+	seen                      map[string]map[string]seenSA
+	activeQuiet, passiveQuiet time.Duration
+	now                       func() time.Time
 }
 
 // NewManager returns a Manager; dial opens a session, e.g.
@@ -107,7 +113,8 @@ func NewManager(dial func(ctx context.Context) (Session, error), opts Options) *
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	m := &Manager{dial: dial, log: log, initWait: opts.InitiateTimeout, loaded: map[string][32]byte{},
-		keyFP: map[string][32]byte{}, serial: map[string]uint64{}}
+		keyFP: map[string][32]byte{}, serial: map[string]uint64{},
+		activeQuiet: ActiveQuiet, passiveQuiet: PassiveQuiet, now: time.Now}
 	_, _ = rand.Read(m.salt[:])
 	return m
 }

@@ -133,6 +133,7 @@ func TestParse(t *testing.T) {
 	sa := vici.NewMessage()
 	s := vici.NewMessage()
 	must(t, s.Set("state", "ESTABLISHED"))
+	must(t, s.Set("uniqueid", "3"))
 	cs := vici.NewMessage()
 	c1 := vici.NewMessage()
 	for k, v := range map[string]string{"name": "gre", "state": "INSTALLED", "bytes-in": "100", "bytes-out": "200", "packets-in": "1", "packets-out": "2"} {
@@ -143,8 +144,10 @@ func TestParse(t *testing.T) {
 	must(t, sa.Set("mw-t1", s))
 	sas, err := parseSAs([]*vici.Message{sa})
 	must(t, err)
-	want := []ikeSA{{state: IKEEstablished, children: []childSA{{name: "gre", state: ChildInstalled, bytesIn: 100, bytesOut: 200, packetsIn: 1, packetsOut: 2}}}}
-	if !slices.EqualFunc(sas["mw-t1"], want, func(a, b ikeSA) bool { return a.state == b.state && slices.Equal(a.children, b.children) }) {
+	want := []ikeSA{{id: "3", state: IKEEstablished, children: []childSA{{name: "gre", state: ChildInstalled, bytesIn: 100, bytesOut: 200, packetsIn: 1, packetsOut: 2}}}}
+	if !slices.EqualFunc(sas["mw-t1"], want, func(a, b ikeSA) bool {
+		return a.id == b.id && a.state == b.state && slices.Equal(a.children, b.children)
+	}) {
 		t.Errorf("parsed SAs %+v", sas)
 	}
 }
@@ -376,7 +379,7 @@ func TestStatus(t *testing.T) {
 	st, err := m.Status(ctx)
 	must(t, err)
 	want := []Status{
-		{TunnelID: "t1", Conn: "mw-t1", Loaded: true, IKEState: IKEEstablished, ChildState: ChildInstalled, IKESAs: 2, ChildSAs: 2, IKEIDs: "1,2",
+		{TunnelID: "t1", Conn: "mw-t1", Loaded: true, IKEState: IKEEstablished, ChildState: ChildInstalled, IKESAs: 2, ChildSAs: 2, IKEIDs: "3,4", // ids 1 and 2 went to the SAs Apply started
 			BytesIn: 110, BytesOut: 220, PacketsIn: 4, PacketsOut: 6},
 		{TunnelID: "t2", Conn: "mw-t2"},
 	}

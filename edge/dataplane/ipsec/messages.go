@@ -134,9 +134,12 @@ type initiateRequest struct {
 	LogLevel int    `vici:"loglevel"`
 }
 
-// terminateRequest is a terminate request of a connection's IKE_SAs.
+// terminateRequest is a terminate request of a connection's IKE_SAs, or
+// of one IKE_SA by its unique id (empty strings are left out of the
+// message).
 type terminateRequest struct {
 	IKE      string `vici:"ike"`
+	IKEID    string `vici:"ike-id"`
 	Force    bool   `vici:"force"`
 	Timeout  int    `vici:"timeout"`
 	LogLevel int    `vici:"loglevel"`

@@ -55,18 +55,24 @@ func siteDesired(name, local, remote, inner, peerInner, lan, remoteLAN string, p
 	}
 }
 
-func TestPrivilegedTunnelEndToEnd(t *testing.T) {
+// newSitePair builds two sites a (192.0.2.1, LAN 10.2.1.0/24) and b
+// (192.0.2.2, LAN 10.1.1.0/24) in two namespaces joined by a veth, each
+// with its link, firewall and ipsec Managers and its own charon (stopped
+// at the end of the test), and returns them with apply, which applies a
+// site's desired state in the owner's order. It skips where the kernel
+// has no GRE.
+func newSitePair(t *testing.T) (a, b *site, apply func(*site)) {
 	netnstest.RequireRoot(t)
 	ctx := context.Background()
-	a := &site{name: "a", ns: netnstest.New(t)}
-	b := &site{name: "b", ns: netnstest.New(t)}
+	a = &site{name: "a", ns: netnstest.New(t)}
+	b = &site{name: "b", ns: netnstest.New(t)}
 
 	ha, err := kernel.NewNetlinkHandle(a.ns)
 	must(t, err)
-	defer ha.Close()
+	t.Cleanup(func() { ha.Close() })
 	hb, err := kernel.NewNetlinkHandle(b.ns)
 	must(t, err)
-	defer hb.Close()
+	t.Cleanup(func() { hb.Close() })
 
 	// Skip where the kernel has no GRE (the build hosts).
 	probe := &netlink.Gretun{LinkAttrs: netlink.NewLinkAttrs(), Local: net.ParseIP("192.0.2.1"), Remote: net.ParseIP("192.0.2.2")}
@@ -132,7 +138,7 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 		s.ipsec = NewManager(func(ctx context.Context) (Session, error) { return Dial(ctx, sock) }, Options{})
 		t.Cleanup(func() { _ = s.ipsec.Close() })
 	}
-	apply := func(s *site) {
+	apply = func(s *site) {
 		t.Helper()
 		must(t, s.link.Apply(ctx, s.desired))
 		// The routes to the far LAN (the edge's owner plans them; here
@@ -147,25 +153,39 @@ func TestPrivilegedTunnelEndToEnd(t *testing.T) {
 		must(t, s.fw.Apply(ctx, s.desired))
 		must(t, s.ipsec.Apply(ctx, s.desired))
 	}
+	return a, b, apply
+}
+
+// waitStatus polls both sites' ipsec status until ok holds for both, or
+// fails after 90 s with what it saw.
+func waitStatus(t *testing.T, a, b *site, what string, ok func(Status) bool) (sa, sb Status) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		la, err := a.ipsec.Status(ctx)
+		must(t, err)
+		lb, err := b.ipsec.Status(ctx)
+		must(t, err)
+		if ok(la[0]) && ok(lb[0]) {
+			return la[0], lb[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: a %+v, b %+v\ncharon logs: %s %s", what, la[0], lb[0], a.charon.LogPath(), b.charon.LogPath())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func TestPrivilegedTunnelEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	a, b, apply := newSitePair(t)
 	apply(a)
 	apply(b)
 
 	// Wait for an installed transport-mode CHILD_SA on both ends.
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		sa, err := a.ipsec.Status(ctx)
-		must(t, err)
-		sb, err := b.ipsec.Status(ctx)
-		must(t, err)
-		if sa[0].ChildState == ChildInstalled && sb[0].ChildState == ChildInstalled {
-			t.Logf("SAs: a %+v, b %+v", sa[0], sb[0])
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no installed CHILD_SA: a %+v, b %+v\ncharon a log: %s", sa[0], sb[0], a.charon.LogPath())
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	sa, sb := waitStatus(t, a, b, "no installed CHILD_SA", func(s Status) bool { return s.ChildState == ChildInstalled })
+	t.Logf("SAs: a %+v, b %+v", sa, sb)
 
 	// UDP over the tunnel: to the peer's inner address, and to its LAN
 	// through the static route.
@@ -231,4 +251,116 @@ func udpOnce(t *testing.T, from, to netns.NsHandle, dst string) string {
 		}
 	}
 	return ""
+}
+
+// TestPrivilegedTidyEndsDuplicates: with real charons, both ends of a
+// tunnel initiate at once (the active end by its start action or a
+// retry, the passive end by its trap policies) until that leaves an extra
+// IKE_SA at either end (both ends holding both, or one end a stale one the
+// other destroyed on INITIAL_CONTACT). With traffic both ways and each
+// end's Tidy run every second (as the edge's IPsec worker does every
+// status query), one IKE_SA with one installed CHILD_SA remains at both
+// ends well before DPD could have ended the extra one, and traffic flows.
+func TestPrivilegedTidyEndsDuplicates(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a, b, apply := newSitePair(t)
+	b.desired.Tunnels[0].Passive = true
+	// The passive end first: the active end's start_action initiates
+	// when its connection loads, and nothing else would retry here (an
+	// edge's GRE traffic hits the trap policies).
+	apply(b)
+	apply(a)
+	// Shorter silences than the edge's (3 s and 30 s), in the same order.
+	for s, q := range map[*site][2]time.Duration{a: {time.Second, 8 * time.Second}, b: {time.Second, 8 * time.Second}} {
+		s.ipsec.activeQuiet, s.ipsec.passiveQuiet = q[0], q[1]
+	}
+	name := ConnName(a.desired.Tunnels[0].ID)
+	single := func(s Status) bool { return s.IKESAs == 1 && s.ChildSAs == 1 && s.ChildState == ChildInstalled }
+	waitStatus(t, a, b, "no single installed CHILD_SA", single)
+	initiate := func(s *site) {
+		if _, err := s.ipsec.request(ctx, "initiate", initiateRequest{Child: ChildName, IKE: name, Timeout: -1, LogLevel: -1}); err != nil {
+			t.Error(err)
+		}
+	}
+
+	// Both ends initiate at once, with no SA between them. Retried: the
+	// two requests may not cross.
+	var sa, sb Status
+	for try := 1; ; try++ {
+		if try > 10 {
+			t.Fatal("ten simultaneous initiations never left an extra IKE_SA")
+		}
+		a.ipsec.terminate(ctx, name)
+		b.ipsec.terminate(ctx, name)
+		waitStatus(t, a, b, "SAs not gone", func(s Status) bool { return s.IKESAs == 0 })
+		done := make(chan struct{})
+		go func() { defer close(done); initiate(b) }()
+		initiate(a)
+		<-done
+		waitStatus(t, a, b, "no CHILD_SA after both initiated", func(s Status) bool { return s.ChildState == ChildInstalled })
+		time.Sleep(time.Second) // a second negotiation, if one is under way, finishes
+		sa, sb = waitStatus(t, a, b, "no CHILD_SA after both initiated", func(s Status) bool { return s.ChildState == ChildInstalled })
+		t.Logf("try %d: IKE_SAs at a %d (%s), at b %d (%s)", try, sa.IKESAs, sa.IKEIDs, sb.IKESAs, sb.IKEIDs)
+		if sa.IKESAs > 1 || sb.IKESAs > 1 {
+			break
+		}
+	}
+
+	// Traffic both ways, and Tidy at both ends every second.
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				sendUDP(a.ns, "10.1.1.1")
+				sendUDP(b.ns, "10.2.1.1")
+			}
+		}
+	}()
+	start := time.Now()
+	deadline := start.Add(60 * time.Second)
+	for {
+		time.Sleep(time.Second)
+		must(t, a.ipsec.Tidy(ctx))
+		must(t, b.ipsec.Tidy(ctx))
+		la, err := a.ipsec.Status(ctx)
+		must(t, err)
+		lb, err := b.ipsec.Status(ctx)
+		must(t, err)
+		if single(la[0]) && single(lb[0]) {
+			t.Logf("one IKE_SA at both ends %v after Tidy started: a %s, b %s", time.Since(start).Round(time.Second), la[0].IKEIDs, lb[0].IKEIDs)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("extra IKE_SAs left after 60 s of Tidy: a %+v, b %+v", la[0], lb[0])
+		}
+	}
+	cancel()
+	if got := udpOnce(t, a.ns, b.ns, "10.1.1.1"); got == "" {
+		t.Fatal("no traffic after the extra IKE_SA was ended")
+	}
+	ctx = context.Background()
+	for _, s := range []*site{a, b} {
+		must(t, s.ipsec.Cleanup(ctx))
+		must(t, s.fw.Cleanup(ctx))
+		must(t, s.link.Cleanup(ctx))
+	}
+}
+
+// sendUDP sends one datagram from namespace ns to dst:9999 (nobody need
+// listen: the ESP counters are what counts).
+func sendUDP(ns netns.NsHandle, dst string) {
+	_ = netnstest.Do(ns, func() error {
+		c, err := net.Dial("udp4", dst+":9999")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("x"))
+		return err
+	})
 }
