@@ -237,7 +237,13 @@ func (e *env) waitAllPairs() {
 // one outbound ESP SA per tunnel peer (want: site -> peers).
 func (e *env) expectSAs(want map[string][]string) {
 	e.t.Helper()
-	deadline := time.Now().Add(converge)
+	e.expectSAsWithin(converge, want)
+}
+
+// expectSAsWithin is expectSAs waiting up to d.
+func (e *env) expectSAsWithin(d time.Duration, want map[string][]string) {
+	e.t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		var problems []string
 		for site, peers := range want {

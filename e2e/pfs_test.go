@@ -69,6 +69,38 @@ func (e *env) rekeyChildren(site string, ids map[string]string) {
 	})
 }
 
+// rekeyIKE asks site's charon to rekey conn's IKE_SA and waits until
+// none of old is up any more while every CHILD_SA in children still is
+// (a rekeyed IKE_SA takes its CHILD_SAs along); it returns how long that
+// took.
+func (e *env) rekeyIKE(site, conn string, old []string, children map[string]string) time.Duration {
+	e.t.Helper()
+	e.vici(site, func(ctx context.Context, s ipsec.Session) error {
+		m := vici.NewMessage()
+		if err := m.Set("ike", conn); err != nil {
+			return err
+		}
+		_, err := s.Call(ctx, "rekey", m)
+		return err
+	})
+	return e.waitFor(site+"'s IKE_SA is rekeyed, its CHILD_SAs kept", converge, func() (bool, string) {
+		l := e.sas(site, conn)
+		ikes, ch := up(l)
+		done := len(ikes) > 0
+		for _, id := range ikes {
+			if slices.Contains(old, id) {
+				done = false
+			}
+		}
+		for id := range children {
+			if _, ok := ch[id]; !ok {
+				done = false
+			}
+		}
+		return done, describe(l)
+	})
+}
+
 // sas lists a site's IKE_SAs of conn.
 func (e *env) sas(site, conn string) []saView {
 	e.t.Helper()
@@ -253,30 +285,7 @@ func TestPFSRekeysUnderTraffic(t *testing.T) {
 
 	// IKE_SA rekey: new IKE_SAs, the CHILD_SAs move over unchanged.
 	oldIKEs, _ := up(e.sas(ini, conn))
-	e.vici(ini, func(ctx context.Context, s ipsec.Session) error {
-		m := vici.NewMessage()
-		if err := m.Set("ike", conn); err != nil {
-			return err
-		}
-		_, err := s.Call(ctx, "rekey", m)
-		return err
-	})
-	took = e.waitFor("the IKE_SAs are rekeyed", converge, func() (bool, string) {
-		l := e.sas(ini, conn)
-		ikes, ch := up(l)
-		done := len(ikes) > 0
-		for _, id := range ikes {
-			if slices.Contains(oldIKEs, id) {
-				done = false
-			}
-		}
-		for id := range children {
-			if _, ok := ch[id]; !ok {
-				done = false
-			}
-		}
-		return done, describe(l)
-	})
+	took = e.rekeyIKE(ini, conn, oldIKEs, children)
 	t.Logf("IKE_SA rekey took %v: %s", took.Round(time.Millisecond), describe(e.sas(ini, conn)))
 
 	time.Sleep(2 * time.Second) // packets in flight at the end of the window
