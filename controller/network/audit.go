@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/meshwan/meshwan/controller/intent"
 )
@@ -20,9 +21,34 @@ import (
 // last good state, so the controller says so loudly at start instead of
 // leaving it to the edges' logs. The fix is an UpdateSite (or a network
 // file apply) that the controller then validates as usual.
+//
+// The answer is cached until a site, the topology or an observed address
+// changes: Audit runs at every /metrics scrape (meshwan_intent_violations),
+// and at 5,000 sites one run is an index build and a check of every site.
 func (n *Network) Audit() []error {
 	n.v.mu.RLock()
 	defer n.v.mu.RUnlock()
+	c := &n.v.audit
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.valid || c.gen != n.v.auditGen {
+		c.errs, c.gen, c.valid = n.audit(), n.v.auditGen, true
+	}
+	return slices.Clone(c.errs)
+}
+
+// auditCache holds Audit's last answer and the view's auditGen it was
+// computed at. Its mutex serializes computing it (readers of the view run
+// concurrently under the view's read lock).
+type auditCache struct {
+	mu    sync.Mutex
+	valid bool
+	gen   uint64
+	errs  []error
+}
+
+// audit is Audit without the cache; the caller holds the view's read lock.
+func (n *Network) audit() []error {
 	s := &n.v.snap
 	sites := s.SiteList()
 	pool := n.cfg.TunnelPool.Prefix()

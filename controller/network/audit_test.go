@@ -52,4 +52,18 @@ func TestAuditFindsWhatOlderVersionsStored(t *testing.T) {
 	if strings.Contains(got, `site "site01"`) && !strings.Contains(got, "site04") {
 		t.Errorf("audit blames the wrong site:\n%s", got)
 	}
+
+	// The answer is cached per change: asked again it is the same; once
+	// the bad sites are gone it is clean again.
+	if again := f.net.Audit(); len(again) != len(errs) {
+		t.Errorf("a second audit found %d problems, the first %d", len(again), len(errs))
+	}
+	_, rev, err := f.st.Txn(context.Background(), nil, []store.Op{store.Delete("intent/sites/" + loop.Name), store.Delete("intent/sites/" + swallow.Name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitView(t, f, rev)
+	if errs := f.net.Audit(); len(errs) != 0 {
+		t.Errorf("after the bad sites were deleted the audit still finds: %v", errs)
+	}
 }

@@ -48,6 +48,10 @@ type view struct {
 	// then costs a look at this set and at the hub pairs, not a
 	// derivation of its thousands of links (see ready).
 	unready map[string]bool
+	// auditGen counts the changes Audit depends on (sites, the topology,
+	// observed addresses); audit caches Audit's answer for one count.
+	auditGen uint64
+	audit    auditCache
 	// advanced is closed (and replaced) whenever snap.Revision grows.
 	advanced  chan struct{}
 	listeners []*Listener
@@ -189,6 +193,7 @@ func (v *view) load(ctx context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.snap = snap
+	v.auditGen++
 	v.bySite = map[string]map[string]struct{}{}
 	v.byKey = map[string][]string{}
 	v.hubs = map[string]struct{}{}
@@ -260,6 +265,7 @@ func (v *view) put(key string, value []byte, modRev int64, d *Dirty) error {
 		v.asn(site, true)
 		s.Sites[site.Name] = site
 		s.siteRevs[site.Name] = modRev
+		v.auditGen++
 		if site.Hub() {
 			v.hubs[site.Name] = struct{}{}
 		} else {
@@ -273,6 +279,7 @@ func (v *view) put(key string, value []byte, modRev int64, d *Dirty) error {
 		}
 		s.rawTopology = t
 		s.Topology = t.WithDefaults()
+		v.auditGen++
 		d.All = true
 	case key == intentRev:
 		s.intentRev = modRev
@@ -304,6 +311,7 @@ func (v *view) put(key string, value []byte, modRev int64, d *Dirty) error {
 		}
 		site := strings.TrimPrefix(key, observedDir)
 		s.Observed[site] = m
+		v.auditGen++
 		d.site(site, false, false)
 	}
 	return nil
@@ -320,11 +328,13 @@ func (v *view) del(key string, d *Dirty) {
 		}
 		delete(s.Sites, name)
 		delete(s.siteRevs, name)
+		v.auditGen++
 		delete(v.hubs, name)
 		d.site(name, true, had && old.Hub())
 	case key == topologyKey:
 		s.rawTopology = intent.Topology{}
 		s.Topology = s.rawTopology.WithDefaults()
+		v.auditGen++
 		d.All = true
 	case key == intentRev:
 		s.intentRev = 0
@@ -344,6 +354,7 @@ func (v *view) del(key string, d *Dirty) {
 	case strings.HasPrefix(key, observedDir):
 		site := strings.TrimPrefix(key, observedDir)
 		delete(s.Observed, site)
+		v.auditGen++
 		d.site(site, false, false)
 	}
 }
