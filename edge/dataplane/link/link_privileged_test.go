@@ -211,8 +211,8 @@ func TestPrivilegedApplyOnKernel(t *testing.T) {
 	}
 	want := `addr mw-b-inet-inet 10.255.0.1/30
 addr mw-c-inet-inet 10.255.0.5/30
-link mw-b-inet-inet bridge alias meshwan:t1 up mtu 1400 gro off
-link mw-c-inet-inet bridge alias meshwan:t2 up mtu 1400 gro off
+link mw-b-inet-inet bridge alias meshwan:t1 up mtu 1400
+link mw-c-inet-inet bridge alias meshwan:t2 up mtu 1400
 route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet metric 0
 route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet metric 0
 route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet metric 0`
@@ -346,8 +346,8 @@ func TestPrivilegedApplyGRE(t *testing.T) {
 	if ad, _ := raw.AddrList(l, netlink.FAMILY_V6); len(ad) != 0 {
 		t.Errorf("GRE link has IPv6 addresses despite addrgenmode none: %v", ad)
 	}
-	if gro, err := raw.LinkGRO(l); err != nil || gro {
-		t.Errorf("GRE link GRO on=%v (%v), want off", gro, err)
+	if gro, err := raw.LinkGRO(l); err != nil || !gro {
+		t.Errorf("GRE link GRO on=%v (%v), want on (the default)", gro, err)
 	}
 	if err := applyAll(ctx, m, twoTunnels()); err != nil {
 		t.Fatal(err)

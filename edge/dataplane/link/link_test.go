@@ -49,8 +49,8 @@ func twoTunnels() dataplane.Desired {
 
 const twoTunnelsState = `addr mw-b-inet-inet 10.255.0.1/30
 addr mw-c-inet-inet 10.255.0.5/30
-link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none gro off
-link mw-c-inet-inet gre local 192.0.2.1 remote 198.51.100.9 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t2 up addrgenmode none gro off
+link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none
+link mw-c-inet-inet gre local 192.0.2.1 remote 198.51.100.9 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t2 up addrgenmode none
 route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 route 10.3.0.0/16 via 10.255.0.6 dev mw-c-inet-inet proto 240 metric 0 table 254`
@@ -84,13 +84,11 @@ func TestApplyCreatesAndIsIdempotent(t *testing.T) {
 	want := []string{
 		"LinkAdd mw-b-inet-inet gre",
 		"LinkSetAlias mw-b-inet-inet meshwan:t1",
-		"LinkSetGRO mw-b-inet-inet off",
 		"LinkSetIP6AddrGenMode mw-b-inet-inet 1",
 		"LinkSetUp mw-b-inet-inet",
 		"AddrAdd mw-b-inet-inet 10.255.0.1/30",
 		"LinkAdd mw-c-inet-inet gre",
 		"LinkSetAlias mw-c-inet-inet meshwan:t2",
-		"LinkSetGRO mw-c-inet-inet off",
 		"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
 		"LinkSetUp mw-c-inet-inet",
 		"AddrAdd mw-c-inet-inet 10.255.0.5/30",
@@ -141,7 +139,6 @@ func TestApplyChanges(t *testing.T) {
 				"LinkDel mw-c-inet-inet",
 				"LinkAdd mw-c-inet-inet gre",
 				"LinkSetAlias mw-c-inet-inet meshwan:t2",
-				"LinkSetGRO mw-c-inet-inet off",
 				"LinkSetIP6AddrGenMode mw-c-inet-inet 1",
 				"LinkSetUp mw-c-inet-inet",
 				"AddrAdd mw-c-inet-inet 10.255.0.5/30",
@@ -182,7 +179,7 @@ func TestApplyChanges(t *testing.T) {
 			},
 			wantRetiring: []string{"mw-c-inet-inet t2 192.0.2.1>198.51.100.9 recreated=false"},
 			wantState: `addr mw-b-inet-inet 10.255.0.1/30
-link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none gro off
+link mw-b-inet-inet gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 up addrgenmode none
 route 10.1.1.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254
 route 10.1.2.0/24 via 10.255.0.2 dev mw-b-inet-inet proto 240 metric 0 table 254`,
 		},
@@ -308,12 +305,12 @@ func TestApplyRepairsDrift(t *testing.T) {
 	}
 	want := f.String()
 
-	// Someone sets addrgenmode back to eui64 and GRO on, and bounces
+	// Someone sets addrgenmode back to eui64 and GRO off, and bounces
 	// nothing: a link-local appears (the fake adds one on up), plus a
 	// stray address and a stray route of ours.
 	l := &netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "mw-b-inet-inet"}}
 	must(t, f.LinkSetIP6AddrGenMode(l, 0))
-	must(t, f.LinkSetGRO(l, true))
+	must(t, f.LinkSetGRO(l, false))
 	must(t, f.LinkSetUp(l))
 	must(t, f.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("172.16.0.1").To4(), Mask: net.CIDRMask(24, 32)}}))
 	must(t, f.RouteReplace(&netlink.Route{Dst: ipnet("10.7.0.0/16"), Gw: net.ParseIP("10.255.0.2"), LinkIndex: 1, Protocol: kernel.ProtoStatic, Table: 254}))
@@ -324,7 +321,7 @@ func TestApplyRepairsDrift(t *testing.T) {
 	}
 	checkState(t, f, want)
 	wantWrites := []string{
-		"LinkSetGRO mw-b-inet-inet off",
+		"LinkSetGRO mw-b-inet-inet on",
 		"LinkSetIP6AddrGenMode mw-b-inet-inet 1",
 		"AddrDel mw-b-inet-inet fe80::1/64",
 		"AddrDel mw-b-inet-inet 172.16.0.1/24",
@@ -509,17 +506,17 @@ func TestApplyRoutesNeverTouchesLinks(t *testing.T) {
 	}
 }
 
-// TestGROOption: Options.GRO leaves GRO on (a new link has it) and turns
-// it back on where it was off; the default turns it off before up.
+// TestGROOption: Options.NoGRO turns GRO off before up; the default
+// leaves GRO on (a new link has it) and turns it back on where it was off.
 func TestGROOption(t *testing.T) {
 	ctx := context.Background()
 	f := kernel.NewFakeNetlink()
-	must(t, NewManager(f, Options{}).Apply(ctx, twoTunnels()))
+	must(t, NewManager(f, Options{NoGRO: true}).Apply(ctx, twoTunnels()))
 	if n := strings.Count(f.String(), "gro off"); n != 2 {
-		t.Fatalf("default: %d links with GRO off, want 2:\n%s", n, f.String())
+		t.Fatalf("NoGRO: %d links with GRO off, want 2:\n%s", n, f.String())
 	}
 	f.ResetCalls()
-	must(t, NewManager(f, Options{GRO: true}).Apply(ctx, twoTunnels()))
+	must(t, NewManager(f, Options{}).Apply(ctx, twoTunnels()))
 	if w := f.Writes(); !slices.Equal(w, []string{"LinkSetGRO mw-b-inet-inet on", "LinkSetGRO mw-c-inet-inet on"}) {
 		t.Errorf("GRO on: writes %q", w)
 	}
@@ -528,7 +525,7 @@ func TestGROOption(t *testing.T) {
 	}
 
 	f2 := kernel.NewFakeNetlink()
-	must(t, NewManager(f2, Options{GRO: true}).Apply(ctx, twoTunnels()))
+	must(t, NewManager(f2, Options{}).Apply(ctx, twoTunnels()))
 	if slices.ContainsFunc(f2.Writes(), func(w string) bool { return strings.HasPrefix(w, "LinkSetGRO") }) {
 		t.Errorf("GRO on for new links: writes %q, want no GRO write", f2.Writes())
 	}

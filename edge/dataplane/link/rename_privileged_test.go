@@ -100,8 +100,8 @@ func TestPrivilegedRenameOnUpgrade(t *testing.T) {
 			}
 			want := `addr mw-02bfc000 10.255.0.1/30
 addr mw-02bfc001 10.255.0.5/30
-link mw-02bfc000 bridge alias meshwan:t1 up mtu 1400 gro off
-link mw-02bfc001 bridge alias meshwan:t2 up mtu 1400 gro off
+link mw-02bfc000 bridge alias meshwan:t1 up mtu 1400
+link mw-02bfc001 bridge alias meshwan:t2 up mtu 1400
 route 10.1.1.0/24 via 10.255.0.2 dev mw-02bfc000 metric 0
 route 10.1.2.0/24 via 10.255.0.2 dev mw-02bfc000 metric 0
 route 10.3.0.0/16 via 10.255.0.6 dev mw-02bfc001 metric 0`

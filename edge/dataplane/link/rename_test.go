@@ -30,8 +30,8 @@ func upgraded(old bool) dataplane.Desired {
 
 const upgradedState = `addr mw-02bfc000 10.255.0.1/30
 addr mw-02bfc001 10.255.0.5/30
-link mw-02bfc000 gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 altname mw-b-inet-inet up addrgenmode none gro off
-link mw-02bfc001 gre local 192.0.2.1 remote 198.51.100.9 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t2 altname mw-c-inet-inet up addrgenmode none gro off
+link mw-02bfc000 gre local 192.0.2.1 remote 198.51.100.1 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t1 altname mw-b-inet-inet up addrgenmode none
+link mw-02bfc001 gre local 192.0.2.1 remote 198.51.100.9 ttl 64 pmtudisc 1 mtu 1400 alias meshwan:t2 altname mw-c-inet-inet up addrgenmode none
 route 10.1.1.0/24 via 10.255.0.2 dev mw-02bfc000 proto 240 metric 0 table 254
 route 10.1.2.0/24 via 10.255.0.2 dev mw-02bfc000 proto 240 metric 0 table 254
 route 10.3.0.0/16 via 10.255.0.6 dev mw-02bfc001 proto 240 metric 0 table 254
