@@ -34,6 +34,11 @@ type dpVariant struct {
 	gro bool
 	// links names the GRE links of both ends (site -> link).
 	links map[string]string
+	// bare: meshwan's nftables tables are deleted at both ends right
+	// before each run, to tell the rules' share of a gap from the rest;
+	// the agents put them back at their next drift repair (every 30 s),
+	// and a run after which a table is back is not counted.
+	bare bool
 }
 
 // TestBenchDataplane: iperf3 TCP, LAN host to LAN host over one netem-free
@@ -42,8 +47,10 @@ type dpVariant struct {
 // e -> f the same with GRO off (MESHWAN_LINK_GRO=off) and (b) c -> d
 // through a hand-made GRE + transport-mode ESP tunnel with meshwan's IPsec
 // connection and the same GRE MTU (lab.HandMadeTunnel), GRO on (a new GRE
-// link's default), and (b') g -> h the same with GRO off, so the two
-// causes of a gap can be told apart. The
+// link's default), (b') g -> h the same with GRO off, so the two
+// causes of a gap can be told apart, and (a'') k -> l, meshwan with its
+// nftables tables deleted right before each run, for the rules' share.
+// The
 // variants run interleaved, in a rotating order, one at a time; the
 // table gives per-repetition (paired) ratios to the hand-made tunnel
 // with GRO on, median and range, and TCP retransmits per MB.
@@ -58,14 +65,15 @@ func TestBenchDataplane(t *testing.T) {
 	reps = envInt(t, "MESHWAN_BENCH_DP_REPS", reps)
 	secs = envInt(t, "MESHWAN_BENCH_DP_SECONDS", secs)
 
-	// a -> b and e -> f are meshwan sites (e and f with GRO off their
-	// links: MESHWAN_LINK_GRO=off in their agents' environment); c -> d
+	// a -> b, e -> f and k -> l are meshwan sites (e and f with GRO off
+	// their links: MESHWAN_LINK_GRO=off in their agents' environment; k
+	// and l for the runs without meshwan's nftables tables); c -> d
 	// and g -> h carry hand-made tunnels, g -> h with GRO off. One pair
 	// per variant: nothing is switched between runs (each switch is a few
 	// slow process starts in the VM), so the runs of a repetition follow
 	// each other closely and share the machine's load.
-	sites := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
-	meshwan := []string{"a", "b", "e", "f"}
+	sites := []string{"a", "b", "c", "d", "e", "f", "g", "h", "k", "l"}
+	meshwan := []string{"a", "b", "e", "f", "k", "l"}
 	binB := os.Getenv("MESHWAN_BENCH_DP_EDGE_BIN_B")
 	if binB != "" {
 		sites, meshwan = append(sites, "i", "j"), append(meshwan, "i", "j")
@@ -82,10 +90,12 @@ func TestBenchDataplane(t *testing.T) {
 	e.setTopology(&pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH})
 	for _, name := range meshwan {
 		switch name {
-		case "e":
+		case "e", "f":
 			t.Setenv("MESHWAN_LINK_GRO", "off")
-		case "i":
-			t.Setenv("MESHWAN_LINK_GRO", "on") // build B as shipped now; an older build B needs "on" for GRO
+		case "i", "j":
+			t.Setenv("MESHWAN_LINK_GRO", "on") // an older build B needs it for GRO
+		default:
+			t.Setenv("MESHWAN_LINK_GRO", "")
 		}
 		e.lab.EdgeBin = binA
 		if name == "i" || name == "j" {
@@ -122,9 +132,11 @@ func TestBenchDataplane(t *testing.T) {
 	waitLANPing("b", "a")
 	waitLANPing("e", "f")
 	waitLANPing("f", "e")
+	waitLANPing("k", "l")
+	waitLANPing("l", "k")
 	// mwLink: the link each meshwan site routes its peer's LAN through.
 	mwLink := map[string]string{}
-	pairs := map[string]string{"a": "b", "b": "a", "e": "f", "f": "e"}
+	pairs := map[string]string{"a": "b", "b": "a", "e": "f", "f": "e", "k": "l", "l": "k"}
 	if binB != "" {
 		waitLANPing("i", "j")
 		waitLANPing("j", "i")
@@ -169,7 +181,7 @@ func TestBenchDataplane(t *testing.T) {
 		}
 		t.Logf("site %s ESP: %s", s, strings.Join(algs, "; "))
 	}
-	for _, s := range []string{"b", "d", "f", "h", "j"} {
+	for _, s := range []string{"b", "d", "f", "h", "j", "l"} {
 		if s == "j" && binB == "" {
 			continue
 		}
@@ -184,6 +196,7 @@ func TestBenchDataplane(t *testing.T) {
 		{name: "hand-made (GRO on, kernel default)", from: "c", to: "d", gro: true, links: map[string]string{"c": hm.Link, "d": hm.Link}},
 		{name: "meshwan, GRO off (MESHWAN_LINK_GRO=off)", from: "e", to: "f", gro: false, links: links("e", "f")},
 		{name: "hand-made, GRO off", from: "g", to: "h", gro: false, links: map[string]string{"g": hm.Link, "h": hm.Link}},
+		{name: "meshwan (GRO on), its nftables tables deleted for the run", from: "k", to: "l", gro: true, links: links("k", "l"), bare: true},
 	}
 	if binB != "" {
 		variants = append(variants, dpVariant{name: "meshwan build B (" + filepath.Base(filepath.Dir(binB)) + "), GRO on", from: "i", to: "j", gro: true, links: links("i", "j")})
@@ -206,6 +219,22 @@ func TestBenchDataplane(t *testing.T) {
 	bps := make([][]float64, len(variants))
 	rtx := make([][]float64, len(variants))
 	reverted := make([]int, len(variants))
+	counted := make([][]bool, len(variants))
+	// meshwanTables lists the inet tables meshwan owns in a site's
+	// namespace (firewall and steering).
+	meshwanTables := func(site string) []string {
+		out, err := lab.Run(e.ctx, "ip", "netns", "exec", e.lab.Sites[site].NS, "nft", "list", "tables")
+		if err != nil {
+			t.Fatalf("nft list tables in %s: %v %s", site, err, out)
+		}
+		var ts []string
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[0] == "table" && f[1] == "inet" && strings.HasPrefix(f[2], "meshwan") {
+				ts = append(ts, f[2])
+			}
+		}
+		return ts
+	}
 	d := time.Duration(secs) * time.Second
 	// One warm-up run per tunnel (first-packet effects: ARP, PMTU, the
 	// first rekey timers) that does not count.
@@ -218,10 +247,21 @@ func TestBenchDataplane(t *testing.T) {
 		for k := range variants {
 			i := (k + r) % len(variants) // rotate the order: no variant always runs first
 			v := variants[i]
+			if v.bare {
+				for _, s := range []string{v.from, v.to} {
+					for _, tb := range meshwanTables(s) {
+						if out, err := lab.Run(e.ctx, "ip", "netns", "exec", e.lab.Sites[s].NS, "nft", "delete", "table", "inet", tb); err != nil {
+							t.Fatalf("delete table %s in %s: %v %s", tb, s, err, out)
+						}
+					}
+				}
+			}
 			res, err := e.lab.Iperf(e.ctx, v.from, v.to, 5201, d)
 			if err != nil {
 				t.Fatalf("%s #%d: %v", v.name, r+1, err)
 			}
+			ok := !v.bare || len(meshwanTables(v.from))+len(meshwanTables(v.to)) == 0
+			counted[i] = append(counted[i], ok)
 			bps[i] = append(bps[i], res.BitsPerSecond)
 			rtx[i] = append(rtx[i], res.RetransmitsPerMB())
 			t.Logf("%s #%d: %.1f Mbit/s, %d retransmits (%.2f per MB)", v.name, r+1, res.BitsPerSecond/1e6, res.Retransmits, res.RetransmitsPerMB())
@@ -244,12 +284,23 @@ func TestBenchDataplane(t *testing.T) {
 	b.WriteString("| variant | Mbit/s median (min-max) | ratio to hand-made, paired: median (min-max) | retransmits per MB median (min-max) | GRO changed by the end |\n")
 	b.WriteString("| --- | ---: | ---: | ---: | ---: |\n")
 	for i, v := range variants {
-		m := lab.SpreadOf(bps[i])
-		ratio := lab.SpreadOf(lab.PairedRatios(bps[i], bps[base]))
-		rt := lab.SpreadOf(rtx[i])
+		// Only the counted runs (all but a bare variant's runs whose
+		// tables came back), paired with the same repetition's base run.
+		var num, den, rts []float64
+		for r := range bps[i] {
+			if counted[i][r] {
+				num, den, rts = append(num, bps[i][r]), append(den, bps[base][r]), append(rts, rtx[i][r])
+			}
+		}
+		m := lab.SpreadOf(num)
+		ratio := lab.SpreadOf(lab.PairedRatios(num, den))
+		rt := lab.SpreadOf(rts)
+		if len(num) < len(bps[i]) {
+			v.name += fmt.Sprintf(" (%d of %d runs counted)", len(num), len(bps[i]))
+		}
 		fmt.Fprintf(&b, "| %s | %.0f (%.0f-%.0f) | **%.2f** (%.2f-%.2f) | %.1f (%.1f-%.1f) | %d |\n", v.name, m.Median/1e6, m.Min/1e6, m.Max/1e6,
 			ratio.Median, ratio.Min, ratio.Max, rt.Median, rt.Min, rt.Max, reverted[i])
 	}
-	fmt.Fprintf(&b, "\nconntrack entries per site namespace after the runs (a, b, e, f: meshwan; c, d, g, h: hand-made): %s.\n", strings.Join(ct, ", "))
+	fmt.Fprintf(&b, "\nconntrack entries per site namespace after the runs (a, b, e, f, k, l: meshwan; c, d, g, h: hand-made): %s.\n", strings.Join(ct, ", "))
 	writeTable(t, "bench-dataplane.md", b.String())
 }
