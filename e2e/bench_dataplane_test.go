@@ -48,7 +48,7 @@ type dpVariant struct {
 // through a hand-made GRE + transport-mode ESP tunnel with meshwan's IPsec
 // connection and the same GRE MTU (lab.HandMadeTunnel), GRO on (a new GRE
 // link's default), (b') g -> h the same with GRO off, so the two
-// causes of a gap can be told apart, and (a'') k -> l, meshwan with its
+// causes of a gap can be told apart, and (c) k -> l, meshwan with its
 // nftables tables deleted right before each run, for the rules' share.
 // The
 // variants run interleaved, in a rotating order, one at a time; the
