@@ -24,8 +24,10 @@ import (
 // status shows two IKE_SAs and every rekey is done twice. The peer sends
 // on one CHILD_SA only (its newest), so of two settled IKE_SAs the one
 // whose CHILD_SA receives nothing while the other's does is the surplus:
-// stale (the peer has no such SA) or unused. Tidy ends it with a DELETE
-// (ignored by a peer that has no such SA). The active end acts after
+// stale (the peer has no such SA) or unused. Tidy ends it: one DELETE to
+// the peer, and the SA destroyed at once (forced: a peer that has no such
+// SA never answers, and an unforced delete would be retransmitted for
+// minutes with the SA still listed). The active end acts after
 // ActiveQuiet of silence; the passive end waits PassiveQuiet, longer, so
 // when both ends hold both SAs the active end's choice comes first and
 // the passive end then sees one SA left.
@@ -100,8 +102,8 @@ func surplus(sas []ikeSA, prev map[string]seenSA, now time.Time, quiet time.Dura
 
 // Tidy ends surplus IKE_SAs (see surplus) of the tunnels of the last
 // Apply: after ActiveQuiet where this end initiates, after PassiveQuiet
-// where it does not. The deletes are sent to the peer (not forced) and
-// not awaited. The IPsec worker runs it with every status query.
+// where it does not. Each is ended by a forced terminate (one DELETE,
+// not awaited). The IPsec worker runs it with every status query.
 func (m *Manager) Tidy(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -121,7 +123,7 @@ func (m *Manager) Tidy(ctx context.Context) error {
 		end, s := surplus(sas[name], m.seen[name], now, quiet)
 		seen[name] = s
 		for _, id := range end {
-			if _, err := m.request(ctx, "terminate", terminateRequest{IKEID: id, Timeout: -1, LogLevel: -1}); err != nil {
+			if _, err := m.request(ctx, "terminate", terminateRequest{IKEID: id, Force: true, Timeout: -1, LogLevel: -1}); err != nil {
 				errs = append(errs, fmt.Errorf("end surplus IKE_SA %s of %s: %w", id, name, err))
 				continue
 			}

@@ -87,7 +87,7 @@ func messageCases(m *Manager) []messageCase {
 		req("initiate-async", initiateRequest{Child: ChildName, IKE: "mw-t1", Timeout: m.initiateTimeout(), LogLevel: -1}),
 		req("initiate-wait", initiateRequest{Child: ChildName, IKE: "mw-t1", Timeout: waiting.initiateTimeout(), LogLevel: -1}),
 		req("terminate", terminateRequest{IKE: "mw-t1", Force: true, Timeout: -1, LogLevel: -1}),
-		req("terminate-ike-id", terminateRequest{IKEID: "5", Timeout: -1, LogLevel: -1}),
+		req("terminate-ike-id", terminateRequest{IKEID: "5", Force: true, Timeout: -1, LogLevel: -1}),
 	)
 }
 

@@ -255,15 +255,15 @@ func udpOnce(t *testing.T, from, to netns.NsHandle, dst string) string {
 
 // TestPrivilegedTidyEndsDuplicates: with real charons, both ends of a
 // tunnel initiate at once (the active end by its start action or a
-// retry, the passive end by its trap policies) until that leaves an extra
-// IKE_SA at either end (both ends holding both, or one end a stale one the
-// other destroyed on INITIAL_CONTACT). With traffic both ways and each
-// end's Tidy run every second (as the edge's IPsec worker does every
-// status query), one IKE_SA with one installed CHILD_SA remains at both
-// ends well before DPD could have ended the extra one, and traffic flows.
+// retry, the passive end by its trap policies) until each kind of extra
+// IKE_SA has been seen: both ends holding both, and one end holding a
+// stale one whose twin the other destroyed on INITIAL_CONTACT. Each time,
+// with traffic both ways and each end's Tidy run every second (as the
+// edge's IPsec worker does every status query), one IKE_SA with one
+// installed CHILD_SA remains at both ends well before DPD could have
+// ended the extra one; then traffic flows.
 func TestPrivilegedTidyEndsDuplicates(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	a, b, apply := newSitePair(t)
 	b.desired.Tunnels[0].Passive = true
 	// The passive end first: the active end's start_action initiates
@@ -284,12 +284,53 @@ func TestPrivilegedTidyEndsDuplicates(t *testing.T) {
 		}
 	}
 
-	// Both ends initiate at once, with no SA between them. Retried: the
-	// two requests may not cross.
-	var sa, sb Status
-	for try := 1; ; try++ {
-		if try > 10 {
-			t.Fatal("ten simultaneous initiations never left an extra IKE_SA")
+	// tidy runs traffic both ways and Tidy at both ends every second
+	// until one IKE_SA with one installed CHILD_SA is left at both ends.
+	tidy := func(kind string) {
+		t.Helper()
+		tctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() {
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tctx.Done():
+					return
+				case <-tick.C:
+					sendUDP(a.ns, "10.1.1.1")
+					sendUDP(b.ns, "10.2.1.1")
+				}
+			}
+		}()
+		start := time.Now()
+		deadline := start.Add(60 * time.Second)
+		for {
+			time.Sleep(time.Second)
+			must(t, a.ipsec.Tidy(ctx))
+			must(t, b.ipsec.Tidy(ctx))
+			la, err := a.ipsec.Status(ctx)
+			must(t, err)
+			lb, err := b.ipsec.Status(ctx)
+			must(t, err)
+			if single(la[0]) && single(lb[0]) {
+				t.Logf("%s: one IKE_SA at both ends %v after Tidy started: a %s, b %s", kind, time.Since(start).Round(time.Second), la[0].IKEIDs, lb[0].IKEIDs)
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: extra IKE_SAs left after 60 s of Tidy: a %+v, b %+v", kind, la[0], lb[0])
+			}
+		}
+	}
+
+	// Both ends initiate at once, with no SA between them, until each
+	// outcome has been seen and tidied once: both ends holding both
+	// IKE_SAs, and one end holding a stale one (its twin destroyed on
+	// INITIAL_CONTACT). The two requests do not always cross.
+	seen := map[string]bool{}
+	for try := 1; !seen["both ends hold both"] || !seen["a stale IKE_SA at one end"]; try++ {
+		if try > 16 {
+			t.Fatalf("16 simultaneous initiations left only %v", seen)
 		}
 		a.ipsec.terminate(ctx, name)
 		b.ipsec.terminate(ctx, name)
@@ -300,50 +341,24 @@ func TestPrivilegedTidyEndsDuplicates(t *testing.T) {
 		<-done
 		waitStatus(t, a, b, "no CHILD_SA after both initiated", func(s Status) bool { return s.ChildState == ChildInstalled })
 		time.Sleep(time.Second) // a second negotiation, if one is under way, finishes
-		sa, sb = waitStatus(t, a, b, "no CHILD_SA after both initiated", func(s Status) bool { return s.ChildState == ChildInstalled })
-		t.Logf("try %d: IKE_SAs at a %d (%s), at b %d (%s)", try, sa.IKESAs, sa.IKEIDs, sb.IKESAs, sb.IKEIDs)
-		if sa.IKESAs > 1 || sb.IKESAs > 1 {
-			break
+		sa, sb := waitStatus(t, a, b, "no CHILD_SA after both initiated", func(s Status) bool { return s.ChildState == ChildInstalled })
+		kind := ""
+		switch {
+		case sa.IKESAs > 1 && sb.IKESAs > 1:
+			kind = "both ends hold both"
+		case sa.IKESAs > 1 || sb.IKESAs > 1:
+			kind = "a stale IKE_SA at one end"
 		}
+		t.Logf("try %d: IKE_SAs at a %d (%s), at b %d (%s): %s", try, sa.IKESAs, sa.IKEIDs, sb.IKESAs, sb.IKEIDs, kind)
+		if kind == "" || seen[kind] {
+			continue
+		}
+		seen[kind] = true
+		tidy(kind)
 	}
-
-	// Traffic both ways, and Tidy at both ends every second.
-	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				sendUDP(a.ns, "10.1.1.1")
-				sendUDP(b.ns, "10.2.1.1")
-			}
-		}
-	}()
-	start := time.Now()
-	deadline := start.Add(60 * time.Second)
-	for {
-		time.Sleep(time.Second)
-		must(t, a.ipsec.Tidy(ctx))
-		must(t, b.ipsec.Tidy(ctx))
-		la, err := a.ipsec.Status(ctx)
-		must(t, err)
-		lb, err := b.ipsec.Status(ctx)
-		must(t, err)
-		if single(la[0]) && single(lb[0]) {
-			t.Logf("one IKE_SA at both ends %v after Tidy started: a %s, b %s", time.Since(start).Round(time.Second), la[0].IKEIDs, lb[0].IKEIDs)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("extra IKE_SAs left after 60 s of Tidy: a %+v, b %+v", la[0], lb[0])
-		}
-	}
-	cancel()
 	if got := udpOnce(t, a.ns, b.ns, "10.1.1.1"); got == "" {
 		t.Fatal("no traffic after the extra IKE_SA was ended")
 	}
-	ctx = context.Background()
 	for _, s := range []*site{a, b} {
 		must(t, s.ipsec.Cleanup(ctx))
 		must(t, s.fw.Cleanup(ctx))
