@@ -153,11 +153,13 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	}
 	for _, w := range wans {
 		in := func(label string) *ruleBuilder { return newRule(label).iif(w).ipv4().saddrIn(SetPeers) }
+		// ESP and the decrypted GRE first: every tunnelled packet is
+		// checked against these (twice), IKE is rare.
 		input = append(input,
-			permit(in("ike").l4(unix.IPPROTO_UDP).udpDport(500)).rule(),
-			permit(in("ike-natt").l4(unix.IPPROTO_UDP).udpDport(4500)).rule(),
 			permit(in("esp").l4(unix.IPPROTO_ESP)).rule(),
 			permit(in("gre").l4(unix.IPPROTO_GRE)).rule(),
+			permit(in("ike").l4(unix.IPPROTO_UDP).udpDport(500)).rule(),
+			permit(in("ike-natt").l4(unix.IPPROTO_UDP).udpDport(4500)).rule(),
 		)
 	}
 	// Then the edge's own listeners: the probe reflector and BGP answer
@@ -237,17 +239,20 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	// Left tracked on purpose: IKE (UDP 500/4500, low rate), and traffic to
 	// or from the edge itself over a tunnel, so an operator's
 	// `ct state established` rules keep working for it. Not matched here:
-	// IPv6 (our sets are IPv4).
+	// IPv6 (our sets are IPv4). Each notrack rule ends the chain (accept:
+	// a packet leaves this raw-priority chain for the next hook's chains,
+	// nothing is permitted by it): the rules after it cannot match a
+	// packet already untracked, and every rule evaluated costs per packet.
 	untrackedIn := []Rule{
-		newRule("untracked-esp-in").ipv4().saddrIn(SetPeers).l4(unix.IPPROTO_ESP).notrack().rule(),
-		newRule("untracked-gre-in").ipv4().saddrIn(SetPeers).l4(unix.IPPROTO_GRE).notrack().rule(),
-		newRule("untracked-lan-from-tunnel").iif(tun).ipv4().daddrIn(SetLocalLANs).notrack().rule(),
-		newRule("untracked-transit").iif(tun).ipv4().daddrIn(SetRemoteLANs).notrack().rule(),
-		newRule("untracked-lan-to-remote").ipv4().saddrIn(SetLocalLANs).daddrIn(SetRemoteLANs).notrack().rule(),
+		newRule("untracked-esp-in").ipv4().saddrIn(SetPeers).l4(unix.IPPROTO_ESP).notrack().accept().rule(),
+		newRule("untracked-gre-in").ipv4().saddrIn(SetPeers).l4(unix.IPPROTO_GRE).notrack().accept().rule(),
+		newRule("untracked-lan-from-tunnel").iif(tun).ipv4().daddrIn(SetLocalLANs).notrack().accept().rule(),
+		newRule("untracked-transit").iif(tun).ipv4().daddrIn(SetRemoteLANs).notrack().accept().rule(),
+		newRule("untracked-lan-to-remote").ipv4().saddrIn(SetLocalLANs).daddrIn(SetRemoteLANs).notrack().accept().rule(),
 	}
 	untrackedOut := []Rule{
-		newRule("untracked-gre-out").ipv4().daddrIn(SetPeers).l4(unix.IPPROTO_GRE).notrack().rule(),
-		newRule("untracked-esp-out").ipv4().daddrIn(SetPeers).l4(unix.IPPROTO_ESP).notrack().rule(),
+		newRule("untracked-gre-out").ipv4().daddrIn(SetPeers).l4(unix.IPPROTO_GRE).notrack().accept().rule(),
+		newRule("untracked-esp-out").ipv4().daddrIn(SetPeers).l4(unix.IPPROTO_ESP).notrack().accept().rule(),
 	}
 
 	rs.Chains = []Chain{

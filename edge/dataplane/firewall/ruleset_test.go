@@ -53,10 +53,10 @@ chain forward { type filter hook forward priority -10; policy accept; }
   oifname "mw-*" meta nfproto ipv4 ip saddr @local_lans counter meta mark set meta mark | 0x00100000 accept comment "mw:lan-to-tunnel"
   iifname "mw-*" oifname "mw-*" counter meta mark set meta mark | 0x00100000 accept comment "mw:tunnel-transit"
 chain input { type filter hook input priority -10; policy accept; }
-  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike"
-  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 4500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike-natt"
   iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto esp counter meta mark set meta mark | 0x00100000 accept comment "mw:esp"
   iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto gre counter meta mark set meta mark | 0x00100000 accept comment "mw:gre"
+  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike"
+  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 4500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike-natt"
   iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto udp udp dport 7402 counter meta mark set meta mark | 0x00100000 accept comment "mw:probe-from-peer"
   iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto tcp tcp dport 179 counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-peer"
   meta nfproto ipv4 ip saddr @bgp_lan_peers meta l4proto tcp tcp dport 179 counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-lan-peer"
@@ -81,14 +81,14 @@ chain postrouting { type nat hook postrouting priority 90; policy accept; }
 chain gre_guard { type filter hook output priority -10; policy accept; }
   meta nfproto ipv4 ip daddr @peers meta l4proto gre rt ipsec missing counter drop comment "mw:gre-needs-ipsec"
 chain untracked_in { type filter hook prerouting priority -300; policy accept; }
-  meta nfproto ipv4 ip saddr @peers meta l4proto esp notrack comment "mw:untracked-esp-in"
-  meta nfproto ipv4 ip saddr @peers meta l4proto gre notrack comment "mw:untracked-gre-in"
-  iifname "mw-*" meta nfproto ipv4 ip daddr @local_lans notrack comment "mw:untracked-lan-from-tunnel"
-  iifname "mw-*" meta nfproto ipv4 ip daddr @remote_lans notrack comment "mw:untracked-transit"
-  meta nfproto ipv4 ip saddr @local_lans ip daddr @remote_lans notrack comment "mw:untracked-lan-to-remote"
+  meta nfproto ipv4 ip saddr @peers meta l4proto esp notrack accept comment "mw:untracked-esp-in"
+  meta nfproto ipv4 ip saddr @peers meta l4proto gre notrack accept comment "mw:untracked-gre-in"
+  iifname "mw-*" meta nfproto ipv4 ip daddr @local_lans notrack accept comment "mw:untracked-lan-from-tunnel"
+  iifname "mw-*" meta nfproto ipv4 ip daddr @remote_lans notrack accept comment "mw:untracked-transit"
+  meta nfproto ipv4 ip saddr @local_lans ip daddr @remote_lans notrack accept comment "mw:untracked-lan-to-remote"
 chain untracked_out { type filter hook output priority -300; policy accept; }
-  meta nfproto ipv4 ip daddr @peers meta l4proto gre notrack comment "mw:untracked-gre-out"
-  meta nfproto ipv4 ip daddr @peers meta l4proto esp notrack comment "mw:untracked-esp-out"
+  meta nfproto ipv4 ip daddr @peers meta l4proto gre notrack accept comment "mw:untracked-gre-out"
+  meta nfproto ipv4 ip daddr @peers meta l4proto esp notrack accept comment "mw:untracked-esp-out"
 `
 	if got := stripHashes(Build(d, Params{Mark: 0x100000, BGPLANPeers: []netip.Addr{addr("10.2.1.9")}}).String()); got != want {
 		t.Errorf("ruleset:\n%s\nwant:\n%s", got, want)
