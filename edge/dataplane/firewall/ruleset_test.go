@@ -53,10 +53,10 @@ chain forward { type filter hook forward priority -10; policy accept; }
   oifname "mw-*" meta nfproto ipv4 ip saddr @local_lans counter meta mark set meta mark | 0x00100000 accept comment "mw:lan-to-tunnel"
   iifname "mw-*" oifname "mw-*" counter meta mark set meta mark | 0x00100000 accept comment "mw:tunnel-transit"
 chain input { type filter hook input priority -10; policy accept; }
-  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto esp counter meta mark set meta mark | 0x00100000 accept comment "mw:esp"
-  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto gre counter meta mark set meta mark | 0x00100000 accept comment "mw:gre"
-  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike"
-  iifname "eth0" meta nfproto ipv4 ip saddr @peers meta l4proto udp udp dport 4500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike-natt"
+  iifname "eth0" meta l4proto esp meta nfproto ipv4 ip saddr @peers counter meta mark set meta mark | 0x00100000 accept comment "mw:esp"
+  iifname "eth0" meta l4proto gre meta nfproto ipv4 ip saddr @peers counter meta mark set meta mark | 0x00100000 accept comment "mw:gre"
+  iifname "eth0" meta l4proto udp meta nfproto ipv4 ip saddr @peers udp dport 500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike"
+  iifname "eth0" meta l4proto udp meta nfproto ipv4 ip saddr @peers udp dport 4500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike-natt"
   iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto udp udp dport 7402 counter meta mark set meta mark | 0x00100000 accept comment "mw:probe-from-peer"
   iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto tcp tcp dport 179 counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-peer"
   meta nfproto ipv4 ip saddr @bgp_lan_peers meta l4proto tcp tcp dport 179 counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-lan-peer"
@@ -79,16 +79,16 @@ chain postrouting { type nat hook postrouting priority 90; policy accept; }
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 500 counter snat ip to ip saddr comment "mw:keep-src-ike"
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 4500 counter snat ip to ip saddr comment "mw:keep-src-ike-natt"
 chain gre_guard { type filter hook output priority -10; policy accept; }
-  meta nfproto ipv4 ip daddr @peers meta l4proto gre rt ipsec missing counter drop comment "mw:gre-needs-ipsec"
+  meta l4proto gre meta nfproto ipv4 ip daddr @peers rt ipsec missing counter drop comment "mw:gre-needs-ipsec"
 chain untracked_in { type filter hook prerouting priority -300; policy accept; }
-  meta nfproto ipv4 ip saddr @peers meta l4proto esp notrack accept comment "mw:untracked-esp-in"
-  meta nfproto ipv4 ip saddr @peers meta l4proto gre notrack accept comment "mw:untracked-gre-in"
+  meta l4proto esp meta nfproto ipv4 ip saddr @peers notrack accept comment "mw:untracked-esp-in"
+  meta l4proto gre meta nfproto ipv4 ip saddr @peers notrack accept comment "mw:untracked-gre-in"
   iifname "mw-*" meta nfproto ipv4 ip daddr @local_lans notrack accept comment "mw:untracked-lan-from-tunnel"
   iifname "mw-*" meta nfproto ipv4 ip daddr @remote_lans notrack accept comment "mw:untracked-transit"
   meta nfproto ipv4 ip saddr @local_lans ip daddr @remote_lans notrack accept comment "mw:untracked-lan-to-remote"
 chain untracked_out { type filter hook output priority -300; policy accept; }
-  meta nfproto ipv4 ip daddr @peers meta l4proto gre notrack accept comment "mw:untracked-gre-out"
-  meta nfproto ipv4 ip daddr @peers meta l4proto esp notrack accept comment "mw:untracked-esp-out"
+  meta l4proto gre meta nfproto ipv4 ip daddr @peers notrack accept comment "mw:untracked-gre-out"
+  meta l4proto esp meta nfproto ipv4 ip daddr @peers notrack accept comment "mw:untracked-esp-out"
 `
 	if got := stripHashes(Build(d, Params{Mark: 0x100000, BGPLANPeers: []netip.Addr{addr("10.2.1.9")}}).String()); got != want {
 		t.Errorf("ruleset:\n%s\nwant:\n%s", got, want)
@@ -100,7 +100,7 @@ chain untracked_out { type filter hook output priority -300; policy accept; }
 	if strings.Contains(s, `iifname "eth0"`) || strings.Contains(s, "meta mark") {
 		t.Errorf("unexpected rules:\n%s", s)
 	}
-	if !strings.Contains(s, `meta nfproto ipv4 ip saddr @peers meta l4proto esp counter accept`) {
+	if !strings.Contains(s, `meta l4proto esp meta nfproto ipv4 ip saddr @peers counter accept`) {
 		t.Errorf("missing unconditioned esp permit:\n%s", s)
 	}
 }
