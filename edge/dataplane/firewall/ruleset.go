@@ -188,16 +188,12 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 		permit(newRule("tunnel-transit").iif(tun).oif(tun)).rule(),
 	}
 
-	// MSS clamp, per link and direction, to the link's MTU - 40. The
-	// kernel only ever lowers the option (nft_exthdr refuses to raise an
-	// MSS), so SYNs already below it pass unchanged.
+	// MSS clamp, both directions, to each link's MTU - 40 (see mssClamps).
 	var mss []Rule
-	ts := slices.Clone(d.Tunnels)
-	slices.SortFunc(ts, func(a, b dataplane.Tunnel) int { return strings.Compare(a.LinkName, b.LinkName) })
-	for _, t := range ts {
+	for _, c := range mssClamps(d.Tunnels, tun) {
 		mss = append(mss,
-			newRule("mss-out").oif(t.LinkName).l4(unix.IPPROTO_TCP).tcpSyn().clampMSS(t.MSS()).rule(),
-			newRule("mss-in").iif(t.LinkName).l4(unix.IPPROTO_TCP).tcpSyn().clampMSS(t.MSS()).rule(),
+			newRule("mss-out").oif(c.link).l4(unix.IPPROTO_TCP).tcpSyn().clampMSS(c.mss).rule(),
+			newRule("mss-in").iif(c.link).l4(unix.IPPROTO_TCP).tcpSyn().clampMSS(c.mss).rule(),
 		)
 	}
 
@@ -271,6 +267,41 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 		{Name: ChainUntrackedOut, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookOutput, Priority: PriorityRaw, Rules: untrackedOut},
 	}
 	return rs
+}
+
+// mssClamp is one MSS clamp: SYNs through link (a name, or the "mw-*"
+// wildcard) get at most mss.
+type mssClamp struct {
+	link string
+	mss  int
+}
+
+// mssClamps returns the clamps that give every tunnel's link its MSS
+// (MTU - 40): one wildcard clamp at the largest MSS, then one per link
+// whose MSS is smaller. The kernel only ever lowers the option (nft_exthdr
+// refuses to raise an MSS) and a set statement does not end the chain, so
+// a SYN gets the smallest value among the clamps matching its link: the
+// link's own. Every forwarded packet walks the chain, so its length must
+// not grow with the tunnels: with one MTU (the usual case, a hub's
+// thousands of spokes included) it is one wildcard rule per direction.
+// Sorted by link name after the wildcard.
+func mssClamps(ts []dataplane.Tunnel, wildcard string) []mssClamp {
+	if len(ts) == 0 {
+		return nil
+	}
+	var top int
+	for _, t := range ts {
+		top = max(top, t.MSS())
+	}
+	out := []mssClamp{{link: wildcard, mss: top}}
+	sorted := slices.Clone(ts)
+	slices.SortFunc(sorted, func(a, b dataplane.Tunnel) int { return strings.Compare(a.LinkName, b.LinkName) })
+	for _, t := range sorted {
+		if t.MSS() < top {
+			out = append(out, mssClamp{link: t.LinkName, mss: t.MSS()})
+		}
+	}
+	return out
 }
 
 var hookNames = map[nftables.ChainHook]string{

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -66,8 +67,8 @@ chain input { type filter hook input priority -10; policy accept; }
   meta l4proto tcp tcp dport 179 counter drop comment "mw:bgp-other"
   iifname "mw-*" meta nfproto ipv4 ip saddr @tunnel_nets counter meta mark set meta mark | 0x00100000 accept comment "mw:tunnel-peer"
 chain mss { type filter hook forward priority -150; policy accept; }
-  oifname "mw-b-inet-inet" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1360 comment "mw:mss-out"
-  iifname "mw-b-inet-inet" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1360 comment "mw:mss-in"
+  oifname "mw-*" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1360 comment "mw:mss-out"
+  iifname "mw-*" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1360 comment "mw:mss-in"
   oifname "mw-b-lte-lte" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1340 comment "mw:mss-out"
   iifname "mw-b-lte-lte" meta l4proto tcp tcp flags & (syn|rst) == syn tcp option maxseg size set 1340 comment "mw:mss-in"
 chain postrouting { type nat hook postrouting priority 90; policy accept; }
@@ -134,7 +135,8 @@ func TestShapeIgnoresNothingThatMatters(t *testing.T) {
 		"peer":       func(d *dataplane.Desired) { d.Tunnels[0].RemoteUnderlay = addr("198.51.100.2") },
 		"lan":        func(d *dataplane.Desired) { d.LANPrefixes[0] = pfx("10.2.0.0/24") },
 		"wan":        func(d *dataplane.Desired) { d.WANInterfaces = []string{"eth1"} },
-		"link name":  func(d *dataplane.Desired) { d.Tunnels[0].LinkName = "mw-y" },
+		// A link name is in the rules only when its MTU is below the
+		// others' (mssClamps): a rename of the only link changes nothing.
 	}
 	for name, f := range changes {
 		dd := d
@@ -277,5 +279,49 @@ func TestUntrackedChainsPrecedeConntrackAndNoRuleReadsIt(t *testing.T) {
 	}
 	if untracked != 7 {
 		t.Errorf("%d notrack rules, want 7 (ESP and GRE each way, three overlay classes)", untracked)
+	}
+}
+
+// TestMSSClamps: every tunnel's link gets exactly its MSS (the smallest
+// value among the clamps that match it, as the kernel applies them), and
+// the chain does not grow with tunnels of one MTU: 2,000 spokes of a hub
+// cost one clamp, plus one per link of a smaller MTU.
+func TestMSSClamps(t *testing.T) {
+	mk := func(n int, mtu func(i int) int) []dataplane.Tunnel {
+		var ts []dataplane.Tunnel
+		for i := range n {
+			ts = append(ts, dataplane.Tunnel{LinkName: fmt.Sprintf("mw-%05d", i), MTU: mtu(i)})
+		}
+		return ts
+	}
+	for _, tc := range []struct {
+		name   string
+		ts     []dataplane.Tunnel
+		clamps int
+	}{
+		{"none", nil, 0},
+		{"one MTU, 2000 links", mk(2000, func(int) int { return 1400 }), 1},
+		{"every tenth link smaller", mk(2000, func(i int) int { return 1400 - 20*min(i%10, 1) }), 1 + 1800},
+		{"three MTUs", mk(30, func(i int) int { return 1300 + 50*(i%3) }), 1 + 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := mssClamps(tc.ts, "mw-*")
+			if len(cs) != tc.clamps {
+				t.Errorf("%d clamps, want %d", len(cs), tc.clamps)
+			}
+			for _, tu := range tc.ts {
+				got := -1
+				for _, c := range cs {
+					if c.link == tu.LinkName || (c.link == "mw-*" && strings.HasPrefix(tu.LinkName, "mw-")) {
+						if got == -1 || c.mss < got {
+							got = c.mss
+						}
+					}
+				}
+				if got != tu.MSS() {
+					t.Fatalf("link %s (MTU %d): clamped to %d, want %d", tu.LinkName, tu.MTU, got, tu.MSS())
+				}
+			}
+		})
 	}
 }
