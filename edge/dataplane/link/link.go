@@ -45,7 +45,7 @@
 //     kernel's xfrm_trans_reinject work and, with GRO on, goes through
 //     the link's GRO cells: TCP through the tunnel is aggregated on
 //     receive (off costs about x0.8 of the throughput, docs/benchmarks.md).
-//     GRO was off by default from commit 96ab2ba to the stop-19 session
+//     GRO was off by default from commit 96ab2ba until 2026-12-03
 //     because the lab's emulated guest froze in that path; the freeze was
 //     not seen again once the lab stopped re-patching a jump label in it
 //     (31 of 31 runs of the old repro with GRO on; e2e/vm/README.md).
