@@ -69,10 +69,9 @@ func (r *recorder) Status(context.Context) ([]link.Status, error) {
 // nop stands in for the firewall and for charon.
 type nop struct{}
 
-func (nop) Apply(context.Context, dataplane.Desired) error { return nil }
-func (nop) Status(context.Context) ([]ipsec.Status, error) { return nil, nil }
-func (nop) Tidy(context.Context) error                     { return nil }
-func (nop) Cleanup(context.Context) error                  { return nil }
+func (nop) Apply(context.Context, dataplane.Desired) error     { return nil }
+func (nop) TidyStatus(context.Context) ([]ipsec.Status, error) { return nil, nil }
+func (nop) Cleanup(context.Context) error                      { return nil }
 
 func (r *recorder) Cleanup(context.Context) error { return nil }
 

@@ -50,9 +50,9 @@ type Steering interface {
 // IPsec is strongSwan over VICI (ipsec.Manager).
 type IPsec interface {
 	Apply(ctx context.Context, d dataplane.Desired) error
-	Status(ctx context.Context) ([]ipsec.Status, error)
-	// Tidy ends duplicate SAs where this end initiates (ipsec.Manager.Tidy).
-	Tidy(ctx context.Context) error
+	// TidyStatus ends surplus IKE_SAs (ipsec.Manager.Tidy) and reports
+	// the tunnels' status, from one listing of charon's SAs.
+	TidyStatus(ctx context.Context) ([]ipsec.Status, error)
 	Cleanup(ctx context.Context) error
 }
 

@@ -207,11 +207,9 @@ func (b *blockedIPsec) Apply(ctx context.Context, d dataplane.Desired) error {
 	return nil
 }
 
-func (b *blockedIPsec) Status(ctx context.Context) ([]ipsec.Status, error) {
+func (b *blockedIPsec) TidyStatus(ctx context.Context) ([]ipsec.Status, error) {
 	return nil, b.g.pass(ctx, "ipsec status")
 }
-
-func (b *blockedIPsec) Tidy(ctx context.Context) error { return b.g.pass(ctx, "ipsec tidy") }
 
 func (b *blockedIPsec) Cleanup(context.Context) error { return nil }
 

@@ -138,13 +138,10 @@ func (w *ipsecWorker) run(ctx context.Context) {
 	}, func() { w.queryStatus(ctx) })
 }
 
-// queryStatus ends duplicate SAs (both ends negotiated at once) and
+// queryStatus ends surplus SAs (both ends negotiated at once) and
 // publishes charon's status.
 func (w *ipsecWorker) queryStatus(ctx context.Context) {
-	if err := w.backend.Tidy(ctx); err != nil && ctx.Err() == nil {
-		w.log.Warn("ipsec tidy failed", "err", err)
-	}
-	st, err := w.backend.Status(ctx)
+	st, err := w.backend.TidyStatus(ctx)
 	if err != nil && ctx.Err() == nil {
 		w.log.Warn("ipsec status failed", "err", err)
 	}

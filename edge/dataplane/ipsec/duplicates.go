@@ -103,7 +103,8 @@ func surplus(sas []ikeSA, prev map[string]seenSA, now time.Time, quiet time.Dura
 // Tidy ends surplus IKE_SAs (see surplus) of the tunnels of the last
 // Apply: after ActiveQuiet where this end initiates, after PassiveQuiet
 // where it does not. Each is ended by a forced terminate (one DELETE,
-// not awaited). The IPsec worker runs it with every status query.
+// not awaited). The IPsec worker runs it with every status query
+// (TidyStatus).
 func (m *Manager) Tidy(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -111,8 +112,16 @@ func (m *Manager) Tidy(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ipsec tidy: %w", err)
 	}
+	_, err = m.tidy(ctx, sas)
+	return err
+}
+
+// tidy is Tidy over one listing; it returns the unique ids it ended, per
+// connection name. The caller holds mu.
+func (m *Manager) tidy(ctx context.Context, sas map[string][]ikeSA) (map[string]map[string]bool, error) {
 	now := m.now()
 	seen := map[string]map[string]seenSA{}
+	ended := map[string]map[string]bool{}
 	var errs []error
 	for _, t := range m.last {
 		name := ConnName(t.ID)
@@ -127,12 +136,16 @@ func (m *Manager) Tidy(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("end surplus IKE_SA %s of %s: %w", id, name, err))
 				continue
 			}
+			if ended[name] == nil {
+				ended[name] = map[string]bool{}
+			}
+			ended[name][id] = true
 			m.log.Info("ipsec surplus IKE_SA ended (another IKE_SA of the tunnel carries the traffic)", "conn", name, "ike_id", id)
 		}
 	}
 	m.seen = seen
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("ipsec tidy: %w", err)
+		return ended, fmt.Errorf("ipsec tidy: %w", err)
 	}
-	return nil
+	return ended, nil
 }

@@ -114,3 +114,37 @@ func TestTidyEndsTheSilentIKESA(t *testing.T) {
 		t.Errorf("tidy with one IKE_SA per tunnel wrote %q", got)
 	}
 }
+
+// TestTidyStatusListsOnce: the worker's periodic query lists charon's
+// SAs once, ends the silent IKE_SA, and reports the tunnel without it.
+func TestTidyStatusListsOnce(t *testing.T) {
+	ctx := context.Background()
+	f := NewFakeCharon()
+	m := NewManager(f.dial, Options{})
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	m.now = func() time.Time { return now }
+	must(t, m.Apply(ctx, desired(tunnel("t1", "198.51.100.1", psk1))))
+	set := func(in uint64) {
+		f.mu.Lock()
+		f.sas["mw-t1"] = []ikeSA{est("4", in), est("5", 0)}
+		f.mu.Unlock()
+	}
+	set(1)
+	_, err := m.TidyStatus(ctx)
+	must(t, err)
+	now = now.Add(5 * time.Second)
+	set(2)
+	f.takeCalls()
+	st, err := m.TidyStatus(ctx)
+	must(t, err)
+	calls := f.takeCalls()
+	if n := slices.Index(calls, "list-sas"); n < 0 || slices.Index(calls[n+1:], "list-sas") >= 0 {
+		t.Errorf("calls %q, want one list-sas", calls)
+	}
+	if got := writes(calls); !slices.Equal(got, []string{"terminate ike-id=5"}) {
+		t.Errorf("writes %q, want the silent IKE_SA 5 ended", got)
+	}
+	if len(st) != 1 || st[0].IKESAs != 1 || st[0].IKEIDs != "4" {
+		t.Errorf("status %+v, want only IKE_SA 4", st)
+	}
+}

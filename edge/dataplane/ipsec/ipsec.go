@@ -565,14 +565,46 @@ type Status struct {
 func (m *Manager) Status(ctx context.Context) ([]Status, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	conns, err := m.listConns(ctx)
+	conns, sas, err := m.listAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ipsec status: %w", err)
+	}
+	return m.statusOf(conns, sas), nil
+}
+
+// TidyStatus is Tidy, then Status, from one listing of charon's SAs (the
+// IPsec worker's periodic query): the IKE_SAs it ends are left out of
+// the status, as the forced terminate destroyed them.
+func (m *Manager) TidyStatus(ctx context.Context) ([]Status, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	conns, sas, err := m.listAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ipsec status: %w", err)
+	}
+	ended, tidyErr := m.tidy(ctx, sas)
+	for name, ids := range ended {
+		sas[name] = slices.DeleteFunc(sas[name], func(sa ikeSA) bool { return ids[sa.id] })
+	}
+	return m.statusOf(conns, sas), tidyErr
+}
+
+// listAll lists charon's connections and SAs.
+func (m *Manager) listAll(ctx context.Context) (map[string]observedConn, map[string][]ikeSA, error) {
+	conns, err := m.listConns(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
 	sas, err := m.listSAs(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("ipsec status: %w", err)
+		return nil, nil, err
 	}
+	return conns, sas, nil
+}
+
+// statusOf is the status of the tunnels of the last Apply from one
+// listing; the caller holds mu.
+func (m *Manager) statusOf(conns map[string]observedConn, sas map[string][]ikeSA) []Status {
 	out := make([]Status, 0, len(m.last))
 	for _, t := range m.last {
 		name := ConnName(t.ID)
@@ -601,7 +633,7 @@ func (m *Manager) Status(ctx context.Context) ([]Status, error) {
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b Status) int { return cmp.Compare(a.TunnelID, b.TunnelID) })
-	return out, nil
+	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {
