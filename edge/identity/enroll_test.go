@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,7 +138,9 @@ func trySync(c *ctl, id *identity.Identity) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{AgentVersion: "test"}}}); err != nil {
+	// io.EOF from Send means the server already ended the stream; its
+	// status is what Recv returns.
+	if err := s.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{AgentVersion: "test"}}}); err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
 	_, err = s.Recv()
