@@ -14,6 +14,7 @@ import (
 	"github.com/meshwan/meshwan/controller/credentials"
 	"github.com/meshwan/meshwan/controller/enroll"
 	"github.com/meshwan/meshwan/controller/health"
+	"github.com/meshwan/meshwan/controller/intent"
 	"github.com/meshwan/meshwan/controller/network"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 )
@@ -117,7 +118,7 @@ func (a *Admin) GetTopology(ctx context.Context, _ *pb.GetTopologyRequest) (*pb.
 	if err != nil {
 		return nil, toStatus(a.Log, "GetTopology", err)
 	}
-	return topologyToPB(t), nil
+	return a.topologyWithUnjoined(t), nil
 }
 
 func (a *Admin) SetTopology(ctx context.Context, req *pb.SetTopologyRequest) (*pb.Topology, error) {
@@ -129,7 +130,17 @@ func (a *Admin) SetTopology(ctx context.Context, req *pb.SetTopologyRequest) (*p
 		return nil, toStatus(a.Log, "SetTopology", err)
 	}
 	a.changed("topology set to " + string(t.Mode))
-	return topologyToPB(t), nil
+	return a.topologyWithUnjoined(t), nil
+}
+
+// topologyWithUnjoined is the topology as the API shows it: with the
+// output-only list of the site pairs it leaves without a tunnel.
+func (a *Admin) topologyWithUnjoined(t intent.Topology) *pb.Topology {
+	out := topologyToPB(t)
+	for _, p := range a.Net.Unjoined() {
+		out.Unjoined = append(out.Unjoined, &pb.SitePair{A: p.A, B: p.B})
+	}
+	return out
 }
 
 func (a *Admin) ListTunnels(ctx context.Context, req *pb.ListTunnelsRequest) (*pb.ListTunnelsResponse, error) {

@@ -156,6 +156,10 @@ func topologyTable(w io.Writer, t *pb.Topology) {
 	for _, c := range pp.GetSlaClasses() {
 		slas = append(slas, c.GetName())
 	}
+	var unjoined []string
+	for _, p := range t.GetUnjoined() {
+		unjoined = append(unjoined, p.GetA()+"~"+p.GetB())
+	}
 	probing := fmt.Sprintf("every %d ms, down after %d, up after %d, hold-down %d ms", pp.GetProbeIntervalMs(), pp.GetDownAfter(), pp.GetUpAfter(), pp.GetHoldDownMs())
 	if pp.GetDisabled() {
 		probing = "disabled"
@@ -170,6 +174,7 @@ func topologyTable(w io.Writer, t *pb.Topology) {
 		{"sla_classes", orDash(strings.Join(slas, ", "))},
 		{"traffic_classes", orDash(strings.Join(classes, ", "))},
 		{"transit_prefixes", orDash(strings.Join(t.GetTransitPrefixes(), ", "))},
+		{"unjoined", orDash(strings.Join(unjoined, ", "))},
 	}
 	table(w, []string{"FIELD", "VALUE"}, rows)
 }

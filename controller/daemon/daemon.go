@@ -231,6 +231,12 @@ func Start(ctx context.Context, cfg Config) (_ *Daemon, err error) {
 		log.Error("stored intent breaks the validation rules: the edges concerned refuse their new states until it is fixed (UpdateSite or a network apply)", "err", err)
 		d.Events.Add("stored intent refused by today's rules: " + err.Error())
 	}
+	// Not an error (hub-and-spoke routes such spokes through a hub), but
+	// in a full mesh these sites do not reach each other: say it once.
+	if u := d.Net.Unjoined(); len(u) > 0 {
+		log.Warn("site pairs the topology connects get no tunnel: every transport pair between them is dynamic at both ends (see GetTopology's unjoined, docs/nat.md)",
+			"pairs", len(u), "first", fmt.Sprintf("%s~%s", u[0].A, u[0].B))
+	}
 	d.Hub = push.New(d.Net, log)
 	admin := &api.Admin{Net: d.Net, Enroll: d.Enroll, Health: d.Health, Credentials: d.Credentials, Log: log, OnChange: d.Events.Add}
 	d.closing = make(chan struct{})

@@ -55,6 +55,7 @@ type collector struct {
 	devices               *prometheus.Desc
 	refusedAddresses      *prometheus.Desc
 	intentViolations      *prometheus.Desc
+	unjoinedPairs         *prometheus.Desc
 }
 
 func newCollector(d *Daemon) *collector {
@@ -73,6 +74,8 @@ func newCollector(d *Daemon) *collector {
 			"Addresses edges reported for dynamic transports that the controller refused (kept the stored address); each is also a warning and a dashboard event.", nil, nil),
 		intentViolations: prometheus.NewDesc("meshwan_intent_violations",
 			"Problems the stored intent has under today's validation rules (only intent stored by an older version can have any; see the controller's log).", nil, nil),
+		unjoinedPairs: prometheus.NewDesc("meshwan_unjoined_site_pairs",
+			"Pairs of sites the topology connects that get no tunnel because every transport pair between them is dynamic at both ends (listed by GetTopology; docs/nat.md).", nil, nil),
 		devices: prometheus.NewDesc("meshwan_devices", "Claimed devices by state (pending, approved, enrolled, rejected).", []string{"state"}, nil),
 	}
 }
@@ -87,10 +90,12 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.devices
 	ch <- c.refusedAddresses
 	ch <- c.intentViolations
+	ch <- c.unjoinedPairs
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.intentViolations, prometheus.GaugeValue, float64(len(c.d.Net.Audit())))
+	ch <- prometheus.MustNewConstMetric(c.unjoinedPairs, prometheus.GaugeValue, float64(len(c.d.Net.Unjoined())))
 	ch <- prometheus.MustNewConstMetric(c.refusedAddresses, prometheus.CounterValue, float64(c.d.Net.RefusedAddresses()))
 	if c.d.dash != nil {
 		ch <- prometheus.MustNewConstMetric(c.dashboardBuilds, prometheus.CounterValue, float64(c.d.dash.builds.Load()))

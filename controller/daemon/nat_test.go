@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/meshwan/meshwan/controller/api"
@@ -14,6 +15,8 @@ import (
 	"github.com/meshwan/meshwan/edge/syncer"
 	pb "github.com/meshwan/meshwan/proto/meshwan/v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // hostAddr is an IPv4 address of this host usable as a WAN underlay (not
@@ -122,5 +125,50 @@ func TestNATAddressLearntFromConnection(t *testing.T) {
 	syncVia(t, e, hqCert, "inet1", map[string]string{"inet1": "198.51.100.1"})
 	if got := stored("hq"); len(got) != 0 {
 		t.Fatalf("hq (static) has observed addresses %v, want none", got)
+	}
+}
+
+// TestUnjoinedPairsShown: two sites whose only transports are dynamic get
+// no tunnel in a full mesh; GetTopology, SetTopology's answer, the REST
+// topology and /metrics name the pair, and hub-and-spoke (through the
+// hub) leaves none.
+func TestUnjoinedPairsShown(t *testing.T) {
+	e := start(t, "10.255.0.0/16")
+	b1, b2 := site("b1", false, 2), site("b2", false, 3)
+	b1.Transports = []*pb.Transport{{Name: "inet1", Address: "dynamic"}}
+	b2.Transports = []*pb.Transport{{Name: "inet1", Address: "dynamic"}}
+	e.mustCreate(t, site("hq", true, 1), b1, b2)
+	set, err := e.admin.SetTopology(e.ctx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_FULL_MESH,
+		Unjoined: []*pb.SitePair{{A: "ignored", B: "on input"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*pb.SitePair{{A: "b1", B: "b2"}}
+	got, err := e.admin.GetTopology(e.ctx, &pb.GetTopologyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, u := range map[string][]*pb.SitePair{"SetTopology": set.GetUnjoined(), "GetTopology": got.GetUnjoined()} {
+		if len(u) != 1 || !proto.Equal(u[0], want[0]) {
+			t.Errorf("%s unjoined = %v, want %v", what, u, want)
+		}
+	}
+	code, body := e.get(t, "/v1/topology", e.d.AdminToken)
+	var rest pb.Topology
+	if err := protojson.Unmarshal([]byte(body), &rest); code != 200 || err != nil || len(rest.GetUnjoined()) != 1 || !proto.Equal(rest.GetUnjoined()[0], want[0]) {
+		t.Errorf("GET /v1/topology: %d %v %s, want unjoined b1~b2", code, err, body)
+	}
+	if _, body := e.get(t, "/metrics", ""); !strings.Contains(body, "meshwan_unjoined_site_pairs 1\n") {
+		t.Errorf("/metrics lacks meshwan_unjoined_site_pairs 1")
+	}
+	hs, err := e.admin.SetTopology(e.ctx, &pb.SetTopologyRequest{Topology: &pb.Topology{Mode: pb.TopologyMode_TOPOLOGY_MODE_HUB_AND_SPOKE}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs.GetUnjoined()) != 0 {
+		t.Errorf("hub-and-spoke unjoined = %v, want none (spokes reach each other through hq)", hs.GetUnjoined())
+	}
+	if _, body := e.get(t, "/metrics", ""); !strings.Contains(body, "meshwan_unjoined_site_pairs 0\n") {
+		t.Errorf("/metrics lacks meshwan_unjoined_site_pairs 0 after hub-and-spoke")
 	}
 }

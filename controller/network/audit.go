@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/meshwan/meshwan/controller/intent"
+	"github.com/meshwan/meshwan/controller/topology"
 )
 
 // Audit checks the stored network as a whole against today's rules and
@@ -37,6 +38,26 @@ func (n *Network) Audit() []error {
 	return slices.Clone(c.errs)
 }
 
+// Unjoined lists the pairs of sites the topology connects that get no
+// tunnel because every transport pair the match rule would join is
+// dynamic at both ends (topology.Unjoined: behind NAT neither end can
+// reach the other first). Not an error: a declaration may mean it, and in
+// hub-and-spoke such spokes still reach each other through a hub. It is
+// shown with the topology (GetTopology, SetTopology) and counted in
+// meshwan_unjoined_site_pairs. Cached like Audit, on the same changes.
+func (n *Network) Unjoined() []topology.Pair {
+	n.v.mu.RLock()
+	defer n.v.mu.RUnlock()
+	c := &n.v.audit
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.unjoinedValid || c.unjoinedGen != n.v.auditGen {
+		s := &n.v.snap
+		c.unjoined, c.unjoinedGen, c.unjoinedValid = topology.Unjoined(s.SiteList(), s.Topology), n.v.auditGen, true
+	}
+	return slices.Clone(c.unjoined)
+}
+
 // auditCache holds Audit's last answer and the view's auditGen it was
 // computed at. Its mutex serializes computing it (readers of the view run
 // concurrently under the view's read lock).
@@ -45,6 +66,10 @@ type auditCache struct {
 	valid bool
 	gen   uint64
 	errs  []error
+	// Unjoined's answer, on the same generation scheme.
+	unjoinedValid bool
+	unjoinedGen   uint64
+	unjoined      []topology.Pair
 }
 
 // audit is Audit without the cache; the caller holds the view's read lock.

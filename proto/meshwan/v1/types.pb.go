@@ -889,8 +889,15 @@ type Topology struct {
 	// spoke changes only that spoke's and the hubs' states. Each must cover
 	// no tunnel underlay address; empty keeps one route per other LAN.
 	TransitPrefixes []string `protobuf:"bytes,7,rep,name=transit_prefixes,json=transitPrefixes,proto3" json:"transit_prefixes,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// unjoined (output only, ignored on input): the pairs of sites this
+	// topology connects that get no tunnel, because every transport pair
+	// the match rule would join is dynamic at both ends (behind NAT, neither
+	// end can reach the other first; meshwan does no hole punching). In
+	// hub-and-spoke two such spokes still reach each other through a hub.
+	// See docs/nat.md.
+	Unjoined      []*SitePair `protobuf:"bytes,8,rep,name=unjoined,proto3" json:"unjoined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Topology) Reset() {
@@ -972,6 +979,66 @@ func (x *Topology) GetTransitPrefixes() []string {
 	return nil
 }
 
+func (x *Topology) GetUnjoined() []*SitePair {
+	if x != nil {
+		return x.Unjoined
+	}
+	return nil
+}
+
+// SitePair names two sites, a before b in name order.
+type SitePair struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	A             string                 `protobuf:"bytes,1,opt,name=a,proto3" json:"a,omitempty"`
+	B             string                 `protobuf:"bytes,2,opt,name=b,proto3" json:"b,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SitePair) Reset() {
+	*x = SitePair{}
+	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SitePair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SitePair) ProtoMessage() {}
+
+func (x *SitePair) ProtoReflect() protoreflect.Message {
+	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SitePair.ProtoReflect.Descriptor instead.
+func (*SitePair) Descriptor() ([]byte, []int) {
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SitePair) GetA() string {
+	if x != nil {
+		return x.A
+	}
+	return ""
+}
+
+func (x *SitePair) GetB() string {
+	if x != nil {
+		return x.B
+	}
+	return ""
+}
+
 // PathPolicy decides how edges probe every tunnel, when a tunnel stops
 // carrying traffic and comes back, and how traffic classes are steered
 // across parallel tunnels (several WAN transports). Zero fields take the
@@ -998,7 +1065,7 @@ type PathPolicy struct {
 
 func (x *PathPolicy) Reset() {
 	*x = PathPolicy{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	mi := &file_meshwan_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1077,7 @@ func (x *PathPolicy) String() string {
 func (*PathPolicy) ProtoMessage() {}
 
 func (x *PathPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[6]
+	mi := &file_meshwan_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1090,7 @@ func (x *PathPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathPolicy.ProtoReflect.Descriptor instead.
 func (*PathPolicy) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PathPolicy) GetProbeIntervalMs() uint32 {
@@ -1095,7 +1162,7 @@ type SLAClass struct {
 
 func (x *SLAClass) Reset() {
 	*x = SLAClass{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[7]
+	mi := &file_meshwan_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1174,7 @@ func (x *SLAClass) String() string {
 func (*SLAClass) ProtoMessage() {}
 
 func (x *SLAClass) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[7]
+	mi := &file_meshwan_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1187,7 @@ func (x *SLAClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SLAClass.ProtoReflect.Descriptor instead.
 func (*SLAClass) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SLAClass) GetName() string {
@@ -1186,7 +1253,7 @@ type TrafficClass struct {
 
 func (x *TrafficClass) Reset() {
 	*x = TrafficClass{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[8]
+	mi := &file_meshwan_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1265,7 @@ func (x *TrafficClass) String() string {
 func (*TrafficClass) ProtoMessage() {}
 
 func (x *TrafficClass) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[8]
+	mi := &file_meshwan_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1278,7 @@ func (x *TrafficClass) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrafficClass.ProtoReflect.Descriptor instead.
 func (*TrafficClass) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TrafficClass) GetName() string {
@@ -1273,7 +1340,7 @@ type TunnelEnd struct {
 
 func (x *TunnelEnd) Reset() {
 	*x = TunnelEnd{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[9]
+	mi := &file_meshwan_v1_types_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1352,7 @@ func (x *TunnelEnd) String() string {
 func (*TunnelEnd) ProtoMessage() {}
 
 func (x *TunnelEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[9]
+	mi := &file_meshwan_v1_types_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1365,7 @@ func (x *TunnelEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelEnd.ProtoReflect.Descriptor instead.
 func (*TunnelEnd) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{9}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TunnelEnd) GetSite() string {
@@ -1365,7 +1432,7 @@ type Tunnel struct {
 
 func (x *Tunnel) Reset() {
 	*x = Tunnel{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[10]
+	mi := &file_meshwan_v1_types_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1444,7 @@ func (x *Tunnel) String() string {
 func (*Tunnel) ProtoMessage() {}
 
 func (x *Tunnel) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[10]
+	mi := &file_meshwan_v1_types_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1457,7 @@ func (x *Tunnel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tunnel.ProtoReflect.Descriptor instead.
 func (*Tunnel) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{10}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Tunnel) GetId() string {
@@ -1488,7 +1555,7 @@ type TunnelStatus struct {
 
 func (x *TunnelStatus) Reset() {
 	*x = TunnelStatus{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[11]
+	mi := &file_meshwan_v1_types_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1567,7 @@ func (x *TunnelStatus) String() string {
 func (*TunnelStatus) ProtoMessage() {}
 
 func (x *TunnelStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[11]
+	mi := &file_meshwan_v1_types_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1580,7 @@ func (x *TunnelStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelStatus.ProtoReflect.Descriptor instead.
 func (*TunnelStatus) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{11}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TunnelStatus) GetTunnelId() string {
@@ -1663,7 +1730,7 @@ type ClassPath struct {
 
 func (x *ClassPath) Reset() {
 	*x = ClassPath{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[12]
+	mi := &file_meshwan_v1_types_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1742,7 @@ func (x *ClassPath) String() string {
 func (*ClassPath) ProtoMessage() {}
 
 func (x *ClassPath) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[12]
+	mi := &file_meshwan_v1_types_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1755,7 @@ func (x *ClassPath) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClassPath.ProtoReflect.Descriptor instead.
 func (*ClassPath) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{12}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClassPath) GetTrafficClass() string {
@@ -1735,7 +1802,7 @@ type Credential struct {
 
 func (x *Credential) Reset() {
 	*x = Credential{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[13]
+	mi := &file_meshwan_v1_types_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1814,7 @@ func (x *Credential) String() string {
 func (*Credential) ProtoMessage() {}
 
 func (x *Credential) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[13]
+	mi := &file_meshwan_v1_types_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1827,7 @@ func (x *Credential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credential.ProtoReflect.Descriptor instead.
 func (*Credential) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{13}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Credential) GetId() string {
@@ -1831,7 +1898,7 @@ type EnrollmentToken struct {
 
 func (x *EnrollmentToken) Reset() {
 	*x = EnrollmentToken{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[14]
+	mi := &file_meshwan_v1_types_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1910,7 @@ func (x *EnrollmentToken) String() string {
 func (*EnrollmentToken) ProtoMessage() {}
 
 func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[14]
+	mi := &file_meshwan_v1_types_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1923,7 @@ func (x *EnrollmentToken) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollmentToken.ProtoReflect.Descriptor instead.
 func (*EnrollmentToken) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{14}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EnrollmentToken) GetId() string {
@@ -1951,7 +2018,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[15]
+	mi := &file_meshwan_v1_types_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2030,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[15]
+	mi := &file_meshwan_v1_types_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2043,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{15}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Device) GetDeviceId() string {
@@ -2065,7 +2132,7 @@ type SiteIdentity struct {
 
 func (x *SiteIdentity) Reset() {
 	*x = SiteIdentity{}
-	mi := &file_meshwan_v1_types_proto_msgTypes[16]
+	mi := &file_meshwan_v1_types_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2077,7 +2144,7 @@ func (x *SiteIdentity) String() string {
 func (*SiteIdentity) ProtoMessage() {}
 
 func (x *SiteIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_meshwan_v1_types_proto_msgTypes[16]
+	mi := &file_meshwan_v1_types_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2090,7 +2157,7 @@ func (x *SiteIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SiteIdentity.ProtoReflect.Descriptor instead.
 func (*SiteIdentity) Descriptor() ([]byte, []int) {
-	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{16}
+	return file_meshwan_v1_types_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SiteIdentity) GetSite() string {
@@ -2187,7 +2254,7 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\fesp_proposal\x18\x03 \x01(\tR\vespProposal\x120\n" +
 	"\x14esp_lifetime_seconds\x18\x04 \x01(\rR\x12espLifetimeSeconds\x12\x1f\n" +
 	"\vdpd_seconds\x18\x05 \x01(\rR\n" +
-	"dpdSeconds\"\xd5\x02\n" +
+	"dpdSeconds\"\x87\x03\n" +
 	"\bTopology\x12,\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x18.meshwan.v1.TopologyModeR\x04mode\x12C\n" +
 	"\x0ftransport_match\x18\x02 \x01(\x0e2\x1a.meshwan.v1.TransportMatchR\x0etransportMatch\x12-\n" +
@@ -2196,7 +2263,11 @@ const file_meshwan_v1_types_proto_rawDesc = "" +
 	"\arouting\x18\x05 \x01(\x0e2\x17.meshwan.v1.RoutingModeR\arouting\x127\n" +
 	"\vpath_policy\x18\x06 \x01(\v2\x16.meshwan.v1.PathPolicyR\n" +
 	"pathPolicy\x12)\n" +
-	"\x10transit_prefixes\x18\a \x03(\tR\x0ftransitPrefixes\"\xaa\x02\n" +
+	"\x10transit_prefixes\x18\a \x03(\tR\x0ftransitPrefixes\x120\n" +
+	"\bunjoined\x18\b \x03(\v2\x14.meshwan.v1.SitePairR\bunjoined\"&\n" +
+	"\bSitePair\x12\f\n" +
+	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
+	"\x01b\x18\x02 \x01(\tR\x01b\"\xaa\x02\n" +
 	"\n" +
 	"PathPolicy\x12*\n" +
 	"\x11probe_interval_ms\x18\x01 \x01(\rR\x0fprobeIntervalMs\x12\x1d\n" +
@@ -2376,7 +2447,7 @@ func file_meshwan_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_meshwan_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_meshwan_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_meshwan_v1_types_proto_goTypes = []any{
 	(SiteRole)(0),                 // 0: meshwan.v1.SiteRole
 	(EdgeState)(0),                // 1: meshwan.v1.EdgeState
@@ -2392,57 +2463,59 @@ var file_meshwan_v1_types_proto_goTypes = []any{
 	(*BGPPeerStatus)(nil),         // 11: meshwan.v1.BGPPeerStatus
 	(*IPsecPolicy)(nil),           // 12: meshwan.v1.IPsecPolicy
 	(*Topology)(nil),              // 13: meshwan.v1.Topology
-	(*PathPolicy)(nil),            // 14: meshwan.v1.PathPolicy
-	(*SLAClass)(nil),              // 15: meshwan.v1.SLAClass
-	(*TrafficClass)(nil),          // 16: meshwan.v1.TrafficClass
-	(*TunnelEnd)(nil),             // 17: meshwan.v1.TunnelEnd
-	(*Tunnel)(nil),                // 18: meshwan.v1.Tunnel
-	(*TunnelStatus)(nil),          // 19: meshwan.v1.TunnelStatus
-	(*ClassPath)(nil),             // 20: meshwan.v1.ClassPath
-	(*Credential)(nil),            // 21: meshwan.v1.Credential
-	(*EnrollmentToken)(nil),       // 22: meshwan.v1.EnrollmentToken
-	(*Device)(nil),                // 23: meshwan.v1.Device
-	(*SiteIdentity)(nil),          // 24: meshwan.v1.SiteIdentity
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*SitePair)(nil),              // 14: meshwan.v1.SitePair
+	(*PathPolicy)(nil),            // 15: meshwan.v1.PathPolicy
+	(*SLAClass)(nil),              // 16: meshwan.v1.SLAClass
+	(*TrafficClass)(nil),          // 17: meshwan.v1.TrafficClass
+	(*TunnelEnd)(nil),             // 18: meshwan.v1.TunnelEnd
+	(*Tunnel)(nil),                // 19: meshwan.v1.Tunnel
+	(*TunnelStatus)(nil),          // 20: meshwan.v1.TunnelStatus
+	(*ClassPath)(nil),             // 21: meshwan.v1.ClassPath
+	(*Credential)(nil),            // 22: meshwan.v1.Credential
+	(*EnrollmentToken)(nil),       // 23: meshwan.v1.EnrollmentToken
+	(*Device)(nil),                // 24: meshwan.v1.Device
+	(*SiteIdentity)(nil),          // 25: meshwan.v1.SiteIdentity
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_meshwan_v1_types_proto_depIdxs = []int32{
 	0,  // 0: meshwan.v1.Site.role:type_name -> meshwan.v1.SiteRole
 	8,  // 1: meshwan.v1.Site.transports:type_name -> meshwan.v1.Transport
 	10, // 2: meshwan.v1.Site.status:type_name -> meshwan.v1.SiteStatus
 	1,  // 3: meshwan.v1.SiteStatus.state:type_name -> meshwan.v1.EdgeState
-	25, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
-	19, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
+	26, // 4: meshwan.v1.SiteStatus.last_seen:type_name -> google.protobuf.Timestamp
+	20, // 5: meshwan.v1.SiteStatus.tunnels:type_name -> meshwan.v1.TunnelStatus
 	11, // 6: meshwan.v1.SiteStatus.bgp_peers:type_name -> meshwan.v1.BGPPeerStatus
-	20, // 7: meshwan.v1.SiteStatus.class_paths:type_name -> meshwan.v1.ClassPath
+	21, // 7: meshwan.v1.SiteStatus.class_paths:type_name -> meshwan.v1.ClassPath
 	2,  // 8: meshwan.v1.Topology.mode:type_name -> meshwan.v1.TopologyMode
 	3,  // 9: meshwan.v1.Topology.transport_match:type_name -> meshwan.v1.TransportMatch
 	12, // 10: meshwan.v1.Topology.ipsec:type_name -> meshwan.v1.IPsecPolicy
 	4,  // 11: meshwan.v1.Topology.routing:type_name -> meshwan.v1.RoutingMode
-	14, // 12: meshwan.v1.Topology.path_policy:type_name -> meshwan.v1.PathPolicy
-	15, // 13: meshwan.v1.PathPolicy.sla_classes:type_name -> meshwan.v1.SLAClass
-	16, // 14: meshwan.v1.PathPolicy.traffic_classes:type_name -> meshwan.v1.TrafficClass
-	17, // 15: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
-	17, // 16: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
-	25, // 17: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
-	25, // 18: meshwan.v1.Tunnel.psk_rotated_at:type_name -> google.protobuf.Timestamp
-	5,  // 19: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
-	6,  // 20: meshwan.v1.Credential.role:type_name -> meshwan.v1.AdminRole
-	25, // 21: meshwan.v1.Credential.created_at:type_name -> google.protobuf.Timestamp
-	25, // 22: meshwan.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
-	25, // 23: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
-	25, // 24: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 25: meshwan.v1.Device.state:type_name -> meshwan.v1.DeviceState
-	25, // 26: meshwan.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
-	25, // 27: meshwan.v1.Device.last_seen:type_name -> google.protobuf.Timestamp
-	25, // 28: meshwan.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
-	25, // 29: meshwan.v1.SiteIdentity.not_after:type_name -> google.protobuf.Timestamp
-	25, // 30: meshwan.v1.SiteIdentity.enrolled_at:type_name -> google.protobuf.Timestamp
-	25, // 31: meshwan.v1.SiteIdentity.renewed_at:type_name -> google.protobuf.Timestamp
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	15, // 12: meshwan.v1.Topology.path_policy:type_name -> meshwan.v1.PathPolicy
+	14, // 13: meshwan.v1.Topology.unjoined:type_name -> meshwan.v1.SitePair
+	16, // 14: meshwan.v1.PathPolicy.sla_classes:type_name -> meshwan.v1.SLAClass
+	17, // 15: meshwan.v1.PathPolicy.traffic_classes:type_name -> meshwan.v1.TrafficClass
+	18, // 16: meshwan.v1.Tunnel.a:type_name -> meshwan.v1.TunnelEnd
+	18, // 17: meshwan.v1.Tunnel.b:type_name -> meshwan.v1.TunnelEnd
+	26, // 18: meshwan.v1.Tunnel.created_at:type_name -> google.protobuf.Timestamp
+	26, // 19: meshwan.v1.Tunnel.psk_rotated_at:type_name -> google.protobuf.Timestamp
+	5,  // 20: meshwan.v1.TunnelStatus.state:type_name -> meshwan.v1.TunnelState
+	6,  // 21: meshwan.v1.Credential.role:type_name -> meshwan.v1.AdminRole
+	26, // 22: meshwan.v1.Credential.created_at:type_name -> google.protobuf.Timestamp
+	26, // 23: meshwan.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 24: meshwan.v1.EnrollmentToken.created_at:type_name -> google.protobuf.Timestamp
+	26, // 25: meshwan.v1.EnrollmentToken.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 26: meshwan.v1.Device.state:type_name -> meshwan.v1.DeviceState
+	26, // 27: meshwan.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
+	26, // 28: meshwan.v1.Device.last_seen:type_name -> google.protobuf.Timestamp
+	26, // 29: meshwan.v1.Device.expires_at:type_name -> google.protobuf.Timestamp
+	26, // 30: meshwan.v1.SiteIdentity.not_after:type_name -> google.protobuf.Timestamp
+	26, // 31: meshwan.v1.SiteIdentity.enrolled_at:type_name -> google.protobuf.Timestamp
+	26, // 32: meshwan.v1.SiteIdentity.renewed_at:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_meshwan_v1_types_proto_init() }
@@ -2456,7 +2529,7 @@ func file_meshwan_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshwan_v1_types_proto_rawDesc), len(file_meshwan_v1_types_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
