@@ -9,9 +9,13 @@
 // and a packet passes the hook only if no chain drops it: accept ends the
 // current chain, nothing more. Two consequences shape this package.
 //
-// Filter. Our chains (input and forward, priority filter-10 = -10) have
-// policy accept and hold only accepts: they never block anything, so
-// installing meshwan cannot break a host's firewall. The one exception is
+// Filter. Our chains (input and, with a permit mark, forward; priority
+// filter-10 = -10) have policy accept and hold only accepts: they never
+// block anything, so installing meshwan cannot break a host's firewall.
+// An accept no drop follows changes no verdict, so without a permit mark
+// only the accepts that precede the listener drops are installed (the
+// rest would cost set lookups on every tunnelled packet for nothing); the
+// untracked chains' counters show the tunnel's traffic. The one exception is
 // chain gre_guard (output): it drops GRE to a peer that would leave without
 // IPsec, so a tunnel fails closed instead of crossing the WAN in clear. Equally, our accepts
 // cannot override an operator's drop: on a host whose own chains drop by

@@ -142,14 +142,26 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	}
 	tun := dataplane.LinkPrefix + "*"
 
+	// Every chain has policy accept, so an accept that no drop follows
+	// changes no verdict: its one effect is the permit mark. Without a
+	// mark those rules would be per-packet work for nothing (set lookups
+	// on every tunnelled packet, the dearest expression: docs/benchmarks.md)
+	// and are not installed; the untracked chains count the tunnel's
+	// packets instead. The accepts that precede the listener drops are
+	// always installed: they decide what the drops leave alone.
+	marking := mark != 0
+
 	// Input: the underlay protocols from peers, and control traffic (BGP,
 	// probes) from the peers' inner addresses over the tunnels. GRE
 	// appears twice on input in transport mode: as ESP, then decrypted
 	// with the same input interface; both are permitted.
 	var input []Rule
-	wans := d.WANInterfaces
-	if len(wans) == 0 {
-		wans = []string{""}
+	var wans []string
+	if marking {
+		wans = d.WANInterfaces
+		if len(wans) == 0 {
+			wans = []string{""}
+		}
 	}
 	for _, w := range wans {
 		// The protocol before the set lookup (see untrackedIn).
@@ -174,18 +186,20 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	input = append(input,
 		permit(newRule("probe-from-peer").iif(tun).ipv4().saddrIn(SetPeerInner).l4(unix.IPPROTO_UDP).udpDport(probePort)).rule(),
 		permit(newRule("bgp-from-peer").iif(tun).ipv4().saddrIn(SetPeerInner).l4(unix.IPPROTO_TCP).tcpDport(BGPPort)).rule(),
-		permit(newRule("bgp-from-lan-peer").ipv4().saddrIn(SetBGPLAN).l4(unix.IPPROTO_TCP).tcpDport(BGPPort)).rule(),
+		permit(newRule("bgp-from-lan-peer").l4(unix.IPPROTO_TCP).tcpDport(BGPPort).ipv4().saddrIn(SetBGPLAN)).rule(),
 		newRule("probe-local").iif("lo").l4(unix.IPPROTO_UDP).udpDport(probePort).counter().accept().rule(),
 		newRule("bgp-local").iif("lo").l4(unix.IPPROTO_TCP).tcpDport(BGPPort).counter().accept().rule(),
 		newRule("probe-other").l4(unix.IPPROTO_UDP).udpDport(probePort).counter().drop().rule(),
 		newRule("bgp-other").l4(unix.IPPROTO_TCP).tcpDport(BGPPort).counter().drop().rule(),
 	)
-	input = append(input, permit(newRule("tunnel-peer").iif(tun).ipv4().saddrIn(SetTunnelNets)).rule())
-
-	forward := []Rule{
-		permit(newRule("lan-from-tunnel").iif(tun).ipv4().daddrIn(SetLocalLANs)).rule(),
-		permit(newRule("lan-to-tunnel").oif(tun).ipv4().saddrIn(SetLocalLANs)).rule(),
-		permit(newRule("tunnel-transit").iif(tun).oif(tun)).rule(),
+	var forward []Rule
+	if marking {
+		input = append(input, permit(newRule("tunnel-peer").iif(tun).ipv4().saddrIn(SetTunnelNets)).rule())
+		forward = []Rule{
+			permit(newRule("lan-from-tunnel").iif(tun).ipv4().daddrIn(SetLocalLANs)).rule(),
+			permit(newRule("lan-to-tunnel").oif(tun).ipv4().saddrIn(SetLocalLANs)).rule(),
+			permit(newRule("tunnel-transit").iif(tun).oif(tun)).rule(),
+		}
 	}
 
 	// MSS clamp, both directions, to each link's MTU - 40 (see mssClamps).
@@ -216,9 +230,11 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	// restarting) would cross the WAN in clear; the VM lab caught exactly
 	// that. "rt ipsec missing" is true when the route lookup did not pick
 	// an IPsec transformation for the packet. This is the one drop rule
-	// meshwan installs, and it only ever matches meshwan's own GRE.
+	// meshwan installs, and it only ever matches meshwan's own GRE. The
+	// route check comes before the set lookup: a tunnel's GRE has its
+	// IPsec transformation, so it fails the rule on a comparison.
 	guard := []Rule{
-		newRule("gre-needs-ipsec").l4(unix.IPPROTO_GRE).ipv4().daddrIn(SetPeers).ipsecMissing().counter().drop().rule(),
+		newRule("gre-needs-ipsec").l4(unix.IPPROTO_GRE).ipsecMissing().ipv4().daddrIn(SetPeers).counter().drop().rule(),
 	}
 
 	// Untracked: the tunnel's own packets skip connection tracking. Our
@@ -245,26 +261,31 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	// The protocol is matched before the peers set: a comparison fails a
 	// LAN packet where a set lookup (the dearest expression, measured:
 	// docs/benchmarks.md) would be wasted on it.
+	// Their counters are where `nft list table inet meshwan` shows the
+	// tunnel's traffic (ESP and GRE each way, the overlay's classes).
 	untrackedIn := []Rule{
-		newRule("untracked-esp-in").l4(unix.IPPROTO_ESP).ipv4().saddrIn(SetPeers).notrack().accept().rule(),
-		newRule("untracked-gre-in").l4(unix.IPPROTO_GRE).ipv4().saddrIn(SetPeers).notrack().accept().rule(),
-		newRule("untracked-lan-from-tunnel").iif(tun).ipv4().daddrIn(SetLocalLANs).notrack().accept().rule(),
-		newRule("untracked-transit").iif(tun).ipv4().daddrIn(SetRemoteLANs).notrack().accept().rule(),
-		newRule("untracked-lan-to-remote").ipv4().saddrIn(SetLocalLANs).daddrIn(SetRemoteLANs).notrack().accept().rule(),
+		newRule("untracked-esp-in").l4(unix.IPPROTO_ESP).ipv4().saddrIn(SetPeers).counter().notrack().accept().rule(),
+		newRule("untracked-gre-in").l4(unix.IPPROTO_GRE).ipv4().saddrIn(SetPeers).counter().notrack().accept().rule(),
+		newRule("untracked-lan-from-tunnel").iif(tun).ipv4().daddrIn(SetLocalLANs).counter().notrack().accept().rule(),
+		newRule("untracked-transit").iif(tun).ipv4().daddrIn(SetRemoteLANs).counter().notrack().accept().rule(),
+		newRule("untracked-lan-to-remote").ipv4().saddrIn(SetLocalLANs).daddrIn(SetRemoteLANs).counter().notrack().accept().rule(),
 	}
 	untrackedOut := []Rule{
-		newRule("untracked-gre-out").l4(unix.IPPROTO_GRE).ipv4().daddrIn(SetPeers).notrack().accept().rule(),
-		newRule("untracked-esp-out").l4(unix.IPPROTO_ESP).ipv4().daddrIn(SetPeers).notrack().accept().rule(),
+		newRule("untracked-gre-out").l4(unix.IPPROTO_GRE).ipv4().daddrIn(SetPeers).counter().notrack().accept().rule(),
+		newRule("untracked-esp-out").l4(unix.IPPROTO_ESP).ipv4().daddrIn(SetPeers).counter().notrack().accept().rule(),
 	}
 
 	rs.Chains = []Chain{
-		{Name: ChainForward, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityFilter, Rules: forward},
 		{Name: ChainInput, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookInput, Priority: PriorityFilter, Rules: input},
 		{Name: ChainMSS, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityMangle, Rules: mss},
 		{Name: ChainPostrouting, Type: nftables.ChainTypeNAT, Hook: *nftables.ChainHookPostrouting, Priority: PriorityNAT, Rules: post},
 		{Name: ChainGREGuard, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookOutput, Priority: PriorityFilter, Rules: guard},
 		{Name: ChainUntrackedIn, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookPrerouting, Priority: PriorityRaw, Rules: untrackedIn},
 		{Name: ChainUntrackedOut, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookOutput, Priority: PriorityRaw, Rules: untrackedOut},
+	}
+	if marking {
+		// A base chain costs a hook traversal even when empty.
+		rs.Chains = append([]Chain{{Name: ChainForward, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityFilter, Rules: forward}}, rs.Chains...)
 	}
 	return rs
 }

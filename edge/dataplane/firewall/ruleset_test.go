@@ -60,7 +60,7 @@ chain input { type filter hook input priority -10; policy accept; }
   iifname "eth0" meta l4proto udp meta nfproto ipv4 ip saddr @peers udp dport 4500 counter meta mark set meta mark | 0x00100000 accept comment "mw:ike-natt"
   iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto udp udp dport 7402 counter meta mark set meta mark | 0x00100000 accept comment "mw:probe-from-peer"
   iifname "mw-*" meta nfproto ipv4 ip saddr @peer_inner meta l4proto tcp tcp dport 179 counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-peer"
-  meta nfproto ipv4 ip saddr @bgp_lan_peers meta l4proto tcp tcp dport 179 counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-lan-peer"
+  meta l4proto tcp tcp dport 179 meta nfproto ipv4 ip saddr @bgp_lan_peers counter meta mark set meta mark | 0x00100000 accept comment "mw:bgp-from-lan-peer"
   iifname "lo" meta l4proto udp udp dport 7402 counter accept comment "mw:probe-local"
   iifname "lo" meta l4proto tcp tcp dport 179 counter accept comment "mw:bgp-local"
   meta l4proto udp udp dport 7402 counter drop comment "mw:probe-other"
@@ -80,29 +80,62 @@ chain postrouting { type nat hook postrouting priority 90; policy accept; }
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 500 counter snat ip to ip saddr comment "mw:keep-src-ike"
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 4500 counter snat ip to ip saddr comment "mw:keep-src-ike-natt"
 chain gre_guard { type filter hook output priority -10; policy accept; }
-  meta l4proto gre meta nfproto ipv4 ip daddr @peers rt ipsec missing counter drop comment "mw:gre-needs-ipsec"
+  meta l4proto gre rt ipsec missing meta nfproto ipv4 ip daddr @peers counter drop comment "mw:gre-needs-ipsec"
 chain untracked_in { type filter hook prerouting priority -300; policy accept; }
-  meta l4proto esp meta nfproto ipv4 ip saddr @peers notrack accept comment "mw:untracked-esp-in"
-  meta l4proto gre meta nfproto ipv4 ip saddr @peers notrack accept comment "mw:untracked-gre-in"
-  iifname "mw-*" meta nfproto ipv4 ip daddr @local_lans notrack accept comment "mw:untracked-lan-from-tunnel"
-  iifname "mw-*" meta nfproto ipv4 ip daddr @remote_lans notrack accept comment "mw:untracked-transit"
-  meta nfproto ipv4 ip saddr @local_lans ip daddr @remote_lans notrack accept comment "mw:untracked-lan-to-remote"
+  meta l4proto esp meta nfproto ipv4 ip saddr @peers counter notrack accept comment "mw:untracked-esp-in"
+  meta l4proto gre meta nfproto ipv4 ip saddr @peers counter notrack accept comment "mw:untracked-gre-in"
+  iifname "mw-*" meta nfproto ipv4 ip daddr @local_lans counter notrack accept comment "mw:untracked-lan-from-tunnel"
+  iifname "mw-*" meta nfproto ipv4 ip daddr @remote_lans counter notrack accept comment "mw:untracked-transit"
+  meta nfproto ipv4 ip saddr @local_lans ip daddr @remote_lans counter notrack accept comment "mw:untracked-lan-to-remote"
 chain untracked_out { type filter hook output priority -300; policy accept; }
-  meta l4proto gre meta nfproto ipv4 ip daddr @peers notrack accept comment "mw:untracked-gre-out"
-  meta l4proto esp meta nfproto ipv4 ip daddr @peers notrack accept comment "mw:untracked-esp-out"
+  meta l4proto gre meta nfproto ipv4 ip daddr @peers counter notrack accept comment "mw:untracked-gre-out"
+  meta l4proto esp meta nfproto ipv4 ip daddr @peers counter notrack accept comment "mw:untracked-esp-out"
 `
 	if got := stripHashes(Build(d, Params{Mark: 0x100000, BGPLANPeers: []netip.Addr{addr("10.2.1.9")}}).String()); got != want {
 		t.Errorf("ruleset:\n%s\nwant:\n%s", got, want)
 	}
 
 	// Without WAN interfaces the underlay permits match any input
-	// interface, and without a mark nothing is marked.
-	s := Build(dataplane.Desired{Site: "a", Tunnels: d.Tunnels}, Params{}).String()
-	if strings.Contains(s, `iifname "eth0"`) || strings.Contains(s, "meta mark") {
-		t.Errorf("unexpected rules:\n%s", s)
+	// interface.
+	s := Build(dataplane.Desired{Site: "a", Tunnels: d.Tunnels}, Params{Mark: 1}).String()
+	if strings.Contains(s, `iifname "eth0"`) || !strings.Contains(s, `meta l4proto esp meta nfproto ipv4 ip saddr @peers counter meta mark set meta mark | 0x00000001 accept`) {
+		t.Errorf("want an esp permit on any interface:\n%s", s)
 	}
-	if !strings.Contains(s, `meta l4proto esp meta nfproto ipv4 ip saddr @peers counter accept`) {
-		t.Errorf("missing unconditioned esp permit:\n%s", s)
+}
+
+// TestBuildWithoutMarkHasNoIdleAccepts: in a policy-accept chain an
+// accept that no drop follows changes no verdict; without a permit mark it
+// would be per-packet work for nothing, so none is installed (the forward
+// chain goes), nothing is marked, and the listener filter is unchanged.
+func TestBuildWithoutMarkHasNoIdleAccepts(t *testing.T) {
+	d := dataplane.Desired{Site: "a", LANPrefixes: []netip.Prefix{pfx("10.2.1.0/24")}, WANInterfaces: []string{"eth0"}, Tunnels: []dataplane.Tunnel{
+		{ID: "t1", LinkName: "mw-b", LocalUnderlay: addr("192.0.2.1"), RemoteUnderlay: addr("192.0.2.9"),
+			LocalInner: pfx("11.11.11.2/30"), RemoteInner: addr("11.11.11.1"), RemoteLANs: []netip.Prefix{pfx("10.1.1.0/24")}}}}
+	rs := Build(d, Params{})
+	if s := rs.String(); strings.Contains(s, "meta mark") || strings.Contains(s, "chain forward") {
+		t.Errorf("no mark: want no marking and no forward chain:\n%s", s)
+	}
+	for _, c := range rs.Chains {
+		if c.Type != nftables.ChainTypeFilter || c.Priority == PriorityRaw {
+			continue // nat bindings and notrack rules do work of their own
+		}
+		lastDrop := -1
+		for i, r := range c.Rules {
+			if strings.HasSuffix(r.Text, " drop") {
+				lastDrop = i
+			}
+		}
+		for i, r := range c.Rules {
+			if strings.HasSuffix(r.Text, " accept") && i > lastDrop {
+				t.Errorf("chain %s: idle accept %s (no drop after it)", c.Name, r.Label)
+			}
+		}
+	}
+	with := stripHashes(Build(d, Params{Mark: 1}).String())
+	for _, label := range []string{"probe-from-peer", "bgp-from-peer", "bgp-from-lan-peer", "probe-local", "bgp-local", "probe-other", "bgp-other"} {
+		if !strings.Contains(stripHashes(rs.String()), `"mw:`+label+`"`) || !strings.Contains(with, `"mw:`+label+`"`) {
+			t.Errorf("listener rule %s missing with or without a mark", label)
+		}
 	}
 }
 
@@ -138,14 +171,19 @@ func TestShapeIgnoresNothingThatMatters(t *testing.T) {
 		// A link name is in the rules only when its MTU is below the
 		// others' (mssClamps): a rename of the only link changes nothing.
 	}
-	for name, f := range changes {
-		dd := d
-		dd.Tunnels = slices.Clone(d.Tunnels)
-		dd.Tunnels[0].RemoteLANs = slices.Clone(d.Tunnels[0].RemoteLANs)
-		dd.LANPrefixes = slices.Clone(d.LANPrefixes)
-		f(&dd)
-		if shapeOf(Build(dd, Params{})) == base {
-			t.Errorf("%s: change not visible in the shape", name)
+	for _, par := range []Params{{}, {Mark: 1}} {
+		for name, f := range changes {
+			if name == "wan" && par.Mark == 0 {
+				continue // only the marking permits name the WAN interfaces
+			}
+			dd := d
+			dd.Tunnels = slices.Clone(d.Tunnels)
+			dd.Tunnels[0].RemoteLANs = slices.Clone(d.Tunnels[0].RemoteLANs)
+			dd.LANPrefixes = slices.Clone(d.LANPrefixes)
+			f(&dd)
+			if shapeOf(Build(dd, par)) == shapeOf(Build(d, par)) {
+				t.Errorf("%s (mark %d): change not visible in the shape", name, par.Mark)
+			}
 		}
 	}
 	if shapeOf(Build(d, Params{Mark: 1})) == base {
