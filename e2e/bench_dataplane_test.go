@@ -21,6 +21,11 @@ import (
 //	MESHWAN_BENCH_DP_QUICK=1   5 repetitions of 5 s (iteration); default 9 of 6 s
 //	MESHWAN_BENCH_DP_REPS      repetitions (overrides)
 //	MESHWAN_BENCH_DP_SECONDS   seconds per iperf3 run (overrides)
+//	MESHWAN_BENCH_DP_BARE=chain:NAME  the k -> l variant deletes only
+//	                           chain NAME of table inet meshwan instead of
+//	                           its tables, for that chain's share (e.g.
+//	                           postrouting: with it go the NAT and
+//	                           connection-tracking hooks it brings in)
 //	MESHWAN_BENCH_DP_EDGE_BIN_B  a second meshwan-edge build (e.g. from
 //	                           another commit) measured too, GRO on, on
 //	                           sites i -> j: two builds in one run
@@ -198,6 +203,10 @@ func TestBenchDataplane(t *testing.T) {
 		{name: "hand-made, GRO off", from: "g", to: "h", gro: false, links: map[string]string{"g": hm.Link, "h": hm.Link}},
 		{name: "meshwan (GRO on), its nftables tables deleted for the run", from: "k", to: "l", gro: true, links: links("k", "l"), bare: true},
 	}
+	bareChain, chainOnly := strings.CutPrefix(os.Getenv("MESHWAN_BENCH_DP_BARE"), "chain:")
+	if chainOnly {
+		variants[4].name = "meshwan (GRO on), its chain " + bareChain + " deleted for the run"
+	}
 	if binB != "" {
 		variants = append(variants, dpVariant{name: "meshwan build B (" + filepath.Base(filepath.Dir(binB)) + "), GRO on", from: "i", to: "j", gro: true, links: links("i", "j")})
 	}
@@ -223,6 +232,12 @@ func TestBenchDataplane(t *testing.T) {
 	// meshwanTables lists the inet tables meshwan owns in a site's
 	// namespace (firewall and steering).
 	meshwanTables := func(site string) []string {
+		if chainOnly { // the chain stands for the tables
+			if _, err := lab.Run(e.ctx, "ip", "netns", "exec", e.lab.Sites[site].NS, "nft", "list", "chain", "inet", "meshwan", bareChain); err != nil {
+				return nil
+			}
+			return []string{"meshwan " + bareChain}
+		}
 		out, err := lab.Run(e.ctx, "ip", "netns", "exec", e.lab.Sites[site].NS, "nft", "list", "tables")
 		if err != nil {
 			t.Fatalf("nft list tables in %s: %v %s", site, err, out)
@@ -250,7 +265,11 @@ func TestBenchDataplane(t *testing.T) {
 			if v.bare {
 				for _, s := range []string{v.from, v.to} {
 					for _, tb := range meshwanTables(s) {
-						if out, err := lab.Run(e.ctx, "ip", "netns", "exec", e.lab.Sites[s].NS, "nft", "delete", "table", "inet", tb); err != nil {
+						what := []string{"table", "inet", tb}
+						if chainOnly {
+							what = []string{"chain", "inet", "meshwan", bareChain}
+						}
+						if out, err := lab.Run(e.ctx, "ip", append([]string{"netns", "exec", e.lab.Sites[s].NS, "nft", "delete"}, what...)...); err != nil {
 							t.Fatalf("delete table %s in %s: %v %s", tb, s, err, out)
 						}
 					}

@@ -591,3 +591,102 @@ func TestPrivilegedTunnelTrafficIsUntracked(t *testing.T) {
 		t.Errorf("the masqueraded flow to 198.51.100.2 is not tracked (conntrack lists %d flows): is conntrack on at all?", len(flows))
 	}
 }
+
+// TestPrivilegedGREGuard proves the fail-closed guarantee on the kernel:
+// GRE from the edge to a peer's underlay address that no IPsec policy
+// covers ("rt ipsec missing") is dropped before it leaves, and counted;
+// GRE to an address that is not a peer's passes (the guard only ever
+// matches meshwan's own GRE). Raw sockets stand in for a GRE link, so it
+// runs without the GRE module.
+func TestPrivilegedGREGuard(t *testing.T) {
+	ctx := context.Background()
+	l := newLab(t)
+	m := NewManager(func() (kernel.NFT, error) { return kernel.NewNFT(int(l.r)) }, Options{})
+	if err := m.Apply(ctx, labDesired()); err != nil {
+		t.Fatal(err)
+	}
+	// B listens for GRE on every address.
+	var rx net.PacketConn
+	if err := netnstest.Do(l.b, func() (err error) {
+		rx, err = net.ListenPacket("ip4:47", "0.0.0.0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	send := func(dst string) error {
+		return netnstest.Do(l.r, func() error {
+			c, err := net.Dial("ip4:47", dst)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte{0, 0, 0x08, 0, 'm', 'w'}) // GRE header, IPv4 payload type
+			return err
+		})
+	}
+	received := func() []string {
+		var from []string
+		buf := make([]byte, 1500)
+		for {
+			rx.SetReadDeadline(time.Now().Add(time.Second))
+			_, a, err := rx.ReadFrom(buf)
+			if err != nil {
+				return from
+			}
+			from = append(from, a.String())
+		}
+	}
+	// To the peer: dropped on output (a raw socket sees EPERM).
+	if err := send("203.0.113.2"); err != nil && !errors.Is(err, unix.EPERM) {
+		t.Fatalf("GRE to the peer: %v", err)
+	}
+	if got := received(); len(got) != 0 {
+		t.Errorf("GRE to the peer without IPsec left the edge: B received %d packets", len(got))
+	}
+	if n := ruleCounter(t, l.r, "gre-needs-ipsec"); n != 1 {
+		t.Errorf("guard counter %d, want 1", n)
+	}
+	// To a non-peer: untouched (and the listener works).
+	if err := send("198.51.100.2"); err != nil {
+		t.Fatalf("GRE to a non-peer: %v", err)
+	}
+	if got := received(); len(got) != 1 {
+		t.Errorf("GRE to a non-peer: B received %d packets, want 1", len(got))
+	}
+}
+
+// ruleCounter returns the packet counter of the meshwan rule labelled
+// label in ns.
+func ruleCounter(t *testing.T, ns netns.NsHandle, label string) uint64 {
+	t.Helper()
+	c, err := kernel.NewNFT(int(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != TableName {
+			continue
+		}
+		rs, err := c.GetRules(table, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			if !strings.HasPrefix(kernel.RuleComment(r), "mw:"+label+" ") {
+				continue
+			}
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					return ctr.Packets
+				}
+			}
+		}
+	}
+	t.Fatalf("no counted rule mw:%s", label)
+	return 0
+}
