@@ -15,9 +15,11 @@
 // An accept no drop follows changes no verdict, so without a permit mark
 // only the accepts that precede the listener drops are installed (the
 // rest would cost set lookups on every tunnelled packet for nothing); the
-// untracked chains' counters show the tunnel's traffic. The one exception is
-// chain gre_guard (output): it drops GRE to a peer that would leave without
-// IPsec, so a tunnel fails closed instead of crossing the WAN in clear. Equally, our accepts
+// untracked chains' counters show the tunnel's traffic. Besides the
+// listener drops, the one exception is rule mw:gre-needs-ipsec, first in
+// chain untracked_out (output, raw priority): it drops GRE to a peer that
+// would leave without IPsec, so a tunnel fails closed instead of crossing
+// the WAN in clear. Equally, our accepts
 // cannot override an operator's drop: on a host whose own chains drop by
 // default, the operator must let meshwan traffic through there, either
 //   - by copying the permits: from the peers (udp dport 500 and 4500, esp,

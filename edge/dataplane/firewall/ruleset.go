@@ -64,7 +64,6 @@ const (
 	ChainForward      = "forward"
 	ChainMSS          = "mss"
 	ChainPostrouting  = "postrouting"
-	ChainGREGuard     = "gre_guard"
 	ChainUntrackedIn  = "untracked_in"
 	ChainUntrackedOut = "untracked_out"
 
@@ -232,10 +231,13 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	// an IPsec transformation for the packet. This is the one drop rule
 	// meshwan installs, and it only ever matches meshwan's own GRE. The
 	// route check comes before the set lookup: a tunnel's GRE has its
-	// IPsec transformation, so it fails the rule on a comparison.
-	guard := []Rule{
-		newRule("gre-needs-ipsec").l4(unix.IPPROTO_GRE).ipsecMissing().ipv4().daddrIn(SetPeers).counter().drop().rule(),
-	}
+	// IPsec transformation, so it fails the rule on a comparison. It is
+	// the first rule of the raw output chain rather than a chain of its
+	// own: the route (and its IPsec bundle) is chosen before the output
+	// hook runs, at any priority, and every base chain a packet crosses
+	// costs a hook call and a header parse (docs/benchmarks.md: the
+	// chains, not the rules, are what the tunnel pays for).
+	guard := newRule("gre-needs-ipsec").l4(unix.IPPROTO_GRE).ipsecMissing().ipv4().daddrIn(SetPeers).counter().drop().rule()
 
 	// Untracked: the tunnel's own packets skip connection tracking. Our
 	// nat chain makes the kernel track every connection in the namespace,
@@ -271,6 +273,7 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 		newRule("untracked-lan-to-remote").ipv4().saddrIn(SetLocalLANs).daddrIn(SetRemoteLANs).counter().notrack().accept().rule(),
 	}
 	untrackedOut := []Rule{
+		guard,
 		newRule("untracked-gre-out").l4(unix.IPPROTO_GRE).ipv4().daddrIn(SetPeers).counter().notrack().accept().rule(),
 		newRule("untracked-esp-out").l4(unix.IPPROTO_ESP).ipv4().daddrIn(SetPeers).counter().notrack().accept().rule(),
 	}
@@ -279,7 +282,6 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 		{Name: ChainInput, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookInput, Priority: PriorityFilter, Rules: input},
 		{Name: ChainMSS, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookForward, Priority: PriorityMangle, Rules: mss},
 		{Name: ChainPostrouting, Type: nftables.ChainTypeNAT, Hook: *nftables.ChainHookPostrouting, Priority: PriorityNAT, Rules: post},
-		{Name: ChainGREGuard, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookOutput, Priority: PriorityFilter, Rules: guard},
 		{Name: ChainUntrackedIn, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookPrerouting, Priority: PriorityRaw, Rules: untrackedIn},
 		{Name: ChainUntrackedOut, Type: nftables.ChainTypeFilter, Hook: *nftables.ChainHookOutput, Priority: PriorityRaw, Rules: untrackedOut},
 	}

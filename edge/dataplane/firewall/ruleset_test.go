@@ -79,8 +79,6 @@ chain postrouting { type nat hook postrouting priority 90; policy accept; }
   meta nfproto ipv4 ip daddr @peers meta l4proto esp counter snat ip to ip saddr comment "mw:keep-src-esp"
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 500 counter snat ip to ip saddr comment "mw:keep-src-ike"
   meta nfproto ipv4 ip daddr @peers meta l4proto udp udp dport 4500 counter snat ip to ip saddr comment "mw:keep-src-ike-natt"
-chain gre_guard { type filter hook output priority -10; policy accept; }
-  meta l4proto gre rt ipsec missing meta nfproto ipv4 ip daddr @peers counter drop comment "mw:gre-needs-ipsec"
 chain untracked_in { type filter hook prerouting priority -300; policy accept; }
   meta l4proto esp meta nfproto ipv4 ip saddr @peers counter notrack accept comment "mw:untracked-esp-in"
   meta l4proto gre meta nfproto ipv4 ip saddr @peers counter notrack accept comment "mw:untracked-gre-in"
@@ -88,6 +86,7 @@ chain untracked_in { type filter hook prerouting priority -300; policy accept; }
   iifname "mw-*" meta nfproto ipv4 ip daddr @remote_lans counter notrack accept comment "mw:untracked-transit"
   meta nfproto ipv4 ip saddr @local_lans ip daddr @remote_lans counter notrack accept comment "mw:untracked-lan-to-remote"
 chain untracked_out { type filter hook output priority -300; policy accept; }
+  meta l4proto gre rt ipsec missing meta nfproto ipv4 ip daddr @peers counter drop comment "mw:gre-needs-ipsec"
   meta l4proto gre meta nfproto ipv4 ip daddr @peers counter notrack accept comment "mw:untracked-gre-out"
   meta l4proto esp meta nfproto ipv4 ip daddr @peers counter notrack accept comment "mw:untracked-esp-out"
 `
