@@ -20,22 +20,39 @@ type Pair struct{ A, B string }
 // that share no transport the match rule joins are not listed: that is the
 // declaration's choice, not NAT. Sorted; pure.
 //
-// Only sites with a dynamic transport can be in a pair, so the quadratic
-// part runs over those alone: a fleet of thousands of static sites costs
-// one pass.
+// Only sites with a dynamic transport can be in a pair, and in
+// hub-and-spoke only pairs with a hub, so the quadratic part runs over
+// those alone: a fleet of thousands of static sites costs one pass, and
+// thousands of NATed spokes cost one pass per hub.
 func Unjoined(sites []intent.Site, t intent.Topology) []Pair {
 	sites = slices.DeleteFunc(slices.Clone(sites), func(s intent.Site) bool {
 		return !slices.ContainsFunc(s.Transports, func(tr intent.Transport) bool { return tr.Dynamic })
 	})
 	intent.SortSites(sites)
 	var out []Pair
-	for i := range sites {
-		for j := i + 1; j < len(sites); j++ {
-			a, b := sites[i], sites[j]
-			if !connected(t.Mode, a, b) || !allDynamic(a, b, t.Match) {
+	check := func(a, b intent.Site) {
+		if connected(t.Mode, a, b) && allDynamic(a, b, t.Match) {
+			out = append(out, Pair{min(a.Name, b.Name), max(a.Name, b.Name)})
+		}
+	}
+	switch t.Mode {
+	case intent.ModeFullMesh:
+		for i := range sites {
+			for j := i + 1; j < len(sites); j++ {
+				check(sites[i], sites[j])
+			}
+		}
+	case intent.ModeHubAndSpoke:
+		for i, h := range sites {
+			if !h.Hub() {
 				continue
 			}
-			out = append(out, Pair{min(a.Name, b.Name), max(a.Name, b.Name)})
+			for j, s := range sites {
+				// A pair of hubs once (i < j), a hub and a spoke always.
+				if j != i && (!s.Hub() || i < j) {
+					check(h, s)
+				}
+			}
 		}
 	}
 	slices.SortFunc(out, func(x, y Pair) int { return cmp.Or(cmp.Compare(x.A, y.A), cmp.Compare(x.B, y.B)) })

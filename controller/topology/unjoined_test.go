@@ -102,3 +102,26 @@ func TestUnjoinedAgainstDerive(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkUnjoined5000: 5,000 sites, every fifth behind NAT only (LTE
+// dynamic), two hubs, for both modes: the figure GetTopology, SetTopology
+// and a /metrics scrape after a change pay (the controller caches it).
+func BenchmarkUnjoined5000(b *testing.B) {
+	var sites []intent.Site
+	for i := range 5000 {
+		role, trs := intent.RoleSpoke, []string{"inet1"}
+		if i < 2 {
+			role = intent.RoleHub
+		} else if i%5 == 0 {
+			trs = []string{"lte*"}
+		}
+		sites = append(sites, site(fmt.Sprintf("s%04d", i), role, trs...))
+	}
+	for _, m := range []intent.Mode{intent.ModeHubAndSpoke, intent.ModeFullMesh} {
+		b.Run(string(m), func(b *testing.B) {
+			for b.Loop() {
+				Unjoined(sites, intent.Topology{Mode: m, Match: intent.MatchSameName})
+			}
+		})
+	}
+}
