@@ -14,7 +14,8 @@
 // block anything, so installing meshwan cannot break a host's firewall.
 // An accept no drop follows changes no verdict, so without a permit mark
 // only the accepts that precede the listener drops are installed (the
-// rest would cost set lookups on every tunnelled packet for nothing); the
+// rest would cost every tunnelled packet set lookups and, on forward, a
+// base chain, for nothing); the
 // untracked chains' counters show the tunnel's traffic. Besides the
 // listener drops, the one exception is rule mw:gre-needs-ipsec, first in
 // chain untracked_out (output, raw priority): it drops GRE to a peer that

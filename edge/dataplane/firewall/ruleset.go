@@ -144,9 +144,9 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	// Every chain has policy accept, so an accept that no drop follows
 	// changes no verdict: its one effect is the permit mark. Without a
 	// mark those rules would be per-packet work for nothing (set lookups
-	// on every tunnelled packet, the dearest expression: docs/benchmarks.md)
-	// and are not installed; the untracked chains count the tunnel's
-	// packets instead. The accepts that precede the listener drops are
+	// on every tunnelled packet, and on forward a whole base chain, which
+	// is what costs most: docs/benchmarks.md) and are not installed; the
+	// untracked chains count the tunnel's packets instead. The accepts that precede the listener drops are
 	// always installed: they decide what the drops leave alone.
 	marking := mark != 0
 
@@ -261,8 +261,8 @@ func Build(d dataplane.Desired, p Params) Ruleset {
 	// nothing is permitted by it): the rules after it cannot match a
 	// packet already untracked, and every rule evaluated costs per packet.
 	// The protocol is matched before the peers set: a comparison fails a
-	// LAN packet where a set lookup (the dearest expression, measured:
-	// docs/benchmarks.md) would be wasted on it.
+	// LAN packet where a set lookup would be wasted on it (cheap next to
+	// a base chain, measured: docs/benchmarks.md, but not free).
 	// Their counters are where `nft list table inet meshwan` shows the
 	// tunnel's traffic (ESP and GRE each way, the overlay's classes).
 	untrackedIn := []Rule{
