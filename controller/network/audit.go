@@ -32,10 +32,7 @@ func (n *Network) Audit() []error {
 	c := &n.v.audit
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.valid || c.gen != n.v.auditGen {
-		c.errs, c.gen, c.valid = n.audit(), n.v.auditGen, true
-	}
-	return slices.Clone(c.errs)
+	return slices.Clone(c.errs.get(n.v.auditGen, n.audit))
 }
 
 // Unjoined lists the pairs of sites the topology connects that get no
@@ -51,25 +48,34 @@ func (n *Network) Unjoined() []topology.Pair {
 	c := &n.v.audit
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.unjoinedValid || c.unjoinedGen != n.v.auditGen {
-		s := &n.v.snap
-		c.unjoined, c.unjoinedGen, c.unjoinedValid = topology.Unjoined(s.SiteList(), s.Topology), n.v.auditGen, true
-	}
-	return slices.Clone(c.unjoined)
+	return slices.Clone(c.unjoined.get(n.v.auditGen, func() []topology.Pair {
+		return topology.Unjoined(n.v.snap.SiteList(), n.v.snap.Topology)
+	}))
 }
 
-// auditCache holds Audit's last answer and the view's auditGen it was
-// computed at. Its mutex serializes computing it (readers of the view run
-// concurrently under the view's read lock).
+// auditCache holds the answers of Audit and Unjoined, each with the
+// view's auditGen it was computed at. Its mutex serializes computing them
+// (readers of the view run concurrently under the view's read lock).
 type auditCache struct {
-	mu    sync.Mutex
+	mu       sync.Mutex
+	errs     genCached[[]error]
+	unjoined genCached[[]topology.Pair]
+}
+
+// genCached is a value computed at one generation of the view.
+type genCached[T any] struct {
 	valid bool
 	gen   uint64
-	errs  []error
-	// Unjoined's answer, on the same generation scheme.
-	unjoinedValid bool
-	unjoinedGen   uint64
-	unjoined      []topology.Pair
+	v     T
+}
+
+// get returns the value for gen, computing it if the one held is from
+// another generation (or none is held).
+func (c *genCached[T]) get(gen uint64, compute func() T) T {
+	if !c.valid || c.gen != gen {
+		c.v, c.gen, c.valid = compute(), gen, true
+	}
+	return c.v
 }
 
 // audit is Audit without the cache; the caller holds the view's read lock.
